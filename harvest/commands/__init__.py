@@ -1,0 +1,1 @@
+"""One module per `worldtrace` subcommand, each exposing `command`."""

@@ -1,0 +1,1 @@
+"""worldtrace images."""
