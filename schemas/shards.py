@@ -1,0 +1,339 @@
+"""Parquet shard writer (zstd, byte-bounded row groups, atomic rename) and the per-directory manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.arrow import SCHEMA_VERSION, SCHEMA_VERSION_KEY, same_fields, trace_schema
+from schemas.errors import ShardError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "_manifest.json"
+MANIFEST_ENTRIES_DIR = "_manifest.d"
+MANIFEST_LOCK = "_manifest.lock"
+TEMP_PREFIX = "."
+TEMP_MARK = ".tmp-"
+DEFAULT_COMPRESSION_LEVEL = 9
+DEFAULT_ROW_GROUP_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A committed shard, as its manifest entry records it."""
+
+    file: str  # name inside the directory
+    rows: int
+    events: int
+    bytes: int
+    sha256: str
+    schema_version: int
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ShardInfo:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+class _HashingFile:
+    """A write-only binary file that hashes what passes through it (Parquet writes append-only)."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "wb")  # closed by close()
+        self._sha = hashlib.sha256()
+        self._pos = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self._sha.update(view)
+        self._pos += len(view)
+        return self._f.write(view)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def sync_and_close(self) -> str:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.close()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+            self.closed = True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory, fsync and rename."""
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}{TEMP_MARK}{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+class ShardWriter:
+    """Writes one Parquet shard of trace rows; the file appears under its name only once complete.
+
+    Use as a context manager: an exception inside the block (or a killed process) leaves only a
+    hidden temporary file (``.NAME.tmp-*``), which readers ignore. On success the shard is fsynced,
+    renamed into place and recorded in the directory's manifest.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+        metadata: Mapping[str, str] | None = None,
+        overwrite: bool = False,
+        update_manifest: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.name.startswith((TEMP_PREFIX, "_")):
+            raise ShardError(f"shard name {self.path.name!r} must not start with '.' or '_'")
+        if self.path.exists() and not overwrite:
+            raise ShardError(f"{self.path} already exists")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.row_group_bytes = row_group_bytes
+        self.update_manifest = update_manifest
+        self.schema = trace_schema()
+        extra = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
+        self.schema = self.schema.with_metadata({**self.schema.metadata, **extra})
+        self._tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}{TEMP_MARK}{uuid.uuid4().hex}")
+        self._file = _HashingFile(self._tmp)
+        self._writer = pq.ParquetWriter(
+            self._file,
+            self.schema,
+            compression="zstd",
+            compression_level=compression_level,
+            use_dictionary=True,
+            write_statistics=True,
+            write_page_checksum=True,
+        )
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self.rows = 0
+        self.events = 0
+        self.info: ShardInfo | None = None
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Add trace rows; a row group is written each time ~row_group_bytes (in memory) gather."""
+        if self.info is not None:
+            raise ShardError(f"{self.path} is already closed")
+        problems = same_fields(batch.schema, self.schema)
+        if problems:
+            raise ShardError(f"batch does not match the trace schema: {'; '.join(problems)}")
+        if batch.num_rows == 0:
+            return
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        self.rows += batch.num_rows
+        self.events += int(pc.sum(batch.column("n_events")).as_py() or 0)
+        if self._pending_bytes >= self.row_group_bytes:
+            self._flush_row_group()
+
+    def write_batches(self, batches: Iterable[pa.RecordBatch]) -> None:
+        for batch in batches:
+            self.write_batch(batch)
+
+    def _flush_row_group(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._pending, self._pending_bytes = [], 0
+
+    def close(self) -> ShardInfo:
+        """Finish the file, fsync it, rename it into place and record it in the manifest."""
+        if self.info is not None:
+            return self.info
+        try:
+            self._flush_row_group()
+            self._writer.close()
+            sha256 = self._file.sync_and_close()
+            size = self._tmp.stat().st_size
+            os.replace(self._tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self.info = ShardInfo(
+            file=self.path.name,
+            rows=self.rows,
+            events=self.events,
+            bytes=size,
+            sha256=sha256,
+            schema_version=SCHEMA_VERSION,
+            created_at=time.time(),
+        )
+        if self.update_manifest:
+            record_shard(self.path.parent, self.info)
+        return self.info
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing appears under the final name."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_shard(
+    path: str | os.PathLike[str], batches: Iterable[pa.RecordBatch], **options: Any
+) -> ShardInfo:
+    """Write `batches` as one shard at `path` (see ShardWriter for the options)."""
+    with ShardWriter(path, **options) as writer:
+        writer.write_batches(batches)
+    assert writer.info is not None
+    return writer.info
+
+
+# --- the manifest: one entry file per shard (no write conflicts) plus a merged view -------------
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with open(directory / MANIFEST_LOCK, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def record_shard(directory: str | os.PathLike[str], info: ShardInfo) -> None:
+    """Add a shard's entry to the directory's manifest (safe with concurrent writers)."""
+    directory = Path(directory)
+    entries = directory / MANIFEST_ENTRIES_DIR
+    entries.mkdir(exist_ok=True)
+    payload = json.dumps(info.to_json(), sort_keys=True).encode()
+    atomic_write_bytes(entries / f"{info.file}.json", payload)
+    rebuild_manifest(directory)
+
+
+def rebuild_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Rewrite _manifest.json from the per-shard entries, under a lock; return it."""
+    directory = Path(directory)
+    with _locked(directory):
+        shards = sorted(read_manifest_entries(directory).values(), key=lambda s: s.file)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "shards": [s.to_json() for s in shards],
+            "rows": sum(s.rows for s in shards),
+            "events": sum(s.events for s in shards),
+            "bytes": sum(s.bytes for s in shards),
+        }
+        atomic_write_bytes(directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def read_manifest_entries(directory: str | os.PathLike[str]) -> dict[str, ShardInfo]:
+    """file name -> ShardInfo from the per-shard entries (the authoritative part of the manifest)."""
+    entries = Path(directory) / MANIFEST_ENTRIES_DIR
+    found: dict[str, ShardInfo] = {}
+    if not entries.is_dir():
+        return found
+    for entry in sorted(entries.glob("*.json")):
+        if entry.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            info = ShardInfo.from_json(json.loads(entry.read_bytes()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ShardError(f"manifest entry {entry} is unreadable: {e}") from e
+        found[info.file] = info
+    return found
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, ShardInfo] | None:
+    """The directory's manifest (entries merged with _manifest.json), or None if it has none."""
+    directory = Path(directory)
+    merged = directory / MANIFEST_NAME
+    shards: dict[str, ShardInfo] = {}
+    if merged.is_file():
+        try:
+            data = json.loads(merged.read_bytes())
+            for item in data["shards"]:
+                info = ShardInfo.from_json(item)
+                shards[info.file] = info
+        except (ValueError, KeyError, TypeError) as e:
+            raise ShardError(f"{merged} is unreadable: {e}") from e
+    entries = read_manifest_entries(directory)
+    if not merged.is_file() and not entries:
+        return None
+    shards.update(entries)
+    return shards
+
+
+def schema_version_of(metadata: Mapping[bytes, bytes] | None) -> int | None:
+    """The schema version a Parquet file's key-value metadata records, or None."""
+    if not metadata or SCHEMA_VERSION_KEY not in metadata:
+        return None
+    try:
+        return int(metadata[SCHEMA_VERSION_KEY])
+    except ValueError:
+        return None
