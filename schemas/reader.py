@@ -26,7 +26,8 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith((".", "_")) for part in PurePosixPath(relative).parts)
 
 
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+def filesystem_for(path: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of a local path or URI, and the path inside it."""
     if "://" not in path:
         return pafs.LocalFileSystem(), os.path.abspath(path)
     try:
@@ -47,7 +48,7 @@ def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
 def resolve_shards(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, list[str]]:
     """The filesystem and sorted shard paths that `path` (file, directory or glob) names."""
     text = os.fspath(path)
-    fs, inner = _filesystem(text)
+    fs, inner = filesystem_for(text)
     if any(c in inner for c in _GLOB_CHARS):
         if isinstance(fs, pafs.LocalFileSystem):
             matches = globlib.glob(inner, recursive=True)

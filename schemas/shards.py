@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from schemas.arrow import SCHEMA_VERSION, SCHEMA_VERSION_KEY, same_fields, trace_schema
@@ -292,38 +293,61 @@ def rebuild_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest_entries(directory: str | os.PathLike[str]) -> dict[str, ShardInfo]:
+def _fs_and_dir(
+    directory: str | os.PathLike[str], filesystem: pafs.FileSystem | None
+) -> tuple[pafs.FileSystem, str]:
+    if filesystem is None:
+        return pafs.LocalFileSystem(), os.path.abspath(directory)
+    return filesystem, os.fspath(directory).rstrip("/")
+
+
+def _listing(fs: pafs.FileSystem, directory: str) -> list[str]:
+    selector = pafs.FileSelector(directory, allow_not_found=True)
+    return sorted(i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
+
+
+def _read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return bytes(f.read())
+
+
+def read_manifest_entries(
+    directory: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None
+) -> dict[str, ShardInfo]:
     """file name -> ShardInfo from the per-shard entries (the authoritative part of the manifest)."""
-    entries = Path(directory) / MANIFEST_ENTRIES_DIR
+    fs, directory = _fs_and_dir(directory, filesystem)
+    entries_dir = f"{directory}/{MANIFEST_ENTRIES_DIR}"
     found: dict[str, ShardInfo] = {}
-    if not entries.is_dir():
-        return found
-    for entry in sorted(entries.glob("*.json")):
-        if entry.name.startswith(TEMP_PREFIX):
+    for entry in _listing(fs, entries_dir):
+        name = entry.rsplit("/", 1)[-1]
+        if name.startswith(TEMP_PREFIX) or not name.endswith(".json"):
             continue
         try:
-            info = ShardInfo.from_json(json.loads(entry.read_bytes()))
+            info = ShardInfo.from_json(json.loads(_read_bytes(fs, entry)))
         except (ValueError, KeyError, TypeError) as e:
             raise ShardError(f"manifest entry {entry} is unreadable: {e}") from e
         found[info.file] = info
     return found
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, ShardInfo] | None:
-    """The directory's manifest (entries merged with _manifest.json), or None if it has none."""
-    directory = Path(directory)
-    merged = directory / MANIFEST_NAME
+def read_manifest(
+    directory: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None
+) -> dict[str, ShardInfo] | None:
+    """The directory's manifest (entries merged over _manifest.json), or None if it has none."""
+    fs, directory = _fs_and_dir(directory, filesystem)
+    merged = f"{directory}/{MANIFEST_NAME}"
     shards: dict[str, ShardInfo] = {}
-    if merged.is_file():
+    has_merged = fs.get_file_info(merged).type == pafs.FileType.File
+    if has_merged:
         try:
-            data = json.loads(merged.read_bytes())
+            data = json.loads(_read_bytes(fs, merged))
             for item in data["shards"]:
                 info = ShardInfo.from_json(item)
                 shards[info.file] = info
         except (ValueError, KeyError, TypeError) as e:
             raise ShardError(f"{merged} is unreadable: {e}") from e
-    entries = read_manifest_entries(directory)
-    if not merged.is_file() and not entries:
+    entries = read_manifest_entries(directory, fs)
+    if not has_merged and not entries:
         return None
     shards.update(entries)
     return shards
