@@ -1,0 +1,103 @@
+"""`worldtrace images`: build and list the sandbox images of images/catalog.toml."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from harvest.errors import WorldtraceError
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.0f} MB"
+
+
+@click.group(name="images", context_settings={"help_option_names": ["-h", "--help"]})
+def command() -> None:
+    """Build and list the sandbox images (catalog: images/catalog.toml).
+
+    Images are tagged by the hash of their recipe, so building an unchanged image does nothing.
+
+    \b
+    Example:
+        worldtrace images build base-py311
+        worldtrace images build --all
+        worldtrace images list
+    """
+
+
+@command.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+def list_images(as_json: bool) -> None:
+    """List every catalog image: built or not, size, Python version, tag.
+
+    \b
+    Example:
+        worldtrace images list --json
+    """
+    from images.builder import ImageBuilder
+    from images.catalog import load_catalog
+
+    try:
+        catalog = load_catalog()
+        builder = ImageBuilder()
+        statuses = [builder.status(spec) for spec in catalog.values()]
+    except WorldtraceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        for status in statuses:
+            click.echo(json.dumps(status.as_dict()))
+        return
+    rows = [("NAME", "STATE", "PYTHON", "KIND", "SIZE", "TAG")]
+    for s in statuses:
+        rows.append((s.spec.name, s.state, s.spec.python, s.spec.kind, _size(s.size_bytes), s.spec.tag))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for s in statuses:
+        if s.state == "failed":
+            click.echo(f"{s.spec.name}: build failed: {s.error} (log: {s.log_path})", err=True)
+
+
+@command.command(name="build")
+@click.argument("names", nargs=-1)
+@click.option("--all", "build_all", is_flag=True, help="Build every image of the catalog.")
+@click.option("--force", is_flag=True, help="Rebuild even if the image's tag exists.")
+def build_images(names: tuple[str, ...], build_all: bool, force: bool) -> None:
+    """Build images by catalog NAME (their base images first); exits 1 if any failed.
+
+    \b
+    Example:
+        worldtrace images build base-py311 toolz
+        worldtrace images build --all
+    """
+    from images.builder import ImageBuilder
+    from images.catalog import get_spec, load_catalog
+
+    if not names and not build_all:
+        raise click.UsageError("name images to build, or pass --all")
+    try:
+        catalog = load_catalog()
+        specs = list(catalog.values()) if build_all else [get_spec(n, catalog) for n in names]
+        builder = ImageBuilder()
+        failed = 0
+        for spec in specs:
+            before = builder.status(spec)
+            if before.state == "built" and not force:
+                click.echo(f"{spec.name}: up to date ({spec.tag})")
+                continue
+            click.echo(f"{spec.name}: building {spec.tag} ...")
+            status = builder.build(spec, force=force)
+            if status.state == "built":
+                took = f" in {status.build_time_s:.0f} s" if status.build_time_s is not None else ""
+                click.echo(f"{spec.name}: built{took}, {_size(status.size_bytes)}")
+            else:
+                failed += 1
+                click.echo(f"{spec.name}: FAILED: {status.error}\n  build log: {status.log_path}", err=True)
+    except WorldtraceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if failed:
+        raise click.ClickException(f"{failed} image(s) failed to build")

@@ -1,0 +1,388 @@
+"""`DockerSandbox`: one locked-down container per unit, running the whole unit through the batch runner.
+
+Every container: no network, read-only root, a size-capped tmpfs /tmp, a non-root user, no
+capabilities, no-new-privileges, pids/memory(+swap)/CPU limits, an init process, the tracer mounted
+read-only and one private writable folder (/out: the unit's jobs and stream). Containers carry labels
+naming run, unit, attempt and owner process, are removed (with volumes) whatever happens, and `reap`
+removes the ones whose owner died (SIGKILLed driver or worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from harvest.errors import (
+    ContainerStartError,
+    ImageNotFound,
+    RunnerFailed,
+    SandboxEngineError,
+    UnitDeadlineExceeded,
+)
+from harvest.sandbox.base import (
+    DETERMINISTIC_ENV,
+    TRACER_DIR,
+    Sandbox,
+    UnitOutcome,
+    UnitRequest,
+    tail,
+)
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+log = logging.getLogger(__name__)
+
+LABEL_RUN = "worldtrace.run"
+LABEL_UNIT = "worldtrace.unit"
+LABEL_ATTEMPT = "worldtrace.attempt"
+LABEL_OWNER = "worldtrace.owner"  # "host:pid:start-time" of the process that created it
+LABEL_IMAGE = "worldtrace.image"
+
+TRACER_MOUNT = "/opt/worldtrace/tracer"
+OUT_MOUNT = "/out"
+CONTAINER_USER = "1000:1000"  # the catalog images' 'runner'; used when the host side runs as root
+REAP_INTERVAL_S = 300.0
+# Extra seconds for the engine to answer a wait/kill beyond the unit deadline.
+ENGINE_GRACE_S = 60.0
+# The batch runner's own stdout/stderr (not the programs': those go to the stream) is capped.
+LOG_CONFIG = {"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}}
+
+
+def _process_start_time(pid: int) -> str:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_label(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_process_start_time(pid)}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the owner process of a container still runs; None when it is on another host."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return _process_start_time(pid) == started
+
+
+class DockerSandbox(Sandbox):
+    """Runs each unit in one fresh container on the local Docker engine."""
+
+    kind = "docker"
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        tracer_dir: Path = TRACER_DIR,
+        reap_on_start: bool = True,
+    ) -> None:
+        from harvest.docker_client import get_client
+
+        try:
+            self.client = client or get_client()
+        except Exception as exc:  # EngineError already says what to do; keep it a SandboxError
+            raise SandboxEngineError(str(exc)) from exc
+        self.tracer_dir = tracer_dir.resolve()
+        if not (self.tracer_dir / "__main__.py").is_file():
+            raise ContainerStartError(
+                f"no tracer package at {self.tracer_dir} (missing __main__.py)"
+            )
+        self.owner = owner_label()
+        self._lock = threading.Lock()
+        self._active: dict[str, Container] = {}
+        self._last_reap = 0.0
+        self._catalog: dict[str, Any] | None = None
+        if reap_on_start:
+            self.reap()
+
+    # -- images ---------------------------------------------------------------------------------
+    def resolve_image(self, image: str) -> str:
+        """A catalog name's recipe-hash tag; anything else is taken as a Docker image reference."""
+        if self._catalog is None:
+            from images.catalog import load_catalog
+
+            self._catalog = load_catalog()
+        spec = self._catalog.get(image)
+        return str(spec.tag) if spec is not None else image
+
+    def _image_id(self, ref: str, name: str) -> str:
+        from docker.errors import APIError
+        from docker.errors import ImageNotFound as DockerImageNotFound
+
+        try:
+            return str(self.client.api.inspect_image(ref)["Id"])
+        except DockerImageNotFound:
+            raise ImageNotFound(
+                f"image {name!r} ({ref}) is not on this engine; build it with `worldtrace images build {name}`"
+            ) from None
+        except APIError as exc:
+            raise SandboxEngineError(f"cannot inspect image {ref}: {exc}") from exc
+
+    # -- running --------------------------------------------------------------------------------
+    def run_unit(self, req: UnitRequest) -> UnitOutcome:
+        from docker.errors import APIError, DockerException
+
+        if time.monotonic() - self._last_reap > REAP_INTERVAL_S:
+            self.reap()
+        ref = self.resolve_image(req.image)
+        image_id = self._image_id(ref, req.image)
+        unit_dir = _unit_dir(req.output_path)
+        _prepare_unit_dir(unit_dir, req)
+        container: Container | None = None
+        started = time.monotonic()
+        try:
+            with _sigterm_as_exit():
+                try:
+                    container = self.client.containers.create(
+                        image_id, **self._container_options(req, unit_dir, ref)
+                    )
+                    with self._lock:
+                        self._active[container.id] = container
+                    container.start()
+                except (APIError, DockerException) as exc:
+                    raise ContainerStartError(
+                        f"unit {req.unit_id}: container did not start: {exc}"
+                    ) from exc
+                exit_code = self._wait(container, req)
+                wall = time.monotonic() - started
+                try:
+                    container.reload()
+                    state = container.attrs["State"]
+                    stderr_tail = tail(container.logs(stdout=True, stderr=True, tail=200))
+                except (APIError, DockerException) as exc:
+                    raise SandboxEngineError(
+                        f"unit {req.unit_id}: cannot inspect its container: {exc}"
+                    ) from exc
+        finally:
+            if container is not None:
+                self._remove(container)
+            _finish_unit_dir(unit_dir, req)
+        oom = bool(state.get("OOMKilled"))
+        if exit_code != 0:
+            why = (
+                "its container was killed by the memory limit (OOM)"
+                if oom and exit_code == 137
+                else (f"exited with code {exit_code}")
+            )
+            raise RunnerFailed(
+                f"the batch runner of unit {req.unit_id} {why}: "
+                f"{stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else '(no output)'}",
+                exit_code=exit_code,
+                stderr_tail=stderr_tail,
+            )
+        return UnitOutcome(
+            exit_code=exit_code,
+            wall_time_s=wall,
+            sandbox=self.kind,
+            container_id=container.id if container else None,
+            image_id=image_id,
+            oom_killed=oom,
+            stderr_tail=stderr_tail,
+            details={"image": ref},
+        )
+
+    def _container_options(self, req: UnitRequest, unit_dir: Path, ref: str) -> dict[str, Any]:
+        from docker.types import LogConfig, Mount, Ulimit
+
+        user = CONTAINER_USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
+        return {
+            "command": [
+                "python3",
+                *req.runner_args(f"{OUT_MOUNT}/jobs.jsonl", f"{OUT_MOUNT}/stream.jsonl"),
+            ],
+            "user": user,
+            "network_mode": "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={req.tmpfs_mb}m,mode=1777"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "pids_limit": req.pids,
+            "mem_limit": f"{req.memory_mb}m",
+            "memswap_limit": f"{req.memory_mb}m",  # equal: no swap
+            "nano_cpus": int(req.cpus * 1e9),
+            "init": True,
+            "ulimits": [
+                Ulimit(name="core", soft=0, hard=0),
+                Ulimit(name="nofile", soft=1024, hard=1024),
+            ],
+            "mounts": [
+                Mount(TRACER_MOUNT, str(self.tracer_dir), type="bind", read_only=True),
+                Mount(OUT_MOUNT, str(unit_dir), type="bind", read_only=False),
+            ],
+            "environment": {
+                **DETERMINISTIC_ENV,
+                "PYTHONPATH": str(Path(TRACER_MOUNT).parent),
+                "HOME": "/tmp",
+                "TMPDIR": "/tmp",
+            },
+            "working_dir": "/tmp",
+            "labels": {
+                LABEL_RUN: req.run_id,
+                LABEL_UNIT: req.unit_id,
+                LABEL_ATTEMPT: str(req.attempt),
+                LABEL_OWNER: self.owner,
+                LABEL_IMAGE: req.image,
+            },
+            "log_config": LogConfig(**LOG_CONFIG),
+            "detach": True,
+            "stdin_open": False,
+            "auto_remove": False,  # we read State.OOMKilled and the logs first, then remove
+        }
+
+    def _wait(self, container: Container, req: UnitRequest) -> int:
+        """Exit code of the container; at the unit deadline the host kills it."""
+        from docker.errors import APIError, DockerException
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import ReadTimeout
+
+        deadline = time.monotonic() + req.unit_timeout_s
+        try:
+            result = container.wait(timeout=req.unit_timeout_s)
+        except (ReadTimeout, RequestsConnectionError) as exc:
+            if time.monotonic() < deadline - 1.0:
+                raise SandboxEngineError(f"unit {req.unit_id}: lost the engine: {exc}") from exc
+            # The engine did not report an exit in time: the unit overran its deadline.
+            raise UnitDeadlineExceeded(
+                f"unit {req.unit_id} ran past its deadline of {req.unit_timeout_s:g} s; container killed"
+            ) from None
+        except (APIError, DockerException) as exc:
+            raise SandboxEngineError(
+                f"unit {req.unit_id}: waiting for its container failed: {exc}"
+            ) from exc
+        return int(result.get("StatusCode", -1))
+
+    def _remove(self, container: Container) -> None:
+        """Kill and remove a container and its anonymous volumes; engine errors are logged."""
+        from docker.errors import APIError, NotFound
+
+        try:
+            container.remove(force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as exc:  # `reap` retries it later: the labels still name the run
+            log.warning("could not remove container %s: %s", container.short_id, exc)
+        with self._lock:
+            self._active.pop(container.id, None)
+
+    # -- cleanup --------------------------------------------------------------------------------
+    def containers(self, run_id: str | None = None) -> list[Container]:
+        """Every worldtrace container on the engine (of `run_id` if given), running or not."""
+        label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
+        return list(self.client.containers.list(all=True, filters={"label": label}))
+
+    def reap(self, run_id: str | None = None) -> int:
+        """Remove containers of `run_id` (all of them), or else of dead owner processes on this host."""
+        from docker.errors import APIError, DockerException
+
+        self._last_reap = time.monotonic()
+        try:
+            found = self.containers(run_id)
+        except (APIError, DockerException) as exc:
+            raise SandboxEngineError(f"cannot list containers to reap: {exc}") from exc
+        removed = 0
+        for container in found:
+            labels = container.labels
+            if run_id is None:
+                owner = labels.get(LABEL_OWNER, "")
+                if owner == self.owner or owner_alive(owner) is not False:
+                    continue  # ours, alive, or on another host: not ours to judge
+            log.info(
+                "removing container %s of run %s unit %s (owner %s)",
+                container.short_id, labels.get(LABEL_RUN), labels.get(LABEL_UNIT), labels.get(LABEL_OWNER),
+            )  # fmt: skip
+            self._remove(container)
+            removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Remove any container still running for this sandbox (e.g. after an interrupt)."""
+        with self._lock:
+            active = list(self._active.values())
+        for container in active:
+            self._remove(container)
+
+
+def _unit_dir(output_path: Path) -> Path:
+    """The unit's private folder beside its output; the only host folder the container can write."""
+    return output_path.parent / f".{output_path.name}.sandbox"
+
+
+def _prepare_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
+    """Lay out jobs.jsonl and the stream so far (moved, not copied) in the unit's folder."""
+    req.output_path.parent.mkdir(parents=True, exist_ok=True)
+    leftover = unit_dir / "stream.jsonl"
+    if leftover.exists():
+        # A previous attempt died before moving its stream back (SIGKILL): keep what it traced.
+        if not req.output_path.exists():
+            os.replace(leftover, req.output_path)
+        else:
+            log.warning("discarding %s: %s exists", leftover, req.output_path)
+    shutil.rmtree(unit_dir, ignore_errors=True)
+    unit_dir.mkdir(mode=0o700)
+    shutil.copyfile(req.jobs_path, unit_dir / "jobs.jsonl")
+    stream = unit_dir / "stream.jsonl"
+    if req.output_path.exists():
+        os.replace(req.output_path, stream)
+    else:
+        stream.touch()
+    if os.geteuid() == 0:
+        # The container runs as uid 1000, the host side as root: hand the folder over for the run.
+        uid, gid = (int(x) for x in CONTAINER_USER.split(":"))
+        for path in (unit_dir, unit_dir / "jobs.jsonl", stream):
+            os.chown(path, uid, gid)
+
+
+def _finish_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
+    """Move the stream back to output_path (owned by us again) and drop the unit's folder."""
+    stream = unit_dir / "stream.jsonl"
+    if stream.exists():
+        if os.geteuid() == 0:
+            os.chown(stream, os.getuid(), os.getgid())
+        os.replace(stream, req.output_path)
+    shutil.rmtree(unit_dir, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """In the main thread, turn SIGTERM into SystemExit so that `finally` removes the container."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield  # someone else handles SIGTERM (Ray, the CLI): leave it to them
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
