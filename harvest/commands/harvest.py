@@ -1,0 +1,325 @@
+"""`worldtrace harvest`: trace programs in sandboxes, many per container, and write Parquet shards."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harvest.errors import WorldtraceError
+from harvest.inputs import Program, load_programs, test_suite_program
+from harvest.options import json_option, out_option, ray_address_option, silent_option
+from harvest.plan import (
+    DEFAULT_IMAGE,
+    DEFAULT_PROGRAMS_PER_UNIT,
+    HarvestSettings,
+    WorkUnit,
+    plan_units,
+)
+from harvest.run_manifest import RunRecord, images_of, now, write_run_manifest
+from harvest.unit import UnitResult
+
+log = logging.getLogger(__name__)
+
+LOCAL_IMAGE = "local"  # what --sandbox local records as the image: the host's own Python
+LOCK_FILE = ".worldtrace/harvest.lock"
+
+
+@click.command(name="harvest")
+@click.argument("programs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@out_option(help="Output folder for the shards and the run manifest (created if missing).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="NAME",
+    help=f"Image to run programs in (catalog name, see `worldtrace images list`); repeat to run "
+    f"every program in several images. Default: {DEFAULT_IMAGE}. Programs may name their own.",
+)
+@click.option(
+    "--sandbox",
+    type=click.Choice(["docker", "local"]),
+    default="docker",
+    show_default=True,
+    help="docker: isolated containers. local: host subprocesses, for trusted code only.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "monitoring", "settrace"]),
+    default="auto",
+    show_default=True,
+    help="Tracer backend (auto: sys.monitoring where the image's Python has it).",
+)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds per program.")
+@click.option("--max-events", type=click.IntRange(min=1), default=10_000, show_default=True, help="Events recorded per trace.")
+@click.option("--max-value-chars", type=click.IntRange(min=1), default=1_000, show_default=True, help="Characters per rendered value.")
+@click.option("--memory-mb", type=click.IntRange(min=32), default=512, show_default=True, help="Memory limit of a sandbox.")
+@click.option(
+    "--programs-per-unit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PROGRAMS_PER_UNIT,
+    show_default=True,
+    help="Programs per work unit (one container start and one shard per unit).",
+)
+@click.option("--tests", is_flag=True, help="Also trace the test suite of each --image (repository images).")
+@ray_address_option
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the embedded Ray (default: all).")
+@silent_option
+@json_option
+def command(
+    programs: tuple[Path, ...],
+    out: Path,
+    images: tuple[str, ...],
+    sandbox: str,
+    backend: str,
+    timeout: float,
+    max_events: int,
+    max_value_chars: int,
+    memory_mb: int,
+    programs_per_unit: int,
+    tests: bool,
+    ray_address: str | None,
+    num_cpus: int | None,
+    silent: bool,
+    as_json: bool,
+) -> None:
+    """Trace PROGRAMS in sandboxes and write the traces as Parquet shards in --out.
+
+    PROGRAMS are JSON Lines files of programs ({"id", "source", "entrypoint", "input", "image"}),
+    CRUXEval files ({"id", "code", "input", "output"}), Python scripts, or folders of both. Units
+    of programs run in one container each, on an embedded Ray or on --ray-address. Re-running the
+    same command resumes: finished units are skipped, half-done ones are redone, nothing is
+    duplicated.
+
+    \b
+    Examples:
+        worldtrace harvest examples/programs --out harvest-out
+        worldtrace harvest cruxeval.jsonl --out crux --image base-py313 --backend monitoring
+        worldtrace harvest --tests --image toolz --out toolz-traces
+        worldtrace harvest examples/programs --out local-out --sandbox local
+    """
+    started = time.monotonic()
+    if not programs and not tests:
+        raise click.UsageError("give PROGRAMS to trace, or --tests with repository --image(s)")
+    if sandbox == "local" and images:
+        raise click.UsageError("--image needs --sandbox docker (--sandbox local runs the host's Python)")
+    if tests and sandbox != "docker":
+        raise click.UsageError("--tests needs --sandbox docker (the test suites live in repository images)")
+    chosen_images = images or ((LOCAL_IMAGE,) if sandbox == "local" else (DEFAULT_IMAGE,))
+    try:
+        found = _programs(programs, chosen_images, tests, sandbox)
+        settings = HarvestSettings(
+            image=chosen_images[0],
+            sandbox=sandbox,
+            backend=backend,
+            timeout_s=timeout,
+            max_events=max_events,
+            max_value_chars=max_value_chars,
+            memory_mb=memory_mb,
+            programs_per_unit=programs_per_unit,
+        )
+        units = plan_units(found, settings)
+        record = RunRecord(
+            run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
+            command=["worldtrace", "harvest", *sys.argv[2:]] if sys.argv[1:2] == ["harvest"] else sys.argv,
+            inputs=[str(p) for p in programs],
+            settings=settings,
+            ray_address=ray_address,
+            images=images_of(units),
+            units_planned=len(units),
+            programs_planned=sum(len(u) for u in units),
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        with _exclusive(out):
+            _harvest(units, settings, out, record, ray_address, num_cpus, silent, started)
+    except WorldtraceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except ImportError as exc:  # a piece of the pipeline is not installed
+        raise click.ClickException(f"cannot import {exc.name}: {exc}") from exc
+    data = record.to_json()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif not silent:
+        click.echo(_summary(record, out))
+    if not record.complete:
+        reason = (
+            f"{len(record.failed_units)} of {record.units_planned} units failed"
+            if record.failed_units
+            else "the harvest did not finish"
+        )
+        raise click.ClickException(f"{reason}; see {out / 'harvest-run.json'}; re-run the same command to retry them")
+
+
+def _programs(paths: tuple[Path, ...], images: tuple[str, ...], tests: bool, sandbox: str) -> list[Program]:
+    """The programs to run, each with its image: a program naming none runs in every --image."""
+    loaded = load_programs(list(paths)) if paths else []
+    if sandbox == "local":
+        named = sorted({p.image for p in loaded if p.image})
+        if named:
+            log.warning("--sandbox local runs the host's Python; ignoring the images programs name (%s)", ", ".join(named))
+        loaded = [replace(p, image=None) for p in loaded]
+    programs = [p for p in loaded if p.image]
+    for image in images:
+        programs.extend(replace(p, image=image) for p in loaded if not p.image)
+    if tests:
+        programs.extend(_test_suite(image) for image in images)
+    return programs
+
+
+def _test_suite(image: str) -> Program:
+    """The pytest job of a repository image of the catalog."""
+    from images.catalog import get_spec
+
+    spec = get_spec(image)
+    if not spec.tests or not spec.project:
+        raise click.UsageError(f"--tests: image {image!r} is not a repository image (it has no test suite)")
+    return test_suite_program(image, spec.tests, [spec.project.replace("-", "_").lower()])
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One harvest per output folder at a time (the lock dies with the process)."""
+    path = out / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorldtraceError(f"another harvest is writing to {out} right now") from None
+        yield
+
+
+def _harvest(
+    units: list[WorkUnit],
+    settings: HarvestSettings,
+    out: Path,
+    record: RunRecord,
+    ray_address: str | None,
+    num_cpus: int | None,
+    silent: bool,
+    started: float,
+) -> None:
+    from harvest import runner, shard_io
+
+    committed = shard_io.committed_shards(out)
+    shard_io.check_no_overlap(out, units, committed)
+    todo = [u for u in units if u.shard_name not in committed]
+    done_before = [u for u in units if u.shard_name in committed]
+    record.units_done_before = len(done_before)
+    record.counts_before = shard_io.status_counts(out / u.shard_name for u in done_before)
+    if settings.sandbox == "docker":
+        _reap_dead_runs()
+    write_run_manifest(out, record)
+    if not todo:
+        record.finished_at = now()
+        record.wall_time_s = time.monotonic() - started
+        write_run_manifest(out, record)
+        return
+
+    progress = _progress_bar(sum(len(u) for u in todo), silent)
+    counts: dict[str, int] = {}
+    run_started = time.monotonic()
+
+    def on_result(result: UnitResult) -> None:
+        record.results.append(result)
+        for status, n in result.counts.items():
+            counts[status] = counts.get(status, 0) + n
+        if progress is not None:
+            progress.update(result.n_programs)
+            failed = sum(n for s, n in counts.items() if s != "ok")
+            progress.set_postfix(ok=counts.get("ok", 0), failed=failed, refresh=False)
+        write_run_manifest(out, record)
+
+    def on_failure(unit: WorkUnit, reason: str) -> None:
+        record.failed_units.append({"unit_id": unit.unit_id, "image": unit.image, "error": reason})
+        log.error("unit %s (%s, %d programs) failed: %s", unit.unit_id, unit.image, len(unit), reason)
+        if progress is not None:
+            progress.write(f"unit {unit.unit_id} failed: {reason}")
+
+    started_ray = runner.start_ray(runner.RayOptions(address=ray_address, num_cpus=num_cpus), settings.sandbox)
+    record.startup_s = time.monotonic() - started
+    try:
+        runner.run_units(todo, settings, out, record.run_id, on_result, on_failure)
+    except KeyboardInterrupt:
+        record.interrupted = True
+        if settings.sandbox == "docker":
+            _reap_run(record.run_id)
+        raise click.ClickException("interrupted; re-run the same command to resume where it stopped") from None
+    finally:
+        if progress is not None:
+            progress.close()
+        record.finished_at = now()
+        record.wall_time_s = time.monotonic() - started
+        write_run_manifest(out, record)
+        if started_ray:
+            runner.stop_ray()
+    log.info("ran %d units in %.1f s", len(record.results), time.monotonic() - run_started)
+
+
+def _progress_bar(total: int, silent: bool) -> Any:
+    """A tqdm bar on stderr, or None when silent or stderr is not a terminal."""
+    if silent or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="trace", desc="harvest", file=sys.stderr, dynamic_ncols=True)
+
+
+def _reap_dead_runs() -> None:
+    from harvest.sandbox import open_sandbox
+
+    with open_sandbox("docker") as docker:
+        removed = docker.reap()
+    if removed:
+        log.warning("removed %d containers left behind by dead harvests", removed)
+
+
+def _reap_run(run_id: str) -> None:
+    from harvest.sandbox import open_sandbox
+
+    with contextlib.suppress(WorldtraceError), open_sandbox("docker") as docker:
+        docker.reap(run_id)
+
+
+def _summary(record: RunRecord, out: Path) -> str:
+    data = record.to_json()
+    lines = []
+    counts = data["counts"]
+    total = sum(counts.values())
+    lines.append("")
+    lines.append(f"{'status':<12}{'traces':>10}")
+    for status, n in counts.items():
+        lines.append(f"{status:<12}{n:>10}")
+    lines.append(f"{'total':<12}{total:>10}")
+    lines.append("")
+    units = data["units"]
+    timing = data["timing"]
+    lines.append(
+        f"units: {units['planned']} planned, {units['done_before']} done before, {units['ran']} ran, "
+        f"{units['failed']} failed; images: {', '.join(f'{k} ({v})' for k, v in data['images'].items())}"
+    )
+    if record.results:
+        lines.append(
+            f"this run: {record.traces_this_run} traces in {timing['wall_time_s']:.1f} s "
+            f"({timing['traces_per_s']:.1f} traces/s after {timing['startup_s']:.1f} s start-up) "
+            f"on {len(data['nodes'])} node(s)"
+        )
+    if data["expected_output_mismatches"]:
+        lines.append(f"return values differing from the expected output: {data['expected_output_mismatches']}")
+    lines.append("")
+    lines.append(f"shards are in {out}/ (manifest: {out}/_manifest.json, run: {out}/harvest-run.json)")
+    lines.append("look at them with:")
+    lines.append(f"  worldtrace inspect {out}")
+    lines.append(f"  worldtrace query {out} \"SELECT status, count(*) FROM traces GROUP BY status\"")
+    lines.append(f"  worldtrace validate {out}")
+    return "\n".join(lines)

@@ -1,0 +1,256 @@
+"""Read the programs to harvest: JSON Lines of programs, CRUXEval rows, script folders, test suites.
+
+Every reader yields `Program`s. The format of a file is detected from its rows, not its name:
+a row with `source` is a program, a row with `code` and `output` is CRUXEval. A malformed file is a
+`InputFormatError` naming the file and line; a program that fails to compile or run is not an
+input error: it is traced and becomes a row with its status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from harvest.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["call", "script", "pytest"]
+PROGRAM_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PROJECT_ROOT = "/opt/project"  # where repository images keep the project and its tests
+
+
+class InputFormatError(ConfigError):
+    """A programs file or folder cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """One program to trace: what the batch runner needs, plus where it came from."""
+
+    program_id: str
+    mode: Mode
+    source: str | None = None  # program text (call, script)
+    entrypoint: str | None = None  # function to call (call mode)
+    input: str | None = None  # argument text of the call, CRUXEval style: "'abc', 3"
+    argv: tuple[str, ...] = ()
+    image: str | None = None  # None: the harvest's --image
+    file: str | None = None  # path inside the image (pytest mode: the test folder or file)
+    expected_output: str | None = None  # CRUXEval's `output`, kept for checking
+    package: tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
+    origin: str = ""  # "path/to/file.jsonl:12", for messages
+
+    def job(self) -> dict[str, Any]:
+        """This program as one line of the batch runner's jobs file (schemas/batch_jobs.md)."""
+        job: dict[str, Any] = {"program_id": self.program_id, "mode": self.mode}
+        if self.source is not None:
+            job["source"] = self.source
+        if self.file is not None:
+            job["file"] = self.file
+        if self.entrypoint is not None:
+            job["entrypoint"] = self.entrypoint
+        if self.input is not None:
+            job["input"] = self.input
+        if self.argv:
+            job["argv"] = list(self.argv)
+        if self.package:
+            job["package"] = list(self.package)
+        return job
+
+    def content_hash(self) -> str:
+        """Hash of everything that decides the trace (not the origin): same program, same hash."""
+        payload = json.dumps([self.job(), self.image], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def load_programs(paths: Sequence[Path]) -> list[Program]:
+    """Programs from files and folders, in order; duplicate ids are an error unless identical."""
+    programs: list[Program] = []
+    seen: dict[tuple[str | None, str], Program] = {}
+    for path in paths:
+        for program in _read_path(path):
+            key = (program.image, program.program_id)
+            earlier = seen.get(key)
+            if earlier is not None:
+                if earlier.content_hash() == program.content_hash():
+                    log.info("skipping %s: same program as %s", program.origin, earlier.origin)
+                    continue
+                raise InputFormatError(
+                    f"{program.origin}: program id {program.program_id!r} is already used by "
+                    f"{earlier.origin} for a different program; ids must be unique per image"
+                )
+            seen[key] = program
+            programs.append(program)
+    return programs
+
+
+def test_suite_program(image: str, tests: Sequence[str], packages: Sequence[str], root: str = PROJECT_ROOT) -> Program:
+    """The pytest job that traces a repository image's own test suite (`--tests`).
+
+    `tests` are pytest paths relative to the project folder `root` inside the image; calls into
+    `packages` (import names) are traced, one trace per top-level call.
+    """
+    if not tests:
+        raise ConfigError(f"image {image!r} lists no tests to run")
+    paths = [t if t.startswith("/") else f"{root.rstrip('/')}/{t}" for t in tests]
+    return Program(
+        program_id=f"{image}:tests",
+        mode="pytest",
+        image=image,
+        file=paths[0],
+        argv=tuple(paths[1:]),
+        package=tuple(packages),
+        origin=f"--tests of image {image}",
+    )
+
+
+def _read_path(path: Path) -> Iterator[Program]:
+    if path.is_dir():
+        yield from read_folder(path)
+    elif path.is_file():
+        if path.suffix == ".py":
+            yield script_program(path, path.stem)
+        else:
+            yield from read_jsonl(path)
+    else:
+        raise InputFormatError(f"{path}: no such file or folder")
+
+
+def read_folder(folder: Path) -> Iterator[Program]:
+    """A folder: each top-level `*.py` is a script, each `*.jsonl` a programs file (sorted by name)."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+    found = False
+    for path in entries:
+        if path.is_file() and path.suffix == ".py":
+            found = True
+            yield script_program(path, path.stem)
+        elif path.is_file() and path.suffix in PROGRAM_SUFFIXES:
+            found = True
+            yield from read_jsonl(path)
+    if not found:
+        raise InputFormatError(f"{folder}: no *.py scripts and no *.jsonl programs files in this folder")
+
+
+def script_program(path: Path, program_id: str) -> Program:
+    """A Python file run as `__main__`."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return Program(program_id=program_id, mode="script", source=source, origin=str(path))
+
+
+def read_jsonl(path: Path) -> Iterator[Program]:
+    """Rows of a JSON Lines file, each a program or a CRUXEval row (detected per row)."""
+    with path.open("rb") as f:
+        any_row = False
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputFormatError(f"{where}: not UTF-8 ({exc.reason} at column {exc.start + 1})") from None
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputFormatError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise InputFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            any_row = True
+            yield program_from_row(row, where)
+    if not any_row:
+        raise InputFormatError(f"{path}: no programs in this file (empty)")
+
+
+def program_from_row(row: dict[str, Any], where: str) -> Program:
+    """One JSON object as a Program; `where` ("file:line") prefixes every error."""
+    if "source" in row:
+        return _program_row(row, where)
+    if "code" in row:
+        return _cruxeval_row(row, where)
+    keys = ", ".join(sorted(row)) or "none"
+    raise InputFormatError(
+        f"{where}: unknown row format (keys: {keys}); expected a program "
+        "{'id', 'source', 'entrypoint'?, 'input'?, 'image'?} or a CRUXEval row {'id', 'code', 'input', 'output'}"
+    )
+
+
+def _program_row(row: dict[str, Any], where: str) -> Program:
+    program_id = _id(row, where)
+    source = _string(row, "source", where, required=True)
+    entrypoint = _string(row, "entrypoint", where)
+    call_input = row.get("input")
+    if call_input is not None and not isinstance(call_input, str):
+        raise InputFormatError(f"{where}: 'input' must be argument text such as \"'abc', 3\", got {type(call_input).__name__}")
+    if call_input is not None and entrypoint is None:
+        raise InputFormatError(f"{where}: 'input' given without an 'entrypoint' to call")
+    argv = row.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise InputFormatError(f"{where}: 'argv' must be a list of strings")
+    if argv and entrypoint is not None:
+        raise InputFormatError(f"{where}: 'argv' is for scripts; a program with an 'entrypoint' takes 'input'")
+    image = _string(row, "image", where)
+    expected = row.get("output", row.get("expected_output"))
+    return Program(
+        program_id=program_id,
+        mode="call" if entrypoint is not None else "script",
+        source=source,
+        entrypoint=entrypoint,
+        input=(call_input if call_input is not None else "") if entrypoint is not None else None,
+        argv=tuple(argv),
+        image=image,
+        expected_output=expected if isinstance(expected, str) else None,
+        origin=where,
+    )
+
+
+def _cruxeval_row(row: dict[str, Any], where: str) -> Program:
+    program_id = _id(row, where)
+    return Program(
+        program_id=program_id,
+        mode="call",
+        source=_string(row, "code", where, required=True),
+        entrypoint="f",
+        input=_string(row, "input", where, required=True),
+        expected_output=_string(row, "output", where),
+        image=_string(row, "image", where),
+        origin=where,
+    )
+
+
+def _id(row: dict[str, Any], where: str) -> str:
+    value = row.get("id", row.get("program_id"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputFormatError(f"{where}: every program needs a non-empty string 'id'")
+    if any(c in value for c in "\n\r\0"):
+        raise InputFormatError(f"{where}: program id {value!r} contains a newline or NUL")
+    return value
+
+
+def _string(row: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    value = row.get(key)
+    if value is None:
+        if required:
+            raise InputFormatError(f"{where}: missing '{key}'")
+        return None
+    if not isinstance(value, str):
+        raise InputFormatError(f"{where}: '{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def count_by_image(programs: Iterable[Program], default_image: str) -> dict[str, int]:
+    """How many programs run in each image."""
+    counts: dict[str, int] = {}
+    for program in programs:
+        image = program.image or default_image
+        counts[image] = counts.get(image, 0) + 1
+    return counts

@@ -1,0 +1,77 @@
+"""Stream rows the host makes itself, and the rendering of expected outputs for checking."""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from harvest.plan import HarvestSettings
+
+
+def stream_row_defaults(settings: HarvestSettings) -> dict[str, Any]:
+    """A complete stream row (schemas/trace_stream.md) with neutral values, for the host to fill in."""
+    from schemas.stream import STREAM_FORMAT
+    from tracer import __version__ as tracer_version
+
+    return {
+        "format": STREAM_FORMAT,
+        "program_id": "",
+        "entrypoint": None,
+        "input": None,
+        "status": "error",
+        "return_value": None,
+        "exception_type": None,
+        "exception_message": None,
+        "truncated": False,
+        "truncated_reason": None,
+        "stdout": "",
+        "stderr": "",
+        "output_truncated": False,
+        "wall_time_s": 0.0,
+        "n_events": 0,
+        "python_version": "",
+        "backend": settings.backend,
+        "backend_reason": None,
+        "tracer_version": tracer_version,
+        "limits": {
+            "max_events": settings.max_events,
+            "max_value_chars": settings.max_value_chars,
+            "max_items": 0,
+            "max_depth": 0,
+            "max_output_bytes": 0,
+            "timeout_s": settings.timeout_s,
+            "memory_mb": settings.memory_mb,
+        },
+        "tracer_error": None,
+        "events": [],
+    }
+
+
+def expected_rendering(expected_output: str, max_value_chars: int = 0) -> str | None:
+    """How the tracer renders the value that `expected_output` (a Python literal) denotes.
+
+    None when the text is not a literal (then there is nothing to compare against).
+    """
+    try:
+        value = ast.literal_eval(expected_output)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    from tracer.render import Renderer
+
+    if max_value_chars:
+        return Renderer(max_value_chars=max_value_chars).render(value)
+    return Renderer().render(value)
+
+
+def malformed_row(obj: dict[str, Any], problem: str) -> dict[str, Any]:
+    """An `error` row for a program whose tracer output broke the stream format."""
+    from harvest.plan import HarvestSettings
+
+    row = stream_row_defaults(HarvestSettings())
+    for key in ("program_id", "entrypoint", "input", "python_version", "backend", "tracer_version", "stdout", "stderr"):
+        value = obj.get(key)
+        if isinstance(value, str) or (value is None and key in ("entrypoint", "input")):
+            row[key] = value
+    row["status"] = "error"
+    row["tracer_error"] = f"malformed tracer output: {problem}"[:2000]
+    return row

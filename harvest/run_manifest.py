@@ -1,0 +1,175 @@
+"""The run manifest: one JSON file in the output folder describing a harvest (and its history).
+
+`DIR/harvest-run.json` always describes the latest run; every run is also kept as
+`DIR/.worldtrace/runs/<run_id>.json`. Counts cover the whole output folder (units finished by
+earlier runs included) and, separately, the units this run executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harvest.plan import HarvestSettings, WorkUnit
+from harvest.unit import UnitResult
+
+RUN_MANIFEST = "harvest-run.json"
+RUNS_DIR = ".worldtrace/runs"
+FORMAT = "worldtrace.harvest-run/1"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunRecord:
+    """Everything the manifest says about one run; filled in as the run goes."""
+
+    run_id: str
+    command: list[str]
+    inputs: list[str]
+    settings: HarvestSettings
+    started_at: str = field(default_factory=now)
+    finished_at: str | None = None
+    ray_address: str | None = None
+    images: dict[str, int] = field(default_factory=dict)  # image -> programs planned
+    units_planned: int = 0
+    units_done_before: int = 0
+    programs_planned: int = 0
+    counts_before: dict[str, int] = field(default_factory=dict)  # statuses of units done before
+    results: list[UnitResult] = field(default_factory=list)
+    failed_units: list[dict[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+    wall_time_s: float = 0.0
+    startup_s: float = 0.0  # Ray start-up and planning before the first unit was submitted
+
+    def counts_this_run(self) -> dict[str, int]:
+        return _sum_counts(r.counts for r in self.results)
+
+    def counts_total(self) -> dict[str, int]:
+        return _sum_counts([self.counts_before, self.counts_this_run()])
+
+    @property
+    def traces_this_run(self) -> int:
+        return sum(r.n_programs for r in self.results)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed_units and not self.interrupted and (
+            self.units_done_before + len(self.results) == self.units_planned
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        run_time = max(self.wall_time_s - self.startup_s, 1e-9)
+        sandbox = sum(r.sandbox_time_s for r in self.results)
+        program = sum(r.program_time_s for r in self.results)
+        task = sum(r.wall_time_s for r in self.results)
+        return {
+            "format": FORMAT,
+            "run_id": self.run_id,
+            "command": self.command,
+            "inputs": self.inputs,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "ray_address": self.ray_address or "embedded",
+            "versions": versions(),
+            "settings": asdict(self.settings),
+            "images": self.images,
+            "programs": self.programs_planned,
+            "units": {
+                "planned": self.units_planned,
+                "done_before": self.units_done_before,
+                "ran": len(self.results),
+                "failed": len(self.failed_units),
+            },
+            "counts": self.counts_total(),
+            "counts_this_run": self.counts_this_run(),
+            "expected_output_mismatches": sum(r.mismatches for r in self.results),
+            "timing": {
+                "wall_time_s": round(self.wall_time_s, 3),
+                "startup_s": round(self.startup_s, 3),
+                "traces_per_s": round(self.traces_this_run / run_time, 2) if self.results else 0.0,
+                "task_time_s": round(task, 3),
+                "sandbox_time_s": round(sandbox, 3),
+                "program_time_s": round(program, 3),
+                # share of the tasks' time not spent running programs (starts, forks, conversion)
+                "outside_programs_share": round(1 - program / task, 4) if task > 0 else None,
+            },
+            "nodes": sorted({r.node_id for r in self.results if r.node_id}),
+            "failed_units": self.failed_units,
+            "unit_results": [asdict(r) for r in self.results],
+        }
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced the traces."""
+    from harvest import __version__
+    from tracer import __version__ as tracer_version
+
+    found = {
+        "worldtrace": __version__,
+        "tracer": tracer_version,
+        "python": platform.python_version(),
+        "platform": f"{sys.platform}-{platform.machine()}",
+    }
+    for module in ("ray", "pyarrow", "docker"):
+        try:
+            found[module] = __import__(module).__version__
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
+def write_run_manifest(out_dir: Path, record: RunRecord) -> Path:
+    """Write the manifest atomically (latest + history); return the latest's path."""
+    data = json.dumps(record.to_json(), indent=2, ensure_ascii=False) + "\n"
+    history = out_dir / RUNS_DIR / f"{record.run_id}.json"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(history, data)
+    latest = out_dir / RUN_MANIFEST
+    _atomic_write(latest, data)
+    return latest
+
+
+def read_run_manifest(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / RUN_MANIFEST
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def images_of(units: list[WorkUnit]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for unit in units:
+        counts[unit.image] = counts.get(unit.image, 0) + len(unit)
+    return counts
+
+
+def _sum_counts(parts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for status, n in part.items():
+            total[status] = total.get(status, 0) + n
+    return dict(sorted(total.items()))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,91 @@
+"""The harvest's view of an output folder: write a unit's shard, find finished units, read counts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from harvest.errors import ConfigError
+from harvest.plan import WorkUnit
+from schemas.convert import check_stream_object, rows_to_batch, stream_object_to_row
+from schemas.errors import StreamFormatError
+from schemas.shards import ShardWriter, read_manifest
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 512
+UNIT_ID_KEY = "worldtrace.unit_id"
+
+
+def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Sequence[dict[str, Any]]) -> int:
+    """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes."""
+    sources = {p.program_id: p.source or "" for p in unit.programs}
+    batch: list[dict[str, Any]] = []
+    with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata={UNIT_ID_KEY: unit.unit_id}) as writer:
+        for number, obj in enumerate(rows, start=1):
+            obj = _checked(obj)
+            context = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
+            batch.append(stream_object_to_row(obj, context))
+            if len(batch) >= BATCH_ROWS:
+                writer.write_batch(rows_to_batch(batch, number - len(batch) + 1))
+                batch = []
+        if batch:
+            writer.write_batch(rows_to_batch(batch, len(rows) - len(batch) + 1))
+    assert writer.info is not None
+    return writer.info.bytes
+
+
+def _checked(obj: dict[str, Any]) -> dict[str, Any]:
+    """The stream object, or an `error` row saying why the tracer's output for it is malformed."""
+    try:
+        check_stream_object(obj)
+        return obj
+    except StreamFormatError as exc:
+        from harvest.rows import malformed_row
+
+        log.warning("program %s: malformed tracer output: %s", obj.get("program_id"), exc)
+        return malformed_row(obj, str(exc))
+
+
+def committed_shards(out_dir: Path) -> set[str]:
+    """Names of the shards the folder's manifest records and that exist on disk."""
+    manifest = read_manifest(out_dir) or {}
+    return {name for name in manifest if (out_dir / name).is_file()}
+
+
+def status_counts(paths: Iterable[Path]) -> dict[str, int]:
+    """Traces per status over some shards (reads only the status column)."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+        for status in statuses:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def check_no_overlap(out_dir: Path, units: Sequence[WorkUnit], committed: set[str]) -> None:
+    """Refuse to add traces that shards from a differently planned harvest already hold.
+
+    A changed --programs-per-unit, --timeout, --backend, ... plans different units; writing them
+    next to the old shards would duplicate programs, so the folder must be a new one.
+    """
+    planned = {unit.shard_name for unit in units}
+    foreign = sorted(name for name in committed if name not in planned)
+    if not foreign:
+        return
+    wanted = {(unit.image, p.program_id) for unit in units for p in unit.programs}
+    for name in foreign:
+        table = pq.read_table(out_dir / name, columns=["image", "program_id"])
+        images = table.column("image").to_pylist()
+        ids = table.column("program_id").to_pylist()
+        clash = next(((i, p) for i, p in zip(images, ids, strict=True) if (i, p) in wanted), None)
+        if clash is not None:
+            raise ConfigError(
+                f"{out_dir} already holds a trace of program {clash[1]!r} in image {clash[0]!r} "
+                f"(shard {name}) from a harvest with other settings or other unit sizes; "
+                "harvest into a new --out folder (or re-run the original command to finish it)"
+            )

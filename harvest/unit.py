@@ -1,0 +1,238 @@
+"""Run one work unit: jobs file → sandbox → stream → one shard. No Ray here (runner.py adds it).
+
+Exactly-once, step by step:
+- every attempt of a unit gets its own folder (`attempt-N`, created atomically), seeded with the
+  complete rows of earlier attempts, so a runner left over from a killed worker can never write
+  into the stream this attempt converts;
+- the batch runner skips program ids already in its stream, so a unit that died half-way resumes;
+- rows are de-duplicated by program id (a pytest job adds one row per traced call, then its own);
+- the shard is written under a temporary name and renamed into place by `ShardWriter`, and its
+  name is derived from the unit id, so a redone unit replaces, never duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harvest.errors import RunnerFailed, SandboxError, UnitDeadlineExceeded
+from harvest.plan import HarvestSettings, WorkUnit
+from harvest.sandbox.base import Sandbox, UnitRequest
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".worldtrace/work"  # under --out: per-unit scratch (jobs, streams); removed on commit
+# After this many sandbox rounds in a row without a single new row, the failure is not a program's.
+MAX_ROUNDS_WITHOUT_PROGRESS = 3
+
+
+@dataclass
+class UnitResult:
+    """What a finished unit reports to the driver: small metadata, never trace payloads."""
+
+    unit_id: str
+    image: str
+    shard: str
+    n_programs: int
+    counts: dict[str, int]
+    shard_bytes: int
+    attempt: int
+    rounds: int
+    wall_time_s: float  # the whole task
+    sandbox_time_s: float  # inside the sandbox (container start, runner, programs)
+    program_time_s: float  # sum of the traced runs' own wall time
+    node_id: str = ""
+    sandbox_failures: list[str] = field(default_factory=list)
+    mismatches: int = 0  # rows whose return value differs from the program's expected output
+
+
+def unit_work_dir(out_dir: Path, unit_id: str) -> Path:
+    return out_dir / WORK_DIR / unit_id
+
+
+def execute_unit(
+    unit: WorkUnit,
+    settings: HarvestSettings,
+    out_dir: Path,
+    run_id: str,
+    sandbox: Sandbox,
+) -> UnitResult:
+    """Trace every program of `unit` in one sandbox and commit its shard; return its metadata."""
+    started = time.monotonic()
+    work = unit_work_dir(out_dir, unit.unit_id)
+    attempt_dir, attempt = _new_attempt_dir(work)
+    done = _rows_of_earlier_attempts(work, attempt_dir, unit)
+    if done:
+        log.info("unit %s: attempt %d resumes with %d of %d programs done", unit.unit_id, attempt, len(done), len(unit))
+    stream = attempt_dir / "stream.jsonl"
+    _write_rows(stream, done.values())
+
+    sandbox_time = 0.0
+    rounds = 0
+    failures: list[str] = []
+    stalled = 0
+    while True:
+        pending = [p for p in unit.programs if p.program_id not in done]
+        if not pending:
+            break
+        rounds += 1
+        jobs = attempt_dir / f"jobs-{rounds}.jsonl"
+        _write_rows(jobs, (p.job() for p in pending))
+        request = UnitRequest(
+            run_id=run_id,
+            unit_id=unit.unit_id,
+            attempt=attempt,
+            image=unit.image,
+            jobs_path=jobs,
+            output_path=stream,
+            backend=settings.backend,
+            program_timeout_s=settings.timeout_s,
+            unit_timeout_s=settings.unit_deadline(len(pending)),
+            max_events=settings.max_events,
+            max_value_chars=settings.max_value_chars,
+            memory_mb=settings.memory_mb,
+            cpus=settings.cpus,
+            pids=settings.pids,
+            tmpfs_mb=settings.tmpfs_mb,
+        )
+        round_started = time.monotonic()
+        failure: SandboxError | None = None
+        try:
+            sandbox.run_unit(request)
+        except (RunnerFailed, UnitDeadlineExceeded) as exc:
+            # The runner or the container died: maybe a program took it down. See what was done.
+            failure = exc
+        finally:
+            sandbox_time += time.monotonic() - round_started
+        before = len(done)
+        for row in read_stream(stream):
+            done.setdefault(row["program_id"], row)
+        missing = [p for p in pending if p.program_id not in done]  # a job's own row comes last
+        if not missing:
+            break
+        reason = str(failure) if failure else "the batch runner ended without a result for them"
+        failures.append(f"round {rounds}: {len(missing)} programs without a result: {reason}")
+        if len(done) > before:
+            stalled = 0
+            continue  # it got somewhere: resume after the last finished program
+        stalled += 1
+        if stalled >= MAX_ROUNDS_WITHOUT_PROGRESS:
+            if failure is not None:
+                raise failure
+            raise RunnerFailed(f"unit {unit.unit_id}: the batch runner makes no progress: {reason}", exit_code=0)
+        # No row at all: the first pending program took the sandbox down with it. It is the
+        # program's outcome (a row), and the others still run.
+        culprit = missing[0]
+        log.warning("unit %s: program %s took the sandbox down (%s)", unit.unit_id, culprit.program_id, reason)
+        done[culprit.program_id] = crashed_row(culprit.program_id, culprit.entrypoint, culprit.input, settings, reason)
+        _write_rows(stream, [done[culprit.program_id]], append=True)
+
+    rows = list(done.values())  # stream order; a pytest job's extra traces come before its own
+    from harvest.shard_io import write_unit_shard  # pyarrow only where shards are written
+
+    shard_bytes = write_unit_shard(out_dir, unit, rows)
+    shutil.rmtree(work, ignore_errors=True)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return UnitResult(
+        unit_id=unit.unit_id,
+        image=unit.image,
+        shard=unit.shard_name,
+        n_programs=len(unit),
+        counts=counts,
+        shard_bytes=shard_bytes,
+        attempt=attempt,
+        rounds=rounds,
+        wall_time_s=time.monotonic() - started,
+        sandbox_time_s=sandbox_time,
+        program_time_s=sum(float(row.get("wall_time_s") or 0.0) for row in rows),
+        sandbox_failures=failures,
+        mismatches=_count_mismatches(unit, done, settings.max_value_chars),
+    )
+
+
+def read_stream(path: Path) -> Iterator[dict[str, Any]]:
+    """Complete rows of a tracer stream; a torn last line (a killed writer) is skipped."""
+    if not path.exists():
+        return
+    with path.open("rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                log.info("%s: skipping a torn last line (%d bytes)", path, len(raw))
+                break
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                log.warning("%s: skipping a line that is not JSON", path)
+                continue
+            if isinstance(row, dict) and isinstance(row.get("program_id"), str) and "status" in row:
+                yield row
+
+
+def crashed_row(
+    program_id: str, entrypoint: str | None, call_input: str | None, settings: HarvestSettings, reason: str
+) -> dict[str, Any]:
+    """A stream row for a program that took its whole sandbox down, so it never reported."""
+    from harvest.rows import stream_row_defaults
+
+    row = stream_row_defaults(settings)
+    row.update(
+        program_id=program_id,
+        entrypoint=entrypoint,
+        input=call_input,
+        status="crashed",
+        exception_message=f"the sandbox died while running this program: {reason}"[:2000],
+    )
+    return row
+
+
+def _new_attempt_dir(work: Path) -> tuple[Path, int]:
+    work.mkdir(parents=True, exist_ok=True)
+    attempt = 1 + sum(1 for p in work.iterdir() if p.name.startswith("attempt-"))
+    while True:
+        path = work / f"attempt-{attempt}"
+        try:
+            path.mkdir()  # atomic: two racing attempts never share a folder
+            return path, attempt
+        except FileExistsError:
+            attempt += 1
+
+
+def _rows_of_earlier_attempts(work: Path, current: Path, unit: WorkUnit) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    earlier = sorted(
+        (p for p in work.iterdir() if p.name.startswith("attempt-") and p != current),
+        key=lambda p: int(p.name.split("-", 1)[1]),
+    )
+    for folder in earlier:
+        for row in read_stream(folder / "stream.jsonl"):
+            done.setdefault(row["program_id"], row)
+    return done
+
+
+def _write_rows(path: Path, rows: Any, append: bool = False) -> None:
+    with path.open("a" if append else "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _count_mismatches(unit: WorkUnit, rows: dict[str, dict[str, Any]], max_value_chars: int) -> int:
+    """Rows of programs with an expected output (CRUXEval) whose rendered return differs."""
+    from harvest.rows import expected_rendering
+
+    mismatches = 0
+    for program in unit.programs:
+        if program.expected_output is None or program.mode != "call":
+            continue
+        expected = expected_rendering(program.expected_output, max_value_chars)
+        row = rows[program.program_id]
+        if expected is not None and (row.get("status") != "ok" or row.get("return_value") != expected):
+            mismatches += 1
+    return mismatches
