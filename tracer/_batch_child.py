@@ -1,0 +1,256 @@
+"""What a forked batch child does: sandbox itself, run one job under the tracer, report, exit.
+
+Everything here runs in the child after `os.fork()`; every path ends in `os._exit` so that the child
+never returns into the parent's batch loop.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mmap
+import os
+import random
+import signal
+import sys
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+try:  # resource is POSIX-only; the batch runner needs fork anyway
+    import resource
+except ImportError:  # pragma: no cover
+    resource = None  # type: ignore[assignment]
+
+RESULT_FD = 1000  # the report channel is moved here, above the fds programs commonly close
+BALLAST_BYTES = 16 << 20  # freed after the program so a memory-starved child can still report
+EXIT_REPORTED = 0
+EXIT_HARNESS_FAILED = 70
+
+# prctl(2) options
+PR_SET_PDEATHSIG = 1
+
+
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return None
+
+
+LIBC = _libc()
+_PRCTL = (
+    getattr(LIBC, "prctl", None) if sys.platform.startswith("linux") else None
+)  # resolved once, in the parent
+
+
+def prctl(option: int, arg: int) -> bool:
+    """Linux prctl(2) through libc; False where it is unavailable or fails."""
+    if _PRCTL is None:
+        return False
+    try:
+        return int(_PRCTL(option, arg, 0, 0, 0)) == 0
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def set_parent_death_signal(parent_pid: int) -> None:
+    """Be SIGKILLed if the runner dies (e.g. killed by the host), so no program outlives it."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(EXIT_HARNESS_FAILED)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def send(fd: int, message: Dict[str, Any]) -> None:
+    """One message to the parent: a JSON line (ASCII, so lone surrogates survive the trip)."""
+    _write_all(fd, json.dumps(message, ensure_ascii=True).encode("ascii") + b"\n")
+
+
+class ChildSetup(object):
+    """What the parent prepared for one child: its pipes and limits."""
+
+    def __init__(
+        self,
+        parent_pid: int,
+        stdout_w: int,
+        stderr_w: int,
+        result_w: int,
+        keep_fds: List[int],
+        memory_mb: int,
+        cpu_s: int,
+        nproc: int,
+        fsize_bytes: int,
+    ) -> None:
+        self.parent_pid = parent_pid
+        self.stdout_w = stdout_w
+        self.stderr_w = stderr_w
+        self.result_w = result_w
+        self.keep_fds = keep_fds
+        self.memory_mb = memory_mb
+        self.cpu_s = cpu_s
+        self.nproc = nproc
+        self.fsize_bytes = fsize_bytes
+
+
+def _close_inherited_fds(keep: List[int]) -> None:
+    """Close every fd but `keep`: the runner's output file must not be reachable by programs."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _fresh_std_streams() -> None:
+    """New sys.std* on fds 0-2, configured as the interpreter configures them for pipes."""
+    out_enc = getattr(sys.__stdout__, "encoding", None) or "utf-8"
+    out_err = getattr(sys.__stdout__, "errors", None) or "strict"
+    # -u / PYTHONUNBUFFERED: the interpreter made stdout write-through; do the same.
+    unbuffered = bool(
+        getattr(sys.__stdout__, "write_through", False) or os.environ.get("PYTHONUNBUFFERED")
+    )
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+        io.open(0, "rb", closefd=False), encoding=out_enc, errors=out_err
+    )
+    stdout_bin = io.open(1, "wb", buffering=0 if unbuffered else -1, closefd=False)
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        stdout_bin, encoding=out_enc, errors=out_err, write_through=unbuffered
+    )
+    stderr_bin = io.open(2, "wb", buffering=0 if unbuffered else -1, closefd=False)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        stderr_bin,
+        encoding=out_enc,
+        errors="backslashreplace",
+        line_buffering=True,
+        write_through=unbuffered,
+    )
+
+
+def _vm_bytes() -> int:
+    """Current virtual size of this process (what RLIMIT_AS counts)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[0])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _set_limit(which: int, value: int) -> None:
+    if resource is None:
+        return
+    soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    try:
+        resource.setrlimit(which, (value, value))
+    except (ValueError, OSError):
+        pass
+
+
+def apply_limits(setup: ChildSetup) -> None:
+    """Resource limits of the program (they apply to the tracer in this child too)."""
+    if resource is None:
+        return
+    _set_limit(resource.RLIMIT_CORE, 0)  # a segfault must not write a core file
+    if setup.fsize_bytes > 0:
+        _set_limit(resource.RLIMIT_FSIZE, setup.fsize_bytes)
+    if setup.cpu_s > 0:
+        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        try:  # SIGXCPU at the soft limit, SIGKILL at the hard one
+            resource.setrlimit(resource.RLIMIT_CPU, (setup.cpu_s, setup.cpu_s + 1))
+        except (ValueError, OSError):
+            pass
+    if setup.nproc > 0:
+        _set_limit(resource.RLIMIT_NPROC, setup.nproc)
+    if setup.memory_mb > 0:
+        # The limit is on top of what the warm runner already maps, so memory_mb is the program's.
+        _set_limit(resource.RLIMIT_AS, _vm_bytes() + setup.memory_mb * (1 << 20))
+
+
+def run_child(
+    setup: ChildSetup, run: Callable[[Callable[[Dict[str, Any]], None]], Dict[str, Any]]
+) -> None:
+    """The child's whole life: sandbox, run `run(emit)`, report its trace, `os._exit`. Never returns."""
+    pid = os.getpid()
+    code = EXIT_HARNESS_FAILED
+    result_fd = -1
+    try:
+        os.setpgid(0, 0)
+        set_parent_death_signal(setup.parent_pid)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(setup.stdout_w, 1)
+        os.dup2(setup.stderr_w, 2)
+        os.dup2(setup.result_w, RESULT_FD)
+        result_fd = RESULT_FD
+        _close_inherited_fds([0, 1, 2, RESULT_FD] + setup.keep_fds)
+        _fresh_std_streams()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Reserved (not touched) before the limits are set, released before reporting: a child
+        # whose program ran out of memory still has room to serialise its trace.
+        ballast: Optional[mmap.mmap] = mmap.mmap(-1, BALLAST_BYTES)
+        apply_limits(setup)
+        random.seed(0)
+
+        def emit(trace: Dict[str, Any]) -> None:
+            if os.getpid() == pid:
+                send(result_fd, {"kind": "trace", "trace": trace})
+
+        trace = run(emit)
+        if ballast is not None:
+            ballast.close()
+            ballast = None
+        _flush_std_streams()
+        if os.getpid() != pid:
+            # A process the program forked has come back up through the tracer: it ends here,
+            # as it would have ended at the end of the program, without reporting.
+            os._exit(0 if trace.get("status") == "ok" else 1)
+        try:
+            send(result_fd, {"kind": "result", "trace": trace})
+        except MemoryError:
+            send(result_fd, {"kind": "result", "trace": _memory_report(trace)})
+        code = EXIT_REPORTED
+    except BaseException:  # the harness itself failed: say so on the result channel
+        try:
+            _flush_std_streams()
+            if result_fd >= 0 and os.getpid() == pid:
+                send(result_fd, {"kind": "harness_error", "error": traceback.format_exc()})
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            pass
+
+
+def _memory_report(trace: Dict[str, Any]) -> Dict[str, Any]:
+    """A trace too big to serialise in what memory is left: keep the outcome, drop the events."""
+    small = {k: v for k, v in trace.items() if k != "events"}
+    small["events"] = []
+    small["n_events"] = 0
+    small["truncated"] = True
+    small["truncated_reason"] = "max_trace_bytes"
+    return small

@@ -1,0 +1,186 @@
+"""Parse and validate the batch runner's jobs file (schemas/batch_jobs.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+MODES = ("call", "script", "pytest")
+KNOWN_KEYS = frozenset(
+    (
+        "program_id",
+        "mode",
+        "source",
+        "file",
+        "entrypoint",
+        "input",
+        "argv",
+        "timeout_s",
+        "package",
+        "meta",
+    )
+)
+
+
+class JobError(ValueError):
+    """A jobs-file line that cannot be run; the message names the problem."""
+
+    def __init__(self, message: str, program_id: Optional[str]) -> None:
+        super().__init__(message)
+        self.program_id = program_id
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated job: a program to trace."""
+
+    program_id: str
+    mode: str
+    source: Optional[str] = None
+    file: Optional[str] = None
+    entrypoint: Optional[str] = None
+    input: Optional[str] = None
+    argv: Tuple[str, ...] = ()
+    timeout_s: Optional[float] = None
+    package: Tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
+    lineno: int = 0  # where the job came from (1-based line of the jobs file)
+
+
+def invalid_job_id(jobs_name: str, lineno: int) -> str:
+    """The program id given to a line whose own id cannot be read (stable across re-runs)."""
+    return "%s:%d" % (jobs_name, lineno)
+
+
+def parse_job(line: str, lineno: int) -> Job:
+    """One jobs-file line as a `Job`, or `JobError` naming what is wrong with it."""
+    try:
+        raw = json.loads(line)
+    except ValueError as exc:
+        raise JobError("line %d is not valid JSON: %s" % (lineno, exc), None) from None
+    if not isinstance(raw, dict):
+        raise JobError("line %d is a JSON %s, not an object" % (lineno, type(raw).__name__), None)
+    program_id = raw.get("program_id")
+    if not isinstance(program_id, str) or not program_id.strip():
+        raise JobError(
+            "line %d: `program_id` must be a non-empty string, got %s"
+            % (lineno, _show(program_id)),
+            None,
+        )
+    try:
+        return _validate(raw, program_id, lineno)
+    except JobError as exc:
+        raise JobError("line %d (%s): %s" % (lineno, program_id, exc), program_id) from None
+
+
+def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        raise JobError(
+            "unknown key(s) %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(KNOWN_KEYS))),
+            program_id,
+        )
+    mode = raw.get("mode")
+    if mode is None:
+        mode = "call" if "entrypoint" in raw else "script"
+    if mode not in MODES:
+        raise JobError(
+            "`mode` must be one of %s, got %s" % (", ".join(MODES), _show(mode)), program_id
+        )
+    source = _opt_str(raw, "source", program_id)
+    file = _opt_str(raw, "file", program_id)
+    entrypoint = _opt_str(raw, "entrypoint", program_id)
+    input_text = _opt_str(raw, "input", program_id)
+    argv = raw.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise JobError("`argv` must be a list of strings, got %s" % _show(argv), program_id)
+    timeout_s = raw.get("timeout_s")
+    if timeout_s is not None:
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not math.isfinite(timeout_s)
+            or timeout_s <= 0
+        ):
+            raise JobError(
+                "`timeout_s` must be a positive number, got %s" % _show(timeout_s), program_id
+            )
+        timeout_s = float(timeout_s)
+    package = raw.get("package", [])
+    if isinstance(package, str):
+        package = [package]
+    if not isinstance(package, list) or not all(isinstance(p, str) and p for p in package):
+        raise JobError(
+            "`package` must be an import name or a list of them, got %s" % _show(package),
+            program_id,
+        )
+
+    if mode in ("call", "script"):
+        if (source is None) == (file is None):
+            raise JobError(
+                "give exactly one of `source` (program text) or `file` (a path)", program_id
+            )
+    if mode == "call":
+        if not entrypoint:
+            raise JobError("mode `call` needs `entrypoint` (the function to call)", program_id)
+        if input_text is None:
+            input_text = ""
+    elif mode == "script":
+        if entrypoint is not None or input_text is not None:
+            raise JobError(
+                "mode `script` runs the program as __main__: `entrypoint`/`input` do not apply"
+                " (use mode `call`)",
+                program_id,
+            )
+    elif mode == "pytest":
+        if file is None:
+            raise JobError(
+                "mode `pytest` needs `file` (the test path or node id to run)", program_id
+            )
+        if source is not None or entrypoint is not None or input_text is not None:
+            raise JobError(
+                "mode `pytest` takes `file`, `package` and `argv`, not `source`/`entrypoint`/`input`",
+                program_id,
+            )
+    return Job(
+        program_id=program_id,
+        mode=mode,
+        source=source,
+        file=file,
+        entrypoint=entrypoint,
+        input=input_text,
+        argv=tuple(argv),
+        timeout_s=timeout_s,
+        package=tuple(package),
+        lineno=lineno,
+    )
+
+
+def _opt_str(raw: Dict[str, Any], key: str, program_id: str) -> Optional[str]:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise JobError("`%s` must be a string, got %s" % (key, _show(value)), program_id)
+    return value
+
+
+def _show(value: Any) -> str:
+    text = (
+        json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else repr(value)
+    )
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def iter_job_lines(path: str) -> Iterator[Tuple[int, str]]:
+    """(line number, text) of every non-blank line of the jobs file, decoded as UTF-8."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            text = raw.decode("utf-8", errors="replace")
+            if text.strip():
+                yield lineno, text
+
+
+def job_summary(job: Job) -> List[str]:
+    """Short description for log messages."""
+    what = job.entrypoint if job.mode == "call" else (job.file or "<source>")
+    return [job.program_id, job.mode, str(what)]

@@ -1,0 +1,120 @@
+"""The batch runner's output: an append-only JSON Lines file that a re-run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Set
+
+
+class OutputError(OSError):
+    """The output file cannot be resumed or written."""
+
+
+def _escape_surrogates(text: str) -> str:
+    # Lone surrogates cannot be written as UTF-8: \udcNN (undecodable byte) -> "\\xNN", else "\\uNNNN".
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            out.append(
+                "\\x%02x" % (code - 0xDC00) if 0xDC80 <= code <= 0xDCFF else "\\u%04x" % code
+            )
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def clean_text(value: Any) -> Any:
+    """`value` with every string made encodable as UTF-8 (lone surrogates escaped)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _escape_surrogates(value)
+        return value
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    return value
+
+
+def encode_line(trace: Any) -> bytes:
+    """One trace as one UTF-8 JSON line (with its newline)."""
+    text = json.dumps(trace, ensure_ascii=False, allow_nan=False)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(clean_text(trace), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return data + b"\n"
+
+
+def decode_output(data: bytes) -> str:
+    """Captured program output as text: UTF-8, undecodable bytes as \\xNN."""
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+class TraceWriter:
+    """Appends trace lines to PATH; one `os.write` per line, so a kill leaves at most a partial last line.
+
+    Opening resumes: a partial trailing line (an interrupted write) is cut off, and the program ids of
+    the complete lines are in `done`, so the caller can skip them.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.done: Set[str] = set()
+        self.lines_before = 0
+        self.cut_bytes = 0
+        self._fd = -1
+        self._resume()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self._fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise OutputError("cannot open the output %s: %s" % (path, exc.strerror)) from exc
+
+    def _resume(self) -> None:
+        try:
+            f = open(self.path, "rb+")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OutputError(
+                "cannot read the output %s to resume it: %s" % (self.path, exc.strerror)
+            ) from exc
+        with f:
+            good_end = 0
+            for lineno, line in enumerate(f, start=1):
+                if not line.endswith(b"\n"):
+                    break  # interrupted final write
+                try:
+                    obj = json.loads(line)
+                    program_id = obj["program_id"]
+                except (ValueError, KeyError, TypeError):
+                    raise OutputError(
+                        "%s line %d is a complete line but not a trace object; refusing to append"
+                        " to a file this runner did not write" % (self.path, lineno)
+                    ) from None
+                self.done.add(program_id)
+                self.lines_before += 1
+                good_end += len(line)
+            size = f.seek(0, os.SEEK_END)
+            if size > good_end:
+                self.cut_bytes = size - good_end
+                f.truncate(good_end)
+
+    def write(self, trace: Any) -> None:
+        """Append one trace line (single write) and remember its program id."""
+        data = encode_line(trace)
+        view = memoryview(data)
+        while view:  # a regular file takes it in one write; the loop is for the theoretical rest
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.done.add(trace["program_id"])
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

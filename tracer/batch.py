@@ -1,0 +1,760 @@
+"""Run many programs under the tracer: a warm parent forks one sandboxed child per program.
+
+`run_batch(jobs, out)` reads a jobs file (schemas/batch_jobs.md) and appends one trace line per job
+to `out` (schemas/trace_stream.md). Each child gets its own process group, resource limits, stdin
+from /dev/null, stdout/stderr on pipes the parent drains up to a cap, and a private pipe for its
+trace. The parent enforces the wall-clock deadline and turns whatever happened into a status:
+`ok`/`exception`/`memory` reported by the child, `timeout`, `memory`, `crashed` seen from outside.
+A re-run with the same `out` skips the program ids already there.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import locale
+import logging
+import math
+import os
+import platform
+import select
+import signal
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from tracer._batch_child import ChildSetup, prctl, run_child
+from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
+from tracer._batch_output import OutputError, TraceWriter, decode_output
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # infrastructure: cannot fork, cannot write the output
+EXIT_USAGE = 2  # the jobs file or the output cannot be used
+
+STREAM_FORMAT = "worldtrace.stream/1"
+RUNINFO_FORMAT = "worldtrace.batch-run/1"
+READ_CHUNK = 1 << 16
+LIVENESS_POLL_S = 0.01  # only where pidfd_open is missing (Python 3.8) and the child went silent
+FORK_RETRY_S = 5.0  # how long a fork that fails with EAGAIN (pids exhausted) is retried
+FSIZE_LIMIT_BYTES = 256 << 20  # largest file a program may write
+MAX_PROCS = 64  # processes a program may add (RLIMIT_NPROC; not enforced for root)
+PR_SET_CHILD_SUBREAPER = 36
+
+# Modules the warm parent imports once, so that children start with them loaded (a fork, not an import).
+WARM_MODULES = (
+    "abc", "array", "bisect", "collections", "copy", "dataclasses", "datetime", "decimal",
+    "enum", "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math",
+    "operator", "random", "re", "statistics", "string", "textwrap", "typing", "unicodedata",
+    "traceback", "linecache", "tokenize", "ast", "inspect",
+)  # fmt: skip
+
+DETERMINISTIC_ENV = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+
+
+class BatchError(Exception):
+    """The batch itself cannot go on (not a program failure: those are trace rows)."""
+
+
+def run_batch(
+    jobs_path: str,
+    out_path: str,
+    *,
+    backend: str = "auto",
+    limits: Any = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> int:
+    """Trace every job of `jobs_path`, appending one line per job to `out_path`; return the exit code."""
+    try:
+        runner = BatchRunner(backend=backend, limits=limits, include=include, exclude=exclude)
+        summary = runner.run(str(jobs_path), str(out_path))
+    except (BatchError, OutputError) as exc:
+        log.error("batch %s: %s", jobs_path, exc)
+        return EXIT_USAGE if isinstance(exc, (UsageError, OutputError)) else EXIT_FAILED
+    log.info(
+        "batch %s: %d run, %d skipped (already in %s), %s, %.1f programs/s",
+        jobs_path,
+        summary["ran"],
+        summary["skipped"],
+        out_path,
+        ", ".join("%s %d" % kv for kv in sorted(summary["statuses"].items())) or "nothing to do",
+        summary["programs_per_s"],
+    )
+    return EXIT_OK
+
+
+class UsageError(BatchError):
+    """The jobs file cannot be read."""
+
+
+def _limits_dict(limits: Any) -> Dict[str, Any]:
+    keys = (
+        "max_events",
+        "max_value_chars",
+        "max_items",
+        "max_depth",
+        "max_output_bytes",
+        "timeout_s",
+        "memory_mb",
+    )
+    if limits is None:
+        return {k: 0 for k in keys}
+    if hasattr(limits, "to_dict"):
+        return dict(limits.to_dict())
+    return {k: getattr(limits, k, 0) for k in keys}
+
+
+def _with_timeout(limits: Any, timeout_s: Optional[float]) -> Any:
+    if timeout_s is None or limits is None:
+        return limits
+    import dataclasses
+
+    return dataclasses.replace(limits, timeout_s=timeout_s)
+
+
+def set_deterministic_environment() -> None:
+    """TZ=UTC and a fixed locale for every program (PYTHONHASHSEED must be set before the runner starts)."""
+    os.environ.update(DETERMINISTIC_ENV)
+    if hasattr(time, "tzset"):
+        time.tzset()
+    for name in ("C.UTF-8", "C.utf8", "C"):
+        try:
+            locale.setlocale(locale.LC_ALL, name)
+            break
+        except locale.Error:
+            continue
+
+
+def hash_seed() -> Optional[str]:
+    """The interpreter's fixed hash seed, or None when str hashes are randomised."""
+    if not sys.flags.hash_randomization:
+        return "0"
+    seed = os.environ.get("PYTHONHASHSEED")
+    return seed if seed and seed != "random" else None
+
+
+def warm_up(modules: Sequence[str] = WARM_MODULES) -> List[str]:
+    """Import the tracer and what programs commonly import, once, in the parent; return what failed."""
+    failed = []
+    for name in ("tracer.api",) + tuple(modules):
+        try:
+            __import__(name)
+        except Exception as exc:  # a missing optional module (e.g. _decimal) is fine
+            failed.append("%s (%s)" % (name, exc))
+    return failed
+
+
+class _Capture(object):
+    """Bytes read from one output pipe, kept up to `cap` (0 = all); the rest is read and dropped."""
+
+    __slots__ = ("cap", "data", "truncated")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.cap <= 0:
+            self.data += chunk
+            return
+        room = self.cap - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self.data += chunk
+
+
+class _Messages(object):
+    """The child's report channel: newline-separated JSON messages."""
+
+    __slots__ = ("buf", "traces", "result", "harness_error", "garbled")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.traces: List[Dict[str, Any]] = []
+        self.result: Optional[Dict[str, Any]] = None
+        self.harness_error: Optional[str] = None
+        self.garbled = False
+
+    def add(self, chunk: bytes) -> None:
+        self.buf += chunk
+        while True:
+            end = self.buf.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(self.buf[:end])
+            del self.buf[: end + 1]
+            try:
+                msg = json.loads(line)
+                kind = msg["kind"]
+            except (ValueError, KeyError, TypeError):
+                self.garbled = True
+                continue
+            if kind == "trace":
+                self.traces.append(msg["trace"])
+            elif kind == "result":
+                self.result = msg["trace"]
+            elif kind == "harness_error":
+                self.harness_error = msg.get("error")
+
+
+class _Outcome(object):
+    """What the parent saw of one child."""
+
+    def __init__(self) -> None:
+        self.wait_status = 0
+        self.maxrss_kb = 0
+        self.timed_out = False
+        self.wall_time_s = 0.0
+        self.fork_s = 0.0
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal %d" % signum
+
+
+class BatchRunner(object):
+    """Runs jobs one at a time in forked children; see `run_batch`."""
+
+    def __init__(
+        self,
+        *,
+        backend: str = "auto",
+        limits: Any = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        max_procs: int = MAX_PROCS,
+    ) -> None:
+        self.backend = backend
+        self.limits = limits
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.max_procs = max_procs
+        self.fork_times: List[float] = []
+        self._pid = os.getpid()
+        self._nproc_base = 0
+        self._subreaper = False
+        self._current: Optional[int] = None
+
+    # ---------------------------------------------------------------- the batch
+    def run(self, jobs_path: str, out_path: str) -> Dict[str, Any]:
+        """Run the jobs file into `out_path` and return a summary."""
+        if not os.path.isfile(jobs_path):
+            raise UsageError("jobs file %s does not exist" % jobs_path)
+        if not hasattr(os, "fork"):
+            raise BatchError("the batch runner needs os.fork (POSIX)")
+        started = time.time()
+        set_deterministic_environment()
+        if hash_seed() is None:
+            log.warning(
+                "PYTHONHASHSEED is not set: set/dict-of-str iteration order will differ between"
+                " runs; start the runner with PYTHONHASHSEED=0 (the sandboxes do)"
+            )
+        failed = warm_up()
+        if failed:
+            log.debug("warm-up imports that failed: %s", ", ".join(failed))
+        writer = TraceWriter(out_path)
+        if writer.cut_bytes:
+            log.warning(
+                "%s: cut off a partial last line (%d bytes) left by an interrupted run",
+                out_path,
+                writer.cut_bytes,
+            )
+        jobs_name = os.path.basename(jobs_path)
+        statuses: Dict[str, int] = {}
+        ran = skipped = 0
+        self._start_processes()
+        gc.collect()
+        if hasattr(gc, "freeze"):
+            gc.freeze()  # children do not touch (and so do not copy) the parent's heap in gc passes
+        old_term = signal.signal(signal.SIGTERM, _raise_exit) if _in_main_thread() else None
+        try:
+            try:
+                lines = iter_job_lines(jobs_path)
+                for lineno, line in lines:
+                    try:
+                        job = parse_job(line, lineno)
+                    except JobError as exc:
+                        pid = exc.program_id or invalid_job_id(jobs_name, lineno)
+                        if pid in writer.done:
+                            skipped += 1
+                            continue
+                        writer.write(self.error_trace(pid, str(exc)))
+                        statuses["error"] = statuses.get("error", 0) + 1
+                        continue
+                    if job.program_id in writer.done:
+                        skipped += 1
+                        continue
+                    for trace in self.run_job(job, writer.done):
+                        writer.write(trace)
+                        if trace["program_id"] == job.program_id:
+                            statuses[trace["status"]] = statuses.get(trace["status"], 0) + 1
+                    ran += 1
+            except OSError as exc:
+                raise BatchError(
+                    "cannot read %s or write %s: %s" % (jobs_path, out_path, exc)
+                ) from exc
+        finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            if hasattr(gc, "unfreeze"):
+                gc.unfreeze()
+            self._stop_processes()
+            writer.close()
+        wall = time.time() - started
+        summary = {
+            "format": RUNINFO_FORMAT,
+            "jobs": jobs_path,
+            "out": out_path,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_time_s": round(wall, 3),
+            "ran": ran,
+            "skipped": skipped,
+            "statuses": statuses,
+            "programs_per_s": ran / wall if wall > 0 else 0.0,
+            "median_fork_ms": round(_median(self.fork_times) * 1000, 3),
+            "python_version": platform.python_version(),
+            "tracer_version": _tracer_version(),
+            "backend": self.backend,
+            "limits": _limits_dict(self.limits),
+            "pythonhashseed": hash_seed(),
+            "env": dict(DETERMINISTIC_ENV),
+        }
+        _append_runinfo(out_path, summary)
+        return summary
+
+    # ---------------------------------------------------------------- one job
+    def run_job(self, job: Job, done: Any = ()) -> List[Dict[str, Any]]:
+        """Run one job in a forked child; return its trace lines (the job's own trace last)."""
+        limits = _with_timeout(self.limits, job.timeout_s)
+        ldict = _limits_dict(limits)
+        timeout_s = float(ldict.get("timeout_s") or 0)
+        cap = int(ldict.get("max_output_bytes") or 0)
+        memory_mb = int(ldict.get("memory_mb") or 0)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        setup = ChildSetup(
+            parent_pid=self._pid,
+            stdout_w=out_w,
+            stderr_w=err_w,
+            result_w=res_w,
+            keep_fds=[],
+            memory_mb=memory_mb,
+            cpu_s=int(math.ceil(timeout_s)) + 1 if timeout_s > 0 else 0,
+            nproc=self._nproc_base + self.max_procs if self._nproc_base else 0,
+            fsize_bytes=FSIZE_LIMIT_BYTES,
+        )
+        work = _job_work(job, self.backend, limits, self.include, self.exclude)
+        outcome = _Outcome()
+        t0 = time.perf_counter()
+        _flush_parent_streams()
+        pid = self._fork()
+        if pid == 0:
+            run_child(setup, work)  # never returns
+        t_forked = time.perf_counter()
+        self._current = pid
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child did it first, or already exited
+        for fd in (out_w, err_w, res_w):
+            os.close(fd)
+        out, err, msgs = _Capture(cap), _Capture(cap), _Messages()
+        try:
+            self._supervise(
+                pid, t0, timeout_s, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome
+            )
+        finally:
+            self._current = None
+            for fd in (out_r, err_r, res_r):
+                os.close(fd)
+        outcome.wall_time_s = time.perf_counter() - t0
+        outcome.fork_s = t_forked - t0
+        self.fork_times.append(outcome.fork_s)
+        traces = [self._finish_sub(t, job) for t in msgs.traces if t.get("program_id") not in done]
+        traces.append(self._finish(job, ldict, outcome, out, err, msgs, memory_mb))
+        return traces
+
+    def _fork(self) -> int:
+        delay = 0.005
+        deadline = time.monotonic() + FORK_RETRY_S
+        while True:
+            try:
+                return os.fork()
+            except BlockingIOError:  # EAGAIN: process limit reached (a program's leftovers dying)
+                if time.monotonic() > deadline:
+                    raise BatchError(
+                        "cannot fork a child: the process limit stays exhausted"
+                    ) from None
+                time.sleep(delay)  # back-off while the kernel releases the killed processes
+                delay = min(delay * 2, 0.2)
+            except OSError as exc:
+                raise BatchError("cannot fork a child: %s" % exc) from exc
+
+    def _supervise(
+        self,
+        pid: int,
+        t0: float,
+        timeout_s: float,
+        sinks: Dict[int, Any],
+        res_fd: int,
+        outcome: _Outcome,
+    ) -> None:
+        """Drain the child's pipes until it exits or its deadline passes; reap it and its descendants."""
+        deadline = t0 + timeout_s if timeout_s > 0 else None
+        pidfd = _pidfd_open(pid)
+        open_fds = list(sinks)
+        msgs = sinks[res_fd]
+        exited = False
+        try:
+            while not exited:
+                if msgs.result is not None or msgs.harness_error is not None:
+                    exited = self._reap(pid, outcome, block=True)  # it only has os._exit left to do
+                    break
+                wait: Optional[float] = None
+                if deadline is not None:
+                    wait = deadline - time.perf_counter()
+                    if wait <= 0:
+                        outcome.timed_out = True
+                        break
+                if pidfd < 0:
+                    wait = LIVENESS_POLL_S if wait is None else min(wait, LIVENESS_POLL_S)
+                watch = open_fds + ([pidfd] if pidfd >= 0 else [])
+                ready, _, _ = select.select(watch, [], [], wait)
+                for fd in ready:
+                    if fd == pidfd:
+                        exited = self._reap(pid, outcome, block=False)
+                        continue
+                    chunk = os.read(fd, READ_CHUNK)
+                    if chunk:
+                        sinks[fd].add(chunk)
+                    else:
+                        open_fds.remove(fd)
+                if pidfd < 0 and not exited and (not ready or not open_fds):
+                    exited = self._reap(pid, outcome, block=False)
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+            if not exited:
+                _kill_group(pid)
+                self._reap(pid, outcome, block=True)
+            _kill_group(pid)  # whatever the program left running in its group
+            self._kill_orphans()
+            _drain(open_fds, sinks)
+
+    def _reap(self, pid: int, outcome: _Outcome, block: bool) -> bool:
+        while True:
+            try:
+                got, status, rusage = os.wait4(pid, 0 if block else os.WNOHANG)
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                return True
+            if got == 0:
+                return False
+            outcome.wait_status = status
+            outcome.maxrss_kb = rusage.ru_maxrss
+            return True
+
+    # ---------------------------------------------------------------- results
+    def _finish(
+        self,
+        job: Job,
+        ldict: Dict[str, Any],
+        outcome: _Outcome,
+        out: _Capture,
+        err: _Capture,
+        msgs: _Messages,
+        memory_mb: int,
+    ) -> Dict[str, Any]:
+        """The job's trace: the child's report, or a status from how the child ended."""
+        status = outcome.wait_status
+        if msgs.result is not None and not outcome.timed_out:
+            trace = dict(msgs.result)
+            if trace.get("status") == "exception" and trace.get("exception_type") == "MemoryError":
+                trace["status"] = "memory"
+        else:
+            trace = self.blank_trace(job)
+            trace["wall_time_s"] = round(outcome.wall_time_s, 6)
+            how, what = self._classify(outcome, err, memory_mb, ldict)
+            trace["status"] = how
+            if msgs.harness_error is not None and how == "crashed":
+                trace["status"] = "error"
+                trace["tracer_error"] = "the batch child failed: " + msgs.harness_error
+                what = None
+            trace["exception_message"] = what
+            if msgs.garbled:
+                trace["tracer_error"] = "the child's report channel carried unreadable data"
+            log.debug("%s: %s (%s), wait status %#x", job.program_id, trace["status"], what, status)
+        trace["program_id"] = job.program_id
+        trace["entrypoint"] = job.entrypoint if job.mode == "call" else trace.get("entrypoint")
+        trace["input"] = job.input if job.mode == "call" else trace.get("input")
+        trace["limits"] = ldict
+        trace["stdout"] = decode_output(bytes(out.data))
+        trace["stderr"] = decode_output(bytes(err.data))
+        trace["output_truncated"] = out.truncated or err.truncated
+        return trace
+
+    def _finish_sub(self, trace: Dict[str, Any], job: Job) -> Dict[str, Any]:
+        trace = dict(trace)
+        trace.setdefault("format", STREAM_FORMAT)
+        return trace
+
+    def _classify(
+        self, outcome: _Outcome, err: _Capture, memory_mb: int, ldict: Dict[str, Any]
+    ) -> Tuple[str, str]:
+        """(status, message) for a child that did not report."""
+        if outcome.timed_out:
+            return "timeout", "killed after the %gs wall-clock timeout" % float(
+                ldict.get("timeout_s") or 0
+            )
+        status = outcome.wait_status
+        stderr_tail = bytes(err.data[-4096:])
+        memory_words = (b"MemoryError", b"Cannot allocate memory", b"out of memory")
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU:
+                return "timeout", "killed by signal %d (SIGXCPU): CPU time limit exceeded" % sig
+            near_limit = memory_mb > 0 and outcome.maxrss_kb >= 0.9 * memory_mb * 1024
+            if sig == signal.SIGKILL and near_limit:
+                return (
+                    "memory",
+                    "killed by signal 9 (SIGKILL) at %d MB resident: the memory limit"
+                    % (outcome.maxrss_kb // 1024),
+                )
+            if any(w in stderr_tail for w in memory_words):
+                return "memory", "killed by signal %d (%s) after running out of memory" % (
+                    sig,
+                    _signal_name(sig),
+                )
+            return "crashed", "killed by signal %d (%s)" % (sig, _signal_name(sig))
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+        if any(w in stderr_tail for w in memory_words) and code != 0:
+            return "memory", "exited with code %d after running out of memory" % code
+        return "crashed", "exited with code %d via os._exit, without reporting a trace" % code
+
+    def blank_trace(self, job: Job) -> Dict[str, Any]:
+        """A trace object with every key of the stream format and no events."""
+        trace = self._blank(job.program_id)
+        if job.mode == "call":
+            trace["entrypoint"] = job.entrypoint
+            trace["input"] = job.input
+        trace["limits"] = _limits_dict(_with_timeout(self.limits, job.timeout_s))
+        return trace
+
+    def error_trace(self, program_id: str, message: str) -> Dict[str, Any]:
+        """The row of a job that cannot run (malformed line): status `error`, `tracer_error` says why."""
+        trace = self._blank(program_id)
+        trace["status"] = "error"
+        trace["tracer_error"] = message
+        return trace
+
+    def _blank(self, program_id: str) -> Dict[str, Any]:
+        used, reason = _backend_choice(self.backend)
+        return {
+            "format": STREAM_FORMAT,
+            "program_id": program_id,
+            "entrypoint": None,
+            "input": None,
+            "status": "error",
+            "return_value": None,
+            "exception_type": None,
+            "exception_message": None,
+            "truncated": False,
+            "truncated_reason": None,
+            "stdout": "",
+            "stderr": "",
+            "output_truncated": False,
+            "wall_time_s": 0.0,
+            "n_events": 0,
+            "python_version": platform.python_version(),
+            "backend": used,
+            "backend_reason": reason,
+            "tracer_version": _tracer_version(),
+            "limits": _limits_dict(self.limits),
+            "tracer_error": None,
+            "events": [],
+        }
+
+    # ---------------------------------------------------------------- processes
+    def _start_processes(self) -> None:
+        self._pid = os.getpid()
+        if os.geteuid() != 0:
+            self._nproc_base = _count_processes_of(os.getuid())
+        self._subreaper = _set_subreaper(True)
+
+    def _stop_processes(self) -> None:
+        if self._subreaper:
+            self._kill_orphans()
+            _set_subreaper(False)
+
+    def _kill_orphans(self) -> None:
+        """Kill and reap descendants that left the program's group (reparented to us, the subreaper)."""
+        if not self._subreaper:
+            return
+        path = "/proc/self/task/%d/children" % self._pid
+        for _ in range(100):
+            try:
+                with open(path) as f:
+                    pids = [int(p) for p in f.read().split()]
+            except (OSError, ValueError):
+                return
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            for pid in pids:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def _job_work(
+    job: Job, backend: str, limits: Any, include: Sequence[str], exclude: Sequence[str]
+) -> Callable[[Callable[[Dict[str, Any]], None]], Dict[str, Any]]:
+    """What the child runs for `job`: a function of `emit` (for extra traces) returning the trace."""
+
+    def work(emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+        from tracer import api
+
+        common = dict(
+            program_id=job.program_id,
+            source=job.source,
+            backend=backend,
+            limits=limits,
+            include=include,
+            exclude=exclude,
+            capture_output=False,
+        )
+        if job.mode == "call":
+            path = job.file or _pseudo_path(job)
+            return api.trace_call(path, job.entrypoint, job.input or "", **common)
+        if job.mode == "script":
+            path = job.file or _pseudo_path(job)
+            return api.trace_script(path, job.argv, **common)
+        from tracer import pytest_mode
+
+        return pytest_mode.run_pytest_job(
+            job, emit, backend=backend, limits=limits, include=include, exclude=exclude
+        )
+
+    return work
+
+
+def _pseudo_path(job: Job) -> str:
+    """File name for a program given as source text (what its code objects and events show)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.program_id)
+    return "%s.py" % safe
+
+
+def _backend_choice(backend: str) -> Tuple[str, Optional[str]]:
+    if backend != "auto":
+        return backend, None
+    if hasattr(sys, "monitoring"):
+        return "monitoring", None
+    return "settrace", "sys.monitoring isn't available in Python %d.%d" % sys.version_info[:2]
+
+
+def _tracer_version() -> str:
+    import tracer
+
+    return str(getattr(tracer, "__version__", "unknown"))
+
+
+def _kill_group(pid: int) -> None:
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+        try:
+            kill(target, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _drain(fds: List[int], sinks: Dict[int, Any]) -> None:
+    """Read what is left in the pipes after every writer is gone (never blocks)."""
+    fds = list(fds)
+    while fds:
+        ready, _, _ = select.select(fds, [], [], 0)
+        if not ready:
+            return
+        for fd in ready:
+            chunk = os.read(fd, READ_CHUNK)
+            if chunk:
+                sinks[fd].add(chunk)
+            else:
+                fds.remove(fd)
+
+
+def _pidfd_open(pid: int) -> int:
+    opener = getattr(os, "pidfd_open", None)  # Python 3.9+, Linux 5.3+
+    if opener is None:
+        return -1
+    try:
+        return int(opener(pid))
+    except OSError:
+        return -1
+
+
+def _set_subreaper(on: bool) -> bool:
+    return prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+def _count_processes_of(uid: int) -> int:
+    count = 0
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return 0
+    for name in names:
+        if name.isdigit():
+            try:
+                if os.stat("/proc/" + name).st_uid == uid:
+                    count += 1
+            except OSError:
+                pass
+    return count
+
+
+def _flush_parent_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _median(values: List[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _append_runinfo(out_path: str, summary: Dict[str, Any]) -> None:
+    """One line per batch run in OUT.runs.jsonl: environment, versions, counts, throughput."""
+    try:
+        with open(out_path + ".runs.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(summary, sort_keys=True) + "\n")
+    except OSError as exc:
+        log.warning("cannot write the run record %s.runs.jsonl: %s", out_path, exc)
