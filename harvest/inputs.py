@@ -89,7 +89,7 @@ def load_programs(paths: Sequence[Path]) -> list[Program]:
     return programs
 
 
-def test_suite_program(image: str, tests: Sequence[str], packages: Sequence[str], root: str = PROJECT_ROOT) -> Program:
+def repository_tests_program(image: str, tests: Sequence[str], packages: Sequence[str], root: str = PROJECT_ROOT) -> Program:
     """The pytest job that traces a repository image's own test suite (`--tests`).
 
     `tests` are pytest paths relative to the project folder `root` inside the image; calls into

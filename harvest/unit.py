@@ -67,7 +67,7 @@ def execute_unit(
     started = time.monotonic()
     work = unit_work_dir(out_dir, unit.unit_id)
     attempt_dir, attempt = _new_attempt_dir(work)
-    done = _rows_of_earlier_attempts(work, attempt_dir, unit)
+    done = _rows_of_earlier_attempts(work, attempt_dir)
     if done:
         log.info("unit %s: attempt %d resumes with %d of %d programs done", unit.unit_id, attempt, len(done), len(unit))
     stream = attempt_dir / "stream.jsonl"
@@ -205,15 +205,17 @@ def _new_attempt_dir(work: Path) -> tuple[Path, int]:
             attempt += 1
 
 
-def _rows_of_earlier_attempts(work: Path, current: Path, unit: WorkUnit) -> dict[str, dict[str, Any]]:
+def _rows_of_earlier_attempts(work: Path, current: Path) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     earlier = sorted(
         (p for p in work.iterdir() if p.name.startswith("attempt-") and p != current),
         key=lambda p: int(p.name.split("-", 1)[1]),
     )
     for folder in earlier:
-        for row in read_stream(folder / "stream.jsonl"):
-            done.setdefault(row["program_id"], row)
+        # A sandbox may have moved the stream into its private folder when the attempt died.
+        for stream in [folder / "stream.jsonl", *sorted(folder.glob(".*.sandbox/stream.jsonl"))]:
+            for row in read_stream(stream):
+                done.setdefault(row["program_id"], row)
     return done
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from harvest.errors import WorldtraceError
-from harvest.inputs import Program, load_programs, test_suite_program
+from harvest.inputs import Program, load_programs, repository_tests_program
 from harvest.options import json_option, out_option, ray_address_option, silent_option
 from harvest.plan import (
     DEFAULT_IMAGE,
@@ -183,7 +183,7 @@ def _test_suite(image: str) -> Program:
     spec = get_spec(image)
     if not spec.tests or not spec.project:
         raise click.UsageError(f"--tests: image {image!r} is not a repository image (it has no test suite)")
-    return test_suite_program(image, spec.tests, [spec.project.replace("-", "_").lower()])
+    return repository_tests_program(image, spec.tests, [spec.project.replace("-", "_").lower()])
 
 
 @contextlib.contextmanager

@@ -1,0 +1,105 @@
+"""Reading programs: formats detected per row, clear errors naming file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harvest.inputs import InputFormatError, load_programs, repository_tests_program
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "programs"
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_program_rows_become_call_and_script_jobs(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "a", "source": "def f(x):\n    return x\n", "entrypoint": "f", "input": "1"},
+            {"id": "b", "source": "print('hi')\n", "argv": ["-v"], "image": "base-py313"},
+        ],
+    )
+    a, b = load_programs([path])
+    assert a.job() == {"program_id": "a", "mode": "call", "source": "def f(x):\n    return x\n", "entrypoint": "f", "input": "1"}
+    assert (a.origin, a.image) == (f"{path}:1", None)
+    assert b.job() == {"program_id": "b", "mode": "script", "source": "print('hi')\n", "argv": ["-v"]}
+    assert b.image == "base-py313"
+
+
+def test_cruxeval_rows_call_f_and_keep_the_expected_output(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "c.jsonl", [{"code": "def f(a):\n    return a", "input": "'x'", "output": "'x'", "id": "sample_0"}])
+    (program,) = load_programs([path])
+    assert (program.mode, program.entrypoint, program.input, program.expected_output) == ("call", "f", "'x'", "'x'")
+
+
+def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
+    programs = load_programs([EXAMPLES])
+    modes = {p.program_id: p.mode for p in programs}
+    assert sum(m == "script" for m in modes.values()) >= 3
+    assert sum(m == "call" for m in modes.values()) >= 10
+    assert modes["collatz"] == "script"
+    assert len(modes) == len(programs)  # unique ids
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "p.jsonl:2: not valid JSON"),
+        ("[1, 2]", "p.jsonl:2: expected a JSON object, got list"),
+        ('{"id": "x"}', "p.jsonl:2: unknown row format (keys: id)"),
+        ('{"source": "pass"}', "p.jsonl:2: every program needs a non-empty string 'id'"),
+        ('{"id": "x", "source": 3}', "p.jsonl:2: 'source' must be a string, got int"),
+        ('{"id": "x", "source": "", "input": "1"}', "p.jsonl:2: 'input' given without an 'entrypoint'"),
+        ('{"id": "x", "code": "def f(): pass"}', "p.jsonl:2: missing 'input'"),
+    ],
+)
+def test_bad_rows_name_the_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "ok", "source": "pass"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(InputFormatError) as info:
+        load_programs([path])
+    assert message in str(info.value)
+
+
+def test_a_program_that_does_not_compile_is_not_an_input_error(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "broken", "source": "def f(:\n", "entrypoint": "f"}])
+    (program,) = load_programs([path])
+    assert program.source == "def f(:\n"  # traced: the tracer reports its SyntaxError as a row
+
+
+def test_duplicate_ids_are_an_error_unless_the_program_is_the_same(tmp_path: Path) -> None:
+    first = write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "source": "pass"}])
+    same = write_jsonl(tmp_path / "b.jsonl", [{"id": "x", "source": "pass"}])
+    other = write_jsonl(tmp_path / "c.jsonl", [{"id": "x", "source": "print(1)"}])
+    assert len(load_programs([first, same])) == 1
+    with pytest.raises(InputFormatError, match=r"c.jsonl:1: program id 'x' is already used by .*a.jsonl:1"):
+        load_programs([first, other])
+
+
+def test_empty_inputs_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(InputFormatError, match="no programs in this file"):
+        load_programs([tmp_path / "empty.jsonl"])
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputFormatError, match="no \\*.py scripts"):
+        load_programs([tmp_path / "folder"])
+    with pytest.raises(InputFormatError, match="no such file"):
+        load_programs([tmp_path / "missing.jsonl"])
+
+
+def test_test_suite_job_points_into_the_project_folder() -> None:
+    program = repository_tests_program("toolz", ["toolz/tests", "extra"], ["toolz"])
+    assert program.job() == {
+        "program_id": "toolz:tests",
+        "mode": "pytest",
+        "file": "/opt/project/toolz/tests",
+        "argv": ["/opt/project/extra"],
+        "package": ["toolz"],
+    }
