@@ -1,0 +1,478 @@
+"""Public API: trace one call (CRUXEval style) or one script, get a trace object back.
+
+The trace object and its events follow schemas/trace_stream.md (``worldtrace.stream/1``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import io
+import linecache
+import os
+import signal
+import sys
+import threading
+import time
+import types
+
+from . import __version__
+from .backends.select import BackendUnavailable, choose_backend
+from .env import PYTHON_VERSION
+from .recorder import Recorder
+from .render import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_VALUE_CHARS,
+    Renderer,
+    type_qualified_name,
+)
+from .scope import Scope
+
+FORMAT = "worldtrace.stream/1"
+DEFAULT_MAX_EVENTS = 100000
+DEFAULT_MAX_OUTPUT_BYTES = 1 << 20
+
+
+@dataclasses.dataclass
+class Limits:
+    """Recording and resource budgets; 0 means unlimited / not set."""
+
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_value_chars: int = DEFAULT_MAX_VALUE_CHARS
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    timeout_s: float = 0
+    memory_mb: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Timeout(BaseException):
+    """Raised into the program by the in-process deadline (``Limits.timeout_s``)."""
+
+
+class _CappedSink(io.RawIOBase):
+    """A write-only byte sink that keeps at most ``cap`` bytes and swallows the rest."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap if cap > 0 else sys.maxsize
+        self.parts: list = []
+        self.size = 0
+        self.truncated = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        n = len(b)
+        room = self.cap - self.size
+        if room > 0:
+            chunk = bytes(b[:room])
+            self.parts.append(chunk)
+            self.size += len(chunk)
+        if n > max(room, 0):
+            self.truncated = True
+        return n
+
+
+class _OutputCapture:
+    """Replace sys.stdout / sys.stderr with capped text streams shaped like the originals."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.sinks: dict = {}
+        self.streams: dict = {}
+        self.saved: dict = {}
+
+    def _stream(self, name: str):
+        original = getattr(sys, name)
+        encoding = getattr(original, "encoding", None)
+        errors = getattr(original, "errors", None)
+        sink = _CappedSink(self.cap)
+        self.sinks[name] = sink
+        stream = io.TextIOWrapper(
+            io.BufferedWriter(sink),
+            encoding=encoding if isinstance(encoding, str) else "utf-8",
+            errors=errors if isinstance(errors, str) else "strict",
+            line_buffering=False,
+            write_through=True,
+        )
+        self.streams[name] = stream
+        return stream
+
+    def __enter__(self):
+        for name in ("stdout", "stderr"):
+            self.saved[name] = getattr(sys, name)
+            setattr(sys, name, self._stream(name))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.saved:
+            return
+        for name in ("stdout", "stderr"):
+            try:
+                self.streams[name].flush()
+            except (ValueError, OSError):
+                pass
+            setattr(sys, name, self.saved[name])
+        self.saved = {}
+
+    def text(self, name: str) -> str:
+        sink = self.sinks[name]
+        data = b"".join(sink.parts)
+        encoding = self.streams[name].encoding or "utf-8"
+        try:
+            return data.decode(encoding, "surrogateescape")
+        except LookupError:
+            return data.decode("utf-8", "surrogateescape")
+
+    @property
+    def truncated(self) -> bool:
+        return any(s.truncated for s in self.sinks.values())
+
+
+def _base_trace(program_id: str, entry, input_text, limits: Limits) -> dict:
+    return {
+        "format": FORMAT,
+        "program_id": program_id,
+        "entrypoint": entry,
+        "input": input_text,
+        "status": "error",
+        "return_value": None,
+        "exception_type": None,
+        "exception_message": None,
+        "truncated": False,
+        "truncated_reason": None,
+        "stdout": "",
+        "stderr": "",
+        "output_truncated": False,
+        "wall_time_s": 0.0,
+        "n_events": 0,
+        "python_version": PYTHON_VERSION,
+        "backend": None,
+        "backend_reason": None,
+        "tracer_version": __version__,
+        "limits": limits.to_dict(),
+        "tracer_error": None,
+        "events": [],
+    }
+
+
+def _program_id(file: str) -> str:
+    base = os.path.basename(file)
+    stem = base[:-3] if base.endswith(".py") else base
+    return stem or "program"
+
+
+def _read_source(file: str) -> str:
+    import tokenize
+
+    with tokenize.open(file) as f:
+        return f.read()
+
+
+def _register_source(file: str, source: str) -> None:
+    """Make ``source`` the text linecache serves for ``file`` (for the events' source lines)."""
+    lines = source.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    linecache.cache[file] = (len(source), None, lines, file)
+
+
+class _Run:
+    """Shared machinery of trace_call and trace_script: capture, deadline, backend, result."""
+
+    def __init__(self, trace: dict, file: str, backend: str, limits: Limits, include, exclude, capture_output: bool):
+        self.trace = trace
+        self.file = file
+        self.limits = limits
+        self.capture_output = capture_output
+        self.renderer = Renderer(limits.max_value_chars, limits.max_items, limits.max_depth)
+        self.recorder = Recorder(self.renderer, Scope(file, include, exclude), limits.max_events)
+        self.backend_cls, reason = choose_backend(backend)
+        trace["backend"] = self.backend_cls.name
+        trace["backend_reason"] = reason
+        self.backend_obj = None
+
+    def traced(self, fn, *args, **kwargs):
+        """Call ``fn`` with tracing on; returns (ok, value_or_exception)."""
+        rec = self.recorder
+        backend_obj = self.backend_cls(rec)
+        self.backend_obj = backend_obj
+        deadline = self._arm_deadline()
+        start = time.perf_counter()
+        started = False
+        try:
+            try:
+                backend_obj.start()
+                started = True
+            except Exception as exc:
+                rec.fail(exc)
+            try:
+                value = fn(*args, **kwargs)
+                ok = True
+            finally:
+                if started:
+                    try:
+                        backend_obj.stop()
+                    except Exception as exc:
+                        rec.fail(exc)
+                rec.active = False
+        except BaseException as exc:  # the program's own failure is data
+            value, ok = exc, False
+        finally:
+            self.trace["wall_time_s"] = round(time.perf_counter() - start, 6)
+            self._disarm_deadline(deadline)
+        return ok, value
+
+    def _arm_deadline(self):
+        seconds = self.limits.timeout_s
+        if not seconds or seconds <= 0 or not hasattr(signal, "setitimer"):
+            return None
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_alarm(signum, frame):
+            raise _Timeout()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        return previous
+
+    def _disarm_deadline(self, previous) -> None:
+        if previous is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    def set_outcome(self, ok: bool, value, *, is_script: bool) -> None:
+        trace = self.trace
+        if ok:
+            trace["status"] = "ok"
+            if not is_script:
+                trace["return_value"] = self.renderer.render(value)
+        else:
+            self.set_exception(value, is_script=is_script)
+
+    def set_exception(self, exc: BaseException, *, is_script: bool) -> None:
+        trace = self.trace
+        if isinstance(exc, _Timeout):
+            trace["status"] = "timeout"
+            trace["exception_message"] = "ran past timeout_s=%s" % self.limits.timeout_s
+            return
+        if is_script and type(exc) is SystemExit and exc.code in (None, 0):
+            trace["status"] = "ok"
+            return
+        trace["status"] = "memory" if isinstance(exc, MemoryError) else "exception"
+        trace["exception_type"] = type_qualified_name(type(exc))
+        trace["exception_message"] = self.renderer.exception_message(exc)
+
+    def finish(self, capture) -> dict:
+        trace = self.trace
+        rec = self.recorder
+        trace["events"] = rec.event_dicts()
+        trace["n_events"] = len(trace["events"])
+        if rec.truncated_reason:
+            trace["truncated"] = True
+            trace["truncated_reason"] = rec.truncated_reason
+        if rec.error is not None:
+            trace["status"] = "error"
+            trace["tracer_error"] = rec.error
+        if capture is not None:
+            trace["stdout"] = capture.text("stdout")
+            trace["stderr"] = capture.text("stderr")
+            trace["output_truncated"] = capture.truncated
+        return trace
+
+
+def _error(trace: dict, message: str) -> dict:
+    trace["status"] = "error"
+    trace["tracer_error"] = message
+    return trace
+
+
+class _SysState:
+    """Save and restore the bits of interpreter state a run may change (argv, path, modules)."""
+
+    def __init__(self, file: str, module_name: str, module, argv=None) -> None:
+        self.file = file
+        self.module_name = module_name
+        self.module = module
+        self.argv = argv
+
+    def __enter__(self):
+        self.saved_argv = sys.argv
+        self.saved_path = list(sys.path)
+        self.saved_module = sys.modules.get(self.module_name)
+        if self.argv is not None:
+            sys.argv = list(self.argv)
+        directory = os.path.dirname(os.path.abspath(self.file)) if os.path.exists(self.file) else None
+        if directory:
+            sys.path.insert(0, directory)
+        sys.modules[self.module_name] = self.module
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.argv = self.saved_argv
+        sys.path[:] = self.saved_path
+        if self.saved_module is not None:
+            sys.modules[self.module_name] = self.saved_module
+        else:
+            sys.modules.pop(self.module_name, None)
+
+
+def _module_name(file: str) -> str:
+    stem = _program_id(file)
+    name = "".join(c if (c.isalnum() or c == "_") else "_" for c in stem)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return name
+
+
+def _resolve_entry(namespace: dict, entry: str):
+    head, _, rest = entry.partition(".")
+    if head not in namespace:
+        raise LookupError("entry point %r is not defined in the program" % entry)
+    obj = namespace[head]
+    for part in rest.split(".") if rest else ():
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise LookupError("entry point %r is not callable" % entry)
+    return obj
+
+
+def _collect_args(*args, **kwargs):
+    return args, kwargs
+
+
+def trace_call(
+    file: str,
+    entry: str,
+    input_text: str,
+    *,
+    program_id: str | None = None,
+    source: str | None = None,
+    backend: str = "auto",
+    limits: Limits | None = None,
+    include=(),
+    exclude=(),
+    capture_output: bool = True,
+) -> dict:
+    """Trace ``ENTRY(input_text)`` from the module in ``file`` (or ``source`` named ``file``)."""
+    limits = limits if limits is not None else Limits()
+    trace = _base_trace(program_id or _program_id(file), entry, input_text, limits)
+    try:
+        run = _Run(trace, file, backend, limits, include, exclude, capture_output)
+    except BackendUnavailable as exc:
+        return _error(trace, "backend unavailable: %s" % exc)
+    if source is None:
+        try:
+            source = _read_source(file)
+        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+            return _error(trace, "cannot read program %s: %s" % (file, exc))
+    _register_source(file, source)
+    name = _module_name(file)
+    module = types.ModuleType(name)
+    module.__file__ = file
+    namespace = module.__dict__
+    namespace["__builtins__"] = builtins
+    capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
+    with _SysState(file, name, module):
+        if capture is not None:
+            capture.__enter__()
+        try:
+            try:
+                code = compile(source, file, "exec", dont_inherit=True)
+                exec(code, namespace)
+            except BaseException as exc:  # the program failed at import: data
+                run.set_exception(exc, is_script=False)
+                return _finish_untraced(run, capture)
+            try:
+                fn = _resolve_entry(namespace, entry)
+            except Exception as exc:
+                return _error(_finish_untraced(run, capture), "invalid job: %s" % exc)
+            try:
+                expr = compile("__worldtrace_args__(%s\n)" % input_text, "<input>", "eval", dont_inherit=True)
+                args, kwargs = eval(expr, namespace, {"__worldtrace_args__": _collect_args})
+            except BaseException as exc:
+                return _error(_finish_untraced(run, capture), "invalid input text %r: %s: %s" % (
+                    input_text, type(exc).__name__, exc))
+            ok, value = run.traced(fn, *args, **kwargs)
+            run.set_outcome(ok, value, is_script=False)
+        finally:
+            if capture is not None:
+                capture.__exit__(None, None, None)
+    return run.finish(capture)
+
+
+def _finish_untraced(run: _Run, capture) -> dict:
+    if capture is not None:
+        capture.__exit__(None, None, None)
+    trace = run.finish(capture)
+    return trace
+
+
+def trace_script(
+    path: str,
+    argv=(),
+    *,
+    program_id: str | None = None,
+    source: str | None = None,
+    backend: str = "auto",
+    limits: Limits | None = None,
+    include=(),
+    exclude=(),
+    capture_output: bool = True,
+) -> dict:
+    """Trace the script at ``path`` (or ``source`` named ``path``) run as ``__main__``."""
+    limits = limits if limits is not None else Limits()
+    trace = _base_trace(program_id or _program_id(path), None, None, limits)
+    try:
+        run = _Run(trace, path, backend, limits, include, exclude, capture_output)
+    except BackendUnavailable as exc:
+        return _error(trace, "backend unavailable: %s" % exc)
+    if source is None:
+        try:
+            source = _read_source(path)
+        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+            return _error(trace, "cannot read program %s: %s" % (path, exc))
+    _register_source(path, source)
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    namespace = module.__dict__
+    namespace["__builtins__"] = builtins
+    capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
+    with _SysState(path, "__main__", module, argv=[path] + list(argv)):
+        if capture is not None:
+            capture.__enter__()
+        try:
+            try:
+                code = compile(source, path, "exec", dont_inherit=True)
+            except BaseException as exc:
+                run.set_exception(exc, is_script=True)
+            else:
+                ok, value = run.traced(exec, code, namespace)
+                run.set_outcome(ok, value, is_script=True)
+        finally:
+            if capture is not None:
+                capture.__exit__(None, None, None)
+    return run.finish(capture)
+
+
+def full_locals(events) -> list:
+    """The full local state at each event: the fold of the ``locals`` deltas per frame_id."""
+    states: dict = {}
+    out = []
+    for event in events:
+        state = states.setdefault(event["frame_id"], {})
+        for name, value in event["locals"].items():
+            if value is None:
+                state.pop(name, None)
+            else:
+                state[name] = value
+        out.append(dict(state))
+    return out

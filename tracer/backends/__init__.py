@@ -1,0 +1,1 @@
+"""Tracing mechanisms, one module each, all behind the small interface in ``base``."""

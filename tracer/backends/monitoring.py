@@ -1,0 +1,280 @@
+"""The sys.monitoring (PEP 669) backend: Python 3.12+.
+
+Events are enabled only on in-scope code objects (local events per code object, found
+through a global PY_START that returns DISABLE for everything else), so code outside the
+scope runs at full speed after its first call. The mapping onto the four normalised
+events mirrors CPython's own settrace-on-monitoring shim (Python/legacy_tracing.c), so
+both backends produce the same events:
+
+  PY_START, PY_RESUME, PY_THROW -> call      PY_RETURN, PY_YIELD -> return (value)
+  PY_UNWIND -> return (no value)             RAISE, STOP_ITERATION -> exception
+  LINE -> line                                JUMP backwards within one line -> line
+
+Each thread keeps its own stack of activations, maintained by the start/return events,
+so a LINE callback finds its frame without ``sys._getframe`` and, on 3.13, reads locals
+through one ``f_locals`` proxy per activation (a live view).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .. import codeinfo
+from ..env import PYBEHAVIOR
+from .base import Backend
+
+_TOOL_NAME = "worldtrace"
+# Tool ids tried in order: the conventional free ones first (0 debugger, 1 coverage,
+# 2 profiler, 5 optimizer are the named ones).
+_TOOL_IDS = (3, 4, 2, 0, 5, 1)
+
+
+class MonitoringBackend(Backend):
+    """Record through sys.monitoring local events on in-scope code objects."""
+
+    name = "monitoring"
+
+    def __init__(self, recorder) -> None:
+        super().__init__(recorder)
+        self.tool = None
+        self._instrumented: dict = {}
+        self._suspended: dict = {}
+        self._starts = 0
+        self._disabled_codes = 0
+
+    # -- interface ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        mon = sys.monitoring
+        ev = mon.events
+        for tool in _TOOL_IDS:
+            if mon.get_tool(tool) is None:
+                mon.use_tool_id(tool, _TOOL_NAME)
+                self.tool = tool
+                break
+        else:
+            raise RuntimeError("no free sys.monitoring tool id (all six are in use)")
+        tool = self.tool
+        self.DISABLE = mon.DISABLE
+        self._local_events = ev.PY_RESUME | ev.PY_RETURN | ev.PY_YIELD | ev.LINE | ev.JUMP | ev.STOP_ITERATION
+        callbacks = {
+            ev.PY_START: self._py_start,
+            ev.PY_RESUME: self._py_resume,
+            ev.PY_THROW: self._py_throw,
+            ev.PY_RETURN: self._py_return,
+            ev.PY_YIELD: self._py_yield,
+            ev.PY_UNWIND: self._py_unwind,
+            ev.RAISE: self._raise,
+            ev.STOP_ITERATION: self._stop_iteration,
+            ev.LINE: self._line,
+            ev.JUMP: self._jump,
+        }
+        for event, fn in callbacks.items():
+            mon.register_callback(tool, event, fn)
+        # Locations disabled by an earlier trace in this process must fire again.
+        mon.restart_events()
+        mon.set_events(tool, ev.PY_START | ev.PY_THROW | ev.PY_UNWIND | ev.RAISE)
+
+    def stop(self) -> None:
+        if self.tool is None:
+            return
+        mon = sys.monitoring
+        tool = self.tool
+        mon.set_events(tool, 0)
+        for code in self._instrumented:
+            try:
+                mon.set_local_events(tool, code, 0)
+            except ValueError:
+                pass
+        for event in (1 << i for i in range(17)):
+            try:
+                mon.register_callback(tool, event, None)
+            except ValueError:
+                pass
+        mon.free_tool_id(tool)
+        self.tool = None
+        self._instrumented.clear()
+        self._suspended.clear()
+        for stack in self.recorder.stacks.values():
+            for act in stack:
+                act.frame = act.proxy = None
+
+    def stats(self) -> dict:
+        return {
+            "code_objects_instrumented": len(self._instrumented),
+            "code_objects_disabled": self._disabled_codes,
+            "starts_seen": self._starts,
+        }
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _activate(self, act, frame) -> None:
+        act.frame = frame
+        if PYBEHAVIOR.f_locals_is_proxy:  # PYBEHAVIOR: f_locals_is_proxy
+            act.proxy = frame.f_locals
+
+    def _locals(self, act):
+        proxy = act.proxy
+        if proxy is not None:
+            return proxy
+        return act.frame.f_locals
+
+    def _current(self, code):
+        """The running activation of ``code`` in this thread, or None."""
+        stack = self.recorder.stack()
+        if stack:
+            act = stack[-1]
+            if act.code is code and act.frame is not None:
+                return act
+        return None
+
+    # -- callbacks ------------------------------------------------------------------------
+
+    def _py_start(self, code, offset):
+        rec = self.recorder
+        if not rec.active:
+            return self.DISABLE
+        try:
+            self._starts += 1
+            if code not in self._instrumented:
+                if not rec.in_scope(code):
+                    self._disabled_codes += 1
+                    return self.DISABLE
+                sys.monitoring.set_local_events(self.tool, code, self._local_events)
+                self._instrumented[code] = True
+            frame = sys._getframe(1)
+            act = rec.new_activation(code)
+            self._activate(act, frame)
+            rec.enter(act, frame.f_lineno, self._locals(act))
+        except Exception as exc:
+            rec.fail(exc)
+        return None
+
+    def _resume(self, code) -> None:
+        rec = self.recorder
+        frame = sys._getframe(2)
+        act = self._suspended.pop(id(frame), None)
+        if act is None or act.code is not code:
+            act = rec.new_activation(code)
+        self._activate(act, frame)
+        rec.enter(act, frame.f_lineno, self._locals(act))
+
+    def _py_resume(self, code, offset):
+        rec = self.recorder
+        if not rec.active:
+            return self.DISABLE
+        try:
+            self._resume(code)
+        except Exception as exc:
+            rec.fail(exc)
+        return None
+
+    def _py_throw(self, code, offset, exc):
+        rec = self.recorder
+        if not rec.active or code not in self._instrumented:
+            return None
+        try:
+            self._resume(code)
+        except Exception as err:
+            rec.fail(err)
+        return None
+
+    def _leave(self, code, value, unwind: bool, suspend: bool) -> None:
+        rec = self.recorder
+        act = self._current(code)
+        if act is None:
+            return
+        frame = act.frame
+        rec.leave(act, frame.f_lineno, value, unwind)
+        if suspend:
+            self._suspended[id(frame)] = act
+        act.frame = act.proxy = None
+
+    def _py_return(self, code, offset, value):
+        rec = self.recorder
+        if not rec.active:
+            return self.DISABLE
+        try:
+            self._leave(code, value, False, False)
+        except Exception as exc:
+            rec.fail(exc)
+        return None
+
+    def _py_yield(self, code, offset, value):
+        rec = self.recorder
+        if not rec.active:
+            return self.DISABLE
+        try:
+            self._leave(code, value, False, True)
+        except Exception as exc:
+            rec.fail(exc)
+        return None
+
+    def _py_unwind(self, code, offset, exc):
+        rec = self.recorder
+        if not rec.active or code not in self._instrumented:
+            return None
+        try:
+            self._leave(code, None, True, False)
+        except Exception as err:
+            rec.fail(err)
+        return None
+
+    def _raise(self, code, offset, exc):
+        rec = self.recorder
+        if not rec.active or code not in self._instrumented:
+            return None
+        try:
+            act = self._current(code)
+            if act is not None:
+                rec.exception(act, act.frame.f_lineno, exc)
+        except Exception as err:
+            rec.fail(err)
+        return None
+
+    def _stop_iteration(self, code, offset, value):
+        rec = self.recorder
+        if not rec.active:
+            return self.DISABLE
+        try:
+            act = self._current(code)
+            if act is not None:
+                rec.exception(act, act.frame.f_lineno, value)
+        except Exception as err:
+            rec.fail(err)
+        return None
+
+    def _line(self, code, lineno):
+        rec = self.recorder
+        if not rec.active:
+            return self.DISABLE
+        try:
+            act = self._current(code)
+            if act is not None:
+                proxy = act.proxy
+                rec.line(act, lineno, proxy if proxy is not None else act.frame.f_locals)
+        except Exception as exc:
+            rec.fail(exc)
+        return None
+
+    def _jump(self, code, src, dest):
+        # settrace reports every backward jump within one line as a new line event
+        # (one-line loops and comprehensions); sys.monitoring's LINE does not.
+        rec = self.recorder
+        if dest > src:
+            return self.DISABLE
+        try:
+            lines = codeinfo.offset_lines(code)
+            to_line = lines.get(dest)
+            if to_line != lines.get(src):
+                return self.DISABLE
+            if not rec.active:
+                return self.DISABLE
+            if to_line is None or to_line < 0:
+                return None
+            act = self._current(code)
+            if act is not None:
+                rec.line(act, to_line, self._locals(act))
+        except Exception as exc:
+            rec.fail(exc)
+        return None

@@ -1,0 +1,90 @@
+"""The sys.settrace backend: every CPython version; the reference for event semantics."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import MethodType
+
+from .. import codeinfo
+from ..env import PYBEHAVIOR
+from .base import Backend
+
+
+class _FrameTrace:
+    """The local trace function of one in-scope frame activation."""
+
+    __slots__ = ("act", "rec", "bound")
+
+    def __init__(self, act, rec) -> None:
+        self.act = act
+        self.rec = rec
+        self.bound = self.trace
+
+    def trace(self, frame, event, arg):
+        rec = self.rec
+        if not rec.active:
+            return None
+        try:
+            act = self.act
+            if event == "line":
+                rec.line(act, frame.f_lineno, frame.f_locals)
+            elif event == "return":
+                unwind = arg is None and (act.raised or not codeinfo.stopped_at_return(frame.f_code, frame.f_lasti))
+                rec.leave(act, frame.f_lineno, arg, unwind)
+            elif event == "exception":
+                rec.exception(act, frame.f_lineno, arg[1] if arg[1] is not None else arg[0])
+        except Exception as exc:
+            rec.fail(exc)
+            return None
+        return self.bound
+
+
+class SettraceBackend(Backend):
+    """Global trace function decides scope at each call; only in-scope frames get a local one."""
+
+    name = "settrace"
+
+    def __init__(self, recorder) -> None:
+        super().__init__(recorder)
+        self._prev_trace = None
+        self._prev_thread_trace = None
+        self._calls = 0
+
+    def start(self) -> None:
+        self._prev_trace = sys.gettrace()
+        if PYBEHAVIOR.has_threading_gettrace:  # PYBEHAVIOR: has_threading_gettrace
+            self._prev_thread_trace = threading.gettrace()
+        else:
+            self._prev_thread_trace = getattr(threading, "_trace_hook", None)
+        threading.settrace(self._global)
+        sys.settrace(self._global)
+
+    def stop(self) -> None:
+        sys.settrace(self._prev_trace)
+        threading.settrace(self._prev_thread_trace)  # type: ignore[arg-type]
+
+    def stats(self) -> dict:
+        return {"calls_seen": self._calls}
+
+    def _global(self, frame, event, arg):
+        rec = self.recorder
+        if not rec.active:
+            return None
+        if event != "call":
+            return None
+        try:
+            self._calls += 1
+            code = frame.f_code
+            if not rec.in_scope(code):
+                return None
+            ft = frame.f_trace
+            if type(ft) is MethodType and type(ft.__self__) is _FrameTrace and ft.__self__.rec is rec:
+                tracer = ft.__self__  # a generator / coroutine resuming: same activation
+            else:
+                tracer = _FrameTrace(rec.new_activation(code), rec)
+            rec.enter(tracer.act, frame.f_lineno, frame.f_locals)
+            return tracer.bound
+        except Exception as exc:
+            rec.fail(exc)
+            return None

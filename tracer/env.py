@@ -1,0 +1,62 @@
+"""Every Python-version difference the tracer cares about, as named behaviour flags.
+
+Version-specific code elsewhere carries a greppable tag naming the flag, e.g.
+``# PYBEHAVIOR: f_locals_is_proxy``.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+PYVERSION = sys.version_info
+PYTHON_VERSION = platform.python_version()
+CPYTHON = platform.python_implementation() == "CPython"
+
+
+class PYBEHAVIOR:
+    """Named behaviour flags of the running interpreter."""
+
+    # PEP 669 sys.monitoring exists (3.12+).
+    has_sys_monitoring = PYVERSION >= (3, 12) and hasattr(sys, "monitoring")
+
+    # PEP 709: list/dict/set comprehensions are inlined into the enclosing frame
+    # (no own frame; the loop variable appears in the enclosing locals while it runs).
+    inlined_comprehensions = PYVERSION >= (3, 12)
+
+    # PEP 667: frame.f_locals is a live write-through proxy, a new object per access.
+    f_locals_is_proxy = PYVERSION >= (3, 13)
+
+    # sys.settrace is implemented on top of sys.monitoring (legacy_tracing.c), so the
+    # two backends see the very same events.
+    settrace_via_monitoring = PYVERSION >= (3, 12)
+
+    # threading.settrace_all_threads exists.
+    has_settrace_all_threads = PYVERSION >= (3, 12)
+
+    # threading.gettrace exists (else read threading._trace_hook).
+    has_threading_gettrace = PYVERSION >= (3, 10)
+
+    # Closing a suspended generator emits no trace events at all (3.13+); before, a
+    # call / exception(GeneratorExit) / return triple.
+    gen_close_silent = PYVERSION >= (3, 13)
+
+    # int -> str conversion is capped (sys.get_int_max_str_digits); backported to some
+    # 3.8-3.10 patch releases, so test for the function rather than the version.
+    int_max_str_digits = hasattr(sys, "get_int_max_str_digits")
+
+    # OrderedDict's repr is ``OrderedDict({...})`` rather than ``OrderedDict([(k, v)])``.
+    ordereddict_repr_is_dict = PYVERSION >= (3, 12)
+
+    # A suspended ``yield from`` / ``await`` leaves f_lasti on the instruction before
+    # YIELD_FROM (3.8-3.10); later versions use SEND + YIELD_VALUE.
+    has_yield_from_opcode = PYVERSION < (3, 11)
+
+
+def monitoring_unavailable_reason() -> str | None:
+    """Why the sys.monitoring backend cannot be used here, or None if it can."""
+    if not CPYTHON:
+        return "sys.monitoring is only supported on CPython, not %s" % platform.python_implementation()
+    if not PYBEHAVIOR.has_sys_monitoring:
+        return "sys.monitoring isn't available in Python %d.%d" % (PYVERSION[0], PYVERSION[1])
+    return None

@@ -1,0 +1,206 @@
+"""The event sink shared by all backends: activations, locals deltas, budgets, events.
+
+A backend translates its mechanism's raw events into four calls on a ``Recorder``:
+``enter`` (call / resume), ``line``, ``leave`` (return / yield / unwind) and
+``exception``. The recorder owns everything else: frame-activation ids, per-thread call
+stacks and thread numbers, rendering of locals into deltas, the event budget and the
+final conversion of buffered tuples into the event objects of schemas/trace_stream.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+
+from . import codeinfo
+from .render import IMMUTABLE_TYPES, Renderer
+
+try:
+    from _thread import get_ident
+except ImportError:  # pragma: no cover
+    from threading import get_ident
+
+# Stored instead of a value whose identity says nothing (mutable or user objects):
+# never ``is`` any live value, so such values are always re-rendered.
+_MUTABLE = object()
+
+CALL, LINE, RETURN, EXCEPTION = "call", "line", "return", "exception"
+
+
+class Activation:
+    """One activation of an in-scope frame (a resumed generator keeps its activation)."""
+
+    __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "raised")
+
+    def __init__(self, fid: int, tid: int, code) -> None:
+        self.fid = fid
+        self.tid = tid
+        self.code = code
+        self.depth = 0
+        # name -> (value if immutable else _MUTABLE, rendered text)
+        self.last: dict = {}
+        self.frame = None  # the live frame, held only while it runs (monitoring backend)
+        self.proxy = None  # 3.13: the frame's f_locals proxy, a live view
+        self.module_level = code.co_name == "<module>"
+        self.raised = False  # last event of this activation was an exception
+
+
+class TracerLimitReached(Exception):
+    """Internal: the event budget is spent."""
+
+
+class Recorder:
+    """Collects normalised events from a backend, bounded by the event budget."""
+
+    def __init__(self, renderer: Renderer, scope, max_events: int = 0) -> None:
+        self.renderer = renderer
+        self.render = renderer.render
+        self.scope = scope
+        self.max_events = max_events
+        self._left = max_events if max_events > 0 else -1
+        self.events: list = []
+        self.active = True
+        self.truncated_reason: str | None = None
+        self.error: str | None = None
+        self.stacks: dict = {}
+        self.thread_numbers: dict = {}
+        self._fids = itertools.count()
+        self._scope_by_code: dict = {}
+
+    # -- scope --------------------------------------------------------------------------
+
+    def in_scope(self, code) -> bool:
+        """Whether ``code`` is recorded (cached per code object)."""
+        hit = self._scope_by_code.get(code)
+        if hit is None:
+            hit = bool(self.scope(code.co_filename))
+            self._scope_by_code[code] = hit
+        return hit
+
+    # -- the four entry points used by backends ------------------------------------------
+
+    def stack(self) -> list:
+        """The calling thread's stack of activations."""
+        ident = get_ident()
+        st = self.stacks.get(ident)
+        if st is None:
+            st = self.stacks.setdefault(ident, [])
+            self.thread_numbers.setdefault(ident, len(self.thread_numbers))
+        return st
+
+    def new_activation(self, code) -> Activation:
+        ident = get_ident()
+        tid = self.thread_numbers.get(ident)
+        if tid is None:
+            self.stack()
+            tid = self.thread_numbers[ident]
+        return Activation(next(self._fids), tid, code)
+
+    def enter(self, act: Activation, lineno: int, mapping) -> None:
+        """A call event: ``act`` starts or resumes; ``mapping`` is the frame's locals."""
+        st = self.stack()
+        act.depth = len(st)
+        st.append(act)
+        act.raised = False
+        self._emit((CALL, lineno, act, self.delta(act, mapping), None, act.depth))
+
+    def line(self, act: Activation, lineno: int, mapping) -> None:
+        act.raised = False
+        self._emit((LINE, lineno, act, self.delta(act, mapping), None, act.depth))
+
+    def leave(self, act: Activation, lineno: int, value, unwind: bool) -> None:
+        """A return event (return, yield, or unwinding by exception when ``unwind``)."""
+        st = self.stacks.get(get_ident())
+        if st:
+            if st[-1] is act:
+                st.pop()
+            elif act in st:
+                st.remove(act)
+        act.raised = False
+        self._emit((RETURN, lineno, act, {}, None if unwind else self.render(value), act.depth))
+
+    def exception(self, act: Activation, lineno: int, exc) -> None:
+        act.raised = True
+        if isinstance(exc, BaseException):
+            text = self.renderer.render_exception(exc)
+        else:
+            text = "StopIteration: %s" % self.render(exc)
+        self._emit((EXCEPTION, lineno, act, {}, text, act.depth))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def delta(self, act: Activation, mapping) -> dict:
+        """Locals new or changed (by rendering) since the activation's previous event."""
+        last = act.last
+        out = {}
+        render = self.render
+        immutable = IMMUTABLE_TYPES
+        seen = 0
+        module_level = act.module_level
+        for name, value in mapping.items():
+            if module_level and name[:2] == "__":
+                continue
+            seen += 1
+            prev = last.get(name)
+            if prev is not None and prev[0] is value:
+                continue
+            text = render(value)
+            if prev is None or prev[1] != text:
+                out[name] = text
+            last[name] = (value if type(value) in immutable else _MUTABLE, text)
+        if seen != len(last):
+            for name in [n for n in last if n not in mapping]:
+                del last[name]
+                out[name] = None
+        return out
+
+    def _emit(self, event: tuple) -> None:
+        left = self._left
+        if left == 0:
+            self.truncated_reason = "max_events"
+            self.active = False
+            return
+        self._left = left - 1
+        self.events.append(event)
+
+    def fail(self, exc: BaseException) -> None:
+        """The tracer itself failed: stop recording and remember why."""
+        if self.error is None:
+            self.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            tb = traceback.extract_tb(exc.__traceback__)
+            if tb:
+                last = tb[-1]
+                self.error += " (at %s:%s in %s)" % (last.filename, last.lineno, last.name)
+        self.active = False
+
+    # -- output --------------------------------------------------------------------------
+
+    def event_dicts(self) -> list:
+        """The buffered events as the dicts of schemas/trace_stream.md."""
+        out = []
+        names: dict = {}
+        sources: dict = {}
+        for kind, lineno, act, local_delta, arg, depth in self.events:
+            code = act.code
+            info = names.get(code)
+            if info is None:
+                info = (codeinfo.qualname(code), code.co_filename)
+                names[code] = info
+            key = (info[1], lineno)
+            src = sources.get(key)
+            if src is None:
+                src = codeinfo.source_line(info[1], lineno) if lineno else ""
+                sources[key] = src
+            out.append({
+                "kind": kind,
+                "lineno": lineno if lineno is not None else 0,
+                "source": src,
+                "function": info[0],
+                "file": info[1],
+                "depth": depth,
+                "frame_id": act.fid,
+                "thread_id": act.tid,
+                "locals": local_delta,
+                "arg": arg,
+            })
+        return out

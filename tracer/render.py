@@ -1,0 +1,619 @@
+"""Safe, bounded, deterministic rendering of live values to text.
+
+Rendering never runs the traced program's code: exact builtin types are rendered like
+``repr()`` (by the interpreter's own C code), containers recursively, and anything else
+structurally from its instance ``__dict__`` / ``__slots__`` read through the type-level
+descriptors (``Point(x=1, y=2)``), so no user ``__repr__``, ``__eq__``, ``__hash__``,
+property, ``__getattr__`` or descriptor ever runs. Every rendering is bounded by a
+character budget, an items budget and a depth budget; truncation keeps a head and a tail.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from .env import PYBEHAVIOR
+
+DEFAULT_MAX_VALUE_CHARS = 1000
+DEFAULT_MAX_ITEMS = 100
+DEFAULT_MAX_DEPTH = 8
+
+ELLIPSIS_MARK = "..."
+
+# Type-level accessors that bypass metaclass overrides (a metaclass may define a
+# ``__name__`` property; reading it through ``type``'s own descriptor never runs it).
+_type_name = type.__dict__["__name__"].__get__
+_type_qualname = type.__dict__["__qualname__"].__get__
+_type_module = type.__dict__["__module__"].__get__
+_type_mro = type.__dict__["__mro__"].__get__
+_type_dict = type.__dict__["__dict__"].__get__
+_GetSetDescriptor = type(type.__dict__["__dict__"])
+_MemberDescriptor = types.MemberDescriptorType
+_dict_items = dict.items
+_list_getitem = list.__getitem__
+_tuple_getitem = tuple.__getitem__
+_exc_args = BaseException.__dict__["args"].__get__
+
+# Exact types whose repr() is the interpreter's own, cheap and deterministic.
+_SCALARS = frozenset([int, float, complex, bool, type(None), type(Ellipsis), type(NotImplemented), range])
+
+# Exact immutable scalar types: an unchanged identity means an unchanged rendering.
+IMMUTABLE_TYPES = frozenset([int, float, complex, bool, str, bytes, type(None), range])
+
+_FUNCTION_TYPES = (types.FunctionType, types.LambdaType)
+_BUILTIN_FUNCTION_TYPES = (types.BuiltinFunctionType, types.BuiltinMethodType)
+
+# Bits in an int whose decimal form has about ~1000 digits; above that we do not format.
+_MAX_INT_BITS = 3300
+
+
+def class_lookup(cls: type, name: str) -> object:
+    """Find ``name`` in the class dicts along ``cls``'s MRO without running any descriptor."""
+    for klass in _type_mro(cls):
+        d = _type_dict(klass)
+        if name in d:
+            return d[name]
+    return None
+
+
+def type_name(cls: type) -> str:
+    """``cls.__name__`` read safely."""
+    try:
+        return str(_type_name(cls))
+    except Exception:
+        return "?"
+
+
+def type_qualified_name(cls: type) -> str:
+    """``module.QualName`` (just ``QualName`` for builtins), read safely."""
+    try:
+        qual = str(_type_qualname(cls))
+        mod = _type_module(cls)
+    except Exception:
+        return type_name(cls)
+    if type(mod) is not str or mod == "builtins":
+        return qual
+    return "%s.%s" % (mod, qual)
+
+
+def instance_attrs(obj: object, cls: type) -> list:
+    """The (name, value) pairs of ``obj``'s instance dict and filled slots, no user code run."""
+    pairs = []
+    desc = class_lookup(cls, "__dict__")
+    if type(desc) is _GetSetDescriptor:
+        d = desc.__get__(obj, cls)
+        if isinstance(d, dict):
+            pairs.extend(_dict_items(d))
+    seen = set()
+    for klass in _type_mro(cls):
+        slots = _type_dict(klass).get("__slots__")
+        if slots is None:
+            continue
+        if type(slots) is str:
+            slots = (slots,)
+        if type(slots) not in (tuple, list):
+            continue
+        for name in slots:
+            if type(name) is not str or name in seen or name in ("__dict__", "__weakref__"):
+                continue
+            seen.add(name)
+            member = _type_dict(klass).get(name)
+            if type(member) is not _MemberDescriptor:
+                continue
+            try:
+                pairs.append((name, member.__get__(obj, cls)))
+            except AttributeError:
+                pass
+    return pairs
+
+
+def _stdlib_type(module: str, name: str) -> object:
+    """A stdlib type if its module is already imported (never import on the program's behalf)."""
+    mod = sys.modules.get(module)
+    return getattr(mod, name, None) if mod is not None else None
+
+
+class _Budget:
+    """Mutable per-rendering state: characters left, containers on the path (cycles)."""
+
+    __slots__ = ("chars", "active")
+
+    def __init__(self, chars: int) -> None:
+        self.chars = chars
+        self.active: set = set()
+
+
+class Renderer:
+    """Render values to bounded text; ``render(value) -> str`` never raises."""
+
+    def __init__(
+        self,
+        max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
+        max_items: int = DEFAULT_MAX_ITEMS,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self.max_value_chars = max_value_chars if max_value_chars > 0 else sys.maxsize
+        self.max_items = max_items if max_items > 0 else sys.maxsize
+        self.max_depth = max_depth if max_depth > 0 else sys.maxsize
+        self._failed: set = set()
+        self._kinds: dict = {}
+
+    # -- public -------------------------------------------------------------------------
+
+    def render(self, value: object) -> str:
+        """Render ``value``; on any internal failure the type is marked and rendered opaquely."""
+        t = type(value)
+        if t is int:
+            if -(1 << 60) < value < (1 << 60):  # type: ignore[operator]
+                return repr(value)
+        elif t is str:
+            if len(value) <= self.max_value_chars:  # type: ignore[arg-type]
+                r = repr(value)
+                if len(r) <= self.max_value_chars:
+                    return r
+        elif t is bool or t is float or value is None:
+            return repr(value)
+        try:
+            text = self._render(value, 0, _Budget(self.max_value_chars))
+        except RecursionError:
+            return "<%s object>" % type_name(t)
+        except Exception:
+            self._failed.add(t)
+            return "<%s object>" % type_name(t)
+        return self._cut(text)
+
+    def render_exception(self, exc: BaseException) -> str:
+        """``"TypeName: message"`` for an exception event or trace summary."""
+        return "%s: %s" % (type_qualified_name(type(exc)), self.exception_message(exc))
+
+    def exception_message(self, exc: BaseException) -> str:
+        """What ``str(exc)`` would say, computed without running user code."""
+        try:
+            args = _exc_args(exc)
+        except Exception:
+            return ""
+        cls = type(exc)
+        builtin_str = type_module_is_builtins(cls) or class_lookup(cls, "__str__") is BaseException.__str__
+        if builtin_str and cls is not KeyError and self._plain(args):
+            try:
+                return self._cut(str(exc))
+            except Exception:
+                pass
+        if type(args) is not tuple:
+            return ""
+        if len(args) == 0:
+            return ""
+        if len(args) == 1:
+            a = args[0]
+            if type(a) is str and cls is not KeyError:
+                return self._cut(a)
+            return self.render(a)
+        return self.render(args)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _plain(self, value: object, depth: int = 0) -> bool:
+        """True when ``value`` is built only of exact builtin scalars/containers (safe str())."""
+        t = type(value)
+        if t in IMMUTABLE_TYPES:
+            return True
+        if depth < 3 and (t is tuple or t is list):
+            return all(self._plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+        return False
+
+    def _cut(self, text: str) -> str:
+        """Apply the character budget to a finished rendering: head + mark + tail."""
+        limit = self.max_value_chars
+        if len(text) <= limit:
+            return text
+        if limit <= len(ELLIPSIS_MARK) + 2:
+            return text[:limit]
+        keep = limit - len(ELLIPSIS_MARK)
+        head = keep - keep // 3
+        tail = keep - head
+        return text[:head] + ELLIPSIS_MARK + (text[-tail:] if tail else "")
+
+    def _spend(self, budget: _Budget, text: str) -> str:
+        budget.chars -= len(text)
+        return text
+
+    def _render(self, value: object, depth: int, budget: _Budget) -> str:
+        t = type(value)
+        if t in _SCALARS:
+            if t is int:
+                return self._spend(budget, self._int(value))  # type: ignore[arg-type]
+            return self._spend(budget, repr(value))
+        if t is str:
+            return self._spend(budget, self._str(value))  # type: ignore[arg-type]
+        if t is bytes:
+            return self._spend(budget, self._bytes(value))  # type: ignore[arg-type]
+        if t in self._failed:
+            return self._spend(budget, "<%s object>" % type_name(t))
+        if t is list:
+            return self._seq(value, depth, budget, "[", "]", t)
+        if t is tuple:
+            if len(value) == 1:  # type: ignore[arg-type]
+                return "(" + self._render(_tuple_getitem(value, 0), depth + 1, budget) + ",)"  # type: ignore[arg-type]
+            return self._seq(value, depth, budget, "(", ")", t)
+        if t is dict:
+            return self._dict(value, depth, budget, "{", "}")
+        if t is set:
+            if not value:
+                return "set()"
+            return self._set(value, depth, budget, "{", "}")
+        if t is frozenset:
+            if not value:
+                return "frozenset()"
+            return self._set(value, depth, budget, "frozenset({", "})")
+        if t is bytearray:
+            return self._spend(budget, "bytearray(%s)" % self._bytes(bytes(value)))  # type: ignore[arg-type]
+        kind = self._kinds.get(t)
+        if kind is None:
+            kind = self._classify(t)
+            self._kinds[t] = kind
+        return kind(value, depth, budget)
+
+    def _int(self, value: int) -> str:
+        if value.bit_length() <= _MAX_INT_BITS:
+            return repr(value)
+        digits = int(value.bit_length() * 0.30103) + 1
+        low = repr(abs(value) % 10**12).rjust(12, "0")
+        sign = "-" if value < 0 else ""
+        return "<int %s~%d digits ...%s>" % (sign, digits, low)
+
+    def _str(self, value: str) -> str:
+        limit = self.max_value_chars
+        if len(value) <= limit:
+            return repr(value)
+        keep = max(limit - 8, 2)
+        head = value[: keep - keep // 3]
+        tail = value[len(value) - keep // 3 :]
+        return self._join_quoted(repr(head), repr(tail))
+
+    def _bytes(self, value: bytes) -> str:
+        limit = self.max_value_chars
+        if len(value) <= limit:
+            return repr(value)
+        keep = max(limit - 8, 2)
+        head = value[: keep - keep // 3]
+        tail = value[len(value) - keep // 3 :]
+        return self._join_quoted(repr(head), repr(tail))
+
+    @staticmethod
+    def _join_quoted(head: str, tail: str) -> str:
+        # 'abc' + 'xyz' -> 'abc...xyz' when both use the same quote, else 'abc'...'xyz'.
+        if head[-1:] == tail[-1:] and tail[-1:] in ("'", '"'):
+            quote_at = tail.index(tail[-1])
+            return head[:-1] + ELLIPSIS_MARK + tail[quote_at + 1 :]
+        return head + ELLIPSIS_MARK + tail
+
+    def _enter(self, value: object, depth: int, budget: _Budget, empty: str) -> str | None:
+        """Common guard for containers: depth, cycle and exhausted budget."""
+        if id(value) in budget.active:
+            return empty
+        if depth >= self.max_depth or budget.chars <= 0:
+            return empty
+        return None
+
+    def _items_plan(self, n: int) -> tuple:
+        """How many items to show from the head and from the tail of an ``n``-item container."""
+        m = self.max_items
+        if n <= m:
+            return n, 0
+        tail = m // 4
+        return m - tail, tail
+
+    def _seq(self, value, depth, budget, open_, close, t, prefix="", suffix=""):
+        n = list.__len__(value) if issubclass(t, list) else tuple.__len__(value)
+        if n == 0:
+            return prefix + open_ + close + suffix
+        guard = self._enter(value, depth, budget, prefix + open_ + ELLIPSIS_MARK + close + suffix)
+        if guard is not None:
+            return guard
+        getitem = _list_getitem if issubclass(t, list) else _tuple_getitem
+        head, tail = self._items_plan(n)
+        budget.active.add(id(value))
+        parts = []
+        try:
+            for i in range(head):
+                if budget.chars <= 0:
+                    parts.append(ELLIPSIS_MARK)
+                    break
+                parts.append(self._render(getitem(value, i), depth + 1, budget))
+                budget.chars -= 2
+            else:
+                if tail:
+                    parts.append(ELLIPSIS_MARK)
+                    for i in range(n - tail, n):
+                        if budget.chars <= 0:
+                            break
+                        parts.append(self._render(getitem(value, i), depth + 1, budget))
+                        budget.chars -= 2
+        finally:
+            budget.active.discard(id(value))
+        return prefix + open_ + ", ".join(parts) + close + suffix
+
+    def _dict(self, value, depth, budget, open_, close, prefix="", suffix=""):
+        n = dict.__len__(value)
+        if n == 0:
+            return prefix + open_ + close + suffix
+        guard = self._enter(value, depth, budget, prefix + open_ + ELLIPSIS_MARK + close + suffix)
+        if guard is not None:
+            return guard
+        head, _tail = self._items_plan(n)
+        budget.active.add(id(value))
+        parts = []
+        try:
+            for i, (k, v) in enumerate(_dict_items(value)):
+                if i >= head or budget.chars <= 0:
+                    parts.append(ELLIPSIS_MARK)
+                    break
+                parts.append(self._render(k, depth + 1, budget) + ": " + self._render(v, depth + 1, budget))
+                budget.chars -= 4
+        finally:
+            budget.active.discard(id(value))
+        return prefix + open_ + ", ".join(parts) + close + suffix
+
+    def _set(self, value, depth, budget, open_, close, prefix=""):
+        guard = self._enter(value, depth, budget, prefix + open_ + ELLIPSIS_MARK + close)
+        if guard is not None:
+            return guard
+        is_set = issubclass(type(value), set)
+        n = set.__len__(value) if is_set else frozenset.__len__(value)
+        head, _tail = self._items_plan(n)
+        budget.active.add(id(value))
+        try:
+            items = self._sorted_set_items(value, n, is_set)
+            parts = []
+            for i, r in enumerate(items(depth, budget)):
+                if i >= head or budget.chars <= 0:
+                    parts.append(ELLIPSIS_MARK)
+                    break
+                parts.append(r)
+                budget.chars -= 2
+        finally:
+            budget.active.discard(id(value))
+        return prefix + open_ + ", ".join(parts) + close
+
+    def _sorted_set_items(self, value, n, is_set):
+        """Set elements in a deterministic order: numbers, then strings, then by rendering.
+
+        Iteration order of a set of strings depends on the hash seed, so a set is rendered
+        sorted (for small non-negative ints this is also CPython's own order).
+        """
+        elems = list(set.__iter__(value) if is_set else frozenset.__iter__(value))
+        if n > 10 * self.max_items:
+            # Too big to sort cheaply: the first items in iteration order.
+            def gen_unsorted(depth, budget):
+                for e in elems:
+                    yield self._render(e, depth + 1, budget)
+
+            return gen_unsorted
+
+        def gen_sorted(depth, budget):
+            keyed = []
+            for e in elems:
+                t = type(e)
+                if (t is int or t is bool) or (t is float and e == e):
+                    keyed.append(((0, e, ""), e))
+                elif t is str:
+                    keyed.append(((1, 0, e), e))
+                else:
+                    # Render with a throwaway budget so the sort key is complete and stable.
+                    keyed.append(((2, 0, self._render(e, depth + 1, _Budget(self.max_value_chars))), e))
+            keyed.sort(key=lambda pair: pair[0])
+            for _key, e in keyed:
+                yield self._render(e, depth + 1, budget)
+
+        return gen_sorted
+
+    # -- non-builtin types: chosen once per type --------------------------------------------
+
+    def _classify(self, t: type):
+        """Pick the rendering function for type ``t`` (cached per type)."""
+        name = type_name(t)
+        if issubclass(t, BaseException):
+            return self._make_exception(t)
+        enum_mod = sys.modules.get("enum")
+        if enum_mod is not None and issubclass(t, enum_mod.Enum):
+            return self._make_enum(t)
+        if issubclass(t, type):
+            return lambda v, d, b: self._spend(b, "<class '%s'>" % type_qualified_name(v))
+        if t in _FUNCTION_TYPES:
+            return lambda v, d, b: self._spend(b, "<function %s>" % _safe_str(v.__qualname__))
+        if t in _BUILTIN_FUNCTION_TYPES:
+            return self._render_builtin_function
+        if t is types.MethodType:
+            return lambda v, d, b: self._spend(b, "<bound method %s>" % _safe_str(getattr(v.__func__, "__qualname__", "?")))
+        if t is types.ModuleType:
+            return lambda v, d, b: self._spend(b, "<module %r>" % _safe_str(v.__name__))
+        if t in (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType):
+            kind = {types.GeneratorType: "generator", types.CoroutineType: "coroutine"}.get(t, "async_generator")
+            return lambda v, d, b: self._spend(b, "<%s object %s>" % (kind, _safe_str(v.__qualname__)))
+        special = self._stdlib_kind(t)
+        if special is not None:
+            return special
+        if issubclass(t, tuple) and isinstance(class_lookup(t, "_fields"), tuple):
+            return self._make_namedtuple(t)
+        fields = class_lookup(t, "__dataclass_fields__")
+        if isinstance(fields, dict):
+            return self._make_dataclass(t, fields)
+        for base, open_, close in ((list, "[", "]"), (tuple, "(", ")")):
+            if issubclass(t, base):
+                return lambda v, d, b, open_=open_, close=close, base=base: self._seq(
+                    v, d, b, open_, close, base, prefix=name + "(", suffix=")")
+        if issubclass(t, dict):
+            return lambda v, d, b: self._dict(v, d, b, "{", "}", prefix=name + "(", suffix=")")
+        if issubclass(t, (set, frozenset)):
+            return lambda v, d, b: self._set(v, d, b, "{", "})", prefix=name + "(")
+        for base in (int, float, str, bytes, complex):
+            if issubclass(t, base):
+                return lambda v, d, b, base=base: self._spend(b, "%s(%s)" % (name, base.__repr__(v)))
+        return self._make_object(t)
+
+    def _render_builtin_function(self, v, depth, budget):
+        owner = getattr(v, "__self__", None)
+        fname = _safe_str(getattr(v, "__name__", "?"))
+        if owner is None or type(owner) is types.ModuleType:
+            return self._spend(budget, "<built-in function %s>" % fname)
+        return self._spend(budget, "<built-in method %s of %s object>" % (fname, type_name(type(owner))))
+
+    def _stdlib_kind(self, t: type):
+        """Renderers for a few stdlib types whose repr is trusted or easy to rebuild."""
+        mod = _type_module(t)
+        if mod == "collections":
+            if t is _stdlib_type("collections", "deque"):
+                def deque_kind(v, d, b):
+                    maxlen = v.maxlen
+                    return self._seq(list(v), d, b, "[", "]", list, prefix="deque(",
+                                     suffix=(")" if maxlen is None else ", maxlen=%d)" % maxlen))
+                return deque_kind
+            if t is _stdlib_type("collections", "OrderedDict"):
+                def od_kind(v, d, b):
+                    if not v:
+                        return "OrderedDict()"
+                    if PYBEHAVIOR.ordereddict_repr_is_dict:  # PYBEHAVIOR: ordereddict_repr_is_dict
+                        return self._dict(dict(v), d, b, "{", "}", prefix="OrderedDict(", suffix=")")
+                    return self._seq(list(v.items()), d, b, "[", "]", list, prefix="OrderedDict(", suffix=")")
+                return od_kind
+            if t is _stdlib_type("collections", "Counter"):
+                def counter_kind(v, d, b):
+                    if not v:
+                        return "Counter()"
+                    pairs = sorted(_dict_items(v), key=lambda kv: kv[1] if type(kv[1]) in (int, float) else 0,
+                                   reverse=True)
+                    return self._dict(dict(pairs), d, b, "{", "}", prefix="Counter(", suffix=")")
+                return counter_kind
+            if t is _stdlib_type("collections", "defaultdict"):
+                def dd_kind(v, d, b):
+                    factory = self._render(v.default_factory, d + 1, b)
+                    return self._dict(dict(v), d, b, "{", "}", prefix="defaultdict(%s, " % factory, suffix=")")
+                return dd_kind
+        trusted = (
+            ("datetime", ("date", "datetime", "time", "timedelta", "timezone")),
+            ("decimal", ("Decimal",)),
+            ("fractions", ("Fraction",)),
+            ("re", ("Pattern", "Match")),
+            ("uuid", ("UUID",)),
+        )
+        for module, names in trusted:
+            for tname in names:
+                if t is _stdlib_type(module, tname):
+                    if module == "re" and tname == "Match":
+                        return lambda v, d, b: self._spend(b, "<re.Match object; span=%r, match=%s>" % (
+                            v.span(), self._render(v.group(0), d + 1, b)))
+                    return lambda v, d, b: self._spend(b, repr(v))
+        return None
+
+    def _make_exception(self, t: type):
+        name = type_name(t)
+
+        def exc_kind(v, d, b):
+            args = _exc_args(v)
+            if type(args) is not tuple:
+                args = ()
+            if len(args) == 1:
+                return name + "(" + self._render(args[0], d + 1, b) + ")"
+            return self._seq(args, d, b, "(", ")", tuple, prefix=name)
+
+        return exc_kind
+
+    def _make_enum(self, t: type):
+        cls_name = type_name(t)
+
+        def enum_kind(v, d, b):
+            attrs = dict(instance_attrs(v, t))
+            member = attrs.get("_name_")
+            value = attrs.get("_value_")
+            return "<%s.%s: %s>" % (cls_name, _safe_str(member), self._render(value, d + 1, b))
+
+        return enum_kind
+
+    def _make_namedtuple(self, t: type):
+        cls_name = type_name(t)
+        fields = class_lookup(t, "_fields")
+
+        def nt_kind(v, d, b):
+            n = tuple.__len__(v)
+            parts = []
+            for i in range(n):
+                if b.chars <= 0:
+                    parts.append(ELLIPSIS_MARK)
+                    break
+                label = fields[i] if i < len(fields) and type(fields[i]) is str else "_%d" % i  # type: ignore[index,arg-type]
+                parts.append("%s=%s" % (label, self._render(_tuple_getitem(v, i), d + 1, b)))
+            return cls_name + "(" + ", ".join(parts) + ")"
+
+        return nt_kind
+
+    def _make_dataclass(self, t: type, fields: dict):
+        try:
+            cls_name = str(_type_qualname(t))
+        except Exception:
+            cls_name = type_name(t)
+        names = [n for n, f in _dict_items(fields) if type(n) is str and _dc_field_in_repr(f)]
+
+        def dc_kind(v, d, b):
+            if id(v) in b.active or d >= self.max_depth:
+                return cls_name + "(" + ELLIPSIS_MARK + ")"
+            attrs = dict(instance_attrs(v, t))
+            b.active.add(id(v))
+            parts = []
+            try:
+                for n in names:
+                    if b.chars <= 0:
+                        parts.append(ELLIPSIS_MARK)
+                        break
+                    if n in attrs:
+                        parts.append("%s=%s" % (n, self._render(attrs[n], d + 1, b)))
+            finally:
+                b.active.discard(id(v))
+            return cls_name + "(" + ", ".join(parts) + ")"
+
+        return dc_kind
+
+    def _make_object(self, t: type):
+        cls_name = type_name(t)
+
+        def obj_kind(v, d, b):
+            if id(v) in b.active or d >= self.max_depth:
+                return cls_name + "(" + ELLIPSIS_MARK + ")"
+            attrs = instance_attrs(v, t)
+            has_storage = attrs or type(class_lookup(t, "__dict__")) is _GetSetDescriptor or class_lookup(t, "__slots__") is not None
+            if not has_storage:
+                return self._spend(b, "<%s object>" % cls_name)
+            head, _tail = self._items_plan(len(attrs))
+            b.active.add(id(v))
+            parts = []
+            try:
+                for i, (k, val) in enumerate(attrs):
+                    if i >= head or b.chars <= 0:
+                        parts.append(ELLIPSIS_MARK)
+                        break
+                    parts.append("%s=%s" % (_safe_str(k), self._render(val, d + 1, b)))
+            finally:
+                b.active.discard(id(v))
+            return cls_name + "(" + ", ".join(parts) + ")"
+
+        return obj_kind
+
+
+def _dc_field_in_repr(field: object) -> bool:
+    try:
+        attrs = dict(instance_attrs(field, type(field)))
+    except Exception:
+        return True
+    return bool(attrs.get("repr", True)) and attrs.get("_field_type", None) is not _stdlib_type("dataclasses", "_FIELD_CLASSVAR")
+
+
+def type_module_is_builtins(cls: type) -> bool:
+    try:
+        return _type_module(cls) == "builtins"
+    except Exception:
+        return False
+
+
+def _safe_str(value: object) -> str:
+    """A name-like attribute as text, without calling anything on user objects."""
+    return value if type(value) is str else "?"

@@ -1,0 +1,73 @@
+"""Which code is the program's own: the files the tracer records (others run untraced)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import sysconfig
+
+_TRACER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _library_dirs() -> list:
+    """Directories of the stdlib and installed packages (never the program's own code)."""
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        try:
+            path = sysconfig.get_paths().get(key)
+        except Exception:
+            path = None
+        if path:
+            dirs.add(os.path.abspath(path))
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        dirs.add(os.path.join(os.path.abspath(prefix), "lib"))
+    dirs.add(_TRACER_DIR)
+    return sorted(dirs)
+
+
+class Scope:
+    """Decide, per file name, whether code is in scope; decisions are cached.
+
+    By default only the program's own file and files below its directory are in scope,
+    never the stdlib, site-packages or the tracer itself. ``include`` globs add files,
+    ``exclude`` globs remove them (exclude wins).
+    """
+
+    def __init__(self, program_file: str | None, include=(), exclude=()) -> None:
+        self.program_file = program_file
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.roots = []
+        if program_file and os.path.exists(program_file):
+            self.roots.append(os.path.dirname(os.path.abspath(program_file)) + os.sep)
+        self.library_dirs = [d + os.sep for d in _library_dirs()]
+        self._cache: dict = {}
+
+    def __call__(self, filename: str) -> bool:
+        hit = self._cache.get(filename)
+        if hit is None:
+            hit = self._decide(filename)
+            self._cache[filename] = hit
+        return hit
+
+    def _decide(self, filename: str) -> bool:
+        absolute = os.path.abspath(filename) if not filename.startswith("<") else filename
+        names = (filename, absolute)
+        if any(fnmatch.fnmatchcase(n, pat) for pat in self.exclude for n in names):
+            return False
+        if any(fnmatch.fnmatchcase(n, pat) for pat in self.include for n in names):
+            return True
+        if self.program_file is not None and filename == self.program_file:
+            return True
+        if absolute.startswith(_TRACER_DIR + os.sep):
+            return False
+        if filename.startswith("<"):
+            return False
+        if "site-packages" in absolute or "dist-packages" in absolute:
+            return False
+        if any(absolute.startswith(d) for d in self.library_dirs) and not any(
+            absolute.startswith(r) and len(r) > len(d) for r in self.roots for d in self.library_dirs
+        ):
+            return False
+        return any(absolute.startswith(r) for r in self.roots)
