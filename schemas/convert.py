@@ -127,8 +127,36 @@ def rows_to_batch(rows: list[dict[str, Any]], first_line: int = 1) -> pa.RecordB
         batch = pa.RecordBatch.from_pylist(rows, schema=trace_schema())
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise StreamFormatError(f"a value has the wrong type in lines {first_line}..: {e}") from e
+    except UnicodeEncodeError as e:
+        raise StreamFormatError(f"a string is not valid Unicode in lines {first_line}..: {e}") from e
     _check_batch(batch, first_line)
     return batch
+
+
+def _flush(
+    rows: list[dict[str, Any]],
+    numbers: list[int],
+    on_error: Callable[[StreamFormatError], None] | None,
+) -> Iterator[pa.RecordBatch]:
+    try:
+        yield rows_to_batch(rows, numbers[0])
+        return
+    except StreamFormatError:
+        pass
+    # Find the bad rows one by one, report them with their line, and keep the others.
+    good = []
+    for row, number in zip(rows, numbers):
+        try:
+            rows_to_batch([row], number)
+        except StreamFormatError as e:
+            located = StreamFormatError(str(e).replace(f" in lines {number}..", ""), number)
+            if on_error is None:
+                raise located from e.__cause__
+            on_error(located)
+            continue
+        good.append(row)
+    if good:
+        yield rows_to_batch(good, numbers[0])
 
 
 def stream_to_batches(
@@ -146,10 +174,10 @@ def stream_to_batches(
     program's source by `program_id`). A bad line raises StreamFormatError, or is passed to
     `on_error` and skipped when that is given. Blank lines are ignored.
     """
-    schema_context = context if callable(context) else (lambda _obj: context)
+    row_context = context if callable(context) else (lambda _obj: context)
     rows: list[dict[str, Any]] = []
+    numbers: list[int] = []
     pending = 0
-    first_line = 1
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -159,19 +187,18 @@ def stream_to_batches(
             except ValueError as e:
                 raise StreamFormatError(f"not JSON ({e})") from e
             check_stream_object(obj)
-            row = stream_object_to_row(obj, schema_context(obj))
+            row = stream_object_to_row(obj, row_context(obj))
         except StreamFormatError as e:
-            e = e if e.line_number is not None else StreamFormatError(str(e), number)
+            located = StreamFormatError(str(e), number)
             if on_error is None:
-                raise e from e.__cause__
-            on_error(e)
+                raise located from e
+            on_error(located)
             continue
-        if not rows:
-            first_line = number
         rows.append(row)
+        numbers.append(number)
         pending += len(line)
         if pending >= batch_bytes or len(rows) >= batch_rows:
-            yield rows_to_batch(rows, first_line)
-            rows, pending = [], 0
+            yield from _flush(rows, numbers, on_error)
+            rows, numbers, pending = [], [], 0
     if rows:
-        yield rows_to_batch(rows, first_line)
+        yield from _flush(rows, numbers, on_error)
