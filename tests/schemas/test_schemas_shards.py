@@ -1,0 +1,131 @@
+"""ShardWriter: atomic commit (a killed writer leaves nothing under the final name) and the manifest."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import IMAGE, SIMPLE_SOURCE, simple_trace
+
+from schemas.convert import stream_to_batches
+from schemas.errors import ShardError
+from schemas.reader import iter_traces, shard_paths
+from schemas.shards import MANIFEST_NAME, ShardWriter, read_manifest, write_shard
+from schemas.validate import validate
+
+REPO = Path(__file__).resolve().parents[2]
+CONTEXT = {"source": SIMPLE_SOURCE, "image": IMAGE}
+
+
+def batches(n: int, start: int = 0):
+    return stream_to_batches([json.dumps(simple_trace(i, f"p{i}")) for i in range(start, start + n)],
+                             context=CONTEXT, batch_rows=50)
+
+
+WRITER_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import SIMPLE_SOURCE, simple_trace
+    from schemas.convert import stream_to_batches
+    from schemas.shards import ShardWriter
+
+    lines = [json.dumps(simple_trace(i, f"p{{i}}")) for i in range(2000)]
+    batches = stream_to_batches(lines, context={{"source": SIMPLE_SOURCE, "image": "img"}}, batch_rows=100)
+    with ShardWriter({path!r}, row_group_bytes=1) as writer:
+        for i, batch in enumerate(batches):
+            writer.write_batch(batch)
+            if i == 3:
+                print("row groups on disk", flush=True)
+                sys.stdin.readline()  # wait here, mid-write, until the parent kills us
+    """
+)
+
+
+def test_killed_writer_leaves_no_file_under_its_final_name(tmp_path: Path) -> None:
+    final = tmp_path / "shard-0.parquet"
+    code = WRITER_CHILD.format(tests=str(Path(__file__).parent), path=str(final))
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "row groups on disk"
+        temps = list(tmp_path.glob(".shard-0.parquet.tmp-*"))
+        assert len(temps) == 1 and temps[0].stat().st_size > 1000  # really mid-write
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    assert not final.exists()
+    assert shard_paths(tmp_path) == []  # readers ignore the leftover temporary file
+    assert list(iter_traces(tmp_path)) == []
+    report = validate(tmp_path)
+    assert any("leftover temporary file" in w for w in report.warnings)
+    # a re-run writes the shard normally
+    info = write_shard(final, batches(20))
+    assert info.rows == 20 and final.exists()
+    assert validate(tmp_path).ok
+
+
+def test_exception_while_writing_leaves_nothing(tmp_path: Path) -> None:
+    final = tmp_path / "s.parquet"
+    with pytest.raises(RuntimeError, match="boom"), ShardWriter(final, row_group_bytes=1) as writer:
+        writer.write_batches(batches(100))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_bad_names_and_existing_files(tmp_path: Path) -> None:
+    write_shard(tmp_path / "s.parquet", batches(1))
+    with pytest.raises(ShardError, match="already exists"):
+        ShardWriter(tmp_path / "s.parquet")
+    for name in (".hidden.parquet", "_x.parquet"):
+        with pytest.raises(ShardError, match="must not start"):
+            ShardWriter(tmp_path / name)
+    assert write_shard(tmp_path / "s.parquet", batches(2), overwrite=True).rows == 2
+
+
+def test_manifest_records_rows_bytes_and_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    info = write_shard(tmp_path / "a.parquet", batches(30))
+    data = (tmp_path / "a.parquet").read_bytes()
+    assert info.bytes == len(data) and info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.rows == 30 and info.events == 120
+    merged = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert merged["rows"] == 30 and merged["shards"][0]["sha256"] == info.sha256
+    assert read_manifest(tmp_path) == {"a.parquet": info}
+
+
+CONCURRENT_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import SIMPLE_SOURCE, simple_trace
+    from schemas.convert import stream_to_batches
+    from schemas.shards import write_shard
+    worker = int(sys.argv[1])
+    for k in range(3):
+        lines = [json.dumps(simple_trace(i, f"w{{worker}}-{{k}}-{{i}}")) for i in range(10)]
+        write_shard(f"{dir}/w{{worker}}-{{k}}.parquet",
+                    stream_to_batches(lines, context={{"source": SIMPLE_SOURCE, "image": "img"}}))
+    """
+)
+
+
+def test_concurrent_writers_share_one_manifest(tmp_path: Path) -> None:
+    code = CONCURRENT_CHILD.format(tests=str(Path(__file__).parent), dir=str(tmp_path))
+    children = [subprocess.Popen([sys.executable, "-c", code, str(w)], cwd=REPO) for w in range(4)]
+    assert [c.wait(timeout=300) for c in children] == [0, 0, 0, 0]
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and len(manifest) == 12
+    merged = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert len(merged["shards"]) == 12 and merged["rows"] == 120
+    assert validate(tmp_path).ok
+    assert len(list(iter_traces(tmp_path))) == 120

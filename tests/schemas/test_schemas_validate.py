@@ -1,0 +1,131 @@
+"""validate / `worldtrace validate`: truncated, corrupted and foreign files are caught."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from conftest import IMAGE, SIMPLE_SOURCE, simple_trace
+
+from harvest.cli import cli
+from schemas.convert import stream_to_batches
+from schemas.errors import ShardError
+from schemas.shards import MANIFEST_ENTRIES_DIR, MANIFEST_NAME, write_shard
+from schemas.validate import validate
+
+
+def make_shards(folder: Path, n: int = 2) -> list[Path]:
+    paths = []
+    for k in range(n):
+        lines = [json.dumps(simple_trace(i, f"s{k}-{i}")) for i in range(200)]
+        path = folder / f"shard-{k}.parquet"
+        write_shard(path, stream_to_batches(lines, context={"source": SIMPLE_SOURCE, "image": IMAGE}))
+        paths.append(path)
+    return paths
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_valid_directory(tmp_path: Path) -> None:
+    make_shards(tmp_path)
+    report = validate(tmp_path)
+    assert report.ok, report.lines()
+    assert [s.rows for s in report.shards] == [200, 200]
+    assert sum(s.events for s in report.shards) == 1600
+
+
+def test_truncated_shard(tmp_path: Path) -> None:
+    first, _ = make_shards(tmp_path)
+    data = first.read_bytes()
+    first.write_bytes(data[: len(data) // 2])
+    report = validate(tmp_path)
+    assert not report.ok
+    (bad,) = [s for s in report.shards if not s.ok]
+    assert bad.path.endswith("shard-0.parquet")
+    text = " ".join(bad.problems)
+    assert "differs from the manifest" in text and "not a Parquet shard" in text
+
+
+def test_corrupted_data_page_is_caught_even_without_a_manifest(tmp_path: Path) -> None:
+    (path,) = make_shards(tmp_path, 1)
+    (tmp_path / MANIFEST_NAME).unlink()
+    for entry in (tmp_path / MANIFEST_ENTRIES_DIR).iterdir():
+        entry.unlink()
+    (tmp_path / MANIFEST_ENTRIES_DIR).rmdir()
+    assert validate(path).ok
+    # a byte inside the first column chunk's pages: the page CRC catches it
+    flip_byte(path, 200)
+    report = validate(path)
+    assert not report.ok, report.lines()
+    assert any("corrupted" in p for p in report.shards[0].problems)
+
+
+def test_corruption_caught_by_the_manifest_checksum(tmp_path: Path) -> None:
+    path, _ = make_shards(tmp_path)
+    flip_byte(path, os.path.getsize(path) // 2)
+    report = validate(tmp_path)
+    assert any("sha256 differs" in p for p in report.shards[0].problems)
+
+
+def test_manifest_and_directory_disagree(tmp_path: Path) -> None:
+    first, second = make_shards(tmp_path)
+    second.unlink()
+    stray = tmp_path / "stray.parquet"
+    first.rename(stray)
+    report = validate(tmp_path)
+    assert any("shard-1.parquet: listed in the manifest but missing" in p for p in report.problems)
+    assert any("not listed" in p for p in report.shards[0].problems)
+
+
+def test_foreign_parquet_and_wrong_version(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "foreign.parquet")
+    report = validate(tmp_path / "foreign.parquet")
+    problems = " ".join(report.shards[0].problems)
+    assert "missing column 'events'" in problems and "no worldtrace.schema_version" in problems
+    (path,) = make_shards(tmp_path / "v", 1)
+    table = pq.read_table(path)
+    table = table.replace_schema_metadata({**table.schema.metadata, b"worldtrace.schema_version": b"99"})
+    pq.write_table(table, tmp_path / "v2.parquet")
+    report = validate(tmp_path / "v2.parquet")
+    assert any("schema version 99" in p for p in report.shards[0].problems)
+
+
+def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(ShardError, match="no such file or directory"):
+        validate(tmp_path / "nope")
+    with pytest.raises(ShardError, match="no file matches"):
+        validate(str(tmp_path / "*.parquet"))
+    report = validate(tmp_path)
+    assert not report.ok and "no shards" in report.problems[0]
+
+
+def test_cli_reports_and_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    first, _ = make_shards(tmp_path)
+    result = runner.invoke(cli, ["validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "2 shards, 400 traces, 1600 events: valid" in result.output
+    result = runner.invoke(cli, ["validate", str(tmp_path / "*.parquet"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)[0]["ok"] is True
+    first.write_bytes(first.read_bytes()[:100])
+    result = runner.invoke(cli, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "INVALID" in result.output
+    result = runner.invoke(cli, ["validate", str(tmp_path / "missing")])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {tmp_path / 'missing'}: no such file or directory"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    result = runner.invoke(cli, ["validate", str(notes)])
+    assert result.exit_code == 1 and "not a Parquet shard" in result.output
+    assert "Traceback" not in result.output
+    assert runner.invoke(cli, ["validate", "--help"]).exit_code == 0
