@@ -167,10 +167,11 @@ def test_context_must_give_source_and_image() -> None:
         list(stream_to_batches([json.dumps(simple_trace())], context={"source": "x"}))
 
 
-def test_cruxeval_roundtrip(cruxeval_traces: list[tuple[dict, str]], tmp_path: Path) -> None:
+def test_cruxeval_roundtrip(cruxeval: list[dict], cruxeval_traces: list[tuple[dict, str]], tmp_path: Path) -> None:
     objects = [obj for obj, _ in cruxeval_traces]
     sources = [src for _, src in cruxeval_traces]
-    assert len(objects) == 799
+    assert len(objects) == len(cruxeval) == 800
+    assert sum(obj["n_events"] for obj in objects) > 10000
     assert_identical(roundtrip(objects, sources, tmp_path, batch_rows=64), objects)
 
 
