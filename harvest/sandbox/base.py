@@ -30,6 +30,9 @@ DETERMINISTIC_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
+# Memory the warm batch runner keeps for itself: a program may use `memory_mb - RUNNER_MEMORY_MB`.
+RUNNER_MEMORY_MB = 64
+
 # How much of the runner's own stderr an outcome or error keeps.
 STDERR_TAIL_CHARS = 4000
 
@@ -71,7 +74,7 @@ class UnitRequest:
                 raise ConfigError(f"UnitRequest.{name} must be > 0, got {getattr(self, name)}")
         if self.memory_mb < 32:
             raise ConfigError(
-                f"UnitRequest.memory_mb must be >= 32 (Docker's floor is 6 MB; Python needs more), got {self.memory_mb}"
+                f"UnitRequest.memory_mb must be >= 32 (Python itself needs that much), got {self.memory_mb}"
             )
 
     def runner_args(self, jobs: str, out: str) -> list[str]:
@@ -83,7 +86,13 @@ class UnitRequest:
             "--backend", self.backend,
             "--max-events", str(self.max_events),
             "--max-value-chars", str(self.max_value_chars),
+            "--memory-mb", str(self.program_memory_mb),
         ]  # fmt: skip
+
+    @property
+    def program_memory_mb(self) -> int:
+        """Each program's own limit (the runner's RLIMIT_AS budget), below the sandbox's."""
+        return max(16, self.memory_mb - RUNNER_MEMORY_MB)
 
 
 def _num(value: float) -> str:

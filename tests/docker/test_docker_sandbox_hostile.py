@@ -1,0 +1,119 @@
+"""Hostile programs in one DockerSandbox unit, traced by the real batch runner: each gets its status,
+the programs around it are unaffected, and the container is gone afterwards (the run_id fixture)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from harvest.sandbox import UnitRequest
+from harvest.sandbox.docker import DockerSandbox
+
+pytestmark = pytest.mark.docker
+
+BENIGN = "def f(a):\n    b = a * 2\n    return b\n"
+
+HOSTILE = {
+    "infinite_loop": "while True:\n    pass\n",
+    "memory_bomb": "blocks = []\nwhile True:\n    blocks.append(bytearray(10 ** 7))\n",
+    "fork_bomb": "import os\nwhile True:\n    os.fork()\n",
+    "output_flood": "import sys\nfor i in range(5):\n    sys.stdout.write('x' * 10 ** 7)\n",
+    "os_exit": "import os\nos._exit(3)\n",
+    "segfault": "import ctypes\nctypes.string_at(0)\n",
+    "write_outside_tmp": "open('/etc/evil', 'w').write('x')\n",
+    "write_tmp": "open('/tmp/fine', 'w').write('x')\nprint(open('/tmp/fine').read())\n",
+    "tracer_off": "import sys\nsys.settrace(None)\nx = 1\nprint(x + 1)\n",
+}
+
+
+def _jobs() -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
+    for i, (name, source) in enumerate(HOSTILE.items()):
+        jobs.append(
+            {
+                "program_id": f"before-{i}",
+                "mode": "call",
+                "source": BENIGN,
+                "entrypoint": "f",
+                "input": str(i),
+            }
+        )
+        jobs.append({"program_id": name, "mode": "script", "source": source})
+    jobs.append(
+        {"program_id": "last", "mode": "call", "source": BENIGN, "entrypoint": "f", "input": "100"}
+    )
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def traces(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: Any, base_image: str
+) -> dict[str, Any]:
+    """Run every hostile program in one unit (one container) and return the traces by program id."""
+    folder = tmp_path_factory.mktemp("hostile")
+    jobs = folder / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps(job) + "\n" for job in _jobs()))
+    req = UnitRequest(
+        run_id="test-hostile", unit_id="u1", attempt=0, image="base-py311", jobs_path=jobs,
+        output_path=folder / "stream.jsonl", program_timeout_s=3, unit_timeout_s=240,
+        memory_mb=256, pids=128,
+    )  # fmt: skip
+    with DockerSandbox(docker_client) as sandbox:
+        try:
+            outcome = sandbox.run_unit(req)
+        finally:
+            left = sandbox.containers("test-hostile")
+            sandbox.reap("test-hostile")
+    assert left == [], "the unit's container was not removed"
+    assert outcome.exit_code == 0
+    rows = [json.loads(line) for line in req.output_path.read_text().splitlines()]
+    by_id = {row["program_id"]: row for row in rows}
+    assert len(by_id) == len(rows) == len(_jobs()), "a program is missing or traced twice"
+    return by_id
+
+
+def test_benign_programs_are_unaffected(traces: dict[str, Any]) -> None:
+    for i in range(len(HOSTILE)):
+        row = traces[f"before-{i}"]
+        assert (row["status"], row["return_value"]) == ("ok", str(2 * i)), row
+    assert traces["last"]["return_value"] == "200"
+
+
+@pytest.mark.parametrize(
+    ("name", "statuses"),
+    [
+        ("infinite_loop", {"timeout"}),
+        ("memory_bomb", {"memory"}),
+        ("os_exit", {"crashed"}),
+        ("segfault", {"crashed"}),
+        ("write_outside_tmp", {"exception"}),
+        ("write_tmp", {"ok"}),
+        ("tracer_off", {"ok"}),
+        # every fork fails at the pids/process limits; the bomb ends as an exception or at its deadline
+        ("fork_bomb", {"exception", "timeout", "crashed"}),
+    ],
+)
+def test_hostile_program_gets_its_status(
+    traces: dict[str, Any], name: str, statuses: set[str]
+) -> None:
+    assert traces[name]["status"] in statuses, traces[name]
+
+
+def test_details_of_hostile_outcomes(traces: dict[str, Any]) -> None:
+    assert "SIGSEGV" in traces["segfault"]["exception_message"]
+    assert (
+        "os._exit" in traces["os_exit"]["exception_message"]
+        or "3" in traces["os_exit"]["exception_message"]
+    )
+    assert traces["write_outside_tmp"]["exception_type"] in ("OSError", "PermissionError")
+    assert (
+        "Read-only file system" in traces["write_outside_tmp"]["exception_message"]
+        or "Permission" in (traces["write_outside_tmp"]["exception_message"])
+    )
+    assert traces["write_tmp"]["stdout"] == "x\n"
+    assert traces["tracer_off"]["stdout"] == "2\n"
+    flood = traces["output_flood"]
+    assert flood["status"] == "ok" and flood["output_truncated"] is True
+    assert len(flood["stdout"]) <= flood["limits"]["max_output_bytes"]
