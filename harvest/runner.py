@@ -50,6 +50,8 @@ def start_ray(options: RayOptions, sandbox: str) -> bool:
     if options.address:
         ray.init(address=options.address, namespace="worldtrace", **quiet)  # type: ignore[arg-type]
         return True
+    # Ray warns on every start that it enabled token authentication; keep the harvest's output clean.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     cpus = options.num_cpus or os.cpu_count() or 1
     resources = {DOCKER_RESOURCE: float(options.docker_slots or cpus)} if sandbox == "docker" else {}
     ray.init(

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,6 +69,9 @@ def execute_unit(
     started = time.monotonic()
     work = unit_work_dir(out_dir, unit.unit_id)
     attempt_dir, attempt = _new_attempt_dir(work)
+    # Who runs this attempt: for post-mortems of a unit that died (and for the resume tests).
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id, "started_at": time.time()}
+    (attempt_dir / "attempt.json").write_text(json.dumps(owner), encoding="utf-8")
     done = _rows_of_earlier_attempts(work, attempt_dir)
     if done:
         log.info("unit %s: attempt %d resumes with %d of %d programs done", unit.unit_id, attempt, len(done), len(unit))
