@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIMPLE_SOURCE, event, simple_trace, stream_object
+from stream_samples import SIMPLE_SOURCE, event, simple_trace, stream_object
 
 from schemas.cwm import (
     CWM_SPECIAL_TOKENS,

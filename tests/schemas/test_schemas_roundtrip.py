@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import IMAGE, SIMPLE_SOURCE, event, simple_trace, stream_object
+from stream_samples import IMAGE, SIMPLE_SOURCE, event, simple_trace, stream_object
 
 from schemas.arrow import SCHEMA_VERSION, trace_schema
 from schemas.convert import row_to_stream_object, stream_to_batches

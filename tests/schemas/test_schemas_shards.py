@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE, SIMPLE_SOURCE, simple_trace
+from stream_samples import IMAGE, SIMPLE_SOURCE, simple_trace
 
 from schemas.convert import stream_to_batches
 from schemas.errors import ShardError
@@ -31,7 +31,7 @@ WRITER_CHILD = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, {tests!r})
-    from conftest import SIMPLE_SOURCE, simple_trace
+    from stream_samples import SIMPLE_SOURCE, simple_trace
     from schemas.convert import stream_to_batches
     from schemas.shards import ShardWriter
 
@@ -107,7 +107,7 @@ CONCURRENT_CHILD = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, {tests!r})
-    from conftest import SIMPLE_SOURCE, simple_trace
+    from stream_samples import SIMPLE_SOURCE, simple_trace
     from schemas.convert import stream_to_batches
     from schemas.shards import write_shard
     worker = int(sys.argv[1])

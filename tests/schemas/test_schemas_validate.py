@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import IMAGE, SIMPLE_SOURCE, simple_trace
+from stream_samples import IMAGE, SIMPLE_SOURCE, simple_trace
 
 from harvest.cli import cli
 from schemas.convert import stream_to_batches
