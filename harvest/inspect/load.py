@@ -1,0 +1,84 @@
+"""Finding traces in shards: by id (or a unique prefix), by program, or by an SQL condition."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pyarrow as pa
+
+from harvest.errors import ConfigError
+from harvest.query import select_trace_ids
+from schemas.reader import iter_traces, read_table
+
+
+class TraceNotFoundError(ConfigError):
+    """No trace matches what was asked for (or a prefix matches several)."""
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def selection_where(
+    *, trace_id: str | None = None, program_id: str | None = None, where: str | None = None
+) -> str | None:
+    """The SQL condition over the `traces` view for the given selectors (combined with AND)."""
+    parts = []
+    if trace_id is not None:
+        parts.append(f"starts_with(trace_id, {_sql_string(trace_id)})")
+    if program_id is not None:
+        parts.append(f"program_id = {_sql_string(program_id)}")
+    if where is not None:
+        parts.append(f"({where})")
+    return " AND ".join(parts) if parts else None
+
+
+def read_traces(path: str | os.PathLike[str], where: str | None = None) -> pa.Table:
+    """Every trace row `path` names that matches the SQL condition `where` (all when None)."""
+    if where is None:
+        return read_table(path)
+    ids = select_trace_ids(path, where)
+    if not ids:
+        return read_table(path, filters=[("trace_id", "in", ["\0"])])
+    table = read_table(path, filters=[("trace_id", "in", ids)])
+    # each id once (a folder may hold a re-run's duplicate), in the order DuckDB found them
+    first_row: dict[str, int] = {}
+    for row, tid in enumerate(table.column("trace_id").to_pylist()):
+        first_row.setdefault(tid, row)
+    rows = [first_row[tid] for tid in dict.fromkeys(ids) if tid in first_row]
+    return table.take(rows)
+
+
+def find_traces(
+    path: str | os.PathLike[str],
+    *,
+    trace_id: str | None = None,
+    program_id: str | None = None,
+    where: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Trace rows (dicts) matching the selectors; the first trace when none is given.
+
+    A `trace_id` may be a unique prefix of an id. TraceNotFoundError when nothing matches.
+    """
+    condition = selection_where(trace_id=trace_id, program_id=program_id, where=where)
+    if condition is None:
+        for trace in iter_traces(path):
+            return [trace]
+        raise TraceNotFoundError(f"{os.fspath(path)}: no traces")
+    table = read_traces(path, condition)
+    if trace_id is not None:
+        ids = set(table.column("trace_id").to_pylist())
+        if trace_id in ids:
+            table = table.filter(pa.compute.equal(table.column("trace_id"), trace_id))
+        elif len(ids) > 1:
+            raise TraceNotFoundError(f"trace id prefix {trace_id!r} matches {len(ids)} traces")
+    if table.num_rows == 0:
+        asked = ", ".join(
+            f"{k} {v!r}" for k, v in (("trace id", trace_id), ("program", program_id), ("where", where)) if v
+        )
+        raise TraceNotFoundError(f"{os.fspath(path)}: no trace with {asked}")
+    if limit is not None:
+        table = table.slice(0, limit)
+    return table.to_pylist()

@@ -1,0 +1,99 @@
+"""DuckDB over trace shards: a `traces` view (one row per trace), `events` and `variables` views."""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import pyarrow as pa
+
+from harvest.errors import ConfigError
+from schemas.errors import ShardError
+from schemas.reader import open_shard, resolve_shards
+
+
+class QueryError(ConfigError):
+    """SQL that DuckDB rejects, or shards it cannot read."""
+
+
+# `events`: one row per event, in execution order (`step` counts from 0 within the trace); the
+# event's `locals` (the variables new or changed at that event, as the tracer records them) stay a
+# list there, and `variables` has one row per such (event, variable).
+EVENTS_VIEW = """
+CREATE OR REPLACE VIEW events AS
+SELECT trace_id, program_id, status,
+       step, ev.kind AS kind, ev.lineno AS lineno, ev.source AS line_source,
+       ev.function AS function, ev.file AS file, ev.depth AS depth, ev.frame_id AS frame_id,
+       ev.thread_id AS thread_id, ev.arg AS arg, ev.locals AS locals
+FROM (
+    SELECT trace_id, program_id, status,
+           unnest(events) AS ev, generate_subscripts(events, 1) - 1 AS step
+    FROM traces
+)
+"""
+
+VARIABLES_VIEW = """
+CREATE OR REPLACE VIEW variables AS
+SELECT trace_id, program_id, step, kind, function, frame_id, lineno, var.name AS name,
+       var.value AS value
+FROM (SELECT trace_id, program_id, step, kind, function, frame_id, lineno, unnest(locals) AS var
+      FROM events)
+"""
+
+
+def _check_shards(path: str | os.PathLike[str]) -> list[str]:
+    """The local shard files `path` names, each checked to be a readable Parquet file."""
+    fs, files = resolve_shards(path)
+    if not files:
+        raise ShardError(f"{os.fspath(path)}: no .parquet shards found")
+    for file in files:
+        open_shard(fs, file)
+    return files
+
+
+def connect(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the `traces`, `events` and `variables` views over `path`."""
+    files = _check_shards(path)
+    con = duckdb.connect()
+    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    try:
+        con.execute(f"CREATE VIEW traces AS SELECT * FROM read_parquet([{quoted}], union_by_name=true)")
+        con.execute(EVENTS_VIEW)
+        con.execute(VARIABLES_VIEW)
+    except duckdb.Error as e:
+        con.close()
+        raise QueryError(f"{os.fspath(path)}: DuckDB cannot read the shards: {_first_line(e)}") from e
+    return con
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """The result of `sql` as an Arrow table, or QueryError with DuckDB's message."""
+    try:
+        result = con.sql(sql)
+        if result is None:  # a statement without a result (e.g. SET)
+            return pa.table({})
+        return result.to_arrow_table()
+    except duckdb.Error as e:
+        raise QueryError(f"SQL error: {_first_line(e)}") from e
+
+
+def query(path: str | os.PathLike[str], sql: str) -> pa.Table:
+    """Run `sql` over the shards `path` names (views: traces, events, variables)."""
+    con = connect(path)
+    try:
+        return run_query(con, sql)
+    finally:
+        con.close()
+
+
+def select_trace_ids(path: str | os.PathLike[str], where: str, *, limit: int | None = None) -> list[str]:
+    """Ids of the traces matching the SQL condition `where` over the `traces` view, in file order."""
+    sql = f"SELECT trace_id FROM traces WHERE {where}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    table = query(path, sql)
+    return [str(v) for v in table.column(0).to_pylist()]
