@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import linecache
 import locale
 import logging
 import math
@@ -39,7 +40,9 @@ READ_CHUNK = 1 << 16
 LIVENESS_POLL_S = 0.01  # only where pidfd_open is missing (Python 3.8) and the child went silent
 FORK_RETRY_S = 5.0  # how long a fork that fails with EAGAIN (pids exhausted) is retried
 FSIZE_LIMIT_BYTES = 256 << 20  # largest file a program may write
-MAX_PROCS = 64  # processes a program may add (RLIMIT_NPROC; not enforced for root)
+KILL_GRACE_MIN_S = 1.0  # the parent kills at timeout + grace, grace = 50% within these bounds
+KILL_GRACE_MAX_S = 5.0
+REPORT_GRACE_S = 10.0  # more time for a child whose trace has started to arrive
 PR_SET_CHILD_SUBREAPER = 36
 
 # Modules the warm parent imports once, so that children start with them loaded (a fork, not an import).
@@ -65,10 +68,23 @@ def run_batch(
     limits: Any = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    max_procs: int = 0,
+    max_file_bytes: int = FSIZE_LIMIT_BYTES,
 ) -> int:
-    """Trace every job of `jobs_path`, appending one line per job to `out_path`; return the exit code."""
+    """Trace every job of `jobs_path`, appending one line per job to `out_path`; return the exit code.
+
+    0: every job has its line in `out_path` (whatever the programs did); 1: the batch could not go
+    on (cannot fork, cannot write); 2: the jobs file or the output cannot be used.
+    """
     try:
-        runner = BatchRunner(backend=backend, limits=limits, include=include, exclude=exclude)
+        runner = BatchRunner(
+            backend=backend,
+            limits=limits,
+            include=include,
+            exclude=exclude,
+            max_procs=max_procs,
+            max_file_bytes=max_file_bytes,
+        )
         summary = runner.run(str(jobs_path), str(out_path))
     except (BatchError, OutputError) as exc:
         log.error("batch %s: %s", jobs_path, exc)
@@ -135,7 +151,11 @@ def hash_seed() -> Optional[str]:
     return seed if seed and seed != "random" else None
 
 
-def warm_up(modules: Sequence[str] = WARM_MODULES) -> List[str]:
+WARMUP_FILE = "<worldtrace-warmup>"
+WARMUP_SOURCE = "def f(xs):\n    ys = [x + 1 for x in xs]\n    return ys\n"
+
+
+def warm_up(modules: Sequence[str] = WARM_MODULES, backend: str = "auto") -> List[str]:
     """Import the tracer and what programs commonly import, once, in the parent; return what failed."""
     failed = []
     for name in ("tracer.api",) + tuple(modules):
@@ -143,6 +163,13 @@ def warm_up(modules: Sequence[str] = WARM_MODULES) -> List[str]:
             __import__(name)
         except Exception as exc:  # a missing optional module (e.g. _decimal) is fine
             failed.append("%s (%s)" % (name, exc))
+    try:  # one traced call fills the tracer's lazy caches (sysconfig paths, backend imports)
+        from tracer import api
+
+        api.trace_call(WARMUP_FILE, "f", "[1]", source=WARMUP_SOURCE, backend=backend)
+        linecache.cache.pop(WARMUP_FILE, None)
+    except Exception as exc:
+        failed.append("warm-up trace (%s)" % exc)
     return failed
 
 
@@ -229,13 +256,22 @@ class BatchRunner(object):
         limits: Any = None,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
-        max_procs: int = MAX_PROCS,
+        max_procs: int = 0,
+        max_file_bytes: int = FSIZE_LIMIT_BYTES,
     ) -> None:
         self.backend = backend
+        if limits is None:
+            from tracer.api import Limits
+
+            limits = Limits()
         self.limits = limits
         self.include = tuple(include)
         self.exclude = tuple(exclude)
+        # RLIMIT_NPROC counts every process of the uid machine-wide (all containers sharing the
+        # uid included) and does not bind root, so it is opt-in; the sandbox's pids cgroup is the
+        # real bound.
         self.max_procs = max_procs
+        self.max_file_bytes = max_file_bytes
         self.fork_times: List[float] = []
         self._pid = os.getpid()
         self._nproc_base = 0
@@ -250,13 +286,14 @@ class BatchRunner(object):
         if not hasattr(os, "fork"):
             raise BatchError("the batch runner needs os.fork (POSIX)")
         started = time.time()
+        cpu_start = os.times()
         set_deterministic_environment()
         if hash_seed() is None:
             log.warning(
                 "PYTHONHASHSEED is not set: set/dict-of-str iteration order will differ between"
                 " runs; start the runner with PYTHONHASHSEED=0 (the sandboxes do)"
             )
-        failed = warm_up()
+        failed = warm_up(backend=self.backend)
         if failed:
             log.debug("warm-up imports that failed: %s", ", ".join(failed))
         writer = TraceWriter(out_path)
@@ -308,6 +345,8 @@ class BatchRunner(object):
             self._stop_processes()
             writer.close()
         wall = time.time() - started
+        cpu_end = os.times()
+        cpu = sum(cpu_end[:4]) - sum(cpu_start[:4])  # runner + children, user + system
         summary = {
             "format": RUNINFO_FORMAT,
             "jobs": jobs_path,
@@ -319,6 +358,7 @@ class BatchRunner(object):
             "statuses": statuses,
             "programs_per_s": ran / wall if wall > 0 else 0.0,
             "median_fork_ms": round(_median(self.fork_times) * 1000, 3),
+            "cpu_ms_per_program": round(cpu * 1000 / ran, 3) if ran else 0.0,
             "python_version": platform.python_version(),
             "tracer_version": _tracer_version(),
             "backend": self.backend,
@@ -335,6 +375,13 @@ class BatchRunner(object):
         limits = _with_timeout(self.limits, job.timeout_s)
         ldict = _limits_dict(limits)
         timeout_s = float(ldict.get("timeout_s") or 0)
+        # The tracer raises its own timeout inside the program (keeping the partial trace); the
+        # parent's kill is the backstop for programs that ignore it (C loops, swallowed exceptions).
+        kill_after = (
+            timeout_s + min(KILL_GRACE_MAX_S, max(KILL_GRACE_MIN_S, 0.5 * timeout_s))
+            if timeout_s > 0
+            else 0.0
+        )
         cap = int(ldict.get("max_output_bytes") or 0)
         memory_mb = int(ldict.get("memory_mb") or 0)
         out_r, out_w = os.pipe()
@@ -348,8 +395,8 @@ class BatchRunner(object):
             keep_fds=[],
             memory_mb=memory_mb,
             cpu_s=int(math.ceil(timeout_s)) + 1 if timeout_s > 0 else 0,
-            nproc=self._nproc_base + self.max_procs if self._nproc_base else 0,
-            fsize_bytes=FSIZE_LIMIT_BYTES,
+            nproc=self._nproc_base + self.max_procs if self.max_procs > 0 else 0,
+            fsize_bytes=self.max_file_bytes,
         )
         work = _job_work(job, self.backend, limits, self.include, self.exclude)
         outcome = _Outcome()
@@ -369,7 +416,7 @@ class BatchRunner(object):
         out, err, msgs = _Capture(cap), _Capture(cap), _Messages()
         try:
             self._supervise(
-                pid, t0, timeout_s, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome
+                pid, t0, kill_after, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome
             )
         finally:
             self._current = None
@@ -412,7 +459,7 @@ class BatchRunner(object):
         pidfd = _pidfd_open(pid)
         open_fds = list(sinks)
         msgs = sinks[res_fd]
-        exited = False
+        exited = extended = False
         try:
             while not exited:
                 if msgs.result is not None or msgs.harness_error is not None:
@@ -421,6 +468,10 @@ class BatchRunner(object):
                 wait: Optional[float] = None
                 if deadline is not None:
                     wait = deadline - time.perf_counter()
+                    if wait <= 0 and msgs.buf and not extended:
+                        deadline += REPORT_GRACE_S  # the program is over; its trace is on the way
+                        extended = True
+                        continue
                     if wait <= 0:
                         outcome.timed_out = True
                         break
@@ -512,8 +563,9 @@ class BatchRunner(object):
     ) -> Tuple[str, str]:
         """(status, message) for a child that did not report."""
         if outcome.timed_out:
-            return "timeout", "killed after the %gs wall-clock timeout" % float(
-                ldict.get("timeout_s") or 0
+            return "timeout", "did not stop at its %gs timeout; killed after %.1fs" % (
+                float(ldict.get("timeout_s") or 0),
+                outcome.wall_time_s,
             )
         status = outcome.wait_status
         stderr_tail = bytes(err.data[-4096:])
@@ -586,7 +638,7 @@ class BatchRunner(object):
     # ---------------------------------------------------------------- processes
     def _start_processes(self) -> None:
         self._pid = os.getpid()
-        if os.geteuid() != 0:
+        if self.max_procs > 0:
             self._nproc_base = _count_processes_of(os.getuid())
         self._subreaper = _set_subreaper(True)
 
@@ -658,12 +710,15 @@ def _pseudo_path(job: Job) -> str:
     return "%s.py" % safe
 
 
-def _backend_choice(backend: str) -> Tuple[str, Optional[str]]:
-    if backend != "auto":
-        return backend, None
-    if hasattr(sys, "monitoring"):
-        return "monitoring", None
-    return "settrace", "sys.monitoring isn't available in Python %d.%d" % sys.version_info[:2]
+def _backend_choice(backend: str) -> Tuple[Optional[str], Optional[str]]:
+    """(backend that would run, why not monitoring) as the core chooses it."""
+    try:
+        from tracer.backends.select import choose_backend
+
+        cls, reason = choose_backend(backend)
+        return str(cls.name), reason
+    except Exception as exc:  # unknown or unavailable backend: the rows say so
+        return None, "backend %r unavailable: %s" % (backend, exc)
 
 
 def _tracer_version() -> str:

@@ -1,0 +1,607 @@
+"""The batch runner with real processes: hostile programs, resume after SIGKILL, malformed jobs.
+
+Every batch runs as its own interpreter (`python -c DRIVER`), as inside a container, so a bad
+program can never take the test process with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracer._batch_jobs import JobError, parse_job
+from tracer._batch_output import TraceWriter, encode_line
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STREAM_KEYS = {
+    "format", "program_id", "entrypoint", "input", "status", "return_value", "exception_type",
+    "exception_message", "truncated", "truncated_reason", "stdout", "stderr", "output_truncated",
+    "wall_time_s", "n_events", "python_version", "backend", "backend_reason", "tracer_version",
+    "limits", "tracer_error", "events",
+}  # fmt: skip
+
+# Runs one batch: argv = jobs, out, JSON config (limits and runner options).
+DRIVER = textwrap.dedent(
+    """
+    import json, logging, sys
+    from tracer.api import Limits
+    from tracer.batch import run_batch
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = json.loads(sys.argv[3])
+    sys.exit(run_batch(sys.argv[1], sys.argv[2], limits=Limits(**cfg["limits"]), **cfg["options"]))
+    """
+)
+
+
+def call(pid: str, source: str, entry: str = "f", input_text: str = "", **extra: Any) -> dict:
+    job = {
+        "program_id": pid,
+        "source": textwrap.dedent(source),
+        "entrypoint": entry,
+        "input": input_text,
+    }
+    job.update(extra)
+    return job
+
+
+def write_jobs(path: Path, jobs: list) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for job in jobs:
+            f.write((job if isinstance(job, str) else json.dumps(job)) + "\n")
+
+
+def batch_cmd(python: str, jobs: Path, out: Path, limits: dict, **options: Any) -> list:
+    return [
+        python,
+        "-c",
+        DRIVER,
+        str(jobs),
+        str(out),
+        json.dumps({"limits": limits, "options": options}),
+    ]
+
+
+def batch_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def run_batch_process(
+    tmp: Path,
+    jobs: list,
+    limits: dict,
+    python: str = sys.executable,
+    timeout: float = 120,
+    **options: Any,
+) -> tuple:
+    """Run a batch to its end; return (rows by program id in file order, the completed process)."""
+    jobs_path, out = tmp / "jobs.jsonl", tmp / "out.jsonl"
+    write_jobs(jobs_path, jobs)
+    proc = subprocess.run(
+        batch_cmd(python, jobs_path, out, limits, **options),
+        cwd=tmp,
+        env=batch_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return read_rows(out), proc
+
+
+def read_rows(out: Path) -> dict:
+    rows: dict = {}
+    with out.open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            assert row["program_id"] not in rows, "duplicate program id {}".format(
+                row["program_id"]
+            )
+            rows[row["program_id"]] = row
+    return rows
+
+
+GOOD = "def f(x):\n    y = x * 2\n    return y\n"
+
+HOSTILE_JOBS = [
+    call("good-first", GOOD, input_text="21"),
+    call("infinite-loop", "def f():\n    n = 0\n    while True:\n        n += 1\n"),
+    call(
+        "swallows-timeout",
+        """
+        def f():
+            while True:
+                try:
+                    while True:
+                        pass
+                except BaseException:
+                    pass
+        """,
+    ),
+    call("c-level-loop", "def f():\n    return sum(range(10 ** 12))\n"),
+    call(
+        "memory-bomb",
+        "def f():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n",
+    ),
+    call(
+        "output-flood",
+        """
+        import os, sys
+        def f():
+            for _ in range(2000):
+                print("x" * 1000)
+            sys.stdout.flush()
+            os.write(1, b"y" * 1_000_000)
+            sys.stderr.write("e" * 100_000)
+            return 1
+        """,
+    ),
+    call("os-exit", "import os\ndef f():\n    print('bye', flush=True)\n    os._exit(3)\n"),
+    call("segfault", "import ctypes\ndef f():\n    return ctypes.string_at(0)\n"),
+    call(
+        "write-outside-tmp",
+        "def f():\n    with open('/nonexistent-dir/x', 'w') as fh:\n        fh.write('x')\n",
+    ),
+    call(
+        "file-too-big",
+        "def f(path):\n    with open(path, 'wb') as fh:\n        fh.write(b'x' * 3_000_000)\n",
+        input_text="'big.bin'",
+    ),
+    call(
+        "settrace-off",
+        "import sys\ndef f(x):\n    sys.settrace(None)\n    y = x + 1\n    return y\n",
+        input_text="1",
+    ),
+    call(
+        "monitoring-off",
+        """
+        import sys
+        def f(x):
+            mon = getattr(sys, "monitoring", None)
+            if mon is not None:
+                for tool in range(6):
+                    try:
+                        mon.set_events(tool, 0)
+                        mon.free_tool_id(tool)
+                    except ValueError:
+                        pass
+            y = x + 1
+            return y
+        """,
+        input_text="1",
+    ),
+    call("exception", "def f():\n    raise ValueError('boom')\n"),
+    call("reads-stdin", "def f():\n    return input()\n"),
+    call(
+        "forks",
+        """
+        import os
+        def f():
+            pid = os.fork()
+            if pid == 0:
+                print("in the forked copy", flush=True)
+                return "copy"
+            os.waitpid(pid, 0)
+            return "original"
+        """,
+    ),
+    call(
+        "daemon",
+        """
+        import os, time
+        def f(path):
+            if os.fork() == 0:
+                os.setsid()
+                with open(path, "w") as fh:
+                    fh.write(str(os.getpid()))
+                time.sleep(1000)
+            return 1
+        """,
+        input_text="'daemon.pid'",
+    ),
+    call(
+        "environment",
+        """
+        import os, random, time
+        def f():
+            return [os.environ.get("TZ"), time.strftime("%Z", time.localtime(0)), random.random(), hash("abc")]
+        """,
+    ),
+    {
+        "program_id": "script",
+        "source": "import sys\nprint('args', sys.argv[1:])\n",
+        "argv": ["a", "b"],
+    },
+    call("good-last", GOOD, input_text="4"),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    tmp = tmp_path_factory.mktemp("hostile")
+    limits = {"timeout_s": 1.0, "memory_mb": 200, "max_output_bytes": 10_000}
+    rows, proc = run_batch_process(tmp, HOSTILE_JOBS, limits, max_file_bytes=1_000_000)
+    return rows, proc, tmp
+
+
+def test_every_job_has_exactly_one_row_in_job_order(hostile: tuple) -> None:
+    rows, proc, _ = hostile
+    assert proc.returncode == 0, proc.stderr
+    assert list(rows) == [j["program_id"] for j in HOSTILE_JOBS]
+    for row in rows.values():
+        assert set(row) == STREAM_KEYS, row["program_id"]
+        assert row["format"] == "worldtrace.stream/1"
+
+
+def test_good_programs_are_unaffected_by_their_neighbours(hostile: tuple) -> None:
+    rows = hostile[0]
+    for pid, value in (("good-first", "42"), ("good-last", "8")):
+        assert rows[pid]["status"] == "ok"
+        assert rows[pid]["return_value"] == value
+        assert [e["kind"] for e in rows[pid]["events"]] == ["call", "line", "line", "return"]
+
+
+@pytest.mark.parametrize(
+    "pid, status, message",
+    [
+        ("infinite-loop", "timeout", "timeout"),
+        ("swallows-timeout", "timeout", "killed after"),
+        ("c-level-loop", "timeout", "killed after"),
+        ("memory-bomb", "memory", None),
+        ("os-exit", "crashed", "exited with code 3"),
+        ("segfault", "crashed", "SIGSEGV"),
+        ("write-outside-tmp", "exception", "No such file or directory"),
+        ("file-too-big", "exception", "File too large"),
+        ("exception", "exception", "boom"),
+        ("reads-stdin", "exception", None),
+    ],
+)
+def test_hostile_program_gets_its_status(
+    hostile: tuple, pid: str, status: str, message: str | None
+) -> None:
+    row = hostile[0][pid]
+    assert row["status"] == status, row
+    if message is not None:
+        assert message in (row["exception_message"] or ""), row["exception_message"]
+
+
+def test_in_process_timeout_keeps_the_partial_trace(hostile: tuple) -> None:
+    row = hostile[0]["infinite-loop"]
+    assert row["n_events"] > 0 and row["events"][0]["kind"] == "call"
+
+
+def test_crash_keeps_the_output_written_before_it(hostile: tuple) -> None:
+    assert hostile[0]["os-exit"]["stdout"] == "bye\n"
+
+
+def test_output_flood_is_capped_and_the_program_finishes(hostile: tuple) -> None:
+    row = hostile[0]["output-flood"]
+    assert row["status"] == "ok" and row["return_value"] == "1"
+    assert row["output_truncated"] is True
+    assert len(row["stdout"].encode()) == 10_000 and row["stdout"].startswith("x" * 1000 + "\n")
+    assert len(row["stderr"].encode()) == 10_000
+
+
+def test_memory_error_is_reported_by_the_child(hostile: tuple) -> None:
+    row = hostile[0]["memory-bomb"]
+    assert row["exception_type"] == "MemoryError"
+
+
+def test_turning_the_tracer_off_is_recorded_and_does_not_leak(hostile: tuple) -> None:
+    rows = hostile[0]
+    for pid in ("settrace-off", "monitoring-off"):
+        assert rows[pid]["status"] in ("ok", "error"), rows[pid]
+        assert rows[pid]["return_value"] in ("2", None)
+    # The next program is traced normally.
+    assert rows["exception"]["n_events"] > 0
+
+
+def test_a_forked_copy_of_the_program_does_not_report(hostile: tuple) -> None:
+    row = hostile[0]["forks"]
+    assert row["status"] == "ok" and row["return_value"] == "'original'"
+    assert "in the forked copy" in row["stdout"]
+
+
+def test_escaped_daemon_is_killed(hostile: tuple) -> None:
+    tmp = hostile[2]
+    assert hostile[0]["daemon"]["status"] == "ok"
+    pid = int((tmp / "daemon.pid").read_text())
+    assert not _alive(pid), f"the program's setsid daemon {pid} survived the batch"
+
+
+def test_environment_is_deterministic(hostile: tuple) -> None:
+    import random
+
+    row = hostile[0]["environment"]
+    tz, zone, rand, _ = json.loads(row["return_value"].replace("'", '"'))
+    assert tz == "UTC" and zone == "UTC"
+    assert rand == random.Random(0).random()
+
+
+def test_script_jobs_get_argv(hostile: tuple) -> None:
+    row = hostile[0]["script"]
+    assert row["status"] == "ok" and row["stdout"] == "args ['a', 'b']\n"
+    assert row["entrypoint"] is None and row["input"] is None
+
+
+def test_run_record_is_written(hostile: tuple) -> None:
+    tmp = hostile[2]
+    runs = [json.loads(line) for line in (tmp / "out.jsonl.runs.jsonl").read_text().splitlines()]
+    assert runs[-1]["ran"] == len(HOSTILE_JOBS) and runs[-1]["pythonhashseed"] == "0"
+    assert runs[-1]["env"]["TZ"] == "UTC"
+
+
+def pyenv_python(version: str) -> str | None:
+    """The pyenv interpreter for `version` (like tests/conftest.py's pyenv_pythons), or None."""
+    root = Path(os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))) / "versions"
+    found = sorted(root.glob(f"{version}.*/bin/python{version}")) if root.is_dir() else []
+    return str(found[-1]) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------ malformed jobs
+
+
+def test_malformed_job_lines_become_error_rows(tmp_path: Path) -> None:
+    jobs = [
+        call("ok", GOOD, input_text="1"),
+        "this is not json",
+        "[1, 2]",
+        json.dumps({"source": "x = 1"}),
+        json.dumps({"program_id": "typo", "source": "x = 1", "entry_point": "f"}),
+        json.dumps({"program_id": "no-entry", "mode": "call", "source": "x = 1"}),
+        json.dumps({"program_id": "both", "source": "x = 1", "file": "x.py"}),
+        json.dumps({"program_id": "bad-timeout", "source": "x = 1", "timeout_s": -1}),
+        json.dumps({"program_id": "bad-input", "source": GOOD, "entrypoint": "f", "input": "1,,"}),
+        json.dumps({"program_id": "no-such-entry", "source": GOOD, "entrypoint": "g"}),
+        json.dumps({"program_id": "missing-file", "file": "nope.py", "entrypoint": "f"}),
+        "",
+        call("ok-after", GOOD, input_text="2"),
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 5})
+    assert proc.returncode == 0, proc.stderr
+    expect = {
+        "jobs.jsonl:2": "not valid JSON",
+        "jobs.jsonl:3": "not an object",
+        "jobs.jsonl:4": "program_id",
+        "typo": "unknown key(s) entry_point",
+        "no-entry": "needs `entrypoint`",
+        "both": "exactly one of `source`",
+        "bad-timeout": "positive number",
+        "bad-input": "invalid input text",
+        "no-such-entry": "not defined",
+        "missing-file": "cannot read program",
+    }
+    for pid, words in expect.items():
+        assert rows[pid]["status"] == "error", rows[pid]
+        assert words in rows[pid]["tracer_error"], rows[pid]["tracer_error"]
+    assert rows["ok"]["status"] == rows["ok-after"]["status"] == "ok"
+    assert len(rows) == len(expect) + 2
+
+
+def test_parse_job_names_the_problem() -> None:
+    with pytest.raises(JobError, match=r"line 7 \(p\): `argv` must be a list of strings") as info:
+        parse_job(json.dumps({"program_id": "p", "source": "", "argv": "a b"}), 7)
+    assert info.value.program_id == "p"
+    job = parse_job(
+        json.dumps({"program_id": "p", "source": "def f(): pass", "entrypoint": "f"}), 1
+    )
+    assert job.mode == "call" and job.input == ""
+    assert (
+        parse_job(json.dumps({"program_id": "s", "file": "a.py", "timeout_s": 2}), 1).mode
+        == "script"
+    )
+
+
+def test_missing_jobs_file_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        batch_cmd(sys.executable, tmp_path / "nope.jsonl", tmp_path / "out.jsonl", {}),
+        env=batch_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+# ------------------------------------------------------------------ resume
+
+
+def test_writer_cuts_a_partial_last_line_and_knows_what_is_done(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(encode_line({"program_id": "a"}) + b'{"program_id": "b", "sta')
+    writer = TraceWriter(str(out))
+    writer.write({"program_id": "c", "text": "lone \udc80 surrogate"})
+    writer.close()
+    assert writer.done == {"a", "c"} and writer.cut_bytes > 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["program_id"] for line in lines] == ["a", "c"]
+    assert json.loads(lines[1])["text"] == "lone \\x80 surrogate"
+
+
+def test_resume_after_sigkill_has_every_program_once(tmp_path: Path) -> None:
+    n = 40
+    jobs = [
+        call(
+            f"p{i:02d}",
+            "import time\ndef f(x):\n    time.sleep(0.03)\n    return x\n",
+            input_text=str(i),
+        )
+        for i in range(n)
+    ]
+    jobs_path, out = tmp_path / "jobs.jsonl", tmp_path / "out.jsonl"
+    write_jobs(jobs_path, jobs)
+    cmd = batch_cmd(sys.executable, jobs_path, out, {"timeout_s": 10})
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=batch_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _count_lines(out) < 10 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling a condition, bounded by the deadline
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    first = _count_lines(out)
+    assert 10 <= first < n, f"the batch should have been killed part-way ({first} lines)"
+    with out.open("ab") as f:  # what a write interrupted mid-line leaves behind
+        f.write(b'{"program_id": "p%02d", "status": "o' % first)
+    rerun = subprocess.run(
+        cmd, cwd=tmp_path, env=batch_env(), capture_output=True, text=True, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    rows = read_rows(out)  # asserts no duplicates
+    assert sorted(rows) == [f"p{i:02d}" for i in range(n)]
+    assert all(
+        r["status"] == "ok" and r["return_value"] == str(int(r["program_id"][1:]))
+        for r in rows.values()
+    )
+    assert "cut off a partial last line" in rerun.stderr
+    # A third run has nothing left to do.
+    again = subprocess.run(
+        cmd, cwd=tmp_path, env=batch_env(), capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and f"0 run, {n} skipped" in again.stderr
+    assert len(read_rows(out)) == n
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+# ------------------------------------------------------------------ fork bomb (needs a pids cgroup)
+
+
+def _pids_cgroup(tmp_name: str) -> Path | None:
+    """A fresh pids cgroup (v2 or v1) limited to 100 processes, or None where we cannot make one."""
+    for base, _procs in (
+        (Path("/sys/fs/cgroup"), "cgroup.procs"),
+        (Path("/sys/fs/cgroup/pids"), "cgroup.procs"),
+    ):
+        group = base / tmp_name
+        try:
+            if (
+                not (base / "pids.max").exists()
+                and not (base / "cgroup.controllers").exists()
+                and base.name != "pids"
+            ):
+                continue
+            group.mkdir()
+            if not (group / "pids.max").exists():
+                group.rmdir()
+                continue
+            (group / "pids.max").write_text("100")
+            return group
+        except OSError:
+            continue
+    return None
+
+
+def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    group = _pids_cgroup(f"worldtrace-test-{os.getpid()}")
+    if group is None:
+        pytest.skip("cannot create a pids cgroup here (RLIMIT_NPROC does not bind root)")
+    jobs = [
+        call("before", GOOD, input_text="1"),
+        call(
+            "fork-bomb",
+            """
+            import os
+            def f():
+                while True:
+                    try:
+                        os.fork()
+                    except OSError:
+                        pass
+            """,
+        ),
+        call("after", GOOD, input_text="2"),
+    ]
+    jobs_path, out = tmp_path / "jobs.jsonl", tmp_path / "out.jsonl"
+    write_jobs(jobs_path, jobs)
+    cmd = batch_cmd(sys.executable, jobs_path, out, {"timeout_s": 1.0})
+    shell = f'echo $$ > "{group}/cgroup.procs" && exec "$@"'
+    try:
+        proc = subprocess.run(["sh", "-c", shell, "sh", *cmd], cwd=tmp_path, env=batch_env(),
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        rows = read_rows(out)
+        assert rows["fork-bomb"]["status"] == "timeout"
+        assert rows["before"]["return_value"] == "2" and rows["after"]["return_value"] == "4"
+    finally:
+        _remove_cgroup(group)
+
+
+def _remove_cgroup(group: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            time.sleep(0.05)  # the killed processes are still being released
+
+
+# ------------------------------------------------------------------ other interpreters, cost
+
+
+@pytest.mark.multipython
+@pytest.mark.parametrize("version", ["3.8", "3.13"])
+def test_batch_on_oldest_and_newest_python(tmp_path: Path, version: str) -> None:
+    python = pyenv_python(version)
+    if python is None:
+        pytest.skip(f"Python {version} is not installed under pyenv")
+    jobs = [
+        call("good", GOOD, input_text="5"),
+        call("loop", "def f():\n    while True:\n        pass\n"),
+        call("exit", "import os\ndef f():\n    os._exit(4)\n"),
+        call("segv", "import ctypes\ndef f():\n    return ctypes.string_at(0)\n"),
+        call("mem", "def f():\n    return bytearray(1 << 30)\n"),
+        call("exc", "def f():\n    return 1 / 0\n"),
+        "{oops",
+        call("good2", GOOD, input_text="6"),
+    ]
+    rows, proc = run_batch_process(
+        tmp_path, jobs, {"timeout_s": 0.5, "memory_mb": 200}, python=python
+    )
+    assert proc.returncode == 0, proc.stderr
+    status = {pid: row["status"] for pid, row in rows.items()}
+    assert status == {
+        "good": "ok", "loop": "timeout", "exit": "crashed", "segv": "crashed", "mem": "memory",
+        "exc": "exception", "jobs.jsonl:7": "error", "good2": "ok",
+    }  # fmt: skip
+    assert rows["good2"]["return_value"] == "12"
+    assert rows["good"]["python_version"].startswith(version + ".")
+
+
+def test_fork_cost_of_trivial_programs(tmp_path: Path) -> None:
+    """Benchmark-ish: prints the per-program cost; asserts only that all ran."""
+    n = 200
+    jobs = [call(f"t{i:03d}", "def f(x):\n    return x + 1\n", input_text=str(i)) for i in range(n)]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10})
+    assert proc.returncode == 0 and len(rows) == n
+    run = json.loads((tmp_path / "out.jsonl.runs.jsonl").read_text().splitlines()[-1])
+    print(
+        f"\nbatch of {n} trivial programs: {run['programs_per_s']:.0f} programs/s,"
+        f" {1000.0 / run['programs_per_s']:.2f} ms wall and {run['cpu_ms_per_program']:.2f} ms CPU"
+        f" per program, median fork {run['median_fork_ms']:.3f} ms"
+    )
