@@ -1,0 +1,107 @@
+"""`worldtrace train`: train a small code world model on trace shards (CWM format)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harvest.options import out_option, silent_option
+
+DEVICES = click.Choice(["auto", "cpu", "cuda"])
+
+
+@click.command("train")
+@click.argument("shards", nargs=-1, required=True)
+@out_option(help="Run directory: checkpoint.pt, tokenizer.json, config.json, metrics.jsonl.")
+@click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
+              help="Optimizer steps (with --resume: the new total).")
+@click.option("--device", type=DEVICES, default="auto", show_default=True,
+              help="auto = CUDA when available (bf16 autocast), else CPU.")
+@click.option("--seq-len", type=click.IntRange(16), default=512, show_default=True,
+              help="Tokens per packed row.")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True,
+              help="Rows per micro-batch.")
+@click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True,
+              help="Micro-batches per optimizer step.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+              help="Peak learning rate (cosine decay to lr/10).")
+@click.option("--warmup", type=click.IntRange(0), default=100, show_default=True,
+              help="Linear warm-up steps.")
+@click.option("--layers", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--heads", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--d-model", type=click.IntRange(8), default=256, show_default=True,
+              help="Model width (a multiple of 2 x heads).")
+@click.option("--vocab-size", type=click.IntRange(300), default=4096, show_default=True,
+              help="BPE vocabulary size when the tokenizer is trained on the shards.")
+@click.option("--tokenizer", "tokenizer_file", type=click.Path(dir_okay=False, exists=True),
+              default=None, help="Use this tokenizers JSON file instead of training a BPE.")
+@click.option("--status", "statuses", default="ok,exception", show_default=True,
+              help="Comma-separated trace statuses to train on.")
+@click.option("--max-events", type=click.IntRange(1), default=None,
+              help="Skip traces with more events than this.")
+@click.option("--heldout-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Share of programs (by hash of program_id) kept out for `worldtrace eval`.")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
+              help="DataLoader worker processes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--ckpt-every", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from DIR/checkpoint.pt when it exists.")
+@silent_option
+def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) -> None:
+    """Train a small decoder-only transformer on the CWM text of the traces in SHARDS
+    (shard files, folders or globs), with the loss on trace frames only.
+
+    \b
+    Examples:
+        worldtrace train harvest-out --out runs/tiny --steps 2000
+        worldtrace train 'data/*.parquet' --out runs/gpu --device cuda --seq-len 1024 --batch-size 32
+        worldtrace train harvest-out --out runs/tiny --steps 4000     # resumes runs/tiny
+    """
+    from schemas.errors import SchemaError
+    from trainer.errors import TrainerError
+    from trainer.train import train
+
+    cfg = _config(options)
+
+    def show(record: dict[str, Any]) -> None:
+        if not silent:
+            click.echo(
+                f"step {record['step']:>6}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                f"{record['tokens_per_s']:>9.0f} tok/s"
+            )
+
+    try:
+        result = train(
+            shards, out, cfg, device=options["device"], tokenizer_file=options["tokenizer_file"],
+            resume=options["resume"], on_metrics=show,
+        )
+    except (TrainerError, SchemaError) as e:
+        raise click.ClickException(" ".join(str(e).split())) from e
+    if not silent:
+        click.echo(json.dumps({"step": result.step, "loss": result.last_loss,
+                               "checkpoint": str(result.checkpoint)}))
+
+
+def _config(options: dict[str, Any]) -> Any:
+    from trainer.config import DataConfig, ModelConfig, TrainConfig
+
+    if options["d_model"] % (2 * options["heads"]):
+        raise click.BadParameter("must be a multiple of 2 x --heads", param_hint="--d-model")
+    statuses = tuple(s.strip() for s in options["statuses"].split(",") if s.strip())
+    return TrainConfig(
+        model=ModelConfig(
+            seq_len=options["seq_len"], n_layer=options["layers"], n_head=options["heads"],
+            d_model=options["d_model"],
+        ),
+        data=DataConfig(statuses=statuses, max_events=options["max_events"],
+                        heldout_fraction=options["heldout_fraction"]),
+        steps=options["steps"], batch_size=options["batch_size"], grad_accum=options["grad_accum"],
+        lr=options["lr"], min_lr=options["lr"] / 10, warmup_steps=options["warmup"],
+        seed=options["seed"], num_workers=options["workers"], log_every=options["log_every"],
+        ckpt_every=options["ckpt_every"], vocab_size=options["vocab_size"],
+    )

@@ -1,0 +1,175 @@
+"""Stream trace rows out of Parquet shards, sharded so one epoch visits every trace exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from schemas.errors import ShardError
+from schemas.reader import open_shard, resolve_shards
+from trainer.config import DataConfig
+
+Split = Literal["train", "heldout", "all"]
+
+# The columns a CWM rendering and the filters need; everything else (stdout, timings, ...) is never read.
+REQUIRED_COLUMNS = ("program_id", "status", "n_events", "source", "events")
+OPTIONAL_COLUMNS = (
+    "trace_id",
+    "entrypoint",
+    "input",
+    "return_value",
+    "exception_type",
+    "exception_message",
+    "truncated",
+)
+
+
+def list_shards(paths: Iterable[str | Path]) -> list[tuple[pafs.FileSystem, str]]:
+    """(filesystem, file) of every shard that `paths` name (files, directories, globs, URIs)."""
+    files = []
+    for path in paths:
+        fs, names = resolve_shards(path)
+        files += [(fs, name) for name in names]
+    if not files:
+        raise ShardError(f"no Parquet shards in {', '.join(map(str, paths))}")
+    return files
+
+
+def is_heldout(program_id: str, fraction: float) -> bool:
+    """Deterministic split by program: the same program is always on the same side, on any machine."""
+    digest = hashlib.sha256(program_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One unit of work: a row group, or every `n_parts`-th row of it when row groups are scarce."""
+
+    file: int  # index into TraceDataset.files
+    row_group: int
+    part: int = 0
+    n_parts: int = 1
+
+
+def list_pieces(files: Sequence[tuple[pafs.FileSystem, str]], n_consumers: int) -> list[Piece]:
+    """All pieces of `files`; row groups are split into row-strided parts if there are fewer than consumers."""
+    groups = []
+    for index, (fs, name) in enumerate(files):
+        n_row_groups = open_shard(fs, name).metadata.num_row_groups
+        groups += [(index, rg) for rg in range(n_row_groups)]
+    n_parts = max(1, -(-n_consumers // max(1, len(groups))))
+    return [Piece(index, rg, part, n_parts) for index, rg in groups for part in range(n_parts)]
+
+
+def shuffled(items: Iterable[Any], buffer_size: int, rng: random.Random) -> Iterator[Any]:
+    """Approximate shuffle of a stream with a bounded buffer (reservoir-style swap-out)."""
+    buffer: list[Any] = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        index = rng.randrange(buffer_size)
+        buffer[index], item = item, buffer[index]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def consumer_slot(rank: int, world_size: int) -> tuple[int, int]:
+    """(this consumer's index, number of consumers) over distributed ranks x DataLoader workers."""
+    info = get_worker_info()
+    worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * n_workers + worker, world_size * n_workers
+
+
+class TraceDataset(IterableDataset):
+    """Trace rows (dicts of the projected columns) streamed from shards, one row group at a time.
+
+    The trick: every consumer (rank x worker) lists the same pieces, shuffles them with the same
+    per-epoch seed, and keeps every n-th one, so the consumers partition the epoch without talking
+    to each other. Only the shuffle buffer is private (seeded by epoch and consumer).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        config: DataConfig | None = None,
+        *,
+        split: Split = "train",
+        seed: int = 0,
+        epochs: int | None = 1,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        self.files = list_shards(paths)
+        self.config = config or DataConfig()
+        self.split = split
+        self.seed = seed
+        self.epochs = epochs
+        if rank is None or world_size is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
+            world_size = torch.distributed.get_world_size() if distributed else 1
+        self.rank, self.world_size = rank, world_size
+        fs, first = self.files[0]
+        names = set(open_shard(fs, first).schema_arrow.names)
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            raise ShardError(f"{first} lacks the trace columns {missing}")
+        self.columns = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in names]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        me, n_consumers = consumer_slot(self.rank, self.world_size)
+        pieces = list_pieces(self.files, n_consumers)
+        epochs = itertools.count() if self.epochs is None else range(self.epochs)
+        for epoch in epochs:
+            order = list(pieces)
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)
+            rng = random.Random(f"{self.seed}:{epoch}:{me}")
+            n_rows = 0
+            for row in shuffled(self._read(order[me::n_consumers]), self.config.shuffle_buffer, rng):
+                n_rows += 1
+                yield row
+            if n_rows == 0:  # nothing here for this consumer: cycling epochs would spin forever
+                return
+
+    def _read(self, pieces: Iterable[Piece]) -> Iterator[dict[str, Any]]:
+        for piece in pieces:
+            shard = open_shard(*self.files[piece.file])
+            offset = 0
+            for batch in shard.iter_batches(
+                batch_size=self.config.read_batch_rows,
+                row_groups=[piece.row_group],
+                columns=self.columns,
+            ):
+                keep = self._keep(batch, offset, piece)
+                offset += batch.num_rows
+                yield from batch.filter(keep).to_pylist()
+
+    def _keep(self, batch: pa.RecordBatch, offset: int, piece: Piece) -> pa.Array:
+        """Row mask: this piece's stride, the wanted statuses and lengths, the wanted split."""
+        cfg = self.config
+        keep = pc.is_in(batch["status"], value_set=pa.array(cfg.statuses, pa.string()))
+        keep = pc.and_(keep, pc.greater_equal(batch["n_events"], cfg.min_events))
+        if cfg.max_events is not None:
+            keep = pc.and_(keep, pc.less_equal(batch["n_events"], cfg.max_events))
+        if piece.n_parts > 1:
+            index = range(offset, offset + batch.num_rows)
+            keep = pc.and_(keep, pa.array([i % piece.n_parts == piece.part for i in index]))
+        if self.split != "all":
+            want = self.split == "heldout"
+            program_ids = batch["program_id"].to_pylist()
+            side = [is_heldout(p or "", cfg.heldout_fraction) == want for p in program_ids]
+            keep = pc.and_(keep, pa.array(side, pa.bool_()))
+        return pc.fill_null(keep, False)

@@ -1,0 +1,232 @@
+"""The training loop: AdamW, warm-up + cosine decay, gradient accumulation, bf16 on CUDA, resumable."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from trainer.config import TrainConfig, train_config_from_dict
+from trainer.data import TraceDataset
+from trainer.errors import CheckpointError, TrainerError
+from trainer.model import TraceLM
+from trainer.packing import PackedDataset, cwm_texts
+from trainer.tokenizer import TraceTokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "worldtrace.trainer/1"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for `cuda` without one is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainerError("--device cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA; full precision on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `min_lr` at `steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def fit_tokenizer(shards: Sequence[str | Path], cfg: TrainConfig) -> TraceTokenizer:
+    """Train the BPE on the CWM text of the first `tokenizer_sample` training traces."""
+    traces = TraceDataset(shards, cfg.data, split="train", seed=cfg.seed, rank=0, world_size=1)
+    texts = itertools.islice(cwm_texts(traces), cfg.tokenizer_sample)
+    return train_tokenizer(texts, cfg.vocab_size)
+
+
+def make_optimizer(model: TraceLM, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; matrices get weight decay, norms' gains do not."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def save_checkpoint(
+    path: Path, model: TraceLM, optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig,
+    tokenizer: TraceTokenizer,
+) -> None:
+    """Write the checkpoint under a temporary name and rename it into place."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "config": dataclasses.asdict(cfg),
+        "tokenizer": tokenizer.to_str(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint's dict (format checked); `path` may be the file or the run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises a zoo of types for a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a worldtrace trainer checkpoint")
+    return state
+
+
+def model_from_checkpoint(
+    state: dict[str, Any], device: torch.device
+) -> tuple[TraceLM, TraceTokenizer, TrainConfig]:
+    cfg = train_config_from_dict(state["config"])
+    model = TraceLM(cfg.model).to(device)
+    model.load_state_dict(state["model"])
+    return model, TraceTokenizer.from_str(state["tokenizer"]), cfg
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    checkpoint: Path
+    metrics: Path
+    last_loss: float
+
+
+def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    """The loader's rows; the dataset cycles epochs, so running dry means nothing matched."""
+    yield from loader
+    raise TrainerError("no training rows: no trace passed the filters (status, length, split)")
+
+
+def train(
+    shards: Sequence[str | Path],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    device: str = "auto",
+    tokenizer_file: str | Path | None = None,
+    resume: bool = True,
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train on `shards`, writing checkpoint.pt, tokenizer.json and metrics.jsonl into `out_dir`.
+
+    With `resume` and a checkpoint in `out_dir`, the run continues from its step with its saved
+    configuration (only `steps` is taken from `cfg`); the data stream is reseeded by the step.
+    `on_metrics` sees every record written to metrics.jsonl.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / "metrics.jsonl"
+    dev = resolve_device(device)
+    start_step, state = 0, None
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, dev)
+        saved = train_config_from_dict(state["config"])
+        cfg = dataclasses.replace(saved, steps=cfg.steps)
+        start_step = int(state["step"])
+        tokenizer = TraceTokenizer.from_str(state["tokenizer"])
+        log.info("resuming %s at step %d", ckpt_path, start_step)
+    elif tokenizer_file is not None:
+        tokenizer = TraceTokenizer.load(tokenizer_file)
+    else:
+        tokenizer = fit_tokenizer(shards, cfg)
+    if cfg.model.vocab_size != tokenizer.vocab_size:
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
+        )
+    tokenizer.save(out / "tokenizer.json")
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+    torch.manual_seed(cfg.seed)
+    model = TraceLM(cfg.model).to(dev)
+    optimizer = make_optimizer(model, cfg)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    log.info("model: %.2fM parameters on %s", model.num_params() / 1e6, dev)
+
+    traces = TraceDataset(shards, cfg.data, split="train", seed=cfg.seed + start_step, epochs=None)
+    rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
+    loader = DataLoader(
+        rows, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda"
+    )
+    batches = _batches(loader)
+
+    model.train()
+    step, last_loss = start_step, float("nan")
+    window_loss, window_steps, window_tokens = 0.0, 0, 0
+    window_start = time.perf_counter()
+    with metrics_path.open("a", encoding="utf-8") as metrics:
+        while step < cfg.steps:
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            for _ in range(cfg.grad_accum):
+                batch = {k: v.to(dev, non_blocking=True) for k, v in next(batches).items()}
+                with autocast(dev):
+                    _, loss = model(**batch)
+                assert loss is not None
+                (loss / cfg.grad_accum).backward()
+                step_loss += loss.item() / cfg.grad_accum
+                window_tokens += batch["input_ids"].numel()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window_loss += step_loss
+            window_steps += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                elapsed = time.perf_counter() - window_start
+                last_loss = window_loss / window_steps
+                record = {
+                    "step": step,
+                    "loss": round(last_loss, 5),
+                    "lr": lr,
+                    "tokens_per_s": round(window_tokens / elapsed, 1),
+                    "tokens": window_tokens,
+                    "device": dev.type,
+                }
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                if on_metrics is not None:
+                    on_metrics(record)
+                window_loss, window_steps, window_tokens = 0.0, 0, 0
+                window_start = time.perf_counter()
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                save_checkpoint(ckpt_path, model, optimizer, step, cfg, tokenizer)
+    if step == start_step and not ckpt_path.exists():
+        save_checkpoint(ckpt_path, model, optimizer, step, cfg, tokenizer)
+    return TrainResult(step, ckpt_path, metrics_path, last_loss)
