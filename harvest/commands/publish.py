@@ -1,0 +1,91 @@
+"""`worldtrace publish`: turn shards into a documented dataset folder (and optionally push it to the Hub)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from harvest.errors import WorldtraceError
+from schemas.errors import SchemaError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*$")
+_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+class ByteSize(click.ParamType):
+    """A size such as 500MB, 100M, 2GB or 1048576 (bytes)."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = _SIZE.match(str(value))
+        if not match or float(match.group(1)) <= 0:
+            self.fail(f"{value!r} is not a size like 500MB, 100M or 1048576", param, ctx)
+        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+@click.command("publish")
+@click.argument("shards")
+@click.option("--to", "out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="OUT",
+              help="Folder to write the dataset into (created; must be empty unless --overwrite).")
+@click.option("--name", default=None, help="Dataset name, e.g. org/python-traces (default: the OUT folder name, or --push's repo).")
+@click.option("--license", "license_", default="unknown", show_default=True, help="License id for the card (e.g. mit, apache-2.0, cc-by-4.0).")
+@click.option("--split", "split_spec", default="train=0.95,test=0.05", show_default=True,
+              help="Split fractions by program: NAME=FRACTION,... (names: word characters).")
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              help="Keep only traces with this status (repeatable: --status ok --status exception).")
+@click.option("--max-events", type=click.IntRange(min=0), default=None, help="Drop traces with more events than this.")
+@click.option("--shard-size", type=ByteSize(), default="500MB", show_default=True, help="Largest Parquet file.")
+@click.option("--row-group-size", type=ByteSize(), default="100MB", show_default=True, help="Largest row group (in memory).")
+@click.option("--description", default=None, help="A paragraph for the dataset card.")
+@click.option("--overwrite", is_flag=True, help="Replace a dataset previously published in OUT.")
+@click.option("--push", "repo_id", default=None, metavar="REPO_ID", help="Upload to this Hugging Face dataset repo (needs HF_TOKEN or a login).")
+@click.option("--private", is_flag=True, help="With --push: create the repo as private.")
+def command(
+    shards: str, out: Path, name: str | None, license_: str, split_spec: str, statuses: tuple[str, ...],
+    max_events: int | None, shard_size: int, row_group_size: int, description: str | None,
+    overwrite: bool, repo_id: str | None, private: bool,
+) -> None:
+    """Publish the shards SHARDS names (a folder, file or glob) as a dataset in OUT.
+
+    Writes OUT/data/{split}-{i:05d}-of-{n:05d}.parquet (programs never straddle splits; exact
+    duplicate traces dropped), OUT/README.md (dataset card), OUT/croissant.json (Croissant 1.0),
+    OUT/provenance/ (the harvest run manifests) and OUT/checksums.sha256.
+
+    \b
+    Example:
+        worldtrace publish harvest-out --to my-dataset --name me/python-traces --license mit
+        worldtrace publish harvest-out --to ds --status ok --max-events 5000 --split train=0.9,validation=0.05,test=0.05
+        HF_TOKEN=... worldtrace publish harvest-out --to ds --push me/python-traces
+    """
+    from harvest.publish import PublishOptions, SplitSpec, publish
+    from harvest.publish.push import push_folder, require_token
+
+    try:
+        token = require_token() if repo_id else None  # before any work, so a missing token costs nothing
+        options = PublishOptions(
+            name=name or repo_id or out.resolve().name,
+            license=license_,
+            splits=SplitSpec.parse(split_spec),
+            statuses=statuses,
+            max_events=max_events,
+            shard_bytes=shard_size,
+            row_group_bytes=row_group_size,
+            description=description,
+            overwrite=overwrite,
+        )
+        result = publish(shards, out, options)
+        for split, part in result.stats.to_json()["splits"].items():
+            click.echo(f"{split}: {part['rows']} traces, {part['programs']} programs, {part['files']} file(s), {part['bytes']:,} bytes", err=True)
+        dropped = result.stats.to_json()["dropped"]
+        click.echo(f"dropped: {dropped['duplicates']} duplicates, {dropped['status']} by status, {dropped['max_events']} by --max-events", err=True)
+        click.echo(f"wrote {out}", err=True)
+        if repo_id and token:
+            url = push_folder(out, repo_id, token, private=private)
+            click.echo(f"pushed to {url}", err=True)
+    except (WorldtraceError, SchemaError) as e:
+        raise click.ClickException(" ".join(str(e).split("\n"))) from e

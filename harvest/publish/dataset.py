@@ -1,0 +1,248 @@
+"""`publish`: shards in, a documented Hugging Face-style dataset folder out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harvest.errors import ConfigError, WorldtraceError
+from harvest.publish.provenance import RunManifest, find_run_manifests, find_shard_manifests
+from harvest.publish.splits import SplitSpec
+from harvest.publish.stats import DatasetStats
+from harvest.publish.writer import (
+    DEFAULT_ROW_GROUP_BYTES,
+    DEFAULT_SHARD_BYTES,
+    SplitWriter,
+    WrittenFile,
+)
+from schemas.arrow import trace_schema
+from schemas.reader import iter_batches, resolve_shards
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = "data"
+CARD = "README.md"
+CROISSANT = "croissant.json"
+CHECKSUMS = "checksums.sha256"
+PROVENANCE_DIR = "provenance"
+OUTPUTS = (DATA_DIR, CARD, CROISSANT, CHECKSUMS, PROVENANCE_DIR)
+# Fields that make two traces the same trace (wall time and trace ids aside): the same code, call
+# and interpreter that produced the same outcome. Traces equal on all of them are dropped as copies.
+CONTENT_KEY = (
+    "source", "entrypoint", "input", "image", "python_version", "backend", "tracer_version",
+    "status", "return_value", "exception_type", "n_events", "stdout",
+)
+
+
+class PublishError(WorldtraceError):
+    """The dataset could not be published (output folder in the way, nothing to publish, push failed)."""
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """What to publish and how (the `worldtrace publish` options)."""
+
+    name: str
+    license: str = "unknown"
+    splits: SplitSpec = field(default_factory=lambda: SplitSpec(("train",), (1.0,)))
+    statuses: tuple[str, ...] = ()
+    max_events: int | None = None
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES
+    description: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class PublishResult:
+    out: Path
+    files: dict[str, list[WrittenFile]]
+    stats: DatasetStats
+    runs: list[RunManifest]
+    input_files: list[str]
+
+
+def _plain(type_: pa.DataType) -> pa.DataType:
+    """The type with dictionary-encoded strings replaced by plain ones (Parquet dictionary-encodes
+    them on disk anyway; plain types load in every tool)."""
+    if pa.types.is_dictionary(type_):
+        return _plain(type_.value_type)
+    if pa.types.is_list(type_):
+        return pa.list_(type_.value_field.with_type(_plain(type_.value_type)))
+    if pa.types.is_struct(type_):
+        return pa.struct([type_.field(i).with_type(_plain(type_.field(i).type)) for i in range(type_.num_fields)])
+    return type_
+
+
+def published_schema() -> pa.Schema:
+    """The Arrow schema of the published Parquet files: the trace schema, strings plain."""
+    schema = trace_schema()
+    return pa.schema([f.with_type(_plain(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise PublishError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise PublishError(f"{out} is not empty (use --overwrite to replace a dataset published there)")
+        unknown = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and p.name != ".cache")
+        if unknown:
+            raise PublishError(f"{out} holds files publish did not write ({', '.join(unknown[:3])}); not touching it")
+        for name in OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def _content_keys(batch: pa.RecordBatch) -> list[bytes]:
+    columns = [batch.column(name).to_pylist() for name in CONTENT_KEY]
+    keys = []
+    for values in zip(*columns, strict=True):
+        payload = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+        keys.append(hashlib.sha256(payload.encode("utf-8", "surrogatepass")).digest()[:16])
+    return keys
+
+
+class _Deduper:
+    """Drops rows whose trace_id or content was seen before (16-byte digests are kept, not rows)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.contents: set[bytes] = set()
+
+    def keep_mask(self, batch: pa.RecordBatch) -> list[bool]:
+        mask = []
+        for trace_id, content in zip(batch.column("trace_id").to_pylist(), _content_keys(batch), strict=True):
+            new = trace_id not in self.ids and content not in self.contents
+            if new:
+                self.ids.add(trace_id)
+                self.contents.add(content)
+            mask.append(new)
+        return mask
+
+
+def _filtered(batch: pa.RecordBatch, options: PublishOptions, stats: DatasetStats) -> pa.RecordBatch:
+    if options.statuses:
+        keep = pc.is_in(pc.cast(batch.column("status"), pa.string()), value_set=pa.array(options.statuses))
+        before = batch.num_rows
+        batch = batch.filter(keep)
+        stats.dropped_by_status += before - batch.num_rows
+    if options.max_events is not None:
+        before = batch.num_rows
+        batch = batch.filter(pc.less_equal(batch.column("n_events"), options.max_events))
+        stats.dropped_by_max_events += before - batch.num_rows
+    return batch
+
+
+def write_splits(
+    batches: Iterable[pa.RecordBatch], data_dir: Path, options: PublishOptions, stats: DatasetStats
+) -> dict[str, list[WrittenFile]]:
+    """Filter, de-duplicate and route rows to their program's split; the files written per split."""
+    schema = published_schema()
+    writers: dict[str, SplitWriter] = {}
+    deduper = _Deduper()
+    split_of: dict[str, str] = {}
+    try:
+        for raw in batches:
+            stats.read += raw.num_rows
+            batch = _filtered(raw, options, stats)
+            if batch.num_rows == 0:
+                continue
+            keep = deduper.keep_mask(batch)
+            stats.dropped_duplicates += keep.count(False)
+            batch = batch.filter(pa.array(keep)).cast(schema)
+            programs = batch.column("program_id").to_pylist()
+            targets = [split_of.setdefault(p, options.splits.assign(p)) for p in programs]
+            for split in options.splits.names:
+                rows = [i for i, target in enumerate(targets) if target == split]
+                if not rows:
+                    continue
+                part = batch.take(pa.array(rows, pa.int64()))
+                if split not in writers:
+                    writers[split] = SplitWriter(
+                        data_dir, split, schema,
+                        shard_bytes=options.shard_bytes, row_group_bytes=options.row_group_bytes,
+                    )
+                writers[split].write(part)
+                stats.add(split, part)
+        files = {split: writers[split].finish() for split in options.splits.names if split in writers}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for split, written in files.items():
+        stats.splits[split].files = len(written)
+        stats.splits[split].bytes = sum(f.bytes for f in written)
+        stats.splits[split].arrow_bytes = sum(f.arrow_bytes for f in written)
+    return files
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checksums(out: Path) -> Path:
+    """`checksums.sha256` (the `sha256sum -c` format) over every other file of the dataset."""
+    lines = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        relative = path.relative_to(out).as_posix()
+        if relative == CHECKSUMS or relative.startswith(".cache/"):
+            continue
+        lines.append(f"{sha256_file(path)}  {relative}\n")
+    target = out / CHECKSUMS
+    target.write_text("".join(lines), encoding="utf-8")
+    return target
+
+
+def _copy_provenance(out: Path, runs: list[RunManifest], input_path: str, shard_files: list[str]) -> None:
+    folder = out / PROVENANCE_DIR
+    folder.mkdir(exist_ok=True)
+    for run in runs:
+        shutil.copyfile(run.path, folder / f"run-{run.run_id}.json")
+    inputs = {
+        "input": input_path,
+        "shards": [{"file": f, "sha256": sha256_file(Path(f)), "bytes": os.path.getsize(f)} for f in shard_files],
+        "shard_manifests": [str(p) for p in find_shard_manifests(input_path, shard_files)],
+    }
+    (folder / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n", encoding="utf-8")
+
+
+def publish(input_path: str, out: str | os.PathLike[str], options: PublishOptions) -> PublishResult:
+    """Write the dataset for the shards `input_path` names into `out` (see `worldtrace publish`)."""
+    from harvest.publish.card import write_card
+    from harvest.publish.croissant import write_croissant
+
+    fs, shard_files = resolve_shards(input_path)
+    if not shard_files:
+        raise ConfigError(f"{input_path}: no .parquet shards found")
+    out_dir = Path(out)
+    _prepare_out(out_dir, options.overwrite)
+    stats = DatasetStats()
+    files = write_splits(iter_batches(input_path), out_dir / DATA_DIR, options, stats)
+    if not files:
+        raise PublishError(f"no traces left to publish from {input_path} after the filters ({stats.read} read)")
+    runs = find_run_manifests(input_path, shard_files)
+    local_inputs = [f for f in shard_files if os.path.isfile(f)]
+    _copy_provenance(out_dir, runs, input_path, local_inputs)
+    result = PublishResult(out_dir, files, stats, runs, shard_files)
+    write_card(result, options, published_schema())
+    write_croissant(result, options, published_schema())
+    write_checksums(out_dir)
+    return result
