@@ -6,48 +6,16 @@ import json
 import os
 from typing import Any, Set
 
+from tracer.jsonl import dumps
+
 
 class OutputError(OSError):
     """The output file cannot be resumed or written."""
 
 
-def _escape_surrogates(text: str) -> str:
-    # Lone surrogates cannot be written as UTF-8: \udcNN (undecodable byte) -> "\\xNN", else "\\uNNNN".
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xD800 <= code <= 0xDFFF:
-            out.append(
-                "\\x%02x" % (code - 0xDC00) if 0xDC80 <= code <= 0xDCFF else "\\u%04x" % code
-            )
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def clean_text(value: Any) -> Any:
-    """`value` with every string made encodable as UTF-8 (lone surrogates escaped)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return _escape_surrogates(value)
-        return value
-    if isinstance(value, dict):
-        return {clean_text(k): clean_text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean_text(v) for v in value]
-    return value
-
-
 def encode_line(trace: Any) -> bytes:
-    """One trace as one UTF-8 JSON line (with its newline)."""
-    text = json.dumps(trace, ensure_ascii=False, allow_nan=False)
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        data = json.dumps(clean_text(trace), ensure_ascii=False, allow_nan=False).encode("utf-8")
-    return data + b"\n"
+    """One trace as one UTF-8 JSON line (with its newline), lone surrogates escaped."""
+    return (dumps(trace) + "\n").encode("utf-8")
 
 
 def decode_output(data: bytes) -> str:

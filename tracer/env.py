@@ -31,6 +31,11 @@ class PYBEHAVIOR:
     # two backends see the very same events.
     settrace_via_monitoring = PYVERSION >= (3, 12)
 
+    # settrace writes f_locals back into the frame after each trace call (LocalsToFast),
+    # which warns "assigning None to unbound local" for hidden PEP 709 comprehension
+    # variables at module level (3.12 only; 3.13's proxy has no write-back).
+    settrace_locals_to_fast_warns = PYVERSION[:2] == (3, 12)
+
     # threading.settrace_all_threads exists.
     has_settrace_all_threads = PYVERSION >= (3, 12)
 

@@ -65,6 +65,9 @@ class Recorder:
         self.stacks: dict = {}
         self.thread_numbers: dict = {}
         self._fids = itertools.count()
+        # Set by the backend: called once when recording stops early (budget, failure) so
+        # the rest of the program runs untraced at full speed.
+        self.on_halt = None
         self._scope_by_code: dict = {}
 
     # -- scope --------------------------------------------------------------------------
@@ -158,7 +161,7 @@ class Recorder:
         left = self._left
         if left == 0:
             self.truncated_reason = "max_events"
-            self.active = False
+            self.halt()
             return
         self._left = left - 1
         self.events.append(event)
@@ -171,7 +174,19 @@ class Recorder:
             if tb:
                 last = tb[-1]
                 self.error += " (at %s:%s in %s)" % (last.filename, last.lineno, last.name)
+        self.halt()
+
+    def halt(self) -> None:
+        """Stop recording for good; let the backend detach what it can."""
+        was_active = self.active
         self.active = False
+        hook = self.on_halt
+        if was_active and hook is not None:
+            self.on_halt = None
+            try:
+                hook()
+            except Exception:
+                pass
 
     # -- output --------------------------------------------------------------------------
 

@@ -74,6 +74,15 @@ class MonitoringBackend(Backend):
         # Locations disabled by an earlier trace in this process must fire again.
         mon.restart_events()
         mon.set_events(tool, ev.PY_START | ev.PY_THROW | ev.PY_UNWIND | ev.RAISE)
+        self.recorder.on_halt = self._halt
+
+    def _halt(self) -> None:
+        # Recording stopped early: switch every event off so the program runs at full speed.
+        if self.tool is None:
+            return
+        sys.monitoring.set_events(self.tool, 0)
+        for code in self._instrumented:
+            sys.monitoring.set_local_events(self.tool, code, 0)
 
     def stop(self) -> None:
         if self.tool is None:
@@ -110,7 +119,10 @@ class MonitoringBackend(Backend):
 
     def _activate(self, act, frame) -> None:
         act.frame = frame
-        if PYBEHAVIOR.f_locals_is_proxy:  # PYBEHAVIOR: f_locals_is_proxy
+        # A module frame's f_locals is its globals dict, except while an inlined (PEP 709)
+        # comprehension runs there: then it is a proxy of the hidden fast locals. So module
+        # frames re-read f_locals at every event, exactly as settrace sees them.
+        if PYBEHAVIOR.f_locals_is_proxy and not act.module_level:  # PYBEHAVIOR: f_locals_is_proxy
             act.proxy = frame.f_locals
 
     def _locals(self, act):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 from types import MethodType
 
 from .. import codeinfo
@@ -50,8 +51,14 @@ class SettraceBackend(Backend):
         self._prev_trace = None
         self._prev_thread_trace = None
         self._calls = 0
+        self._filter = None
 
     def start(self) -> None:
+        if PYBEHAVIOR.settrace_locals_to_fast_warns:  # PYBEHAVIOR: settrace_locals_to_fast_warns
+            # Reading f_locals from a trace function must not make CPython print warnings
+            # the untraced program never prints.
+            warnings.filterwarnings("ignore", message="assigning None to unbound local", category=RuntimeWarning)
+            self._filter = warnings.filters[0]
         self._prev_trace = sys.gettrace()
         if PYBEHAVIOR.has_threading_gettrace:  # PYBEHAVIOR: has_threading_gettrace
             self._prev_thread_trace = threading.gettrace()
@@ -59,10 +66,21 @@ class SettraceBackend(Backend):
             self._prev_thread_trace = getattr(threading, "_trace_hook", None)
         threading.settrace(self._global)
         sys.settrace(self._global)
+        self.recorder.on_halt = self._halt
+
+    def _halt(self) -> None:
+        # Called from inside a trace function: stop tracing this thread from now on.
+        sys.settrace(None)
 
     def stop(self) -> None:
         sys.settrace(self._prev_trace)
         threading.settrace(self._prev_thread_trace)  # type: ignore[arg-type]
+        if self._filter is not None:
+            try:
+                warnings.filters.remove(self._filter)
+            except ValueError:
+                pass
+            self._filter = None
 
     def stats(self) -> dict:
         return {"calls_seen": self._calls}

@@ -1,0 +1,53 @@
+"""The tracer under every CPython 3.8-3.13 that pyenv lists, with each backend it supports.
+
+Each (interpreter, backend) runs the behaviour cases and the golden programs in one
+subprocess. Both backends of one interpreter are compared against the same golden file
+(tests/tracer/golden/<X.Y>/<name>.json), so the goldens also prove the backends agree.
+Regenerate with WORLDTRACE_REGEN_GOLDEN=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from tracer_testutil import TRACER_TESTS, backends_for, pyenv_pythons, run_in
+
+GOLDEN = TRACER_TESTS / "golden"
+REGEN = os.environ.get("WORLDTRACE_REGEN_GOLDEN") == "1"
+PYTHONS = pyenv_pythons()
+COMBOS = [(v, b) for v in sorted(PYTHONS) for b in backends_for(v)]
+
+pytestmark = pytest.mark.multipython
+
+
+def _run(version: str, mode: str, backend: str) -> dict:
+    proc = run_in(PYTHONS[version], str(TRACER_TESTS / "tracer_golden_runner.py"), mode, backend, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.skipif(not COMBOS, reason="no CPython 3.8-3.13 found by pyenv")
+@pytest.mark.parametrize("version, backend", COMBOS, ids=[f"{v}-{b}" for v, b in COMBOS])
+def test_behaviour_cases(version: str, backend: str) -> None:
+    assert _run(version, "check", backend) == {}
+
+
+@pytest.mark.skipif(not COMBOS, reason="no CPython 3.8-3.13 found by pyenv")
+@pytest.mark.parametrize("version, backend", COMBOS, ids=[f"{v}-{b}" for v, b in COMBOS])
+def test_golden_traces(version: str, backend: str) -> None:
+    results = _run(version, "golden", backend)
+    folder = GOLDEN / version
+    if REGEN and backend == "settrace":
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, trace in results.items():
+            (folder / f"{name}.json").write_text(json.dumps(trace, indent=1, ensure_ascii=True) + "\n")
+    mismatched = []
+    for name, trace in results.items():
+        path = folder / f"{name}.json"
+        if not path.exists():
+            pytest.fail(f"no golden file {path} (run with WORLDTRACE_REGEN_GOLDEN=1)")
+        if json.loads(path.read_text()) != trace:
+            mismatched.append(name)
+    assert mismatched == [], f"traces differ from {folder} (regenerate with WORLDTRACE_REGEN_GOLDEN=1 if intended)"

@@ -1,0 +1,215 @@
+"""Tracer behaviour as data: program source in, expected events out.
+
+Stdlib only: the same cases are checked by pytest on the host interpreter and, through
+``tracer_golden_runner.py check``, under every CPython 3.8-3.13 from pyenv with each backend.
+Each case gives ``source``, ``entry``, ``input`` and the expected events as tuples
+``(kind, lineno, function, depth, locals, arg)``; ``status`` and ``return_value`` too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+PY312 = sys.version_info >= (3, 12)
+
+CASES = [
+    {
+        "name": "assignments_and_return",
+        "source": "def f(a, b):\n    c = a + b\n    c = c * 2\n    return c\n",
+        "entry": "f",
+        "input": "1, 2",
+        "status": "ok",
+        "return_value": "6",
+        "events": [
+            ("call", 1, "f", 0, {"a": "1", "b": "2"}, None),
+            ("line", 2, "f", 0, {}, None),
+            ("line", 3, "f", 0, {"c": "3"}, None),
+            ("line", 4, "f", 0, {"c": "6"}, None),
+            ("return", 4, "f", 0, {}, "6"),
+        ],
+    },
+    {
+        "name": "mutation_is_a_change",
+        "source": "def f(xs):\n    ys = xs\n    ys.append(1)\n    del ys\n    return xs\n",
+        "entry": "f",
+        "input": "[]",
+        "status": "ok",
+        "return_value": "[1]",
+        "events": [
+            ("call", 1, "f", 0, {"xs": "[]"}, None),
+            ("line", 2, "f", 0, {}, None),
+            ("line", 3, "f", 0, {"ys": "[]"}, None),
+            ("line", 4, "f", 0, {"xs": "[1]", "ys": "[1]"}, None),
+            ("line", 5, "f", 0, {"ys": None}, None),
+            ("return", 5, "f", 0, {}, "[1]"),
+        ],
+    },
+    {
+        "name": "nested_calls_depth",
+        "source": "def g(x):\n    return x * 2\n\ndef f(n):\n    y = g(n)\n    return g(y)\n",
+        "entry": "f",
+        "input": "3",
+        "status": "ok",
+        "return_value": "12",
+        "events": [
+            ("call", 4, "f", 0, {"n": "3"}, None),
+            ("line", 5, "f", 0, {}, None),
+            ("call", 1, "g", 1, {"x": "3"}, None),
+            ("line", 2, "g", 1, {}, None),
+            ("return", 2, "g", 1, {}, "6"),
+            ("line", 6, "f", 0, {"y": "6"}, None),
+            ("call", 1, "g", 1, {"x": "6"}, None),
+            ("line", 2, "g", 1, {}, None),
+            ("return", 2, "g", 1, {}, "12"),
+            ("return", 6, "f", 0, {}, "12"),
+        ],
+    },
+    {
+        "name": "one_line_loop_reports_every_iteration",
+        "source": "def f(n):\n    t = 0\n    for i in range(n): t += i\n    return t\n",
+        "entry": "f",
+        "input": "3",
+        "status": "ok",
+        "return_value": "3",
+        "events": [
+            ("call", 1, "f", 0, {"n": "3"}, None),
+            ("line", 2, "f", 0, {}, None),
+            ("line", 3, "f", 0, {"t": "0"}, None),
+            ("line", 3, "f", 0, {"i": "0"}, None),
+            ("line", 3, "f", 0, {"i": "1", "t": "1"}, None),
+            ("line", 3, "f", 0, {"i": "2", "t": "3"}, None),
+            ("line", 4, "f", 0, {}, None),
+            ("return", 4, "f", 0, {}, "3"),
+        ],
+    },
+    {
+        "name": "exception_escapes",
+        "source": "def g():\n    raise ValueError('bad')\n\ndef f():\n    g()\n",
+        "entry": "f",
+        "input": "",
+        "status": "exception",
+        "return_value": None,
+        "events": [
+            ("call", 4, "f", 0, {}, None),
+            ("line", 5, "f", 0, {}, None),
+            ("call", 1, "g", 1, {}, None),
+            ("line", 2, "g", 1, {}, None),
+            ("exception", 2, "g", 1, {}, "ValueError: bad"),
+            ("return", 2, "g", 1, {}, None),
+            ("exception", 5, "f", 0, {}, "ValueError: bad"),
+            ("return", 5, "f", 0, {}, None),
+        ],
+    },
+    {
+        "name": "exception_caught",
+        "source": "def f(d):\n    try:\n        v = d['k']\n    except KeyError:\n        v = 0\n    return v\n",
+        "entry": "f",
+        "input": "{}",
+        "status": "ok",
+        "return_value": "0",
+        "events": [
+            ("call", 1, "f", 0, {"d": "{}"}, None),
+            ("line", 2, "f", 0, {}, None),
+            ("line", 3, "f", 0, {}, None),
+            ("exception", 3, "f", 0, {}, "KeyError: 'k'"),
+            ("line", 4, "f", 0, {}, None),
+            ("line", 5, "f", 0, {}, None),
+            ("line", 6, "f", 0, {"v": "0"}, None),
+            ("return", 6, "f", 0, {}, "0"),
+        ],
+    },
+    {
+        "name": "generator_yield_is_return_resume_is_call",
+        "source": "def g(n):\n    for i in range(n):\n        yield i\n\ndef f():\n    return list(g(2))\n",
+        "entry": "f",
+        "input": "",
+        "status": "ok",
+        "return_value": "[0, 1]",
+        "events": [
+            ("call", 5, "f", 0, {}, None),
+            ("line", 6, "f", 0, {}, None),
+            ("call", 1, "g", 1, {"n": "2"}, None),
+            ("line", 2, "g", 1, {}, None),
+            ("line", 3, "g", 1, {"i": "0"}, None),
+            ("return", 3, "g", 1, {}, "0"),
+            ("call", 3, "g", 1, {}, None),
+            ("line", 2, "g", 1, {}, None),
+            ("line", 3, "g", 1, {"i": "1"}, None),
+            ("return", 3, "g", 1, {}, "1"),
+            ("call", 3, "g", 1, {}, None),
+            ("line", 2, "g", 1, {}, None),
+            ("return", 2, "g", 1, {}, "None"),
+            ("return", 6, "f", 0, {}, "[0, 1]"),
+        ],
+    },
+    {
+        "name": "objects_render_structurally",
+        "source": (
+            "class P:\n"
+            "    def __init__(self, x):\n"
+            "        self.x = x\n"
+            "    def __repr__(self):\n"
+            "        raise RuntimeError('user repr must not run')\n"
+            "\n"
+            "def f():\n"
+            "    p = P.__new__(P)\n"
+            "    p.__dict__['x'] = 1\n"
+            "    return p\n"
+        ),
+        "entry": "f",
+        "input": "",
+        "status": "ok",
+        "return_value": "P(x=1)",
+        "events": [
+            ("call", 7, "f", 0, {}, None),
+            ("line", 8, "f", 0, {}, None),
+            ("line", 9, "f", 0, {"p": "P()"}, None),
+            ("line", 10, "f", 0, {"p": "P(x=1)"}, None),
+            ("return", 10, "f", 0, {}, "P(x=1)"),
+        ],
+    },
+    {
+        "name": "closure_and_nested_qualname",
+        "source": "def f(k):\n    def add(x):\n        return x + k\n    return add(1)\n",
+        "entry": "f",
+        "input": "2",
+        "status": "ok",
+        "return_value": "3",
+        "events": [
+            ("call", 1, "f", 0, {"k": "2"}, None),
+            ("line", 2, "f", 0, {}, None),
+            ("line", 4, "f", 0, {"add": "<function f.<locals>.add>"}, None),
+            ("call", 2, "f.<locals>.add", 1, {"x": "1", "k": "2"}, None),
+            ("line", 3, "f.<locals>.add", 1, {}, None),
+            ("return", 3, "f.<locals>.add", 1, {}, "3"),
+            ("return", 4, "f", 0, {}, "3"),
+        ],
+    },
+]
+
+
+def event_tuples(trace: dict) -> list:
+    """The comparable part of each event."""
+    return [
+        (e["kind"], e["lineno"], e["function"], e["depth"], e["locals"], e["arg"])
+        for e in trace["events"]
+    ]
+
+
+def check_case(case: dict, trace: dict) -> list:
+    """Differences between a case's expectations and a trace (empty when it matches)."""
+    problems = []
+    if trace["status"] != case["status"]:
+        problems.append(f"status {trace['status']!r} != {case['status']!r} ({trace['tracer_error']})")
+    if trace["return_value"] != case["return_value"]:
+        problems.append(f"return_value {trace['return_value']!r} != {case['return_value']!r}")
+    got = event_tuples(trace)
+    want = [tuple(e) for e in case["events"]]
+    if got != want:
+        for i, (g, w) in enumerate(zip(got, want)):
+            if g != w:
+                problems.append(f"event {i}: got {g!r}, want {w!r}")
+                break
+        else:
+            problems.append(f"got {len(got)} events, want {len(want)}")
+    return problems

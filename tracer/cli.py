@@ -1,0 +1,127 @@
+"""Command line inside the container: ``python -m tracer call|run|batch``.
+
+Examples::
+
+    python -m tracer call prog.py f --input "'abc', 3" --out trace.jsonl
+    python -m tracer run script.py --backend settrace -- --flag value
+    python -m tracer batch jobs.jsonl --out traces.jsonl --timeout 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .api import Limits, trace_call, trace_script
+from .backends.select import BACKEND_NAMES
+from .jsonl import write_trace
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    d = Limits()
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
+                   help="tracing mechanism (default: auto = sys.monitoring where available, "
+                        "else settrace; $WORLDTRACE_BACKEND overrides auto)")
+    p.add_argument("--max-events", type=int, default=d.max_events, metavar="N",
+                   help="stop recording after N events (0 = unlimited; default %(default)s)")
+    p.add_argument("--max-value-chars", type=int, default=d.max_value_chars, metavar="N",
+                   help="character budget per rendered value (0 = unlimited; default %(default)s)")
+    p.add_argument("--max-items", type=int, default=d.max_items, metavar="N",
+                   help="items rendered per container (0 = unlimited; default %(default)s)")
+    p.add_argument("--max-depth", type=int, default=d.max_depth, metavar="N",
+                   help="nesting depth rendered (0 = unlimited; default %(default)s)")
+    p.add_argument("--max-output-bytes", type=int, default=d.max_output_bytes, metavar="N",
+                   help="cap on captured stdout and stderr each (0 = unlimited; default %(default)s)")
+    p.add_argument("--timeout", type=float, default=0, metavar="S",
+                   help="wall-clock limit per program in seconds (0 = none)")
+    p.add_argument("--memory-mb", type=int, default=0, metavar="MB",
+                   help="memory limit per program (batch; 0 = none)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="also trace files matching GLOB (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="never trace files matching GLOB (repeatable)")
+    p.add_argument("--out", default="-", metavar="PATH", help="JSON Lines output (default: stdout)")
+
+
+def _limits(args) -> Limits:
+    for name in ("max_events", "max_value_chars", "max_items", "max_depth", "max_output_bytes", "memory_mb"):
+        if getattr(args, name) < 0:
+            raise SystemExit("error: --%s must be >= 0" % name.replace("_", "-"))
+    if args.timeout < 0:
+        raise SystemExit("error: --timeout must be >= 0")
+    return Limits(
+        max_events=args.max_events,
+        max_value_chars=args.max_value_chars,
+        max_items=args.max_items,
+        max_depth=args.max_depth,
+        max_output_bytes=args.max_output_bytes,
+        timeout_s=args.timeout,
+        memory_mb=args.memory_mb,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracer",
+        description="Record line-level execution traces (JSON Lines, schemas/trace_stream.md).",
+        epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version="worldtrace tracer %s" % __version__)
+    sub = parser.add_subparsers(dest="command", metavar="{call,run,batch}")
+    sub.required = True
+
+    p = sub.add_parser("call", help="trace ENTRY(ARGS) from FILE (CRUXEval style)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("entry", metavar="ENTRY")
+    p.add_argument("--input", required=True, metavar="ARGS",
+                   help="Python argument text evaluated as a whole call, e.g. \"'abc', 3\"")
+    p.add_argument("--program-id", default=None)
+    _add_common(p)
+
+    p = sub.add_parser("run", help="trace SCRIPT run as __main__")
+    p.add_argument("script", metavar="SCRIPT")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, metavar="-- SCRIPT_ARGS")
+    p.add_argument("--program-id", default=None)
+    _add_common(p)
+
+    p = sub.add_parser("batch", help="trace many programs, each in a forked child")
+    p.add_argument("jobs", metavar="JOBS.jsonl")
+    _add_common(p)
+    return parser
+
+
+def _open_out(path: str):
+    if path == "-":
+        return sys.stdout, False
+    return open(path, "a", encoding="utf-8"), True
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    limits = _limits(args)
+    if args.command == "batch":
+        if args.out == "-":
+            parser.error("batch needs --out PATH (finished programs found there are skipped)")
+        from .batch import run_batch  # lazily: only the batch runner needs it
+
+        return int(run_batch(args.jobs, args.out, backend=args.backend, limits=limits,
+                             include=tuple(args.include), exclude=tuple(args.exclude)))
+    common = dict(program_id=args.program_id, backend=args.backend, limits=limits,
+                  include=tuple(args.include), exclude=tuple(args.exclude))
+    if args.command == "call":
+        trace = trace_call(args.file, args.entry, args.input, **common)
+    else:
+        script_args = list(args.script_args)
+        if script_args and script_args[0] == "--":
+            script_args = script_args[1:]
+        trace = trace_script(args.script, script_args, **common)
+    out, close = _open_out(args.out)
+    try:
+        write_trace(out, trace)
+    finally:
+        if close:
+            out.close()
+    return 0 if trace["status"] != "error" else 2
