@@ -1,0 +1,206 @@
+"""Repository-level traces: a `pytest` batch job traces each top-level call into the package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+PACKAGE = {
+    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, total\n\nVERSION = add(0, 1)\n",
+    "mypkg/core.py": """
+        def add(a, b):
+            c = a + b
+            return c
+
+
+        def total(xs, *, start=0):
+            acc = start
+            for x in xs:
+                acc = add(acc, x)
+            return acc
+
+
+        class Box:
+            def __init__(self, items):
+                self.items = list(items)
+
+            def size(self):
+                return len(self.items)
+
+
+        def fail(msg):
+            raise ValueError(msg)
+        """,
+    "mypkg/tests/test_inside.py": """
+        from mypkg import add
+
+
+        def test_inside():
+            assert add(2, 2) == 4
+        """,
+    "tests/test_core.py": """
+        import pytest
+
+        import mypkg
+
+
+        def helper(x):
+            return mypkg.add(x, x)
+
+
+        def test_add():
+            assert mypkg.add(1, 2) == 3
+
+
+        def test_total():
+            assert mypkg.total([1, 2, 3], start=10) == 16
+            assert helper("a") == "aa"
+
+
+        def test_box():
+            assert mypkg.Box([1, 2]).size() == 2
+
+
+        def test_fail():
+            with pytest.raises(ValueError):
+                mypkg.fail("nope")
+
+
+        def test_broken():
+            assert mypkg.add(1, 1) == 3
+        """,
+}
+
+
+def make_repo(root: Path) -> None:
+    for rel, text in PACKAGE.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def run_jobs(root: Path, jobs: list, python: str = sys.executable, backend: str = "auto") -> dict:
+    (root / "jobs.jsonl").write_text("".join(json.dumps(j) + "\n" for j in jobs))
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1"
+    )
+    proc = subprocess.run(
+        [
+            python,
+            "-m",
+            "tracer",
+            "batch",
+            "jobs.jsonl",
+            "--out",
+            "out.jsonl",
+            "--timeout",
+            "60",
+            "--backend",
+            backend,
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {}
+    for line in (root / "out.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        assert row["program_id"] not in rows
+        rows[row["program_id"]] = row
+    return rows
+
+
+def check_rows(rows: dict, job: str) -> None:
+    t = job + "::tests/test_core.py::"
+    calls = {
+        pid: (r["entrypoint"], r["input"], r["status"], r["return_value"])
+        for pid, r in rows.items()
+    }
+    assert calls[t + "test_add::0"] == ("add", "1, 2", "ok", "3")
+    assert calls[t + "test_total::0"] == ("total", "[1, 2, 3], start=10", "ok", "16")
+    # helper() is test code: its call into the package is the top-level one.
+    assert calls[t + "test_total::1"] == ("add", "'a', 'a'", "ok", "'aa'")
+    assert calls[t + "test_box::0"][0] == "Box.__init__"
+    assert calls[t + "test_box::1"] == ("Box.size", "Box(items=[1, 2])", "ok", "2")
+    assert calls[t + "test_fail::0"][:3] == ("fail", "'nope'", "exception")
+    assert rows[t + "test_fail::0"]["exception_type"] == "ValueError"
+    assert calls[t + "test_broken::0"] == ("add", "1, 1", "ok", "2")
+    # Nested calls are events of the top-level trace, not traces of their own.
+    total_trace = rows[t + "test_total::0"]
+    assert [e["function"] for e in total_trace["events"] if e["kind"] == "call"] == [
+        "total",
+        "add",
+        "add",
+        "add",
+    ]
+    assert total_trace["events"][0]["depth"] == 0 and total_trace["events"][0]["frame_id"] == 0
+    assert not any(pid.startswith(t + "test_total::2") for pid in rows)
+    # The job's own row comes last and carries pytest's outcome and report.
+    ids = list(rows)
+    assert ids.index(job) == max(i for i, pid in enumerate(ids) if pid.startswith(job + "::")) + 1
+    assert rows[job]["status"] == "ok" and rows[job]["return_value"] == "1"
+    assert "1 failed" in rows[job]["stdout"]
+
+
+def test_pytest_job_traces_each_top_level_call(tmp_path: Path) -> None:
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(
+        tmp_path,
+        [
+            {"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"},
+            {"program_id": "inferred", "mode": "pytest", "file": "tests"},
+            {"program_id": "inside", "mode": "pytest", "file": "mypkg/tests", "package": ["mypkg"]},
+            {"program_id": "missing", "mode": "pytest", "file": "tests", "package": "no_such_pkg"},
+        ],
+    )
+    check_rows(rows, "named")
+    check_rows(rows, "inferred")
+    # Test code inside the package is not the package: its calls into mypkg are traced.
+    assert rows["inside::mypkg/tests/test_inside.py::test_inside::0"]["input"] == "2, 2"
+    assert rows["missing"]["status"] == "error" and "no_such_pkg" in rows["missing"]["tracer_error"]
+    # Importing the package (VERSION = add(0, 1) at import time) is not a test's call.
+    assert not any("::<" in pid for pid in rows)
+
+
+def test_pytest_job_resume_writes_only_missing_traces(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    job = {"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"}
+    first = run_jobs(tmp_path, [job])
+    out = tmp_path / "out.jsonl"
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:3]))  # as if killed after three traces, before the job's row
+    second = run_jobs(tmp_path, [job])
+    assert list(second) == list(first)
+
+
+def _python_with_pytest(min_minor: int) -> str | None:
+    """An interpreter >= 3.<min_minor> that has pytest ($WORLDTRACE_PYTEST_PYTHON or this one)."""
+    candidates = [os.environ.get("WORLDTRACE_PYTEST_PYTHON"), sys.executable]
+    for python in filter(None, candidates):
+        probe = f"import sys, pytest; sys.exit(0 if sys.version_info >= (3, {min_minor}) else 1)"
+        if subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def test_pytest_job_with_the_monitoring_backend(tmp_path: Path) -> None:
+    python = _python_with_pytest(12)
+    if python is None:
+        pytest.skip("needs Python >= 3.12 with pytest (set WORLDTRACE_PYTEST_PYTHON)")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"}],
+                    python=python, backend="monitoring")  # fmt: skip
+    check_rows(rows, "named")
+    assert {r["backend"] for r in rows.values()} == {"monitoring"}

@@ -1,0 +1,345 @@
+"""Repository-level traces: run pytest in-process, one trace per top-level call into the package.
+
+As in Meta CWM's repository traces: the project's test suite drives the project's own code. The
+package's files are the tracer's scope; test code, pytest and libraries are not. Every time the
+stack of in-scope frames goes from empty to one frame (test code called into the package), a trace
+begins; it ends when that call returns or raises. Calls the package makes internally are events of
+that trace. The core `Recorder` is reused as is; `CallRecorder` only cuts its event stream into one
+trace per top-level call.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from tracer import __version__, codeinfo
+from tracer.backends.select import BackendUnavailable, choose_backend
+from tracer.recorder import Recorder
+from tracer.render import Renderer, type_qualified_name
+
+try:
+    from _thread import get_ident
+except ImportError:  # pragma: no cover
+    from threading import get_ident
+
+FORMAT = "worldtrace.stream/1"
+CO_VARARGS = 0x04
+CO_VARKEYWORDS = 0x08
+TEST_DIRS = frozenset(("tests", "test", "testing"))
+NOT_PROJECT = ("*/site-packages/*", "*/dist-packages/*", "*/.venv/*", "*/venv/*", "*/.tox/*")
+# pytest exit codes that mean "pytest ran": all passed, some failed, nothing collected.
+PYTEST_RAN = (0, 1, 5)
+
+
+def is_test_file(path: str, root: str) -> bool:
+    """Whether `path` (below `root`) is test code: test_*.py, *_test.py, conftest.py, tests/ dirs."""
+    name = os.path.basename(path)
+    if name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py"):
+        return True
+    rel = os.path.relpath(path, root) if path.startswith(root) else path
+    return any(part in TEST_DIRS for part in rel.split(os.sep)[:-1])
+
+
+class PackageScope(object):
+    """In scope: files under the package roots that are not test code (decisions cached)."""
+
+    def __init__(self, roots: Sequence[str], exclude: Sequence[str] = ()) -> None:
+        import fnmatch
+
+        self._fnmatch = fnmatch.fnmatchcase
+        self.roots = [os.path.abspath(r) for r in roots]
+        self.exclude = tuple(exclude) + NOT_PROJECT
+        self._tracer_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+        self._cache: Dict[str, bool] = {}
+
+    def __call__(self, filename: str) -> bool:
+        hit = self._cache.get(filename)
+        if hit is None:
+            hit = self._decide(filename)
+            self._cache[filename] = hit
+        return hit
+
+    def _decide(self, filename: str) -> bool:
+        if filename.startswith("<"):
+            return False
+        path = os.path.abspath(filename)
+        if path.startswith(self._tracer_dir):
+            return False
+        if any(self._fnmatch(path, pat) for pat in self.exclude):
+            return False
+        for root in self.roots:
+            if path == root or path.startswith(root + os.sep):
+                return not is_test_file(path, root)
+        return False
+
+
+def package_roots(packages: Sequence[str]) -> List[str]:
+    """Directories (or module files) of the named packages, found without importing them."""
+    roots = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise LookupError("package %r is not importable here" % name)
+        locations = list(spec.submodule_search_locations or [])
+        if locations:
+            roots.extend(locations)
+        elif spec.origin:
+            roots.append(spec.origin)
+    return roots
+
+
+class _Call(object):
+    """The top-level call being recorded."""
+
+    __slots__ = ("act", "entry", "input", "nodeid", "started", "exc", "truncated", "keep")
+
+    def __init__(self, act: Any, entry: str, input_text: str, nodeid: Optional[str]) -> None:
+        self.act = act
+        self.entry = entry
+        self.input = input_text
+        self.nodeid = nodeid
+        self.started = time.perf_counter()
+        self.exc: Optional[BaseException] = None
+        self.truncated = False
+        # Module bodies run by imports, and calls outside a test (collection), are not traces.
+        self.keep = nodeid is not None and entry.split(".")[-1] != "<module>"
+
+
+class CallRecorder(Recorder):
+    """A Recorder that turns each top-level call into the scope into its own trace."""
+
+    def __init__(
+        self,
+        renderer: Renderer,
+        scope: Callable[[str], bool],
+        max_events: int,
+        on_trace: Callable[[Dict[str, Any]], None],
+        make_trace: Callable[[str, str, Optional[str]], Dict[str, Any]],
+    ) -> None:
+        super().__init__(renderer, scope, 0)
+        self.per_call_events = max_events
+        self.on_trace = on_trace
+        self.make_trace = make_trace
+        self.nodeid: Optional[str] = None
+        self.call: Optional[_Call] = None
+        self.counts: Dict[str, int] = {}
+        self.n_traces = 0
+
+    def enter(self, act: Any, lineno: int, mapping: Any) -> None:
+        if self.call is None and not self.stack():
+            self._begin(act, mapping)
+        Recorder.enter(self, act, lineno, mapping)
+
+    def leave(self, act: Any, lineno: int, value: Any, unwind: bool) -> None:
+        Recorder.leave(self, act, lineno, value, unwind)
+        call = self.call
+        if call is not None and act is call.act and not self.stacks.get(get_ident()):
+            self.call = None
+            if call.keep:
+                self._finish(call, value, unwind)
+            self.events = []
+
+    def exception(self, act: Any, lineno: int, exc: Any) -> None:
+        Recorder.exception(self, act, lineno, exc)
+        call = self.call
+        if call is not None and act is call.act and isinstance(exc, BaseException):
+            call.exc = exc
+
+    def _emit(self, event: tuple) -> None:
+        call = self.call
+        if call is None or not call.keep:
+            return
+        if 0 < self.per_call_events <= len(self.events):
+            call.truncated = True  # keep tracing (no DISABLE): the next call has its own budget
+            return
+        self.events.append(event)
+
+    def _begin(self, act: Any, mapping: Any) -> None:
+        self.events = []
+        self._fids = itertools.count(1)
+        self.thread_numbers = {get_ident(): 0}
+        act.fid = 0
+        act.tid = 0
+        entry = codeinfo.qualname(act.code)
+        self.call = _Call(act, entry, self.render_args(act.code, mapping), self.nodeid)
+
+    def render_args(self, code: Any, mapping: Any) -> str:
+        """The call's arguments as call text: positional values, then name=value for keywords."""
+        render = self.render
+        n_pos = code.co_argcount
+        names = code.co_varnames
+        parts = []
+        for name in names[:n_pos]:
+            if name in mapping:
+                parts.append(render(mapping[name]))
+        index = n_pos + code.co_kwonlyargcount
+        if code.co_flags & CO_VARARGS:
+            extra = mapping.get(names[index], ()) if hasattr(mapping, "get") else ()
+            if type(extra) is tuple:
+                parts.extend(render(v) for v in extra)
+        for name in names[n_pos : n_pos + code.co_kwonlyargcount]:
+            if name in mapping:
+                parts.append("%s=%s" % (name, render(mapping[name])))
+        if code.co_flags & CO_VARKEYWORDS:
+            kw_index = index + (1 if code.co_flags & CO_VARARGS else 0)
+            kwargs = mapping.get(names[kw_index], {}) if hasattr(mapping, "get") else {}
+            if type(kwargs) is dict:
+                parts.extend("%s=%s" % (k, render(v)) for k, v in kwargs.items() if type(k) is str)
+        return ", ".join(parts)
+
+    def _finish(self, call: _Call, value: Any, unwind: bool) -> None:
+        nodeid = call.nodeid or ""
+        n = self.counts.get(nodeid, 0)
+        self.counts[nodeid] = n + 1
+        trace = self.make_trace("%s::%d" % (nodeid, n), call.entry, call.input)
+        trace["wall_time_s"] = round(time.perf_counter() - call.started, 6)
+        if unwind:
+            exc = call.exc
+            trace["status"] = "memory" if isinstance(exc, MemoryError) else "exception"
+            if exc is not None:
+                trace["exception_type"] = type_qualified_name(type(exc))
+                trace["exception_message"] = self.renderer.exception_message(exc)
+        else:
+            trace["status"] = "ok"
+            trace["return_value"] = self.render(value)
+        trace["events"] = self.event_dicts()
+        trace["n_events"] = len(trace["events"])
+        if call.truncated:
+            trace["truncated"] = True
+            trace["truncated_reason"] = "max_events"
+        if self.error is not None:
+            trace["status"] = "error"
+            trace["tracer_error"] = self.error
+        self.n_traces += 1
+        self.on_trace(trace)
+
+
+def _base_trace(
+    program_id: str, limits: Any, backend: Optional[str], reason: Optional[str]
+) -> Dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "program_id": program_id,
+        "entrypoint": None,
+        "input": None,
+        "status": "error",
+        "return_value": None,
+        "exception_type": None,
+        "exception_message": None,
+        "truncated": False,
+        "truncated_reason": None,
+        "stdout": "",
+        "stderr": "",
+        "output_truncated": False,
+        "wall_time_s": 0.0,
+        "n_events": 0,
+        "python_version": platform.python_version(),
+        "backend": backend,
+        "backend_reason": reason,
+        "tracer_version": __version__,
+        "limits": limits.to_dict(),
+        "tracer_error": None,
+        "events": [],
+    }
+
+
+def run_pytest_job(
+    job: Any,
+    emit: Callable[[Dict[str, Any]], None],
+    *,
+    backend: str = "auto",
+    limits: Any = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> Dict[str, Any]:
+    """Run pytest on `job.file`; `emit` each traced call; return the job's own trace (its outcome)."""
+    from tracer.api import Limits
+
+    limits = limits if limits is not None else Limits()
+    try:
+        backend_cls, reason = choose_backend(backend)
+    except BackendUnavailable as exc:
+        return _error(
+            _base_trace(job.program_id, limits, None, None), "backend unavailable: %s" % exc
+        )
+    summary = _base_trace(job.program_id, limits, backend_cls.name, reason)
+    try:
+        import pytest
+    except ImportError as exc:
+        return _error(summary, "pytest is not installed in this interpreter: %s" % exc)
+    cwd = os.getcwd()
+    try:
+        roots = package_roots(job.package) if job.package else [cwd]
+    except (LookupError, ImportError, ValueError) as exc:
+        return _error(summary, "invalid job: %s" % exc)
+    scope = PackageScope(list(roots) + [os.path.abspath(p) for p in include], exclude)
+
+    def make_trace(suffix: str, entry: str, input_text: Optional[str]) -> Dict[str, Any]:
+        trace = _base_trace("%s::%s" % (job.program_id, suffix), limits, backend_cls.name, reason)
+        trace["entrypoint"] = entry
+        trace["input"] = input_text
+        return trace
+
+    renderer = Renderer(limits.max_value_chars, limits.max_items, limits.max_depth)
+    recorder = CallRecorder(renderer, scope, limits.max_events, emit, make_trace)
+
+    class NodeTracker(object):
+        """Tells the recorder which test is running (calls outside a test are not traced)."""
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
+            recorder.nodeid = item.nodeid
+            try:
+                yield
+            finally:
+                recorder.nodeid = None
+
+    args = [job.file] + list(job.argv) + ["-p", "no:cacheprovider"]
+    tracer_backend = backend_cls(recorder)
+    started = time.perf_counter()
+    try:
+        tracer_backend.start()
+    except Exception as exc:
+        return _error(summary, "cannot start the %s backend: %s" % (backend_cls.name, exc))
+    try:
+        code = pytest.main(args, plugins=[NodeTracker()])
+    except BaseException as exc:  # pytest itself blew up: the job's outcome
+        code = None
+        summary["status"] = "memory" if isinstance(exc, MemoryError) else "exception"
+        summary["exception_type"] = type_qualified_name(type(exc))
+        summary["exception_message"] = renderer.exception_message(exc)
+    finally:
+        try:
+            tracer_backend.stop()
+        except Exception as exc:
+            recorder.fail(exc)
+        sys.stdout.flush()
+    summary["wall_time_s"] = round(time.perf_counter() - started, 6)
+    if code is not None:
+        value = int(code)
+        summary["return_value"] = repr(value)
+        if value in PYTEST_RAN:
+            summary["status"] = "ok"
+        else:
+            summary["status"] = "exception"
+            summary["exception_type"] = "pytest.ExitCode"
+            summary["exception_message"] = "pytest exited with %s (%d)" % (
+                getattr(code, "name", "code"),
+                value,
+            )
+    if recorder.error is not None:
+        summary["status"] = "error"
+        summary["tracer_error"] = recorder.error
+    return summary
+
+
+def _error(trace: Dict[str, Any], message: str) -> Dict[str, Any]:
+    trace["status"] = "error"
+    trace["tracer_error"] = message
+    return trace
