@@ -137,6 +137,24 @@ class ImageBuilder:
             )
         return ImageStatus(spec, "missing", log_path=logged)
 
+    def prune(self, catalog: dict[str, ImageSpec]) -> list[str]:
+        """Remove worldtrace images whose tag no current catalog entry has; return their tags."""
+        from docker.errors import APIError
+
+        current = {spec.tag for spec in catalog.values()}
+        removed: list[str] = []
+        for image in self.client.images.list(filters={"label": "worldtrace.image"}):
+            for tag in image.tags:
+                if tag in current:
+                    continue
+                try:
+                    self.client.images.remove(tag, noprune=False)
+                except APIError as exc:  # in use by a container, say: keep it for now
+                    log.warning("could not remove old image %s: %s", tag, exc)
+                    continue
+                removed.append(tag)
+        return removed
+
     # -- building -------------------------------------------------------------------------------
     def build(self, spec: ImageSpec, force: bool = False) -> ImageStatus:
         """Build `spec` (and its base) unless its tag exists; a failure is returned, not raised."""

@@ -101,3 +101,23 @@ def build_images(names: tuple[str, ...], build_all: bool, force: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     if failed:
         raise click.ClickException(f"{failed} image(s) failed to build")
+
+
+@command.command(name="prune")
+def prune_images() -> None:
+    """Remove worldtrace images built from recipes that changed since (old recipe-hash tags).
+
+    \b
+    Example:
+        worldtrace images prune
+    """
+    from images.builder import ImageBuilder
+    from images.catalog import load_catalog
+
+    try:
+        removed = ImageBuilder().prune(load_catalog())
+    except WorldtraceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for tag in removed:
+        click.echo(f"removed {tag}")
+    click.echo(f"{len(removed)} old image(s) removed")
