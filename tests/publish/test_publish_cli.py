@@ -1,0 +1,67 @@
+"""`worldtrace publish` on bad input: one clear error line, non-zero exit, nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harvest.cli import cli
+
+
+def _error(args: list[str], **env: str) -> str:
+    result = CliRunner().invoke(cli, args, env=env or None)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output and not isinstance(result.exception, AssertionError | TypeError)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_help_has_an_example() -> None:
+    result = CliRunner().invoke(cli, ["publish", "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output and "--push" in result.output
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    assert "no such file" in _error(["publish", str(tmp_path / "nope"), "--to", str(tmp_path / "o")])
+
+
+def test_not_a_shard(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    assert "bad.parquet" in _error(["publish", str(bad), "--to", str(tmp_path / "o")])
+
+
+def test_bad_split_names_and_fractions(sample_shards: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "o")
+    assert "word characters" in _error(["publish", str(sample_shards), "--to", out, "--split", "tr-ain=1"])
+    assert "sum to" in _error(["publish", str(sample_shards), "--to", out, "--split", "train=0.5,test=0.4"])
+
+
+def test_refuses_a_non_empty_output_folder(sample_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert "not empty" in _error(["publish", str(sample_shards), "--to", str(out)])
+    assert (out / "mine.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_a_published_dataset(sample_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    for extra in ([], ["--overwrite", "--status", "ok"]):
+        result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(out), "--split", "train", *extra])
+        assert result.exit_code == 0, result.output
+    assert "1 by status" in result.output
+
+
+def test_push_without_a_token_fails_before_any_work(
+    sample_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored login
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    out = tmp_path / "o"
+    assert "HF_TOKEN" in _error(["publish", str(sample_shards), "--to", str(out), "--push", "me/traces"])
+    assert not out.exists()
