@@ -35,6 +35,37 @@ DEFAULT_COMPRESSION_LEVEL = 9
 DEFAULT_ROW_GROUP_BYTES = 32 << 20
 
 
+_EVENT = "events.list.element."
+_LOCAL = _EVENT + "locals.list.element."
+# Parquet encodings per leaf column, chosen on the CRUXEval traces (benchmarks/storage.py):
+# dictionary pages where values repeat (kinds, names, source lines, whole programs traced with
+# several inputs), length-prefixed plain pages + zstd where nearly every value is distinct.
+PLAIN_COLUMNS = {
+    "trace_id": "DELTA_LENGTH_BYTE_ARRAY",
+    "input": "DELTA_LENGTH_BYTE_ARRAY",
+    "return_value": "DELTA_LENGTH_BYTE_ARRAY",
+    "exception_message": "DELTA_LENGTH_BYTE_ARRAY",
+    "tracer_error": "DELTA_LENGTH_BYTE_ARRAY",
+    "stdout": "DELTA_LENGTH_BYTE_ARRAY",
+    "stderr": "DELTA_LENGTH_BYTE_ARRAY",
+    _EVENT + "file": "PLAIN",
+    _EVENT + "arg": "DELTA_LENGTH_BYTE_ARRAY",
+    _LOCAL + "value": "PLAIN",
+}
+DICTIONARY_COLUMNS = [
+    "program_id", "source", "entrypoint", "image", "python_version", "backend", "backend_reason",
+    "tracer_version", "status", "exception_type", "truncated_reason",
+    _EVENT + "kind", _EVENT + "lineno", _EVENT + "source", _EVENT + "function", _EVENT + "depth",
+    _EVENT + "frame_id", _EVENT + "thread_id", _LOCAL + "name",
+]  # fmt: skip
+# Min/max statistics where a reader can prune row groups with them (not on long texts).
+STATISTICS_COLUMNS = [
+    "trace_id", "schema_version", "program_id", "image", "python_version", "backend",
+    "tracer_version", "status", "exception_type", "truncated", "output_truncated", "wall_time_s",
+    "n_events",
+]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """A committed shard, as its manifest entry records it."""
@@ -147,9 +178,12 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.row_group_bytes = row_group_bytes
         self.update_manifest = update_manifest
-        self.schema = trace_schema()
+        schema = trace_schema()
         extra = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
-        self.schema = self.schema.with_metadata({**self.schema.metadata, **extra})
+        # Field descriptions live in schemas/arrow.py and docs; the file keeps types and version.
+        self.schema = pa.schema(
+            [f.remove_metadata() for f in schema], metadata={**schema.metadata, **extra}
+        )
         self._tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}{TEMP_MARK}{uuid.uuid4().hex}")
         self._file = _HashingFile(self._tmp)
         self._writer = pq.ParquetWriter(
@@ -157,8 +191,9 @@ class ShardWriter:
             self.schema,
             compression="zstd",
             compression_level=compression_level,
-            use_dictionary=True,
-            write_statistics=True,
+            use_dictionary=DICTIONARY_COLUMNS,
+            column_encoding=PLAIN_COLUMNS,
+            write_statistics=STATISTICS_COLUMNS,
             write_page_checksum=True,
         )
         self._pending: list[pa.RecordBatch] = []
