@@ -50,18 +50,18 @@ def resolve_shards(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, list[
     text = os.fspath(path)
     fs, inner = filesystem_for(text)
     if any(c in inner for c in _GLOB_CHARS):
+        root = inner
+        while any(c in root for c in _GLOB_CHARS):
+            root = root.rsplit("/", 1)[0]
         if isinstance(fs, pafs.LocalFileSystem):
             matches = globlib.glob(inner, recursive=True)
         else:
-            root = inner
-            while any(c in root for c in _GLOB_CHARS):
-                root = root.rsplit("/", 1)[0]
             selector = pafs.FileSelector(root or "/", recursive=True, allow_not_found=True)
             matches = [i.path for i in fs.get_file_info(selector) if fnmatch.fnmatch(i.path, inner)]
         files = [
             m
             for m in matches
-            if fs.get_file_info(m).type == pafs.FileType.File and not _hidden(PurePosixPath(m).name)
+            if fs.get_file_info(m).type == pafs.FileType.File and not _hidden(m[len(root) :])
         ]
         if not files:
             raise ShardError(f"{text}: no file matches")
