@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from harvest.errors import ConfigError
 from harvest.query import select_trace_ids
+from schemas.arrow import trace_schema
 from schemas.reader import iter_traces, read_table
 
 
@@ -64,7 +65,9 @@ def find_traces(
     """
     condition = selection_where(trace_id=trace_id, program_id=program_id, where=where)
     if condition is None:
-        for trace in iter_traces(path):
+        # naming the columns skips the reader's strict type check, so that a published dataset's
+        # files (the same columns with plain strings) can be inspected too
+        for trace in iter_traces(path, columns=trace_schema().names):
             return [trace]
         raise TraceNotFoundError(f"{os.fspath(path)}: no traces")
     table = read_traces(path, condition)

@@ -1,0 +1,125 @@
+"""The HTML stepper in a real headless Chromium: keys and buttons move the step, the page shows the trace."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harvest.inspect import find_traces
+from harvest.inspect.html import render_html
+from harvest.inspect.steps import iter_steps
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update "
+    "--disable-sync --no-first-run --window-size=1280,820"
+).split()
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _state(driver: object) -> tuple[int, int, dict[str, str], str]:
+    """(step index, highlighted line, current frame's variables, event text) as the page shows them."""
+    from selenium.webdriver.common.by import By
+
+    page = driver  # type: ignore[assignment]
+    step = int(page.find_element(By.ID, "wt-viewer").get_attribute("data-step"))
+    line = int(page.find_element(By.CSS_SELECTOR, ".wt-line.wt-current").get_attribute("data-lineno"))
+    rows = page.find_elements(By.CSS_SELECTOR, ".wt-frame-current tr[data-name]")
+    variables = {r.get_attribute("data-name"): r.find_element(By.CSS_SELECTOR, ".wt-value").text for r in rows}
+    return step, line, variables, page.find_element(By.ID, "wt-event").text
+
+
+def test_stepping_with_keys_and_buttons_shows_the_trace(browser: object, sample_shards: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    (trace,) = find_traces(sample_shards, program_id="nested")
+    steps = list(iter_steps(trace["events"]))
+    page = tmp_path / "viewer.html"
+    page.write_text(render_html(trace), encoding="utf-8")
+    driver = browser  # type: ignore[assignment]
+    driver.get(page.as_uri())
+    viewer = driver.find_element(By.ID, "wt-viewer")
+    assert _state(driver)[:3] == (0, steps[0].lineno, dict(steps[0].locals))
+    presses = 0
+    # walk into square() and out again; check every step against the Python view of the trace
+    for target in (3, 7, 12, len(steps) - 1):
+        for _ in range(target - presses):
+            viewer.send_keys(Keys.ARROW_RIGHT)
+        presses = target
+        index, line, variables, event = _state(driver)
+        assert index == target
+        assert line == steps[target].lineno
+        assert variables == dict(steps[target].locals)
+        assert event.startswith(steps[target].describe()[:10])
+        frames = driver.find_elements(By.CSS_SELECTOR, ".wt-frame")
+        assert [f.get_attribute("data-function") for f in frames] == [fr.function for fr in steps[target].stack]
+    viewer.send_keys(Keys.ARROW_RIGHT)  # past the end: stays on the last step
+    assert _state(driver)[0] == len(steps) - 1
+    driver.find_element(By.ID, "wt-prev").click()
+    assert _state(driver)[0] == len(steps) - 2
+    viewer.send_keys(Keys.HOME)
+    assert _state(driver)[0] == 0
+    # the slider jumps straight to a step (as a drag would)
+    driver.execute_script(
+        "var s = document.getElementById('wt-slider'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('input'));",
+        9,
+    )
+    assert _state(driver)[:3] == (9, steps[9].lineno, dict(steps[9].locals))
+    for _ in range(9):
+        driver.find_element(By.ID, "wt-next").click()
+    assert _state(driver)[:3] == (18, steps[18].lineno, dict(steps[18].locals))
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "viewer.png"))
+
+
+def test_deleted_variables_leave_and_hostile_values_stay_text(
+    browser: object, sample_shards: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    (trace,) = find_traces(sample_shards, program_id="shout")
+    # a value that would end the embedded <script> or inject markup if it were not escaped
+    hostile = "'</script><img src=x onerror=alert(1)>'"
+    trace["events"][0]["locals"][0]["value"] = hostile
+    steps = list(iter_steps(trace["events"]))
+    page = tmp_path / "hostile.html"
+    page.write_text(render_html(trace), encoding="utf-8")
+    driver = browser  # type: ignore[assignment]
+    driver.get(page.as_uri())
+    assert _state(driver)[2] == {"words": hostile}
+    assert not driver.find_elements(By.CSS_SELECTOR, "img")
+    viewer = driver.find_element(By.ID, "wt-viewer")
+    deleted_at = next(s.index for s in steps[1:] if "tmp" not in s.locals and "tmp" in steps[s.index - 1].locals)
+    for _ in range(deleted_at):
+        viewer.send_keys(Keys.ARROW_RIGHT)
+    index, _, variables, _ = _state(driver)
+    assert index == deleted_at and "tmp" not in variables and variables == dict(steps[deleted_at].locals)
