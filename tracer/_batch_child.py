@@ -213,6 +213,8 @@ def run_child(
                 send(result_fd, {"kind": "trace", "trace": trace})
 
         trace = run(emit)
+        if os.getpid() == pid:  # the program is over: the parent now waits for the report
+            send(result_fd, {"kind": "ran"})
         if ballast is not None:
             ballast.close()
             ballast = None

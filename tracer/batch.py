@@ -197,14 +197,15 @@ class _Capture(object):
 class _Messages(object):
     """The child's report channel: newline-separated JSON messages."""
 
-    __slots__ = ("buf", "traces", "result", "harness_error", "garbled")
+    __slots__ = ("buf", "on_trace", "result", "harness_error", "garbled", "ran")
 
-    def __init__(self) -> None:
+    def __init__(self, on_trace: Callable[[Dict[str, Any]], bool]) -> None:
         self.buf = bytearray()
-        self.traces: List[Dict[str, Any]] = []
+        self.on_trace = on_trace  # extra traces (pytest jobs), handed on as they arrive
         self.result: Optional[Dict[str, Any]] = None
         self.harness_error: Optional[str] = None
         self.garbled = False
+        self.ran = False  # the program has ended; the trace is being serialised
 
     def add(self, chunk: bytes) -> None:
         self.buf += chunk
@@ -221,9 +222,12 @@ class _Messages(object):
                 self.garbled = True
                 continue
             if kind == "trace":
-                self.traces.append(msg["trace"])
+                if not self.on_trace(msg["trace"]):
+                    self.garbled = True
             elif kind == "result":
                 self.result = msg["trace"]
+            elif kind == "ran":
+                self.ran = True
             elif kind == "harness_error":
                 self.harness_error = msg.get("error")
 
@@ -293,6 +297,10 @@ class BatchRunner(object):
                 "PYTHONHASHSEED is not set: set/dict-of-str iteration order will differ between"
                 " runs; start the runner with PYTHONHASHSEED=0 (the sandboxes do)"
             )
+        if not float(_limits_dict(self.limits).get("timeout_s") or 0):
+            log.warning(
+                "no per-program timeout (timeout_s=0): a program that never ends stalls the batch"
+            )
         failed = warm_up(backend=self.backend)
         if failed:
             log.debug("warm-up imports that failed: %s", ", ".join(failed))
@@ -328,10 +336,9 @@ class BatchRunner(object):
                     if job.program_id in writer.done:
                         skipped += 1
                         continue
-                    for trace in self.run_job(job, writer.done):
-                        writer.write(trace)
-                        if trace["program_id"] == job.program_id:
-                            statuses[trace["status"]] = statuses.get(trace["status"], 0) + 1
+                    trace = self.run_job(job, writer.done, writer.write)
+                    writer.write(trace)
+                    statuses[trace["status"]] = statuses.get(trace["status"], 0) + 1
                     ran += 1
             except OSError as exc:
                 raise BatchError(
@@ -370,8 +377,28 @@ class BatchRunner(object):
         return summary
 
     # ---------------------------------------------------------------- one job
-    def run_job(self, job: Job, done: Any = ()) -> List[Dict[str, Any]]:
-        """Run one job in a forked child; return its trace lines (the job's own trace last)."""
+    def run_job(
+        self,
+        job: Job,
+        done: Any = (),
+        write_extra: Optional[Callable[[Dict[str, Any]], None]] = None,
+    ) -> Dict[str, Any]:
+        """Run one job in a forked child and return its trace.
+
+        Extra traces the job makes (a `pytest` job: one per traced call) go to `write_extra` as
+        they arrive, except those whose id is in `done`.
+        """
+        prefix = job.program_id + "::"
+
+        def on_extra(trace: Dict[str, Any]) -> bool:
+            pid = trace.get("program_id") if isinstance(trace, dict) else None
+            if not isinstance(pid, str) or not pid.startswith(prefix):
+                return False  # never let a child write rows for other ids
+            if pid not in done and write_extra is not None:
+                trace.setdefault("format", STREAM_FORMAT)
+                write_extra(trace)
+            return True
+
         limits = _with_timeout(self.limits, job.timeout_s)
         ldict = _limits_dict(limits)
         timeout_s = float(ldict.get("timeout_s") or 0)
@@ -413,7 +440,7 @@ class BatchRunner(object):
             pass  # the child did it first, or already exited
         for fd in (out_w, err_w, res_w):
             os.close(fd)
-        out, err, msgs = _Capture(cap), _Capture(cap), _Messages()
+        out, err, msgs = _Capture(cap), _Capture(cap), _Messages(on_extra)
         try:
             self._supervise(
                 pid, t0, kill_after, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome
@@ -425,9 +452,7 @@ class BatchRunner(object):
         outcome.wall_time_s = time.perf_counter() - t0
         outcome.fork_s = t_forked - t0
         self.fork_times.append(outcome.fork_s)
-        traces = [self._finish_sub(t, job) for t in msgs.traces if t.get("program_id") not in done]
-        traces.append(self._finish(job, ldict, outcome, out, err, msgs, memory_mb))
-        return traces
+        return self._finish(job, ldict, outcome, out, err, msgs, memory_mb)
 
     def _fork(self) -> int:
         delay = 0.005
@@ -468,7 +493,7 @@ class BatchRunner(object):
                 wait: Optional[float] = None
                 if deadline is not None:
                     wait = deadline - time.perf_counter()
-                    if wait <= 0 and msgs.buf and not extended:
+                    if wait <= 0 and (msgs.ran or msgs.buf) and not extended:
                         deadline += REPORT_GRACE_S  # the program is over; its trace is on the way
                         extended = True
                         continue
@@ -542,7 +567,9 @@ class BatchRunner(object):
                 what = None
             trace["exception_message"] = what
             if msgs.garbled:
-                trace["tracer_error"] = "the child's report channel carried unreadable data"
+                trace["tracer_error"] = (
+                    "the child's report channel carried unreadable or foreign data"
+                )
             log.debug("%s: %s (%s), wait status %#x", job.program_id, trace["status"], what, status)
         trace["program_id"] = job.program_id
         trace["entrypoint"] = job.entrypoint if job.mode == "call" else trace.get("entrypoint")
@@ -551,11 +578,6 @@ class BatchRunner(object):
         trace["stdout"] = decode_output(bytes(out.data))
         trace["stderr"] = decode_output(bytes(err.data))
         trace["output_truncated"] = out.truncated or err.truncated
-        return trace
-
-    def _finish_sub(self, trace: Dict[str, Any], job: Job) -> Dict[str, Any]:
-        trace = dict(trace)
-        trace.setdefault("format", STREAM_FORMAT)
         return trace
 
     def _classify(

@@ -229,7 +229,7 @@ HOSTILE_JOBS = [
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     tmp = tmp_path_factory.mktemp("hostile")
-    limits = {"timeout_s": 1.0, "memory_mb": 200, "max_output_bytes": 10_000}
+    limits = {"timeout_s": 1.0, "memory_mb": 200, "max_output_bytes": 10_000, "max_events": 2000}
     rows, proc = run_batch_process(tmp, HOSTILE_JOBS, limits, max_file_bytes=1_000_000)
     return rows, proc, tmp
 
