@@ -395,6 +395,16 @@ class ImageBuilder:
         return found[0]
 
 
+def ensure_image(name: str) -> str:
+    """The tag of catalog image `name`, building it (and its base) first if it is missing.
+
+    Raises ConfigError for an unknown name and ImageBuildError (with the log path) when a build fails.
+    """
+    from images.catalog import get_spec
+
+    return ImageBuilder().ensure(get_spec(name))
+
+
 def _extract_sdist(sdist: Path, dest: Path) -> None:
     """Unpack an sdist without its top-level folder, refusing unsafe members."""
     with tarfile.open(sdist) as tar:
