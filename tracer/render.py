@@ -424,6 +424,9 @@ class Renderer:
             return lambda v, d, b: self._spend(b, "<function %s>" % _safe_str(v.__qualname__))
         if t in _BUILTIN_FUNCTION_TYPES:
             return self._render_builtin_function
+        if t is types.MethodWrapperType:
+            return lambda v, d, b: self._spend(b, "<method-wrapper %r of %s object>" % (
+                _safe_str(v.__name__), type_name(type(v.__self__))))
         if t is types.MethodType:
             return lambda v, d, b: self._spend(b, "<bound method %s>" % _safe_str(getattr(v.__func__, "__qualname__", "?")))
         if t is types.ModuleType:

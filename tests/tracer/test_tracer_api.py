@@ -1,0 +1,222 @@
+"""tracer.api and ``python -m tracer``: statuses, limits, output capture, errors, JSON Lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from tracer_testutil import REPO_ROOT
+
+from tracer import __version__
+from tracer.api import Limits, full_locals, trace_call, trace_script
+from tracer.jsonl import dumps
+
+STREAM_KEYS = {
+    "format", "program_id", "entrypoint", "input", "status", "return_value", "exception_type",
+    "exception_message", "truncated", "truncated_reason", "stdout", "stderr", "output_truncated",
+    "wall_time_s", "n_events", "python_version", "backend", "backend_reason", "tracer_version",
+    "limits", "tracer_error", "events",
+}
+EVENT_KEYS = {"kind", "lineno", "source", "function", "file", "depth", "frame_id", "thread_id", "locals", "arg"}
+
+
+def call(source: str, input_text: str = "", entry: str = "f", **kw) -> dict:
+    return trace_call("prog.py", entry, input_text, source=textwrap.dedent(source), **kw)
+
+
+def test_trace_has_every_stream_key(backend: str) -> None:
+    t = call("def f(x):\n    return x + 1\n", "1", backend=backend)
+    assert set(t) == STREAM_KEYS
+    assert t["status"] == "ok" and t["return_value"] == "2"
+    assert t["tracer_version"] == __version__ and t["format"] == "worldtrace.stream/1"
+    assert t["program_id"] == "prog" and t["entrypoint"] == "f" and t["input"] == "1"
+    assert t["n_events"] == len(t["events"]) == 3
+    assert all(set(e) == EVENT_KEYS for e in t["events"])
+    assert t["events"][1]["source"] == "    return x + 1"
+    assert t["limits"] == Limits().to_dict()
+
+
+def test_exception_status_and_message(backend: str) -> None:
+    t = call("def f():\n    raise KeyError('k')\n", backend=backend)
+    assert (t["status"], t["exception_type"], t["exception_message"]) == ("exception", "KeyError", "'k'")
+    assert t["return_value"] is None
+
+
+def test_user_exception_is_qualified_and_str_not_called(backend: str) -> None:
+    t = call("""
+        class Boom(Exception):
+            def __str__(self):
+                raise RuntimeError('user __str__ must not run')
+        def f():
+            raise Boom('x', 2)
+    """, backend=backend)
+    assert t["status"] == "exception"
+    assert t["exception_type"] == "prog.Boom"
+    assert t["exception_message"] == "('x', 2)"
+
+
+def test_memory_error_is_memory_status(backend: str) -> None:
+    t = call("def f():\n    raise MemoryError()\n", backend=backend)
+    assert t["status"] == "memory"
+
+
+def test_syntax_error_in_program_is_exception(backend: str) -> None:
+    t = call("def f(:\n    pass\n", backend=backend)
+    assert t["status"] == "exception" and t["exception_type"] == "SyntaxError"
+
+
+@pytest.mark.parametrize("entry, input_text, message", [
+    ("g", "", "entry point 'g' is not defined"),
+    ("f", "1, (", "invalid input text"),
+    ("f", "undefined_name", "NameError"),
+])
+def test_invalid_job_is_error(entry: str, input_text: str, message: str, backend: str) -> None:
+    t = call("def f(x=0):\n    return x\n", input_text, entry=entry, backend=backend)
+    assert t["status"] == "error"
+    assert message in t["tracer_error"]
+
+
+def test_output_captured_and_capped(backend: str) -> None:
+    t = call("""
+        import sys
+        def f():
+            print('x' * 50)
+            sys.stderr.write('warn\\n')
+            return 1
+    """, backend=backend, limits=Limits(max_output_bytes=10))
+    assert t["stdout"] == "x" * 10 and t["stderr"] == "warn\n"
+    assert t["output_truncated"] is True
+
+
+def test_capture_output_false_leaves_streams_alone(capsys, backend: str) -> None:
+    t = call("def f():\n    print('direct')\n", backend=backend, capture_output=False)
+    assert t["stdout"] == "" and capsys.readouterr().out == "direct\n"
+
+
+def test_max_events_truncates_but_program_finishes(backend: str) -> None:
+    t = call("""
+        def f(n):
+            total = 0
+            for i in range(n):
+                total += i
+            return total
+    """, "10000", backend=backend, limits=Limits(max_events=50))
+    assert t["status"] == "ok" and t["return_value"] == str(sum(range(10000)))
+    assert t["truncated"] is True and t["truncated_reason"] == "max_events"
+    assert t["n_events"] == 50
+
+
+def test_timeout_in_process_keeps_partial_trace(backend: str) -> None:
+    t = call("def f():\n    n = 0\n    while True:\n        n += 1\n", backend=backend,
+             limits=Limits(timeout_s=0.3, max_events=1000))
+    assert t["status"] == "timeout"
+    assert t["events"][0]["kind"] == "call"
+
+
+def test_full_locals_folds_deltas(backend: str) -> None:
+    t = call("""
+        def f():
+            a = 1
+            b = [a]
+            del a
+            return b
+    """, backend=backend)
+    states = full_locals(t["events"])
+    assert states[3] == {"a": "1", "b": "[1]"}
+    assert states[4] == {"b": "[1]"}
+
+
+def test_tracer_failure_is_error_but_program_result_is_kept(backend: str, monkeypatch) -> None:
+    from tracer import recorder
+
+    def broken(self, act, mapping):
+        raise RuntimeError("tracer bug")
+
+    monkeypatch.setattr(recorder.Recorder, "delta", broken)
+    t = call("def f():\n    x = 2\n    return x * 21\n", backend=backend)
+    assert t["status"] == "error" and "tracer bug" in t["tracer_error"]
+    assert t["return_value"] == "42"
+    assert sys.gettrace() is None
+
+
+def test_out_of_scope_code_is_not_recorded(tmp_path: Path, backend: str) -> None:
+    helper = tmp_path / "lib" / "helper.py"
+    helper.parent.mkdir()
+    helper.write_text("def double(x):\n    return x * 2\n")
+    prog = tmp_path / "prog.py"
+    prog.write_text("import json\nfrom lib.helper import double\n\ndef f():\n    return double(len(json.dumps([1])))\n")
+    t = trace_call(str(prog), "f", "", backend=backend)
+    assert {e["function"] for e in t["events"]} == {"f", "double"}
+    t = trace_call(str(prog), "f", "", backend=backend, exclude=["*/lib/*"])
+    assert {e["function"] for e in t["events"]} == {"f"}
+
+
+def test_threads_are_traced(backend: str) -> None:
+    t = call("""
+        import threading
+        def work(box):
+            box.append(1)
+        def f():
+            box = []
+            th = threading.Thread(target=work, args=(box,))
+            th.start()
+            th.join()
+            return box
+    """, backend=backend)
+    work = [e for e in t["events"] if e["function"] == "work"]
+    assert work and {e["thread_id"] for e in work} == {1} and work[0]["depth"] == 0
+
+
+def test_script_mode(tmp_path: Path, backend: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nprint(sys.argv[1:])\nif sys.argv[1:] == ['bad']:\n    raise SystemExit(2)\n")
+    t = trace_script(str(script), ["a"], backend=backend)
+    assert t["status"] == "ok" and t["stdout"] == "['a']\n" and t["entrypoint"] is None
+    assert t["events"][0]["function"] == "<module>"
+    t = trace_script(str(script), ["bad"], backend=backend)
+    assert t["status"] == "exception" and t["exception_type"] == "SystemExit"
+
+
+def test_jsonl_escapes_lone_surrogates() -> None:
+    line = dumps({"s": "ok \udcff \ud800 é"})
+    line.encode("utf-8")
+    assert json.loads(line)["s"] == "ok \\xff \\ud800 é"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True, text=True, cwd=str(cwd),
+                          env=env, timeout=120)
+
+
+def test_cli_call_and_run(tmp_path: Path) -> None:
+    prog = tmp_path / "prog.py"
+    prog.write_text("def f(s, n):\n    print('\\udcff'.encode('utf-8', 'surrogateescape') and 'hi')\n    return s * n\n")
+    out = tmp_path / "out.jsonl"
+    proc = _cli("call", str(prog), "f", "--input", "'ab', 2", "--out", str(out), "--max-events", "0",
+                "--max-value-chars", "0", "--backend", "settrace", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trace = json.loads(out.read_text(encoding="utf-8"))
+    assert trace["return_value"] == "'abab'" and trace["limits"]["max_events"] == 0
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nprint(sys.argv[1:])\n")
+    proc = _cli("run", str(script), "--", "x", "--y", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["stdout"] == "['x', '--y']\n"
+
+
+def test_cli_help_and_bad_limits(tmp_path: Path) -> None:
+    for sub in ("call", "run", "batch"):
+        proc = _cli(sub, "--help", cwd=tmp_path)
+        assert proc.returncode == 0 and "--max-events" in proc.stdout
+    proc = _cli("call", "x.py", "f", "--input", "", "--max-events", "-1", cwd=tmp_path)
+    assert proc.returncode != 0 and "--max-events must be >= 0" in proc.stderr
+
+
+def test_cli_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:
+    proc = _cli("call", "x.py", "f", "--input", "", "--backend", "nope", cwd=tmp_path)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr

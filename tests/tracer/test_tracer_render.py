@@ -1,0 +1,200 @@
+"""Rendering: exact repr() for builtins, structural for the rest, never user code, bounded."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import sys
+
+import pytest
+
+from tracer.render import Renderer
+
+R = Renderer()
+
+
+class Hostile:
+    """Every hook that could run user code raises."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "a", 1)
+
+    def __repr__(self):
+        raise AssertionError("__repr__ ran")
+
+    def __str__(self):
+        raise AssertionError("__str__ ran")
+
+    def __eq__(self, other):
+        raise AssertionError("__eq__ ran")
+
+    def __hash__(self):
+        raise AssertionError("__hash__ ran")
+
+    def __getattr__(self, name):
+        raise AssertionError("__getattr__ ran")
+
+    def __getattribute__(self, name):
+        raise AssertionError("__getattribute__ ran")
+
+    def __len__(self):
+        raise AssertionError("__len__ ran")
+
+    @property
+    def prop(self):
+        raise AssertionError("property ran")
+
+
+class EvilMeta(type):
+    @property
+    def __name__(cls):
+        raise AssertionError("metaclass property ran")
+
+
+class WithEvilMeta(metaclass=EvilMeta):
+    pass
+
+
+class HostileList(list):
+    def __iter__(self):
+        raise AssertionError("__iter__ ran")
+
+    def __len__(self):
+        raise AssertionError("__len__ ran")
+
+
+class DictProperty:
+    @property
+    def __dict__(self):
+        raise AssertionError("__dict__ property ran")
+
+
+class Slotted:
+    __slots__ = ("x", "y")
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+@dataclasses.dataclass
+class DC:
+    x: int
+    y: list
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+Pair = collections.namedtuple("Pair", "a b")
+
+BUILTINS = [
+    0, -1, 2**64, 1.5, float("nan"), float("inf"), -0.0, 1 + 2j, True, None, ..., NotImplemented,
+    "", "it's", 'say "hi"', "tab\t\n", "é\u2603", "\udcff", b"", b"\xff\x00'", bytearray(b"ab"),
+    (), (1,), (1, 2), [], [1, [2, (3,)]], {}, {"a": [1, {"b": 2}]}, set(), {1, 2, 3}, frozenset(), frozenset({5}),
+    range(3), range(1, 10, 2), collections.deque([1, 2]), collections.deque([1], maxlen=2),
+    collections.OrderedDict(a=1), collections.OrderedDict(), collections.Counter("abbccc"), collections.Counter(),
+    collections.defaultdict(list, {"k": [1]}), ValueError("x"), KeyError("k"), Exception(), len,
+    DC(1, [2]), Pair(1, "b"), Color.RED, int, Hostile,
+]
+
+
+@pytest.mark.parametrize("value", BUILTINS, ids=[type(v).__name__ + str(i) for i, v in enumerate(BUILTINS)])
+def test_builtins_match_repr(value) -> None:
+    assert R.render(value) == repr(value)
+
+
+STRUCTURAL = [
+    (Hostile(), "Hostile(a=1)"),
+    (WithEvilMeta(), "WithEvilMeta()"),
+    (HostileList([1, 2]), "HostileList([1, 2])"),
+    (DictProperty(), "<DictProperty object>"),
+    (Slotted(), "Slotted(x=1)"),
+    ([Hostile()], "[Hostile(a=1)]"),
+    ({Hostile.__name__: Hostile()}, "{'Hostile': Hostile(a=1)}"),
+    ((lambda: 0), "<function <lambda>>"),
+    (sys, "<module 'sys'>"),
+    (iter([]).__next__, "<method-wrapper '__next__' of list_iterator object>"),
+    ([].append, "<built-in method append of list object>"),
+]
+
+
+@pytest.mark.parametrize("value, expected", STRUCTURAL, ids=[e for _v, e in STRUCTURAL])
+def test_user_objects_render_structurally_without_running_user_code(value, expected) -> None:
+    assert R.render(value) == expected
+
+
+def test_sets_are_sorted_for_determinism() -> None:
+    assert R.render({"b", "a", "c"}) == "{'a', 'b', 'c'}"
+    assert R.render({3, "x", 1.5}) == "{1.5, 3, 'x'}"
+
+
+def test_no_memory_addresses() -> None:
+    for value in (object(), Hostile(), len, (lambda: 0), iter([]), Renderer):
+        assert "0x" not in R.render(value)
+
+
+def test_cycles() -> None:
+    a: list = [1]
+    a.append(a)
+    d: dict = {}
+    d["self"] = d
+    assert R.render(a) == repr(a) == "[1, [...]]"
+    assert R.render(d) == "{'self': {...}}"
+    h = Hostile()
+    object.__setattr__(h, "me", h)
+    assert R.render(h) == "Hostile(a=1, me=Hostile(...))"
+
+
+def test_budgets_bound_huge_values() -> None:
+    r = Renderer(max_value_chars=100, max_items=10, max_depth=3)
+    big = list(range(10_000_000))
+    text = r.render(big)
+    assert len(text) <= 100 and text.startswith("[0, 1, 2") and text.endswith("9999999]")
+    s = r.render("x" * 10_000_000)
+    assert len(s) <= 100 and s.startswith("'xxx") and "..." in s
+    assert r.render([[[[1]]]]) == "[[[[...]]]]"  # three levels opened, the fourth elided
+    assert r.render(dict.fromkeys(range(1000))).endswith("...}")
+    assert r.render(set(range(100_000))).endswith("...}")
+
+
+def test_unlimited_budget_is_full_repr() -> None:
+    r = Renderer(0, 0, 0)
+    value = [list(range(300))] * 5
+    assert r.render(value) == repr(value)
+
+
+def test_huge_ints_beyond_the_digit_limit() -> None:
+    text = R.render(7 ** 100000)
+    assert text.startswith("<int ~") and "digits" in text
+    assert R.render(-(10 ** 5000)).startswith("<int -~")
+
+
+def test_a_type_that_failed_is_not_tried_again() -> None:
+    class Weird:
+        pass
+
+    r = Renderer()
+    calls = []
+
+    def explode(t):
+        calls.append(t)
+        raise RuntimeError("renderer bug")
+
+    r._classify = explode  # type: ignore[method-assign]
+    assert r.render(Weird()) == "<Weird object>"
+    assert r.render(Weird()) == "<Weird object>"
+    assert len(calls) == 1
+
+
+def test_output_is_always_valid_text() -> None:
+    for value in ("\udcff\ud800", b"\xff\xfe", "\x00", bytes(range(256))):
+        R.render(value).encode("utf-8")
+
+
+def test_exception_messages_without_user_code() -> None:
+    assert R.render_exception(ValueError("bad")) == "ValueError: bad"
+    assert R.render_exception(KeyError("k")) == "KeyError: 'k'"
+    assert R.render_exception(OSError(2, "nope")) == "FileNotFoundError: [Errno 2] nope"
+    assert R.exception_message(ValueError(Hostile())) == "Hostile(a=1)"
