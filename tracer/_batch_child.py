@@ -122,21 +122,22 @@ def _fresh_std_streams() -> None:
     unbuffered = bool(
         getattr(sys.__stdout__, "write_through", False) or os.environ.get("PYTHONUNBUFFERED")
     )
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
-        io.open(0, "rb", closefd=False), encoding=out_enc, errors=out_err
-    )
+    stdin = io.TextIOWrapper(io.open(0, "rb", closefd=False), encoding=out_enc, errors=out_err)
     stdout_bin = io.open(1, "wb", buffering=0 if unbuffered else -1, closefd=False)
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+    stdout = io.TextIOWrapper(
         stdout_bin, encoding=out_enc, errors=out_err, write_through=unbuffered
     )
     stderr_bin = io.open(2, "wb", buffering=0 if unbuffered else -1, closefd=False)
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+    stderr = io.TextIOWrapper(
         stderr_bin,
         encoding=out_enc,
         errors="backslashreplace",
         line_buffering=True,
         write_through=unbuffered,
     )
+    for name, stream in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        setattr(sys, name, stream)
+        setattr(sys, "__%s__" % name, stream)  # as at interpreter start: the same objects
 
 
 def _vm_bytes() -> int:

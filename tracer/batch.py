@@ -582,7 +582,7 @@ class BatchRunner(object):
 
     def _classify(
         self, outcome: _Outcome, err: _Capture, memory_mb: int, ldict: Dict[str, Any]
-    ) -> Tuple[str, str]:
+    ) -> Tuple[str, Optional[str]]:
         """(status, message) for a child that did not report."""
         if outcome.timed_out:
             return "timeout", "did not stop at its %gs timeout; killed after %.1fs" % (
@@ -713,7 +713,7 @@ def _job_work(
         )
         if job.mode == "call":
             path = job.file or _pseudo_path(job)
-            return api.trace_call(path, job.entrypoint, job.input or "", **common)
+            return api.trace_call(path, job.entrypoint or "", job.input or "", **common)
         if job.mode == "script":
             path = job.file or _pseudo_path(job)
             return api.trace_script(path, job.argv, **common)
