@@ -154,10 +154,12 @@ class DockerSandbox(Sandbox):
         unit_dir = _unit_dir(req.output_path)
         _prepare_unit_dir(unit_dir, req)
         container: Container | None = None
+        creating = False
         started = time.monotonic()
         try:
             with _sigterm_as_exit():
                 try:
+                    creating = True
                     container = self.client.containers.create(
                         image_id, **self._container_options(req, unit_dir, ref)
                     )
@@ -181,6 +183,8 @@ class DockerSandbox(Sandbox):
         finally:
             if container is not None:
                 self._remove(container)
+            elif creating:  # interrupted inside `create`: the engine may have made it anyway
+                self._remove_attempt(req)
             _finish_unit_dir(unit_dir, req)
         oom = bool(state.get("OOMKilled"))
         if exit_code != 0:
@@ -288,6 +292,26 @@ class DockerSandbox(Sandbox):
             log.warning("could not remove container %s: %s", container.short_id, exc)
         with self._lock:
             self._active.pop(container.id, None)
+
+    def _remove_attempt(self, req: UnitRequest) -> None:
+        """Remove this process's containers of one unit attempt, found by their labels."""
+        from docker.errors import DockerException
+
+        labels = {
+            LABEL_RUN: req.run_id,
+            LABEL_UNIT: req.unit_id,
+            LABEL_ATTEMPT: str(req.attempt),
+            LABEL_OWNER: self.owner,
+        }
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}
+            )
+        except DockerException as exc:
+            log.warning("could not look for the containers of unit %s: %s", req.unit_id, exc)
+            return
+        for container in found:
+            self._remove(container)
 
     # -- cleanup --------------------------------------------------------------------------------
     def containers(self, run_id: str | None = None) -> list[Container]:

@@ -134,3 +134,31 @@ def test_reap_by_run_id_removes_every_container_of_the_run(
     assert len(_containers(docker_client, run_id)) == 2
     assert sandbox.reap(run_id) == 2
     assert _containers(docker_client, run_id) == []
+
+
+def test_interrupt_inside_create_leaves_no_container(
+    tmp_path: Path,
+    base_image: str,
+    run_id: str,
+    docker_client: Any,
+    fake_tracer: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C while the engine is creating the container: it exists, but `create` never returned it."""
+    sandbox = DockerSandbox(docker_client, tracer_dir=fake_tracer(""), reap_on_start=False)
+    from docker.models.containers import ContainerCollection
+
+    real_create = ContainerCollection.create
+
+    def create_then_interrupt(self: Any, *args: Any, **kwargs: Any) -> Any:
+        real_create(self, *args, **kwargs)  # the engine really creates it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ContainerCollection, "create", create_then_interrupt)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("")
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.run_unit(
+            UnitRequest(run_id, "u1", 0, "base-py311", jobs, tmp_path / "o" / "s.jsonl")
+        )
+    assert _containers(docker_client, run_id) == []
