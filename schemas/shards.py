@@ -186,16 +186,21 @@ class ShardWriter:
         )
         self._tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}{TEMP_MARK}{uuid.uuid4().hex}")
         self._file = _HashingFile(self._tmp)
-        self._writer = pq.ParquetWriter(
-            self._file,
-            self.schema,
-            compression="zstd",
-            compression_level=compression_level,
-            use_dictionary=DICTIONARY_COLUMNS,
-            column_encoding=PLAIN_COLUMNS,
-            write_statistics=STATISTICS_COLUMNS,
-            write_page_checksum=True,
-        )
+        try:
+            self._writer = pq.ParquetWriter(
+                self._file,
+                self.schema,
+                compression="zstd",
+                compression_level=compression_level,
+                use_dictionary=DICTIONARY_COLUMNS,
+                column_encoding=PLAIN_COLUMNS,
+                write_statistics=STATISTICS_COLUMNS,
+                write_page_checksum=True,
+            )
+        except BaseException:
+            self._file.close()
+            self._tmp.unlink()
+            raise
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self.rows = 0
@@ -208,7 +213,12 @@ class ShardWriter:
             raise ShardError(f"{self.path} is already closed")
         problems = same_fields(batch.schema, self.schema)
         if problems:
-            raise ShardError(f"batch does not match the trace schema: {'; '.join(problems)}")
+            # Plain strings where the schema has dictionaries (e.g. rows that went through
+            # pandas or `datasets`) are converted; anything else is a real mismatch.
+            try:
+                batch = batch.select(self.schema.names).cast(self.schema)
+            except (KeyError, ValueError, pa.ArrowException) as e:
+                raise ShardError(f"batch does not match the trace schema: {'; '.join(problems)}") from e
         if batch.num_rows == 0:
             return
         self._pending.append(batch)

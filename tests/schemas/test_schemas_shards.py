@@ -129,3 +129,18 @@ def test_concurrent_writers_share_one_manifest(tmp_path: Path) -> None:
     assert len(merged["shards"]) == 12 and merged["rows"] == 120
     assert validate(tmp_path).ok
     assert len(list(iter_traces(tmp_path))) == 120
+
+
+def test_plain_string_batches_are_cast_and_foreign_ones_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    batch = next(iter(batches(5)))
+    plain = pa.Table.from_batches([batch]).to_pandas()  # dictionaries become plain objects
+    table = pa.Table.from_pandas(plain, preserve_index=False)
+    table = table.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                                  for f in batch.schema]), safe=False)
+    assert write_shard(tmp_path / "a.parquet", table.to_batches()).rows == 5
+    assert [t["program_id"] for t in iter_traces(tmp_path / "a.parquet")] == [f"p{i}" for i in range(5)]
+    with pytest.raises(ShardError, match="does not match the trace schema"):
+        write_shard(tmp_path / "b.parquet", [pa.record_batch({"x": [1]})])
+    assert not (tmp_path / "b.parquet").exists()
