@@ -119,10 +119,34 @@ def _check_rows(batch: pa.RecordBatch, version: int | None, report: ShardReport)
             report.problems.append(f"{batch.column(name).null_count} rows have a null {name}")
 
 
+def _check_duplicates(ids: pa.Array, path: str, seen: dict[str, str], report: ShardReport) -> None:
+    duplicates = []
+    for trace_id in ids.to_pylist():
+        if trace_id is None:
+            continue
+        if trace_id in seen:
+            duplicates.append((trace_id, seen[trace_id]))
+        else:
+            seen[trace_id] = path
+    if duplicates:
+        trace_id, first = duplicates[0]
+        where = "this shard" if first == path else first
+        report.problems.append(
+            f"{len(duplicates)} duplicate trace_ids (e.g. {trace_id}, also in {where})"
+        )
+
+
 def validate_shard(
-    fs: pafs.FileSystem, path: str, entry: ShardInfo | None, has_manifest: bool
+    fs: pafs.FileSystem,
+    path: str,
+    entry: ShardInfo | None,
+    has_manifest: bool,
+    seen_ids: dict[str, str] | None = None,
 ) -> ShardReport:
-    """Check one shard file; every finding goes into the returned report, nothing is raised."""
+    """Check one shard file; every finding goes into the returned report, nothing is raised.
+
+    `seen_ids` (trace_id -> shard path), shared across calls, catches a trace stored twice.
+    """
     report = ShardReport(path=path)
     try:
         sha256, report.bytes = _sha256(fs, path)
@@ -159,6 +183,8 @@ def validate_shard(
             for batch in table.to_batches():
                 report.rows += batch.num_rows
                 _check_rows(batch, version, report)
+                if seen_ids is not None and "trace_id" in batch.schema.names:
+                    _check_duplicates(batch.column("trace_id"), path, seen_ids, report)
     except (OSError, pa.ArrowException) as e:
         report.problems.append(f"data unreadable (corrupted?): {e}")
         return report
@@ -184,6 +210,7 @@ def validate(path: str | os.PathLike[str]) -> ValidationReport:
         if not files:
             report.problems.append(f"no shards (*{SHARD_SUFFIX}) under {os.fspath(path)}")
     manifests: dict[str, dict[str, ShardInfo] | None] = {}
+    seen_ids: dict[str, str] = {}
     for directory in directories:
         try:
             manifests[directory] = read_manifest(directory, fs)
@@ -194,7 +221,7 @@ def validate(path: str | os.PathLike[str]) -> ValidationReport:
         directory, name = posixpath.split(file)
         manifest = manifests.get(directory)
         entry = manifest.get(name) if manifest else None
-        report.shards.append(validate_shard(fs, file, entry, manifest is not None))
+        report.shards.append(validate_shard(fs, file, entry, manifest is not None, seen_ids))
     # Directory-level: manifest entries whose file is gone, leftovers of interrupted writers.
     if target.type == pafs.FileType.Directory:
         present = set(files)

@@ -188,3 +188,21 @@ def test_huggingface_datasets_loads_a_shard(tmp_path: Path) -> None:
     for i in range(3):
         assert ds[i] == rows[i]  # nested events with locals as name/value structs, intact
     assert ds[0]["events"][0]["locals"][1] == {"name": "ключ", "value": "'é 中 🐍'"}
+
+
+def test_conversion_streams_with_bounded_buffering() -> None:
+    """Batches come out while the input is still being read: at most ~batch_bytes are held."""
+    line = json.dumps(simple_trace(1))
+    consumed = 0
+
+    def endless():
+        nonlocal consumed
+        while True:
+            consumed += 1
+            yield line
+
+    batches = stream_to_batches(endless(), context={"source": SIMPLE_SOURCE, "image": IMAGE},
+                                batch_bytes=50 * len(line), batch_rows=10**9)
+    for _ in range(3):
+        assert next(batches).num_rows == 50
+    assert consumed == 150  # nothing read ahead beyond the batch being built

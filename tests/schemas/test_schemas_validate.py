@@ -129,3 +129,23 @@ def test_cli_reports_and_exit_codes(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not a Parquet shard" in result.output
     assert "Traceback" not in result.output
     assert runner.invoke(cli, ["validate", "--help"]).exit_code == 0
+
+
+def test_duplicate_traces_across_shards(tmp_path: Path) -> None:
+    make_shards(tmp_path, 1)
+    lines = [json.dumps(simple_trace(i, f"s0-{i}")) for i in (5, 6)]  # already in shard-0
+    write_shard(tmp_path / "again.parquet",
+                stream_to_batches(lines, context={"source": SIMPLE_SOURCE, "image": IMAGE}))
+    report = validate(tmp_path)
+    assert not report.ok
+    (bad,) = [s for s in report.shards if not s.ok]
+    assert bad.path.endswith("shard-0.parquet")  # files are checked in name order
+    assert "2 duplicate trace_ids" in bad.problems[0] and "again.parquet" in bad.problems[0]
+
+
+def test_duplicate_traces_within_a_shard(tmp_path: Path) -> None:
+    lines = [json.dumps(simple_trace(1, "same"))] * 3
+    write_shard(tmp_path / "dup.parquet", stream_to_batches(lines, context={"source": SIMPLE_SOURCE, "image": IMAGE}))
+    report = validate(tmp_path)
+    assert "2 duplicate trace_ids" in report.shards[0].problems[0]
+    assert "also in this shard" in report.shards[0].problems[0]
