@@ -22,7 +22,7 @@ import select
 import signal
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from tracer._batch_child import ChildSetup, prctl, run_child
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
@@ -281,6 +281,7 @@ class BatchRunner(object):
         self._nproc_base = 0
         self._subreaper = False
         self._current: Optional[int] = None
+        self._unreaped: Set[int] = set()  # children that reported and are exiting
 
     # ---------------------------------------------------------------- the batch
     def run(self, jobs_path: str, out_path: str) -> Dict[str, Any]:
@@ -484,11 +485,14 @@ class BatchRunner(object):
         pidfd = _pidfd_open(pid)
         open_fds = list(sinks)
         msgs = sinks[res_fd]
-        exited = extended = False
+        exited = extended = reported = False
         try:
             while not exited:
-                if msgs.result is not None or msgs.harness_error is not None:
-                    exited = self._reap(pid, outcome, block=True)  # it only has os._exit left to do
+                if msgs.result is not None:
+                    reported = True  # it only has os._exit left to do: reap it later, off the path
+                    break
+                if msgs.harness_error is not None:
+                    exited = self._reap(pid, outcome, block=True)
                     break
                 wait: Optional[float] = None
                 if deadline is not None:
@@ -518,10 +522,11 @@ class BatchRunner(object):
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
-            if not exited:
-                _kill_group(pid)
+            _kill_group(pid)  # the child if it is still there, and whatever it left in its group
+            if reported and not exited:
+                self._unreaped.add(pid)
+            elif not exited:
                 self._reap(pid, outcome, block=True)
-            _kill_group(pid)  # whatever the program left running in its group
             self._kill_orphans()
             _drain(open_fds, sinks)
 
@@ -665,19 +670,30 @@ class BatchRunner(object):
         self._subreaper = _set_subreaper(True)
 
     def _stop_processes(self) -> None:
+        self._reap_unreaped(block=True)
         if self._subreaper:
             self._kill_orphans()
             _set_subreaper(False)
 
+    def _reap_unreaped(self, block: bool) -> None:
+        for pid in list(self._unreaped):
+            try:
+                got, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                got = pid
+            if got:
+                self._unreaped.discard(pid)
+
     def _kill_orphans(self) -> None:
         """Kill and reap descendants that left the program's group (reparented to us, the subreaper)."""
+        self._reap_unreaped(block=False)
         if not self._subreaper:
             return
         path = "/proc/self/task/%d/children" % self._pid
         for _ in range(100):
             try:
                 with open(path) as f:
-                    pids = [int(p) for p in f.read().split()]
+                    pids = [int(p) for p in f.read().split() if int(p) not in self._unreaped]
             except (OSError, ValueError):
                 return
             if not pids:
