@@ -19,6 +19,7 @@ from schemas.shards import TEMP_MARK, ShardInfo, read_manifest, schema_version_o
 from schemas.stream import EVENT_KINDS, STATUSES
 
 _HASH_CHUNK = 1 << 20
+NOT_A_SHARD = "not a Parquet shard"
 
 
 @dataclass
@@ -76,7 +77,8 @@ class ValidationReport:
         rows = sum(s.rows for s in self.shards)
         events = sum(s.events for s in self.shards)
         verdict = "valid" if self.ok else f"INVALID ({self.n_problems} problems)"
-        out.append(f"{self.path}: {len(self.shards)} shards, {rows} traces, {events} events: {verdict}")
+        shards = f"{len(self.shards)} shard" + ("" if len(self.shards) == 1 else "s")
+        out.append(f"{self.path}: {shards}, {rows} traces, {events} events: {verdict}")
         return out
 
 
@@ -167,7 +169,7 @@ def validate_shard(
     try:
         shard = open_shard(fs, path)
     except ShardError as e:
-        report.problems.append(f"not a Parquet shard (truncated or corrupted?): {e.__cause__ or e}")
+        report.problems.append(f"{NOT_A_SHARD} (truncated or corrupted?): {e.__cause__ or e}")
         return report
     schema = shard.schema_arrow
     problems = same_fields(schema, trace_schema())

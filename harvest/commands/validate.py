@@ -7,7 +7,8 @@ import json
 import click
 
 from schemas.errors import ShardError
-from schemas.validate import validate
+from schemas.reader import SHARD_SUFFIX
+from schemas.validate import NOT_A_SHARD, ValidationReport, validate
 
 
 @click.command("validate")
@@ -28,9 +29,11 @@ def command(paths: tuple[str, ...], as_json: bool, silent: bool) -> None:
     reports = []
     for path in paths:
         try:
-            reports.append(validate(path))
+            report = validate(path)
         except ShardError as e:
             raise click.ClickException(str(e)) from e
+        _refuse_non_shard(path, report)
+        reports.append(report)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in reports], indent=1))
     else:
@@ -41,3 +44,12 @@ def command(paths: tuple[str, ...], as_json: bool, silent: bool) -> None:
                 click.echo(line)
     if not all(r.ok for r in reports):
         raise SystemExit(1)
+
+
+def _refuse_non_shard(path: str, report: ValidationReport) -> None:
+    """A single named file that is not Parquet at all (and not named .parquet): one error line."""
+    if len(report.shards) != 1 or path.endswith(SHARD_SUFFIX):
+        return
+    for problem in report.shards[0].problems:
+        if problem.startswith(NOT_A_SHARD):
+            raise click.ClickException(f"{path}: {problem}")

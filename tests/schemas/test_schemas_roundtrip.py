@@ -206,3 +206,13 @@ def test_conversion_streams_with_bounded_buffering() -> None:
     for _ in range(3):
         assert next(batches).num_rows == 50
     assert consumed == 150  # nothing read ahead beyond the batch being built
+
+
+def test_huggingface_datasets_streams_a_shard(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    objects, sources = hostile_objects()
+    roundtrip([objects[2]], [sources[2]], tmp_path)  # deep recursion: 6000 nested events
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "*.parquet"), split="train", streaming=True)
+    (row,) = list(ds)
+    assert row == next(iter(iter_traces(tmp_path)))
+    assert len(row["events"]) == 6001 and max(e["depth"] for e in row["events"]) == 2000

@@ -126,7 +126,8 @@ def test_cli_reports_and_exit_codes(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     result = runner.invoke(cli, ["validate", str(notes)])
-    assert result.exit_code == 1 and "not a Parquet shard" in result.output
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {notes}: not a Parquet shard") and result.output.count("\n") == 1
     assert "Traceback" not in result.output
     assert runner.invoke(cli, ["validate", "--help"]).exit_code == 0
 
