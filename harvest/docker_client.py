@@ -46,10 +46,24 @@ def _connect(timeout_s: float) -> docker.DockerClient:
     return client
 
 
-def engine_available() -> bool:
-    """Whether a Docker engine answers a ping (for skipping, never for control flow of a harvest)."""
+PROBE_TIMEOUT_S = 5.0
+
+
+def engine_available(timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a Docker engine answers a ping within `timeout_s` (a health probe: a stalled daemon
+    answers False quickly instead of hanging the caller)."""
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
     try:
-        get_client()
-    except EngineError:
+        get_client(timeout_s).ping()
+    except (EngineError, DockerException, RequestException):
         return False
     return True
+
+
+def engine_platform(client: docker.DockerClient | None = None) -> str:
+    """The engine's platform in catalog form, e.g. `linux/amd64`."""
+    info = (client or get_client()).version()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(info.get("Arch", ""), info.get("Arch", ""))
+    return f"{info.get('Os', 'linux')}/{arch}"

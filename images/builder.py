@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from harvest.docker_client import engine_platform
 from harvest.errors import EngineError, ImageBuildError
 from images.catalog import INSTALLER_PIP, ImageSpec
 
@@ -176,6 +177,12 @@ class ImageBuilder:
         with self._lock(spec):
             if not force and self.status(spec).state == "built":
                 return spec.tag
+            platform_here = engine_platform(self.client)
+            if spec.platform != platform_here:
+                # No emulation: an image is built (and run) only on engines of its platform.
+                raise ImageBuildError(
+                    f"image {spec.name} is for {spec.platform}; this engine is {platform_here}"
+                )
             log_path = self.log_path(spec)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             marker = self._marker(spec)

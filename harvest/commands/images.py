@@ -53,7 +53,9 @@ def list_images(as_json: bool) -> None:
         return
     rows = [("NAME", "STATE", "PYTHON", "KIND", "SIZE", "TAG")]
     for s in statuses:
-        rows.append((s.spec.name, s.state, s.spec.python, s.spec.kind, _size(s.size_bytes), s.spec.tag))
+        rows.append(
+            (s.spec.name, s.state, s.spec.python, s.spec.kind, _size(s.size_bytes), s.spec.tag)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -96,28 +98,67 @@ def build_images(names: tuple[str, ...], build_all: bool, force: bool) -> None:
                 click.echo(f"{spec.name}: built{took}, {_size(status.size_bytes)}")
             else:
                 failed += 1
-                click.echo(f"{spec.name}: FAILED: {status.error}\n  build log: {status.log_path}", err=True)
+                click.echo(
+                    f"{spec.name}: FAILED: {status.error}\n  build log: {status.log_path}", err=True
+                )
     except WorldtraceError as exc:
         raise click.ClickException(str(exc)) from exc
     if failed:
         raise click.ClickException(f"{failed} image(s) failed to build")
 
 
+class ByteSize(click.ParamType):
+    """A size such as 500MB, 20GB or 1500000 (bytes)."""
+
+    name = "size"
+    UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().replace(" ", "")
+        digits = text.rstrip("KMGTB")
+        unit = text[len(digits) :]
+        try:
+            if unit not in self.UNITS:
+                raise ValueError(unit)
+            return int(float(digits) * self.UNITS[unit])
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 500MB or 20GB", param, ctx)
+
+
 @command.command(name="prune")
-def prune_images() -> None:
-    """Remove worldtrace images built from recipes that changed since (old recipe-hash tags).
+@click.option(
+    "--max-bytes", type=ByteSize(), default=None,
+    help="Also evict least recently used project images until worldtrace images fit (e.g. 20GB).",
+)  # fmt: skip
+def prune_images(max_bytes: int | None) -> None:
+    """Remove images built from recipes that changed since (old recipe-hash tags), and with
+    --max-bytes the least recently used project images beyond that budget (bases are kept).
 
     \b
     Example:
         worldtrace images prune
+        worldtrace images prune --max-bytes 20GB
     """
     from images.builder import ImageBuilder
+    from images.cache import evict
     from images.catalog import load_catalog
 
     try:
-        removed = ImageBuilder().prune(load_catalog())
+        builder = ImageBuilder()
+        removed = builder.prune(load_catalog())
+        if max_bytes is not None:
+            eviction = evict(builder.client, max_bytes)
+            removed += eviction.removed
     except WorldtraceError as exc:
         raise click.ClickException(str(exc)) from exc
     for tag in removed:
         click.echo(f"removed {tag}")
-    click.echo(f"{len(removed)} old image(s) removed")
+    click.echo(f"{len(removed)} image(s) removed")
+    if max_bytes is not None:
+        click.echo(
+            f"worldtrace images now hold {_size(eviction.bytes_after)} (budget {_size(max_bytes)})"
+        )

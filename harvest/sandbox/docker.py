@@ -37,6 +37,7 @@ from harvest.sandbox.base import (
     UnitRequest,
     tail,
 )
+from images.cache import record_use
 
 if TYPE_CHECKING:
     import docker
@@ -151,6 +152,7 @@ class DockerSandbox(Sandbox):
             self.reap()
         ref = self.resolve_image(req.image)
         image_id = self._image_id(ref, req.image)
+        record_use(ref)  # for the node's least-recently-used image eviction
         unit_dir = _unit_dir(req.output_path)
         _prepare_unit_dir(unit_dir, req)
         container: Container | None = None

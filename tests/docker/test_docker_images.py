@@ -105,3 +105,45 @@ def test_images_cli_lists_and_builds(project_image: str, base_image: str) -> Non
     assert result.exit_code != 0 and "unknown image 'no-such-image'" in result.output
     result = runner.invoke(cli, ["images", "build"])
     assert result.exit_code != 0 and "--all" in result.output
+
+
+def test_least_recently_used_project_images_are_evicted_over_budget(
+    docker_client: Any, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from images.cache import cached_images, evict, record_use
+
+    monkeypatch.setenv("WORLDTRACE_CACHE", str(tmp_path / "cache"))
+    others = frozenset(
+        i.tag for i in cached_images(docker_client)
+    )  # the machine's real images stay
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base_image}\nCOPY blob /blob\n")
+    tags = [f"worldtrace-evict-test-{n}:1" for n in ("old", "new")]
+    try:
+        for tag in tags:
+            (context / "blob").write_bytes(
+                tag.encode() * (2_000_000 // len(tag))
+            )  # ~2 MB of its own
+            docker_client.images.build(
+                path=str(context), tag=tag, network_mode="none", rm=True,
+                labels={"worldtrace.image": "evict-test", "worldtrace.kind": "pypi-project"},
+            )  # fmt: skip
+            record_use(tag)
+        ours = {i.tag: i for i in cached_images(docker_client) if i.tag in tags}
+        assert set(ours) == set(tags) and all(
+            1_900_000 < i.unique_bytes < 2_500_000 for i in ours.values()
+        )
+        record_use(tags[1])  # "new" was used last
+        everything = sum(i.unique_bytes for i in cached_images(docker_client))
+        eviction = evict(docker_client, everything - 1_000_000, keep=others)
+        assert eviction.removed == [tags[0]]
+        assert not docker_client.images.list(name=tags[0].split(":")[0])
+        assert docker_client.images.list(name=tags[1].split(":")[0])
+        assert base_image in {
+            i.tag for i in cached_images(docker_client)
+        }  # bases are never evicted
+    finally:
+        for tag in tags:
+            if docker_client.images.list(name=tag.split(":")[0]):
+                docker_client.images.remove(tag)
