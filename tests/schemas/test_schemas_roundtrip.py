@@ -211,8 +211,8 @@ def test_conversion_streams_with_bounded_buffering() -> None:
 def test_huggingface_datasets_streams_a_shard(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     objects, sources = hostile_objects()
-    roundtrip([objects[2]], [sources[2]], tmp_path)  # deep recursion: 6000 nested events
+    roundtrip([objects[2]], [sources[2]], tmp_path)  # deep recursion: 6002 nested events
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "*.parquet"), split="train", streaming=True)
     (row,) = list(ds)
     assert row == next(iter(iter_traces(tmp_path)))
-    assert len(row["events"]) == 6001 and max(e["depth"] for e in row["events"]) == 2000
+    assert len(row["events"]) == 1 + 2 * 2000 + 2001 and max(e["depth"] for e in row["events"]) == 2000
