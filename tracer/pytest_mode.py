@@ -94,6 +94,72 @@ def package_roots(packages: Sequence[str]) -> List[str]:
     return roots
 
 
+# Test tooling a test suite imports that is never "the package under test".
+TEST_TOOLS = frozenset(
+    ("pytest", "_pytest", "pluggy", "py", "hypothesis", "mock", "nose", "nose2", "unittest",
+     "doctest", "tracer", "conftest", "faker", "freezegun", "responses", "tox", "coverage")
+)  # fmt: skip
+
+
+def _test_files(test_path: str) -> List[str]:
+    path = test_path.split("::", 1)[0]
+    if os.path.isfile(path):
+        return [path]
+    found = []
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                found.append(os.path.join(folder, name))
+    return found
+
+
+def _stdlib_dirs() -> List[str]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return [os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if paths.get(k)]
+
+
+def infer_packages(test_path: str) -> List[str]:
+    """The project's package(s): what the test files import that is neither stdlib nor test tooling."""
+    import ast
+
+    names: Dict[str, None] = {}
+    for path in _test_files(test_path):
+        try:
+            with open(path, "rb") as f:
+                tree = ast.parse(f.read(), path)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    names.setdefault(alias.name.split(".")[0], None)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.setdefault(node.module.split(".")[0], None)
+    stdlib = _stdlib_dirs()
+    packages = []
+    for name in names:
+        if name in TEST_TOOLS or name in sys.builtin_module_names:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        origin = spec.origin if spec is not None else None
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        where = locations[0] if locations else origin
+        if not where or where in ("built-in", "frozen"):
+            continue
+        where = os.path.abspath(where)
+        in_stdlib = any(where.startswith(d) for d in stdlib) and "-packages" not in where
+        if in_stdlib or is_test_file(where + (os.sep if locations else ""), os.getcwd()):
+            continue
+        packages.append(name)
+    return packages
+
+
 class _Call(object):
     """The top-level call being recorded."""
 
@@ -273,9 +339,13 @@ def run_pytest_job(
         import pytest
     except ImportError as exc:
         return _error(summary, "pytest is not installed in this interpreter: %s" % exc)
-    cwd = os.getcwd()
+    packages = list(job.package) or infer_packages(job.file)
+    if not packages:
+        return _error(
+            summary, "invalid job: no package to trace: give `package` (the test files import none)"
+        )
     try:
-        roots = package_roots(job.package) if job.package else [cwd]
+        roots = package_roots(packages)
     except (LookupError, ImportError, ValueError) as exc:
         return _error(summary, "invalid job: %s" % exc)
     scope = PackageScope(list(roots) + [os.path.abspath(p) for p in include], exclude)

@@ -77,6 +77,15 @@ PACKAGE = {
         def test_broken():
             assert mypkg.add(1, 1) == 3
         """,
+    "other/test_other.py": """
+        import json
+
+        import pytest
+
+
+        def test_json():
+            assert json.loads("1") == 1
+        """,
 }
 
 
@@ -163,6 +172,7 @@ def test_pytest_job_traces_each_top_level_call(tmp_path: Path) -> None:
             {"program_id": "inferred", "mode": "pytest", "file": "tests"},
             {"program_id": "inside", "mode": "pytest", "file": "mypkg/tests", "package": ["mypkg"]},
             {"program_id": "missing", "mode": "pytest", "file": "tests", "package": "no_such_pkg"},
+            {"program_id": "stdlib-only", "mode": "pytest", "file": "other"},
         ],
     )
     check_rows(rows, "named")
@@ -170,6 +180,10 @@ def test_pytest_job_traces_each_top_level_call(tmp_path: Path) -> None:
     # Test code inside the package is not the package: its calls into mypkg are traced.
     assert rows["inside::mypkg/tests/test_inside.py::test_inside::0"]["input"] == "2, 2"
     assert rows["missing"]["status"] == "error" and "no_such_pkg" in rows["missing"]["tracer_error"]
+    assert (
+        rows["stdlib-only"]["status"] == "error"
+        and "give `package`" in rows["stdlib-only"]["tracer_error"]
+    )
     # Importing the package (VERSION = add(0, 1) at import time) is not a test's call.
     assert not any("::<" in pid for pid in rows)
 
