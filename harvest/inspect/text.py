@@ -33,7 +33,7 @@ def header(trace: Mapping[str, Any]) -> str:
     if trace.get("entrypoint") and trace.get("input") is not None:
         call = f"{trace['entrypoint']}({_short(trace['input'], 80)})"
     if trace["status"] == "ok":
-        outcome = f"returned {_short(trace.get('return_value'))}"
+        outcome = f"returned {_short(trace.get('return_value'))}" if trace.get("entrypoint") else "finished"
     elif trace.get("exception_type"):
         outcome = f"raised {trace['exception_type']}: {_short(trace.get('exception_message'))}"
     else:
@@ -49,6 +49,8 @@ def header(trace: Mapping[str, Any]) -> str:
 
 
 def _source_block(step: Step, source_lines: list[str], in_program: bool, style: TextStyle) -> list[str]:
+    if in_program and step.lineno == 0:  # a script's module frame starts before its first line
+        return [f"  ({step.file}: start of the module)"]
     if not in_program or not 1 <= step.lineno <= len(source_lines):
         marker = f"→ {step.lineno:>4}  {step.line_source}"
         return [f"  ({step.file})", click.style(marker, reverse=True) if style.color else marker]

@@ -136,7 +136,7 @@
     if (cur) {
       cur.classList.add("wt-current");
       if (cur.scrollIntoView) cur.scrollIntoView({ block: "nearest" });
-    } else {
+    } else if (!(ev[FILE] === data.main_file && ev[LINENO] < 1)) {  // line 0: a module starting
       var single = el("div", "wt-line wt-current");
       single.setAttribute("data-lineno", String(ev[LINENO]));
       single.appendChild(el("span", "wt-ln", String(ev[LINENO])));
