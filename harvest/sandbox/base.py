@@ -110,6 +110,8 @@ class UnitOutcome:
     image_id: str | None = None  # the resolved image (Docker image id), None for local
     oom_killed: bool = False  # the engine saw an OOM kill in the container (a program's, usually)
     stderr_tail: str = ""  # the end of the batch runner's own stderr
+    startup_s: float = 0.0  # of wall_time_s: creating and starting the container / process
+    teardown_s: float = 0.0  # after wall_time_s: reading its state, removing it, moving the stream
     details: dict[str, str] = field(default_factory=dict)
 
 

@@ -168,6 +168,7 @@ class DockerSandbox(Sandbox):
                     with self._lock:
                         self._active[container.id] = container
                     container.start()
+                    startup = time.monotonic() - started
                 except (APIError, DockerException) as exc:
                     raise ContainerStartError(
                         f"unit {req.unit_id}: container did not start: {exc}"
@@ -183,11 +184,13 @@ class DockerSandbox(Sandbox):
                         f"unit {req.unit_id}: cannot inspect its container: {exc}"
                     ) from exc
         finally:
+            teardown_started = time.monotonic()
             if container is not None:
                 self._remove(container)
             elif creating:  # interrupted inside `create`: the engine may have made it anyway
                 self._remove_attempt(req)
             _finish_unit_dir(unit_dir, req)
+            teardown = time.monotonic() - teardown_started
         oom = bool(state.get("OOMKilled"))
         if exit_code != 0:
             why = (
@@ -209,6 +212,8 @@ class DockerSandbox(Sandbox):
             image_id=image_id,
             oom_killed=oom,
             stderr_tail=stderr_tail,
+            startup_s=startup,
+            teardown_s=teardown,
             details={"image": ref},
         )
 

@@ -75,6 +75,7 @@ class LocalSandbox(Sandbox):
                     raise ContainerStartError(
                         f"cannot start the batch runner {cmd[0]}: {exc}"
                     ) from exc
+                startup = time.monotonic() - started
                 try:
                     exit_code = proc.wait(timeout=req.unit_timeout_s)
                 except subprocess.TimeoutExpired:
@@ -97,7 +98,11 @@ class LocalSandbox(Sandbox):
                 stderr_tail=stderr_tail,
             )
         return UnitOutcome(
-            exit_code=exit_code, wall_time_s=wall, sandbox=self.kind, stderr_tail=stderr_tail
+            exit_code=exit_code,
+            wall_time_s=wall,
+            sandbox=self.kind,
+            stderr_tail=stderr_tail,
+            startup_s=startup,
         )
 
 
