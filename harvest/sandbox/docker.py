@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from harvest.errors import (
     ContainerStartError,
+    EngineError,
     ImageNotFound,
     RunnerFailed,
     SandboxEngineError,
@@ -106,7 +107,7 @@ class DockerSandbox(Sandbox):
 
         try:
             self.client = client or get_client()
-        except Exception as exc:  # EngineError already says what to do; keep it a SandboxError
+        except EngineError as exc:  # it says what to do; a sandbox raises SandboxErrors
             raise SandboxEngineError(str(exc)) from exc
         self.tracer_dir = tracer_dir.resolve()
         if not (self.tracer_dir / "__main__.py").is_file():
