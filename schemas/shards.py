@@ -42,6 +42,7 @@ _LOCAL = _EVENT + "locals.list.element."
 # several inputs), length-prefixed plain pages + zstd where nearly every value is distinct.
 PLAIN_COLUMNS = {
     "trace_id": "DELTA_LENGTH_BYTE_ARRAY",
+    "program_id": "PLAIN",
     "input": "DELTA_LENGTH_BYTE_ARRAY",
     "return_value": "DELTA_LENGTH_BYTE_ARRAY",
     "exception_message": "DELTA_LENGTH_BYTE_ARRAY",
@@ -53,7 +54,7 @@ PLAIN_COLUMNS = {
     _LOCAL + "value": "PLAIN",
 }
 DICTIONARY_COLUMNS = [
-    "program_id", "source", "entrypoint", "image", "python_version", "backend", "backend_reason",
+    "source", "entrypoint", "image", "python_version", "backend", "backend_reason",
     "tracer_version", "status", "exception_type", "truncated_reason",
     _EVENT + "kind", _EVENT + "lineno", _EVENT + "source", _EVENT + "function", _EVENT + "depth",
     _EVENT + "frame_id", _EVENT + "thread_id", _LOCAL + "name",
