@@ -48,7 +48,13 @@ def start_ray(options: RayOptions, sandbox: str) -> bool:
     # Our workers import the project from the driver's environment (editable install or cwd).
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if options.address:
-        ray.init(address=options.address, namespace="worldtrace", **quiet)  # type: ignore[arg-type]
+        try:
+            ray.init(address=options.address, namespace="worldtrace", **quiet)  # type: ignore[arg-type]
+        except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+            raise WorldtraceError(
+                f"cannot connect to the Ray cluster at {options.address}: {exc} (a cluster with token "
+                "authentication needs RAY_AUTH_MODE=token and its token, see Ray's token-auth docs)"
+            ) from exc
         return True
     # Ray warns on every start that it enabled token authentication; keep the harvest's output clean.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

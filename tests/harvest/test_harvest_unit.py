@@ -1,0 +1,92 @@
+"""One unit, no Ray: the real batch runner in a LocalSandbox, resumed, and brought down by a program."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from harvest.inputs import Program, load_programs
+from harvest.plan import HarvestSettings, plan_units
+from harvest.sandbox.local import LocalSandbox
+from harvest.shard_io import committed_shards
+from harvest.unit import execute_unit, read_stream, unit_work_dir
+
+REPO = Path(__file__).resolve().parents[2]
+SETTINGS = HarvestSettings(image="local", sandbox="local", timeout_s=10, programs_per_unit=100)
+
+
+def call(pid: str, body: str, arg: str = "1") -> Program:
+    return Program(program_id=pid, mode="call", source=f"def f(x):\n{body}\n", entrypoint="f", input=arg)
+
+
+def shard_rows(path: Path) -> list[dict]:
+    return pq.read_table(path, columns=["program_id", "status", "return_value", "trace_id"]).to_pylist()
+
+
+def test_a_unit_becomes_one_committed_shard(tmp_path: Path) -> None:
+    (unit,) = plan_units(load_programs([REPO / "examples" / "programs"]), SETTINGS)
+    result = execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    assert committed_shards(tmp_path) == {unit.shard_name}
+    rows = shard_rows(tmp_path / unit.shard_name)
+    assert sorted(r["program_id"] for r in rows) == sorted(p.program_id for p in unit.programs)
+    by_id = {r["program_id"]: r for r in rows}
+    assert by_id["fibonacci"]["return_value"] == "55"
+    assert by_id["parse_config"]["status"] == "exception"
+    assert result.counts == {"ok": len(unit) - 1, "exception": 1}
+    assert (result.n_programs, result.attempt, result.rounds) == (len(unit), 1, 1)
+    assert not unit_work_dir(tmp_path, unit.unit_id).exists()  # scratch removed on commit
+
+
+def test_a_half_done_unit_resumes_without_rerunning_or_duplicating(tmp_path: Path) -> None:
+    programs = [call(f"p{i}", f"    return x + {i}") for i in range(6)]
+    (unit,) = plan_units(programs, SETTINGS)
+    # A first attempt died after three programs, in the middle of writing the fourth.
+    first = unit_work_dir(tmp_path, unit.unit_id) / "attempt-1"
+    first.mkdir(parents=True)
+    jobs = first / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps(p.job()) + "\n" for p in programs[:3]), encoding="utf-8")
+    stream = first / "stream.jsonl"
+    LocalSandbox().run_unit(_request(unit.unit_id, jobs, stream))
+    done_before = {r["program_id"]: r for r in read_stream(stream)}
+    with stream.open("a", encoding="utf-8") as f:
+        f.write('{"format": "worldtrace.stream/1", "program_id": "p3", "sta')  # torn line
+    result = execute_unit(unit, SETTINGS, tmp_path, "run-2", LocalSandbox())
+    assert result.attempt == 2
+    rows = shard_rows(tmp_path / unit.shard_name)
+    assert [r["program_id"] for r in rows] == [f"p{i}" for i in range(6)]  # each once, in order
+    assert [r["return_value"] for r in rows] == [str(1 + i) for i in range(6)]
+    full = pq.read_table(tmp_path / unit.shard_name, columns=["program_id", "wall_time_s"]).to_pylist()
+    for row in full[:3]:  # the first attempt's rows were kept, not traced again
+        assert row["wall_time_s"] == done_before[row["program_id"]]["wall_time_s"]
+
+
+def test_a_program_that_kills_the_runner_is_a_crashed_row_and_the_rest_still_run(tmp_path: Path) -> None:
+    killer = Program(
+        program_id="kill-runner",
+        mode="script",
+        source="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+    )
+    programs = [call("before", "    return x"), killer, call("after", "    return x * 2", "21")]
+    (unit,) = plan_units(programs, SETTINGS)
+    result = execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    by_id = {r["program_id"]: r for r in shard_rows(tmp_path / unit.shard_name)}
+    assert by_id["before"]["status"] == "ok"
+    assert by_id["kill-runner"]["status"] == "crashed"
+    assert (by_id["after"]["status"], by_id["after"]["return_value"]) == ("ok", "42")
+    assert result.rounds >= 2 and result.sandbox_failures
+
+
+def test_expected_outputs_are_checked(tmp_path: Path) -> None:
+    right = Program(program_id="right", mode="call", source="def f(a):\n    return [a, 'x']\n", entrypoint="f", input="1", expected_output="[1, 'x']")
+    wrong = Program(program_id="wrong", mode="call", source="def f(a):\n    return a\n", entrypoint="f", input="1", expected_output="2")
+    (unit,) = plan_units([right, wrong], SETTINGS)
+    assert execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox()).mismatches == 1
+
+
+def _request(unit_id: str, jobs: Path, out: Path):  # type: ignore[no-untyped-def]
+    from harvest.sandbox.base import UnitRequest
+
+    return UnitRequest(run_id="run-0", unit_id=unit_id, attempt=1, image="local", jobs_path=jobs, output_path=out)
+
