@@ -21,7 +21,19 @@ try:  # resource is POSIX-only; the batch runner needs fork anyway
 except ImportError:  # pragma: no cover
     resource = None  # type: ignore[assignment]
 
-RESULT_FD = 1000  # the report channel is moved here, above the fds programs commonly close
+
+def _result_fd() -> int:
+    # The report channel is moved above the fds programs commonly close (closerange(3, 256)).
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource is not None else 1024
+    except (ValueError, OSError):
+        soft = 1024
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        soft = 1024
+    return max(3, min(1000, soft - 1))
+
+
+RESULT_FD = _result_fd()
 BALLAST_BYTES = 16 << 20  # freed after the program so a memory-starved child can still report
 EXIT_REPORTED = 0
 EXIT_HARNESS_FAILED = 70

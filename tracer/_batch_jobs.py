@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 MODES = ("call", "script", "pytest")
 KNOWN_KEYS = frozenset(
@@ -55,6 +55,12 @@ def invalid_job_id(jobs_name: str, lineno: int) -> str:
 
 def parse_job(line: str, lineno: int) -> Job:
     """One jobs-file line as a `Job`, or `JobError` naming what is wrong with it."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise JobError(
+            "line %d is not valid UTF-8 (byte offset %d)" % (lineno, exc.start), None
+        ) from None
     try:
         raw = json.loads(line)
     except ValueError as exc:
@@ -172,15 +178,13 @@ def _show(value: Any) -> str:
 
 
 def iter_job_lines(path: str) -> Iterator[Tuple[int, str]]:
-    """(line number, text) of every non-blank line of the jobs file, decoded as UTF-8."""
+    """(line number, text) of every non-blank line of the jobs file.
+
+    A line that is not UTF-8 is passed on as it is (surrogate-escaped) and fails to parse as a job
+    with a message saying so; its program text is never silently altered.
+    """
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            text = raw.decode("utf-8", errors="replace")
+            text = raw.decode("utf-8", errors="surrogateescape")
             if text.strip():
                 yield lineno, text
-
-
-def job_summary(job: Job) -> List[str]:
-    """Short description for log messages."""
-    what = job.entrypoint if job.mode == "call" else (job.file or "<source>")
-    return [job.program_id, job.mode, str(what)]

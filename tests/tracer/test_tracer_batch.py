@@ -54,9 +54,11 @@ def call(pid: str, source: str, entry: str = "f", input_text: str = "", **extra:
 
 
 def write_jobs(path: Path, jobs: list) -> None:
-    with path.open("w", encoding="utf-8") as f:
+    with path.open("wb") as f:
         for job in jobs:
-            f.write((job if isinstance(job, str) else json.dumps(job)) + "\n")
+            if isinstance(job, dict):
+                job = json.dumps(job)
+            f.write((job if isinstance(job, bytes) else job.encode("utf-8")) + b"\n")
 
 
 def batch_cmd(python: str, jobs: Path, out: Path, limits: dict, **options: Any) -> list:
@@ -373,6 +375,7 @@ def test_malformed_job_lines_become_error_rows(tmp_path: Path) -> None:
         json.dumps({"program_id": "no-such-entry", "source": GOOD, "entrypoint": "g"}),
         json.dumps({"program_id": "missing-file", "file": "nope.py", "entrypoint": "f"}),
         "",
+        b'{"program_id": "latin-1", "source": "x = \xe9"}',
         call("ok-after", GOOD, input_text="2"),
     ]
     rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 5})
@@ -388,6 +391,7 @@ def test_malformed_job_lines_become_error_rows(tmp_path: Path) -> None:
         "bad-input": "invalid input text",
         "no-such-entry": "not defined",
         "missing-file": "cannot read program",
+        "jobs.jsonl:13": "not valid UTF-8",
     }
     for pid, words in expect.items():
         assert rows[pid]["status"] == "error", rows[pid]
@@ -578,17 +582,30 @@ def test_batch_on_oldest_and_newest_python(tmp_path: Path, version: str) -> None
         call("mem", "def f():\n    return bytearray(1 << 30)\n"),
         call("exc", "def f():\n    return 1 / 0\n"),
         "{oops",
+        call(
+            "flood",
+            "import os\ndef f():\n    os.write(1, b'z' * 300000)\n    print('p' * 300000)\n",
+        ),
+        call(
+            "forks",
+            "import os\ndef f():\n    pid = os.fork()\n    if pid:\n        os.waitpid(pid, 0)\n    return pid > 0\n",
+        ),
         call("good2", GOOD, input_text="6"),
     ]
     rows, proc = run_batch_process(
-        tmp_path, jobs, {"timeout_s": 0.5, "memory_mb": 200}, python=python
+        tmp_path,
+        jobs,
+        {"timeout_s": 0.5, "memory_mb": 200, "max_output_bytes": 1000},
+        python=python,
     )
     assert proc.returncode == 0, proc.stderr
     status = {pid: row["status"] for pid, row in rows.items()}
     assert status == {
         "good": "ok", "loop": "timeout", "exit": "crashed", "segv": "crashed", "mem": "memory",
-        "exc": "exception", "jobs.jsonl:7": "error", "good2": "ok",
+        "exc": "exception", "jobs.jsonl:7": "error", "flood": "ok", "forks": "ok", "good2": "ok",
     }  # fmt: skip
+    assert rows["flood"]["stdout"] == "z" * 1000 and rows["flood"]["output_truncated"]
+    assert rows["forks"]["return_value"] == "True"
     assert rows["good2"]["return_value"] == "12"
     assert rows["good"]["python_version"].startswith(version + ".")
 
