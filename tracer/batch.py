@@ -282,6 +282,8 @@ class BatchRunner(object):
         self._subreaper = False
         self._current: Optional[int] = None
         self._unreaped: Set[int] = set()  # children that reported and are exiting
+        self._oom_file: Optional[str] = None  # the cgroup's OOM-kill counter (memory.events)
+        self._oom_kills = 0
 
     # ---------------------------------------------------------------- the batch
     def run(self, jobs_path: str, out_path: str) -> Dict[str, Any]:
@@ -601,6 +603,14 @@ class BatchRunner(object):
             sig = os.WTERMSIG(status)
             if sig == signal.SIGXCPU:
                 return "timeout", "killed by signal %d (SIGXCPU): CPU time limit exceeded" % sig
+            if sig == signal.SIGKILL and self._oom_file is not None:
+                kills = _oom_kill_count(self._oom_file)
+                if kills is not None and kills > self._oom_kills:
+                    self._oom_kills = kills
+                    return (
+                        "memory",
+                        "killed by signal 9 (SIGKILL) by the out-of-memory killer (cgroup memory limit)",
+                    )
             near_limit = memory_mb > 0 and outcome.maxrss_kb >= 0.9 * memory_mb * 1024
             if sig == signal.SIGKILL and near_limit:
                 return (
@@ -668,6 +678,9 @@ class BatchRunner(object):
         if self.max_procs > 0:
             self._nproc_base = _count_processes_of(os.getuid())
         self._subreaper = _set_subreaper(True)
+        self._oom_file = _find_oom_counter()
+        if self._oom_file is not None:
+            self._oom_kills = _oom_kill_count(self._oom_file) or 0
 
     def _stop_processes(self) -> None:
         self._reap_unreaped(block=True)
@@ -816,6 +829,41 @@ def _count_processes_of(uid: int) -> int:
             except OSError:
                 pass
     return count
+
+
+def _find_oom_counter() -> Optional[str]:
+    """The file with this cgroup's `oom_kill` counter (cgroup v2 memory.events or v1 oom_control)."""
+    candidates = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) != 3:
+                    continue
+                path = parts[2].rstrip("/")
+                if parts[1] == "":
+                    candidates.append("/sys/fs/cgroup%s/memory.events" % path)
+                elif "memory" in parts[1].split(","):
+                    candidates.append("/sys/fs/cgroup/memory%s/memory.oom_control" % path)
+    except OSError:
+        pass
+    candidates += ["/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+    for path in candidates:
+        if _oom_kill_count(path) is not None:
+            return path
+    return None
+
+
+def _oom_kill_count(path: str) -> Optional[int]:
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _flush_parent_streams() -> None:

@@ -495,64 +495,87 @@ def _count_lines(path: Path) -> int:
 # ------------------------------------------------------------------ fork bomb (needs a pids cgroup)
 
 
-def _pids_cgroup(tmp_name: str) -> Path | None:
-    """A fresh pids cgroup (v2 or v1) limited to 100 processes, or None where we cannot make one."""
-    for base, _procs in (
-        (Path("/sys/fs/cgroup"), "cgroup.procs"),
-        (Path("/sys/fs/cgroup/pids"), "cgroup.procs"),
+# controller -> (cgroup v2 file, cgroup v1 file) of its limit
+CGROUP_LIMITS = {
+    "pids": ("pids.max", "pids.max"),
+    "memory": ("memory.max", "memory.limit_in_bytes"),
+}
+
+
+def make_cgroup(controller: str, limit: str) -> Path | None:
+    """A fresh cgroup (v2, else v1) with `controller` limited to `limit`, or None where we cannot."""
+    v2_file, v1_file = CGROUP_LIMITS[controller]
+    name = f"worldtrace-test-{controller}-{os.getpid()}"
+    for group, limit_file in (
+        (Path("/sys/fs/cgroup") / name, v2_file),
+        (Path("/sys/fs/cgroup") / controller / name, v1_file),
     ):
-        group = base / tmp_name
+        if not group.parent.is_dir() or not (group.parent / "cgroup.procs").exists():
+            continue
         try:
-            if (
-                not (base / "pids.max").exists()
-                and not (base / "cgroup.controllers").exists()
-                and base.name != "pids"
-            ):
-                continue
             group.mkdir()
-            if not (group / "pids.max").exists():
-                group.rmdir()
-                continue
-            (group / "pids.max").write_text("100")
-            return group
         except OSError:
             continue
+        try:
+            (group / limit_file).write_text(limit)
+            return group
+        except OSError:
+            group.rmdir()
     return None
 
 
-def test_fork_bomb_is_contained(tmp_path: Path) -> None:
-    group = _pids_cgroup(f"worldtrace-test-{os.getpid()}")
-    if group is None:
-        pytest.skip("cannot create a pids cgroup here (RLIMIT_NPROC does not bind root)")
-    jobs = [
-        call("before", GOOD, input_text="1"),
-        call(
-            "fork-bomb",
-            """
-            import os
-            def f():
-                while True:
-                    try:
-                        os.fork()
-                    except OSError:
-                        pass
-            """,
-        ),
-        call("after", GOOD, input_text="2"),
-    ]
-    jobs_path, out = tmp_path / "jobs.jsonl", tmp_path / "out.jsonl"
+def run_in_cgroup(group: Path, tmp: Path, jobs: list, limits: dict) -> dict:
+    """Run a batch whose runner (and so every program) lives in `group`; return its rows."""
+    jobs_path, out = tmp / "jobs.jsonl", tmp / "out.jsonl"
     write_jobs(jobs_path, jobs)
-    cmd = batch_cmd(sys.executable, jobs_path, out, {"timeout_s": 1.0})
+    cmd = batch_cmd(sys.executable, jobs_path, out, limits)
     shell = f'echo $$ > "{group}/cgroup.procs" && exec "$@"'
     try:
-        proc = subprocess.run(["sh", "-c", shell, "sh", *cmd], cwd=tmp_path, env=batch_env(),
+        proc = subprocess.run(["sh", "-c", shell, "sh", *cmd], cwd=tmp, env=batch_env(),
                               capture_output=True, text=True, timeout=120)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        rows = read_rows(out)
-        assert rows["fork-bomb"]["status"] == "timeout"
-        assert rows["before"]["return_value"] == "2" and rows["after"]["return_value"] == "4"
     finally:
         _remove_cgroup(group)
+    assert proc.returncode == 0, proc.stderr
+    return read_rows(out)
+
+
+def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    group = make_cgroup("pids", "100")
+    if group is None:
+        pytest.skip("cannot create a pids cgroup here (RLIMIT_NPROC does not bind root)")
+    bomb = """
+        import os
+        def f():
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+        """
+    jobs = [
+        call("before", GOOD, input_text="1"),
+        call("fork-bomb", bomb),
+        call("after", GOOD, input_text="2"),
+    ]
+    rows = run_in_cgroup(group, tmp_path, jobs, {"timeout_s": 1.0})
+    assert rows["fork-bomb"]["status"] == "timeout"
+    assert rows["before"]["return_value"] == "2" and rows["after"]["return_value"] == "4"
+
+
+def test_oom_kill_by_the_cgroup_is_memory(tmp_path: Path) -> None:
+    group = make_cgroup("memory", str(150 << 20))
+    if group is None:
+        pytest.skip("cannot create a memory cgroup here")
+    hog = "def f():\n    data = bytearray(400 << 20)\n    return len(data)\n"
+    jobs = [
+        call("before", GOOD, input_text="1"),
+        call("hog", hog),
+        call("after", GOOD, input_text="2"),
+    ]
+    rows = run_in_cgroup(group, tmp_path, jobs, {"timeout_s": 20})  # no RLIMIT_AS: the cgroup kills
+    assert rows["hog"]["status"] == "memory", rows["hog"]
+    assert "out-of-memory killer" in rows["hog"]["exception_message"]
+    assert rows["before"]["return_value"] == "2" and rows["after"]["return_value"] == "4"
 
 
 def _remove_cgroup(group: Path) -> None:
