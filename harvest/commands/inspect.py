@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from itertools import islice
 from pathlib import Path
 
 import click
 
 from harvest.errors import WorldtraceError
+from harvest.inspect.text import TextStyle
 from schemas.errors import SchemaError
 
 FORMATS = ("text", "cwm", "json", "html")
@@ -105,8 +107,6 @@ def _show(
     if fmt == "json":
         _emit(json.dumps(trace, indent=1, ensure_ascii=False), out)
         return
-    from harvest.inspect.text import TextStyle
-
     interactive = out is None and stop is None and start == 0 and sys.stdin.isatty() and sys.stdout.isatty()
     style = TextStyle(color=sys.stdout.isatty() and out is None if color is None else color)
     if interactive:
@@ -124,13 +124,10 @@ def _emit(text: str, out: Path | None) -> None:
         out.write_text(text + "\n", encoding="utf-8")
 
 
-def _emit_text(trace: dict, out: Path | None, start: int, stop: int | None, style: object) -> None:
-    from itertools import islice
-
+def _emit_text(trace: dict, out: Path | None, start: int, stop: int | None, style: TextStyle) -> None:
     from harvest.inspect.steps import iter_steps
-    from harvest.inspect.text import TextStyle, header, render_outcome, render_steps
+    from harvest.inspect.text import header, render_outcome, render_steps
 
-    assert isinstance(style, TextStyle)
     total = len(trace["events"])
     if start >= max(total, 1):
         raise click.ClickException(f"--steps starts at {start + 1} but the trace has {total} steps")

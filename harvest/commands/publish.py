@@ -81,6 +81,9 @@ def command(
         result = publish(shards, out, options)
         for split, part in result.stats.to_json()["splits"].items():
             click.echo(f"{split}: {part['rows']} traces, {part['programs']} programs, {part['files']} file(s), {part['bytes']:,} bytes", err=True)
+        for split in options.splits.names:
+            if split not in result.files:
+                click.echo(f"warning: no program was assigned to split {split!r}; it is left out", err=True)
         dropped = result.stats.to_json()["dropped"]
         click.echo(f"dropped: {dropped['duplicates']} duplicates, {dropped['status']} by status, {dropped['max_events']} by --max-events", err=True)
         click.echo(f"wrote {out}", err=True)

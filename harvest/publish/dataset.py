@@ -224,11 +224,21 @@ def _copy_provenance(out: Path, runs: list[RunManifest], input_path: str, shard_
     (folder / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n", encoding="utf-8")
 
 
+def _require_dependencies() -> None:
+    """The `publish` extra's libraries, or a clear error naming the missing one."""
+    import importlib.util
+
+    for module in ("datasets", "huggingface_hub", "mlcroissant"):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"publishing needs {module}: pip install 'worldtrace[publish]'")
+
+
 def publish(input_path: str, out: str | os.PathLike[str], options: PublishOptions) -> PublishResult:
     """Write the dataset for the shards `input_path` names into `out` (see `worldtrace publish`)."""
     from harvest.publish.card import write_card
     from harvest.publish.croissant import write_croissant
 
+    _require_dependencies()
     fs, shard_files = resolve_shards(input_path)
     if not shard_files:
         raise ConfigError(f"{input_path}: no .parquet shards found")
