@@ -17,14 +17,16 @@ class QueryError(ConfigError):
 
 
 # `events`: one row per event, in execution order (`step` counts from 0 within the trace); the
-# event's `locals` (the variables new or changed at that event, as the tracer records them) stay a
-# list there, and `variables` has one row per such (event, variable).
+# event's `locals` (the variables new or changed at that event, as the tracer records them) are
+# there as the list and as a MAP (`locals_map['x']`), and `variables` has one row per such
+# (event, variable).
 EVENTS_VIEW = """
 CREATE OR REPLACE VIEW events AS
 SELECT trace_id, program_id, status,
        step, ev.kind AS kind, ev.lineno AS lineno, ev.source AS line_source,
        ev.function AS function, ev.file AS file, ev.depth AS depth, ev.frame_id AS frame_id,
-       ev.thread_id AS thread_id, ev.arg AS arg, ev.locals AS locals
+       ev.thread_id AS thread_id, ev.arg AS arg, ev.locals AS locals,
+       map_from_entries(ev.locals) AS locals_map
 FROM (
     SELECT trace_id, program_id, status,
            unnest(events) AS ev, generate_subscripts(events, 1) - 1 AS step

@@ -67,7 +67,8 @@ def command(path: str, sql: str, fmt: str) -> None:
     Views:
       traces     one row per trace (every column of the trace schema)
       events     one row per event: trace_id, program_id, status, step, kind, lineno,
-                 line_source, function, file, depth, frame_id, thread_id, arg, locals
+                 line_source, function, file, depth, frame_id, thread_id, arg, locals,
+                 locals_map (MAP name -> value: locals_map['x'])
       variables  one row per variable an event records: trace_id, program_id, step,
                  kind, function, frame_id, lineno, name, value
 

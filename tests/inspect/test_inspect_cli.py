@@ -122,6 +122,9 @@ def test_query_views_and_formats(sample_shards: Path) -> None:
         for i, ev in enumerate(fact["events"]) for loc in ev["locals"]
     )
     assert sorted(tuple(v.values()) for v in variables) == expected
+    sql = f"SELECT step, locals_map['n'] AS n FROM events WHERE trace_id = '{fact['trace_id']}' AND kind = 'call'"
+    calls = json.loads(run("query", str(sample_shards), sql, "-f", "json"))
+    assert [c["n"] for c in calls] == ["4", "3", "2", "1"]
     table = run("query", str(sample_shards), "SELECT status, count(*) AS n FROM traces GROUP BY 1 ORDER BY 1")
     assert table.splitlines()[0].split() == ["status", "n"] and "(2 rows)" in table
 
