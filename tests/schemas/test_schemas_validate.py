@@ -150,3 +150,20 @@ def test_duplicate_traces_within_a_shard(tmp_path: Path) -> None:
     report = validate(tmp_path)
     assert "2 duplicate trace_ids" in report.shards[0].problems[0]
     assert "also in this shard" in report.shards[0].problems[0]
+
+
+def test_validate_a_remote_copy(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    make_shards(tmp_path, 1)
+    fs = fsspec.filesystem("memory")
+    for path in sorted(tmp_path.rglob("*")):
+        if path.is_file() and not path.name.endswith(".lock"):
+            fs.pipe(f"/wt-validate/{path.relative_to(tmp_path)}", path.read_bytes())
+    try:
+        report = validate("memory://wt-validate")
+        assert report.ok, report.lines()
+        assert report.shards[0].rows == 200 and not report.shards[0].warnings  # manifest found
+        fs.pipe("/wt-validate/shard-0.parquet", (tmp_path / "shard-0.parquet").read_bytes()[:-10])
+        assert not validate("memory://wt-validate").ok
+    finally:
+        fs.rm("/wt-validate", recursive=True)
