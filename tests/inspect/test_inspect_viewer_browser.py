@@ -123,3 +123,30 @@ def test_deleted_variables_leave_and_hostile_values_stay_text(
         viewer.send_keys(Keys.ARROW_RIGHT)
     index, _, variables, _ = _state(driver)
     assert index == deleted_at and "tmp" not in variables and variables == dict(steps[deleted_at].locals)
+
+
+def test_a_script_trace_starts_at_the_module_and_keeps_its_source(browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from schemas.convert import stream_object_to_row
+    from tracer.api import trace_script
+
+    source = "total = 0\nfor i in range(3):\n    total += i\nprint(total)\n"
+    stream = trace_script("script.py", source=source, program_id="script")
+    trace = stream_object_to_row(stream, {"source": source, "image": "local"})
+    steps = list(iter_steps(trace["events"]))
+    page = tmp_path / "script.html"
+    page.write_text(render_html(trace), encoding="utf-8")
+    driver = browser  # type: ignore[assignment]
+    driver.get(page.as_uri())
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".wt-line")) == len(source.splitlines())
+    assert driver.find_element(By.CSS_SELECTOR, "#wt-output .wt-stdout").text == "3"
+    viewer = driver.find_element(By.ID, "wt-viewer")
+    for index in range(1, len(steps)):
+        viewer.send_keys(Keys.ARROW_RIGHT)
+        if steps[index].kind == "line":
+            step, line, variables, _ = _state(driver)
+            assert (step, line) == (index, steps[index].lineno)
+            assert variables == dict(steps[index].locals)
+    assert variables["total"] == "3"
