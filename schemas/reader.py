@@ -104,7 +104,10 @@ def iter_batches(
             if problems:
                 raise ShardError(f"{file}: not the trace schema: {'; '.join(problems)}")
         try:
-            yield from shard.iter_batches(batch_size=batch_rows, columns=columns)
+            # One row group at a time: each has its own dictionaries, and pyarrow cannot build a
+            # nested batch whose dictionary columns span two of them.
+            for group in range(shard.num_row_groups):
+                yield from shard.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group])
         except (OSError, pa.ArrowException) as e:
             raise ShardError(f"{file}: unreadable ({e})") from e
 

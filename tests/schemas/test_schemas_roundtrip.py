@@ -121,6 +121,8 @@ def test_row_groups_are_bounded_in_bytes(tmp_path: Path) -> None:
     meta = pq.ParquetFile(tmp_path / "s.parquet").metadata
     groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert sum(groups) == 3000 and len(groups) > 3
+    # reading batches larger than a row group (each with its own dictionaries) works
+    assert [t["program_id"] for t in iter_traces(tmp_path / "s.parquet")] == [f"p{i}" for i in range(3000)]
     for rows in groups[:-1]:
         # a row group closes with the first batch that brings it to the bound
         assert rows % 100 == 0
