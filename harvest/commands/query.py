@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -16,8 +17,17 @@ from schemas.errors import SchemaError
 MAX_CELL = 60
 
 
+def _plain(value: Any) -> str:
+    """A scalar as its text (numbers, dates, decimals); lists and structs as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
 def _cell(value: Any) -> str:
-    text = "NULL" if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
+    text = "NULL" if value is None else _plain(value)
     text = text.replace("\n", "\\n")
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
@@ -40,14 +50,19 @@ def format_csv(table: pa.Table) -> str:
     writer.writerow(table.column_names)
     for row in table.to_pylist():
         writer.writerow(
-            ["" if v is None else v if isinstance(v, str | int | float) else json.dumps(v, default=str)
-             for v in row.values()]
+            ["" if v is None else _plain(v) for v in row.values()]
         )
     return out.getvalue().rstrip("\n")
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):  # DuckDB's sum() of integers is a HUGEINT/DECIMAL
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
 def format_json(table: pa.Table) -> str:
-    return json.dumps(table.to_pylist(), indent=1, ensure_ascii=False, default=str)
+    return json.dumps(table.to_pylist(), indent=1, ensure_ascii=False, default=_json_default)
 
 
 FORMATTERS = {"table": format_table, "csv": format_csv, "json": format_json}
