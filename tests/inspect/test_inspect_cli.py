@@ -110,6 +110,8 @@ def test_query_views_and_formats(sample_shards: Path) -> None:
     assert got == [{"n": len(rows)}]
     got = json.loads(run("query", str(sample_shards), "SELECT count(*) AS n FROM events", "-f", "json"))
     assert got == [{"n": sum(r["n_events"] for r in rows)}]
+    got = json.loads(run("query", str(sample_shards), "SELECT sum(n_events) AS n FROM traces", "-f", "json"))
+    assert got == [{"n": sum(r["n_events"] for r in rows)}]  # a number, not the text of a decimal
     # one row per recorded variable; the fold of the deltas gives the reader's full state
     (fact,) = [r for r in rows if r["program_id"] == "fact"]
     sql = (
