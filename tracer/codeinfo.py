@@ -97,3 +97,108 @@ def stopped_at_return(code, lasti: int) -> bool:
     if PYBEHAVIOR.has_yield_from_opcode and _YIELD_FROM is not None:  # PYBEHAVIOR: has_yield_from_opcode
         return lasti + 2 < len(co) and co[lasti + 2] == _YIELD_FROM
     return False
+
+
+class LineEffects:
+    """What the instructions of one source line can change, from the bytecode.
+
+    ``writes``: locals stored or deleted; ``loads``: locals read; ``globals``: global or
+    module names read; ``mutating``: the line can mutate objects it reaches (a call, a
+    subscript/attribute store, an in-place operator, iteration or resumption of other code).
+    """
+
+    __slots__ = ("writes", "loads", "globals", "mutating")
+
+    def __init__(self) -> None:
+        self.writes: set = set()
+        self.loads: set = set()
+        self.globals: set = set()
+        self.mutating = False
+
+    def merge(self, other: LineEffects) -> None:
+        self.writes |= other.writes
+        self.loads |= other.loads
+        self.globals |= other.globals
+        self.mutating = self.mutating or other.mutating
+
+
+_WRITE_OPS = frozenset([
+    "STORE_FAST", "DELETE_FAST", "STORE_DEREF", "DELETE_DEREF", "STORE_NAME", "DELETE_NAME",
+    "STORE_FAST_MAYBE_NULL", "LOAD_FAST_AND_CLEAR", "STORE_FAST_STORE_FAST",
+])
+_LOAD_OPS = frozenset([
+    "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE",
+    "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF",
+])
+_GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"])
+_MUTATING_OPS = frozenset([
+    "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR", "STORE_SLICE", "DELETE_SLICE",
+    "FOR_ITER", "SEND", "YIELD_VALUE", "YIELD_FROM", "GET_AWAITABLE", "BEFORE_WITH",
+    "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH", "WITH_EXCEPT_START", "WITH_CLEANUP_START",
+    "IMPORT_NAME", "IMPORT_STAR", "IMPORT_FROM", "STORE_GLOBAL", "DELETE_GLOBAL", "EXEC_STMT",
+    "END_ASYNC_FOR", "CLEANUP_THROW", "RAISE_VARARGS", "RERAISE",
+])
+
+
+def _instruction_lines(code) -> list:
+    """(line or None, instruction) for every instruction of ``code``."""
+    out = []
+    current = None
+    for inst in dis.get_instructions(code):
+        if hasattr(inst, "line_number"):  # PYBEHAVIOR: dis line_number (3.13+)
+            line = inst.line_number
+        elif getattr(inst, "positions", None) is not None:  # 3.11-3.12
+            line = inst.positions.lineno
+        else:  # 3.8-3.10: every instruction belongs to the last line start
+            if inst.starts_line is not None:
+                current = inst.starts_line
+            line = current
+        out.append((line, inst))
+    return out
+
+
+_EFFECTS: dict = {}
+
+
+def line_effects(code) -> dict:
+    """Line number -> ``LineEffects`` for ``code``, computed once per code object.
+
+    Instructions without a line number (exception-handler cleanup) run as part of whatever
+    line was executing, so their effects are added to every line.
+    """
+    table = _EFFECTS.get(code)
+    if table is not None:
+        return table
+    table = {}
+    unlined = LineEffects()
+    for line, inst in _instruction_lines(code):
+        eff = table.get(line) if line is not None else unlined
+        if eff is None:
+            eff = table[line] = LineEffects()
+        name = inst.opname
+        argval = inst.argval
+        if name in _WRITE_OPS:
+            if isinstance(argval, tuple):
+                eff.writes.update(a for a in argval if isinstance(a, str))
+            elif isinstance(argval, str):
+                eff.writes.add(argval)
+        elif name == "STORE_FAST_LOAD_FAST" and isinstance(argval, tuple):
+            eff.writes.add(argval[0])
+            eff.loads.add(argval[1])
+        elif name in _LOAD_OPS:
+            if isinstance(argval, tuple):
+                eff.loads.update(a for a in argval if isinstance(a, str))
+            elif isinstance(argval, str):
+                eff.loads.add(argval)
+        elif name in _GLOBAL_OPS:
+            if isinstance(argval, str):
+                eff.globals.add(argval)
+        if name.startswith("CALL") or name.startswith("INPLACE_") or name in _MUTATING_OPS:
+            eff.mutating = True
+        elif name == "BINARY_OP" and "=" in (inst.argrepr or ""):  # 3.11+ in-place operators
+            eff.mutating = True
+    if unlined.writes or unlined.loads or unlined.globals or unlined.mutating:
+        for eff in table.values():
+            eff.merge(unlined)
+    _EFFECTS[code] = table
+    return table

@@ -10,7 +10,9 @@ final conversion of buffered tuples into the event objects of schemas/trace_stre
 from __future__ import annotations
 
 import itertools
+import os
 import traceback
+import types
 
 from . import codeinfo
 from .render import IMMUTABLE_TYPES, Renderer
@@ -24,21 +26,32 @@ except ImportError:  # pragma: no cover
 # never ``is`` any live value, so such values are always re-rendered.
 _MUTABLE = object()
 
+# Debugging switch: re-read and re-render every local at every line (no bytecode analysis).
+FULL_SCAN = os.environ.get("WORLDTRACE_FULL_SCAN") == "1"
+
+# Global values a line may read without that making the line's effects unknowable.
+_INERT_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
+
 CALL, LINE, RETURN, EXCEPTION = "call", "line", "return", "exception"
 
 
 class Activation:
     """One activation of an in-scope frame (a resumed generator keeps its activation)."""
 
-    __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "raised")
+    __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "raised",
+                 "prev_line", "clock")
 
     def __init__(self, fid: int, tid: int, code) -> None:
         self.fid = fid
         self.tid = tid
         self.code = code
         self.depth = 0
-        # name -> (value if immutable else _MUTABLE, rendered text)
+        # name -> (value if immutable else _MUTABLE, rendered text, ids visited or None)
         self.last: dict = {}
+        # The line of this activation's previous line event (None: next line rescans all)
+        # and the recorder's event clock after its last event (to notice other frames ran).
+        self.prev_line = None
+        self.clock = -1
         self.frame = None  # the live frame, held only while it runs (monitoring backend)
         self.proxy = None  # 3.13: the frame's f_locals proxy, a live view
         self.module_level = code.co_name == "<module>"
@@ -55,6 +68,7 @@ class Recorder:
     def __init__(self, renderer: Renderer, scope, max_events: int = 0) -> None:
         self.renderer = renderer
         self.render = renderer.render
+        self.render_with_ids = renderer.render_with_ids
         self.scope = scope
         self.max_events = max_events
         self._left = max_events if max_events > 0 else -1
@@ -65,6 +79,7 @@ class Recorder:
         self.stacks: dict = {}
         self.thread_numbers: dict = {}
         self._fids = itertools.count()
+        self._clock = 0
         # Set by the backend: called once when recording stops early (budget, failure) so
         # the rest of the program runs untraced at full speed.
         self.on_halt = None
@@ -105,11 +120,21 @@ class Recorder:
         act.depth = len(st)
         st.append(act)
         act.raised = False
+        act.prev_line = None
         self._emit((CALL, lineno, act, self.delta(act, mapping), None, act.depth))
+        act.clock = self._clock
 
-    def line(self, act: Activation, lineno: int, mapping) -> None:
+    def line(self, act: Activation, lineno: int, mapping, frame) -> None:
+        """A line event; ``frame`` is the live frame (for its globals)."""
         act.raised = False
-        self._emit((LINE, lineno, act, self.delta(act, mapping), None, act.depth))
+        prev = act.prev_line
+        act.prev_line = lineno
+        if prev is None or self._clock != act.clock or act.module_level or FULL_SCAN:
+            delta = self.delta(act, mapping)
+        else:
+            delta = self.line_delta(act, mapping, prev, frame)
+        self._emit((LINE, lineno, act, delta, None, act.depth))
+        act.clock = self._clock
 
     def leave(self, act: Activation, lineno: int, value, unwind: bool) -> None:
         """A return event (return, yield, or unwinding by exception when ``unwind``)."""
@@ -124,6 +149,7 @@ class Recorder:
 
     def exception(self, act: Activation, lineno: int, exc) -> None:
         act.raised = True
+        act.prev_line = None
         if isinstance(exc, BaseException):
             text = self.renderer.render_exception(exc)
         else:
@@ -136,7 +162,7 @@ class Recorder:
         """Locals new or changed (by rendering) since the activation's previous event."""
         last = act.last
         out = {}
-        render = self.render
+        render = self.render_with_ids
         immutable = IMMUTABLE_TYPES
         seen = 0
         module_level = act.module_level
@@ -147,17 +173,70 @@ class Recorder:
             prev = last.get(name)
             if prev is not None and prev[0] is value:
                 continue
-            text = render(value)
+            text, ids = render(value)
             if prev is None or prev[1] != text:
                 out[name] = text
-            last[name] = (value if type(value) in immutable else _MUTABLE, text)
+            last[name] = (value if type(value) in immutable else _MUTABLE, text, ids)
         if seen != len(last):
             for name in [n for n in last if n not in mapping]:
                 del last[name]
                 out[name] = None
         return out
 
+    def line_delta(self, act: Activation, mapping, prev_line: int, frame) -> dict:
+        """Like ``delta``, but only for the variables the previous line can have changed.
+
+        From the bytecode of the previous line: the locals it stored or deleted, and, if it
+        could mutate objects (calls, subscript/attribute stores, in-place operators), the
+        locals it read plus every other local sharing an object with them (aliases, found
+        through the ids each rendering visited). A line that reads a mutable global, and
+        any line after another frame ran (a callee), rescans everything instead.
+        """
+        eff = codeinfo.line_effects(act.code).get(prev_line)
+        if eff is None:
+            return self.delta(act, mapping)
+        last = act.last
+        names = eff.writes
+        if eff.mutating:
+            if eff.globals and frame is not None:
+                g = frame.f_globals
+                for gname in eff.globals:
+                    gval = g.get(gname)
+                    if gval is not None and type(gval) not in IMMUTABLE_TYPES and not isinstance(gval, _INERT_GLOBAL_TYPES):
+                        return self.delta(act, mapping)
+            names = names | eff.loads
+            touched: set = set()
+            for n in eff.loads:
+                entry = last.get(n)
+                if entry is not None and entry[2] is not None:
+                    touched.update(entry[2])
+            if touched:
+                extra = [n for n, entry in last.items()
+                         if entry[2] is not None and n not in names and not touched.isdisjoint(entry[2])]
+                if extra:
+                    names = names | set(extra)
+        out = {}
+        render = self.render_with_ids
+        immutable = IMMUTABLE_TYPES
+        for name in names:
+            try:
+                value = mapping[name]
+            except KeyError:
+                if name in last:
+                    del last[name]
+                    out[name] = None
+                continue
+            prev = last.get(name)
+            if prev is not None and prev[0] is value:
+                continue
+            text, ids = render(value)
+            if prev is None or prev[1] != text:
+                out[name] = text
+            last[name] = (value if type(value) in immutable else _MUTABLE, text, ids)
+        return out
+
     def _emit(self, event: tuple) -> None:
+        self._clock += 1
         left = self._left
         if left == 0:
             self.truncated_reason = "max_events"

@@ -117,11 +117,12 @@ def _stdlib_type(module: str, name: str) -> object:
 class _Budget:
     """Mutable per-rendering state: characters left, containers on the path (cycles)."""
 
-    __slots__ = ("chars", "active")
+    __slots__ = ("chars", "active", "ids")
 
     def __init__(self, chars: int) -> None:
         self.chars = chars
         self.active: set = set()
+        self.ids: list = []  # every container / object visited (aliasing checks)
 
 
 class Renderer:
@@ -162,6 +163,25 @@ class Renderer:
             self._failed.add(t)
             return "<%s object>" % type_name(t)
         return self._cut(text)
+
+    def render_with_ids(self, value: object) -> tuple:
+        """``(text, ids)``: the rendering and the ids of the containers/objects it visited.
+
+        ``ids`` is None for immutable scalars. The recorder uses the ids to find which
+        other variables share an object that a line may have mutated.
+        """
+        t = type(value)
+        if t in IMMUTABLE_TYPES:
+            return self.render(value), None
+        budget = _Budget(self.max_value_chars)
+        try:
+            text = self._render(value, 0, budget)
+        except RecursionError:
+            return "<%s object>" % type_name(t), None
+        except Exception:
+            self._failed.add(t)
+            return "<%s object>" % type_name(t), None
+        return self._cut(text), (frozenset(budget.ids) if budget.ids else None)
 
     def render_exception(self, exc: BaseException) -> str:
         """``"TypeName: message"`` for an exception event or trace summary."""
@@ -228,6 +248,7 @@ class Renderer:
             return self._spend(budget, self._str(value))  # type: ignore[arg-type]
         if t is bytes:
             return self._spend(budget, self._bytes(value))  # type: ignore[arg-type]
+        budget.ids.append(id(value))
         if t in self._failed:
             return self._spend(budget, "<%s object>" % type_name(t))
         if t is list:

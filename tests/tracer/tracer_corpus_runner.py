@@ -7,6 +7,9 @@ Modes:
   differential  every CRUXEval row under each available backend: identical events, and the
                 rendered return value equals the rendering of ``eval(expected output)``.
   nochange      CRUXEval/MBPP rows traced and untraced: same result, exception and stdout.
+  fullscan      CRUXEval/MBPP rows traced with the per-line bytecode analysis and with
+                WORLDTRACE_FULL_SCAN semantics (every local re-rendered at every line):
+                identical events, so the analysis never misses a change.
 """
 
 from __future__ import annotations
@@ -136,6 +139,35 @@ def nochange(rows: list) -> dict:
             "slow": slow}
 
 
+def fullscan(rows: list) -> dict:
+    from tracer import recorder
+
+    problems = []
+    limits = Limits(max_events=3000)
+    for row in rows:
+        is_crux = "input" in row
+        pid = str(row.get("id", row.get("task_id")))
+        traces = []
+        for full in (False, True):
+            recorder.FULL_SCAN = full
+            try:
+                if is_crux:
+                    t = trace_call(f"fs_{pid}.py", "f", row["input"], source=row["code"], limits=limits)
+                else:
+                    t = trace_script(f"fs_{pid}.py", source=_mbpp_script(row), limits=limits)
+            finally:
+                recorder.FULL_SCAN = False
+            traces.append(t["events"])
+        if traces[0] != traces[1]:
+            for i, (a, b) in enumerate(zip(traces[0], traces[1])):
+                if a != b:
+                    problems.append({"id": pid, "index": i, "analysed": a, "full_scan": b})
+                    break
+            else:
+                problems.append({"id": pid, "lengths": [len(traces[0]), len(traces[1])]})
+    return {"python": sys.version.split()[0], "rows": len(rows), "problems": problems}
+
+
 def main() -> None:
     warnings.simplefilter("ignore")  # the corpora's own SyntaxWarnings etc. are not under test
     mode, path = sys.argv[1], sys.argv[2]
@@ -143,7 +175,7 @@ def main() -> None:
         rows = [json.loads(line) for line in f if line.strip()]
     if len(sys.argv) > 3:
         rows = rows[: int(sys.argv[3])]
-    report = differential(rows) if mode == "differential" else nochange(rows)
+    report = {"differential": differential, "nochange": nochange, "fullscan": fullscan}[mode](rows)
     sys.stdout.write(json.dumps(report) + "\n")
 
 

@@ -264,7 +264,8 @@ class MonitoringBackend(Backend):
             act = self._current(code)
             if act is not None:
                 proxy = act.proxy
-                rec.line(act, lineno, proxy if proxy is not None else act.frame.f_locals)
+                frame = act.frame
+                rec.line(act, lineno, proxy if proxy is not None else frame.f_locals, frame)
         except Exception as exc:
             rec.fail(exc)
         return None
@@ -286,7 +287,7 @@ class MonitoringBackend(Backend):
                 return None
             act = self._current(code)
             if act is not None:
-                rec.line(act, to_line, self._locals(act))
+                rec.line(act, to_line, self._locals(act), act.frame)
         except Exception as exc:
             rec.fail(exc)
         return None

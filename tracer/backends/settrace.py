@@ -29,7 +29,7 @@ class _FrameTrace:
         try:
             act = self.act
             if event == "line":
-                rec.line(act, frame.f_lineno, frame.f_locals)
+                rec.line(act, frame.f_lineno, frame.f_locals, frame)
             elif event == "return":
                 unwind = arg is None and (act.raised or not codeinfo.stopped_at_return(frame.f_code, frame.f_lasti))
                 rec.leave(act, frame.f_lineno, arg, unwind)
