@@ -94,7 +94,7 @@ def _check_plain(text: str, what: str) -> None:
 
 
 def _entry_def_line(source_lines: Sequence[str], entrypoint: str | None, first_lineno: int) -> int:
-    """1-based line of the entry function's `def` (the call event's line for scripts)."""
+    """1-based line of the entry function's `def` (for scripts, the first line executed)."""
     if entrypoint:
         name = re.escape(entrypoint.rsplit(".", 1)[-1])
         pattern = re.compile(rf"^\s*(async\s+)?def\s+{name}\s*[\(\[]")
@@ -121,7 +121,13 @@ def trace_to_cwm(trace: Mapping[str, Any], *, source: str | None = None) -> CwmT
     start_line = None
     if events:
         lines = program.split("\n")
-        start_line = _entry_def_line(lines, trace.get("entrypoint"), events[0]["lineno"])
+        # A script's module frame starts at line 0: mark the first line it executes instead.
+        entry_frame = events[0]["frame_id"]
+        first = next(
+            (e["lineno"] for e in events if e["frame_id"] == entry_frame and e["lineno"] >= 1),
+            events[0]["lineno"],
+        )
+        start_line = _entry_def_line(lines, trace.get("entrypoint"), first)
         if not 1 <= start_line <= len(lines):
             start_line = None
     complete = not trace["truncated"] and trace["status"] in ("ok", "exception")

@@ -219,3 +219,21 @@ def test_cruxeval_cwm_roundtrip(cruxeval_traces: list[tuple[dict, str]]) -> None
 
 def test_python_version_dir_name() -> None:
     assert PY == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_script_marks_its_first_executed_line() -> None:
+    source = '"""Doc."""\nimport os\n\nx = 1\n'
+    trace = stream_object(
+        [
+            event("call", 0, "", function="<module>"),
+            event("line", 1, '"""Doc."""', function="<module>"),
+            event("line", 2, "import os", function="<module>"),
+            event("line", 4, "x = 1", {"os": "<module 'os'>"}, function="<module>"),
+            event("return", 4, "x = 1", arg="None", function="<module>"),
+        ],
+        entrypoint=None,
+        input=None,
+    )
+    text = assert_roundtrip(trace, source)
+    assert text.startswith('<|begin_of_text|><|trace_context_start|>"""Doc."""  # << START_OF_TRACE\nimport os\n')
+    assert parse_cwm(text).start_line == 1
