@@ -215,6 +215,7 @@ def run_child(
         _fresh_std_streams()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _reset_logging()
         # Reserved (not touched) before the limits are set, released before reporting: a child
         # whose program ran out of memory still has room to serialise its trace.
         ballast: Optional[mmap.mmap] = mmap.mmap(-1, BALLAST_BYTES)
@@ -250,6 +251,18 @@ def run_child(
             pass
     finally:
         os._exit(code)
+
+
+def _reset_logging() -> None:
+    """Logging as a fresh interpreter has it: the runner's handlers must not format the program's
+    records, and the program's own logging.basicConfig() must take effect."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def _flush_std_streams() -> None:

@@ -43,6 +43,7 @@ FSIZE_LIMIT_BYTES = 256 << 20  # largest file a program may write
 KILL_GRACE_MIN_S = 1.0  # the parent kills at timeout + grace, grace = 50% within these bounds
 KILL_GRACE_MAX_S = 5.0
 REPORT_GRACE_S = 10.0  # more time for a child whose trace has started to arrive
+MAX_MESSAGE_BYTES = 1 << 30  # a larger trace is dropped (status error), not held in memory
 PR_SET_CHILD_SUBREAPER = 36
 
 # Modules the warm parent imports once, so that children start with them loaded (a fork, not an import).
@@ -197,7 +198,7 @@ class _Capture(object):
 class _Messages(object):
     """The child's report channel: newline-separated JSON messages."""
 
-    __slots__ = ("buf", "on_trace", "result", "harness_error", "garbled", "ran")
+    __slots__ = ("buf", "on_trace", "result", "harness_error", "garbled", "ran", "oversize")
 
     def __init__(self, on_trace: Callable[[Dict[str, Any]], bool]) -> None:
         self.buf = bytearray()
@@ -206,9 +207,16 @@ class _Messages(object):
         self.harness_error: Optional[str] = None
         self.garbled = False
         self.ran = False  # the program has ended; the trace is being serialised
+        self.oversize = False  # a message beyond MAX_MESSAGE_BYTES: the rest is read and dropped
 
     def add(self, chunk: bytes) -> None:
+        if self.oversize:
+            return  # read and dropped until the child ends
         self.buf += chunk
+        if len(self.buf) > MAX_MESSAGE_BYTES and self.buf.find(b"\n") < 0:
+            self.buf = bytearray()
+            self.oversize = True
+            return
         while True:
             end = self.buf.find(b"\n")
             if end < 0:
@@ -329,11 +337,11 @@ class BatchRunner(object):
                     try:
                         job = parse_job(line, lineno)
                     except JobError as exc:
-                        pid = exc.program_id or invalid_job_id(jobs_name, lineno)
-                        if pid in writer.done:
+                        bad_id = exc.program_id or invalid_job_id(jobs_name, lineno)
+                        if bad_id in writer.done:
                             skipped += 1
                             continue
-                        writer.write(self.error_trace(pid, str(exc)))
+                        writer.write(self.error_trace(bad_id, str(exc)))
                         statuses["error"] = statuses.get("error", 0) + 1
                         continue
                     if job.program_id in writer.done:
@@ -568,16 +576,21 @@ class BatchRunner(object):
             trace["wall_time_s"] = round(outcome.wall_time_s, 6)
             how, what = self._classify(outcome, err, memory_mb, ldict)
             trace["status"] = how
-            if msgs.harness_error is not None and how == "crashed":
+            if msgs.oversize and how == "crashed":
+                trace["status"] = "error"
+                trace["tracer_error"] = (
+                    "the trace is larger than %d MiB; lower --max-events or --max-value-chars"
+                    % (MAX_MESSAGE_BYTES >> 20)
+                )
+                what = None
+            elif msgs.harness_error is not None and how == "crashed":
                 trace["status"] = "error"
                 trace["tracer_error"] = "the batch child failed: " + msgs.harness_error
                 what = None
             trace["exception_message"] = what
-            if msgs.garbled:
-                trace["tracer_error"] = (
-                    "the child's report channel carried unreadable or foreign data"
-                )
             log.debug("%s: %s (%s), wait status %#x", job.program_id, trace["status"], what, status)
+        if msgs.garbled:
+            log.warning("%s: its report channel carried unreadable or foreign data", job.program_id)
         trace["program_id"] = job.program_id
         trace["entrypoint"] = job.entrypoint if job.mode == "call" else trace.get("entrypoint")
         trace["input"] = job.input if job.mode == "call" else trace.get("input")
@@ -742,6 +755,7 @@ def _job_work(
         )
         if job.mode == "call":
             path = job.file or _pseudo_path(job)
+            sys.argv = [path]  # as `python PATH` would have it, not the runner's arguments
             return api.trace_call(path, job.entrypoint or "", job.input or "", **common)
         if job.mode == "script":
             path = job.file or _pseudo_path(job)
@@ -756,9 +770,13 @@ def _job_work(
 
 
 def _pseudo_path(job: Job) -> str:
-    """File name for a program given as source text (what its code objects and events show)."""
+    """File name for a program given as source text (what its code objects and events show).
+
+    The prefix keeps its module name (the file's stem) from shadowing a real module: a program
+    with id "json" must still be able to `import json`.
+    """
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.program_id)
-    return "%s.py" % safe
+    return "program_%s.py" % safe
 
 
 def _backend_choice(backend: str) -> Tuple[Optional[str], Optional[str]]:

@@ -224,6 +224,16 @@ HOSTILE_JOBS = [
         "source": "import sys\nprint('args', sys.argv[1:])\n",
         "argv": ["a", "b"],
     },
+    call(
+        "logging",
+        """
+        import logging, sys
+        def f():
+            logging.basicConfig(format="%(message)s!", stream=sys.stdout, level=logging.INFO)
+            logging.info("hello")
+            return sys.argv
+        """,
+    ),
     call("good-last", GOOD, input_text="4"),
 ]
 
@@ -334,6 +344,12 @@ def test_script_jobs_get_argv(hostile: tuple) -> None:
     row = hostile[0]["script"]
     assert row["status"] == "ok" and row["stdout"] == "args ['a', 'b']\n"
     assert row["entrypoint"] is None and row["input"] is None
+
+
+def test_program_sees_a_fresh_interpreter(hostile: tuple) -> None:
+    # The runner's logging configuration and arguments are not the program's.
+    row = hostile[0]["logging"]
+    assert row["stdout"] == "hello!\n" and row["return_value"] == "['program_logging.py']"
 
 
 def test_run_record_is_written(hostile: tuple) -> None:
