@@ -85,9 +85,12 @@ def stream_object_to_row(obj: dict[str, Any], extra: Mapping[str, Any]) -> dict[
     )
     row["limits"] = {k: obj["limits"][k] for k in LIMIT_KEYS}
     events = []
-    for ev in obj["events"]:
-        ev = dict(ev)
-        ev["locals"] = [{"name": n, "value": v} for n, v in ev["locals"].items()]
+    for number, ev in enumerate(obj["events"]):
+        try:
+            ev = dict(ev)
+            ev["locals"] = [{"name": n, "value": v} for n, v in ev["locals"].items()]
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise StreamFormatError(f"event {number} is not an object with a 'locals' object ({e})") from e
         events.append(ev)
     row["events"] = events
     return row

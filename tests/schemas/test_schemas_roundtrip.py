@@ -152,6 +152,8 @@ def test_bad_lines_are_reported_with_their_line_number() -> None:
         (json.dumps(stream_object([{**event("line", 1, "x"), "lineno": "one"}])), "wrong type"),
         (json.dumps(stream_object([{**event("line", 1, "x"), "kind": "jump"}])), "unknown event kind"),
         (json.dumps(stream_object([event("call", 1, "def f(s):", {"s": "'\udcff'"})])), "not valid Unicode"),
+        (json.dumps(stream_object([{**event("line", 1, "x"), "locals": ["a"]}])), "event 0 is not an object"),
+        (json.dumps(stream_object(["line"])), "event 0 is not an object"),
     ]
     context = {"source": SIMPLE_SOURCE, "image": IMAGE}
     for line, message in broken:
