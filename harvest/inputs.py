@@ -43,6 +43,7 @@ class Program:
     file: str | None = None  # path inside the image (pytest mode: the test folder or file)
     expected_output: str | None = None  # CRUXEval's `output`, kept for checking
     package: tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
+    timeout_s: float | None = None  # None: the harvest's --timeout
     origin: str = ""  # "path/to/file.jsonl:12", for messages
 
     def job(self) -> dict[str, Any]:
@@ -60,6 +61,8 @@ class Program:
             job["argv"] = list(self.argv)
         if self.package:
             job["package"] = list(self.package)
+        if self.timeout_s is not None:
+            job["timeout_s"] = self.timeout_s
         return job
 
     def content_hash(self) -> str:
@@ -89,7 +92,13 @@ def load_programs(paths: Sequence[Path]) -> list[Program]:
     return programs
 
 
-def repository_tests_program(image: str, tests: Sequence[str], packages: Sequence[str], root: str = PROJECT_ROOT) -> Program:
+def repository_tests_program(
+    image: str,
+    tests: Sequence[str],
+    packages: Sequence[str],
+    timeout_s: float = 900.0,
+    root: str = PROJECT_ROOT,
+) -> Program:
     """The pytest job that traces a repository image's own test suite (`--tests`).
 
     `tests` are pytest paths relative to the project folder `root` inside the image; calls into
@@ -105,6 +114,7 @@ def repository_tests_program(image: str, tests: Sequence[str], packages: Sequenc
         file=paths[0],
         argv=tuple(paths[1:]),
         package=tuple(packages),
+        timeout_s=timeout_s,
         origin=f"--tests of image {image}",
     )
 

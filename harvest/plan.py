@@ -51,11 +51,11 @@ class HarvestSettings:
         data.pop("image")  # each unit names its own image
         return data
 
-    def unit_deadline(self, n_programs: int) -> float:
+    def unit_deadline(self, programs: Sequence[Program]) -> float:
         """Host-side deadline of a unit: every program at its own deadline, plus start-up slack."""
         if self.unit_timeout_s is not None:
             return self.unit_timeout_s
-        return 120.0 + n_programs * (self.timeout_s + 1.0)
+        return 120.0 + sum((p.timeout_s or self.timeout_s) + 1.0 for p in programs)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def execute_unit(
             output_path=stream,
             backend=settings.backend,
             program_timeout_s=settings.timeout_s,
-            unit_timeout_s=settings.unit_deadline(len(pending)),
+            unit_timeout_s=settings.unit_deadline(pending),
             max_events=settings.max_events,
             max_value_chars=settings.max_value_chars,
             memory_mb=settings.memory_mb,

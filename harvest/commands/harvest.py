@@ -72,6 +72,13 @@ LOCK_FILE = ".worldtrace/harvest.lock"
     help="Programs per work unit (one container start and one shard per unit).",
 )
 @click.option("--tests", is_flag=True, help="Also trace the test suite of each --image (repository images).")
+@click.option(
+    "--tests-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=900.0,
+    show_default=True,
+    help="Seconds for a whole test suite (--tests).",
+)
 @ray_address_option
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the embedded Ray (default: all).")
 @silent_option
@@ -88,6 +95,7 @@ def command(
     memory_mb: int,
     programs_per_unit: int,
     tests: bool,
+    tests_timeout: float,
     ray_address: str | None,
     num_cpus: int | None,
     silent: bool,
@@ -117,7 +125,7 @@ def command(
         raise click.UsageError("--tests needs --sandbox docker (the test suites live in repository images)")
     chosen_images = images or ((LOCAL_IMAGE,) if sandbox == "local" else (DEFAULT_IMAGE,))
     try:
-        found = _programs(programs, chosen_images, tests, sandbox)
+        found = _programs(programs, chosen_images, tests, sandbox, tests_timeout)
         settings = HarvestSettings(
             image=chosen_images[0],
             sandbox=sandbox,
@@ -160,7 +168,9 @@ def command(
         raise click.ClickException(f"{reason}; see {out / 'harvest-run.json'}; re-run the same command to retry them")
 
 
-def _programs(paths: tuple[Path, ...], images: tuple[str, ...], tests: bool, sandbox: str) -> list[Program]:
+def _programs(
+    paths: tuple[Path, ...], images: tuple[str, ...], tests: bool, sandbox: str, tests_timeout: float
+) -> list[Program]:
     """The programs to run, each with its image: a program naming none runs in every --image."""
     loaded = load_programs(list(paths)) if paths else []
     if sandbox == "local":
@@ -172,18 +182,18 @@ def _programs(paths: tuple[Path, ...], images: tuple[str, ...], tests: bool, san
     for image in images:
         programs.extend(replace(p, image=image) for p in loaded if not p.image)
     if tests:
-        programs.extend(_test_suite(image) for image in images)
+        programs.extend(_test_suite(image, tests_timeout) for image in images)
     return programs
 
 
-def _test_suite(image: str) -> Program:
+def _test_suite(image: str, timeout_s: float) -> Program:
     """The pytest job of a repository image of the catalog."""
     from images.catalog import get_spec
 
     spec = get_spec(image)
     if not spec.tests or not spec.project:
         raise click.UsageError(f"--tests: image {image!r} is not a repository image (it has no test suite)")
-    return repository_tests_program(image, spec.tests, [spec.project.replace("-", "_").lower()])
+    return repository_tests_program(image, spec.tests, [spec.project.replace("-", "_").lower()], timeout_s)
 
 
 @contextlib.contextmanager

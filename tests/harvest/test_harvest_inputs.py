@@ -102,4 +102,5 @@ def test_test_suite_job_points_into_the_project_folder() -> None:
         "file": "/opt/project/toolz/tests",
         "argv": ["/opt/project/extra"],
         "package": ["toolz"],
+        "timeout_s": 900.0,
     }
