@@ -674,3 +674,31 @@ def test_fork_cost_of_trivial_programs(tmp_path: Path) -> None:
         f" one interpreter start per program: {per_start_ms:.1f} ms"
         f" ({per_start_ms / per_fork_ms:.1f}x the forked batch)"
     )
+
+
+def test_cruxeval_through_the_batch(tmp_path: Path, cruxeval: list) -> None:
+    """Real programs through the runner: every return value as the corpus expects it."""
+    import ast
+
+    from tracer.render import Renderer
+
+    rows_in = cruxeval[:200]
+    jobs = [
+        {"program_id": r["id"], "source": r["code"], "entrypoint": "f", "input": r["input"]}
+        for r in rows_in
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10, "max_events": 10_000})
+    assert proc.returncode == 0, proc.stderr
+    renderer = Renderer()
+    wrong = []
+    for r in rows_in:
+        row = rows[r["id"]]
+        expected = renderer.render(ast.literal_eval(r["output"]))
+        if row["status"] != "ok" or row["return_value"] != expected:
+            wrong.append((r["id"], row["status"], row["return_value"], expected))
+    assert not wrong, wrong[:5]
+    run = json.loads((tmp_path / "out.jsonl.runs.jsonl").read_text().splitlines()[-1])
+    print(
+        f"\nCRUXEval, {len(rows_in)} programs through one batch: {run['programs_per_s']:.0f}"
+        f" programs/s, {run['cpu_ms_per_program']:.2f} ms CPU per program"
+    )
