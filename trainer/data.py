@@ -128,21 +128,29 @@ class TraceDataset(IterableDataset):
         if missing:
             raise ShardError(f"{first} lacks the trace columns {missing}")
         self.columns = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in names]
+        self._pieces: dict[int, list[Piece]] = {}  # by number of consumers
+
+    def epoch_numbers(self) -> Iterable[int]:
+        return itertools.count() if self.epochs is None else range(self.epochs)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        me, n_consumers = consumer_slot(self.rank, self.world_size)
-        pieces = list_pieces(self.files, n_consumers)
-        epochs = itertools.count() if self.epochs is None else range(self.epochs)
-        for epoch in epochs:
-            order = list(pieces)
-            random.Random(f"{self.seed}:{epoch}").shuffle(order)
-            rng = random.Random(f"{self.seed}:{epoch}:{me}")
+        for epoch in self.epoch_numbers():
             n_rows = 0
-            for row in shuffled(self._read(order[me::n_consumers]), self.config.shuffle_buffer, rng):
+            for row in self.iter_epoch(epoch):
                 n_rows += 1
                 yield row
             if n_rows == 0:  # nothing here for this consumer: cycling epochs would spin forever
                 return
+
+    def iter_epoch(self, epoch: int) -> Iterator[dict[str, Any]]:
+        """This consumer's share of one epoch, shuffled."""
+        me, n_consumers = consumer_slot(self.rank, self.world_size)
+        if n_consumers not in self._pieces:
+            self._pieces[n_consumers] = list_pieces(self.files, n_consumers)
+        order = list(self._pieces[n_consumers])
+        random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        rng = random.Random(f"{self.seed}:{epoch}:{me}")
+        yield from shuffled(self._read(order[me::n_consumers]), self.config.shuffle_buffer, rng)
 
     def _read(self, pieces: Iterable[Piece]) -> Iterator[dict[str, Any]]:
         for piece in pieces:

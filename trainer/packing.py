@@ -130,11 +130,28 @@ class PackedDataset(IterableDataset):
         self.seq_len = seq_len
         self.encode_batch = encode_batch
         self.max_context = int(traces.config.max_context_share * (seq_len + 1))
+        self.dropped = 0  # traces of the current epoch that gave no chunk
 
     def chunks(self) -> Iterator[Chunk]:
+        """Chunks of every epoch the trace dataset runs; stops if a whole epoch yields none."""
+        for epoch in self.traces.epoch_numbers():
+            n_chunks = 0
+            for chunk in self._epoch_chunks(epoch):
+                n_chunks += 1
+                yield chunk
+            if n_chunks == 0:
+                return
+            if self.dropped:
+                log.warning(
+                    "epoch %d: %d traces dropped: no frames, or a context over %d tokens",
+                    epoch, self.dropped, self.max_context,
+                )
+                self.dropped = 0
+
+    def _epoch_chunks(self, epoch: int) -> Iterator[Chunk]:
         """Tokenise traces a batch at a time (the Rust tokenizer is much faster on batches)."""
         batch: list[str] = []
-        for text in cwm_texts(self.traces):
+        for text in cwm_texts(self.traces.iter_epoch(epoch)):
             batch.append(text)
             if len(batch) == self.encode_batch:
                 yield from self._chunk_batch(batch)
@@ -145,7 +162,9 @@ class PackedDataset(IterableDataset):
     def _chunk_batch(self, texts: list[str]) -> Iterator[Chunk]:
         sep = self.tokenizer.frame_sep_id
         for ids in self.tokenizer.encode_batch(texts):
-            yield from trace_chunks(ids, sep, self.seq_len + 1, self.max_context)
+            chunks = trace_chunks(ids, sep, self.seq_len + 1, self.max_context)
+            self.dropped += not chunks
+            yield from chunks
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return pack(self.chunks(), self.seq_len, self.tokenizer.pad_id)

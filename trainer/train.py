@@ -127,7 +127,10 @@ class TrainResult:
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
     """The loader's rows; the dataset cycles epochs, so running dry means nothing matched."""
     yield from loader
-    raise TrainerError("no training rows: no trace passed the filters (status, length, split)")
+    raise TrainerError(
+        "no training rows: no trace passed the filters (status, length, split), or every "
+        "program's source is longer than max_context_share x seq_len tokens"
+    )
 
 
 def train(

@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+
+# Torch's intra-op threads spin on cores the rest of the suite (and CI's 2 cores) also use:
+# one thread is several times faster for these tiny models on a busy machine.
+torch.set_num_threads(1)
 
 # (template name, source with {k}, inputs) -> programs differ by the constant k.
 TEMPLATES = {

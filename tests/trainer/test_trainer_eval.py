@@ -1,0 +1,88 @@
+"""Held-out next-frame prediction: frame parsing, prompts, per-kind accuracies, the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from harvest.cli import cli
+from schemas.cwm import parse_cwm
+from trainer.data import TraceDataset
+from trainer.evaluate import RETURN_VALUE, evaluate, parse_frame, prompts
+from trainer.packing import cwm_texts
+
+SEP = 99
+
+
+def test_parse_frame_agrees_with_the_schemas_parser(harvested: Path) -> None:
+    text = next(cwm_texts(TraceDataset([harvested], split="all")))
+    reference = parse_cwm(text).frames
+    pieces = text.split("<|frame_sep|>")[1:-1]
+    assert len(pieces) == len(reference)
+    for piece, frame in zip(pieces, reference):
+        parsed = parse_frame(piece + "<|frame_sep|>")
+        assert (parsed.kind, parsed.line) == (frame.kind, frame.source_line)
+        if frame.kind in ("return", "exception"):
+            assert parsed.values == {RETURN_VALUE: frame.arg}
+    assert parse_frame("garbage").kind is None
+    assert parse_frame("<|line_sep|>{not json<|action_sep|>x = 1\n").values == {}
+
+
+def test_prompts_end_at_a_frame_boundary_and_fit() -> None:
+    ids = [1, SEP] + [5, 5, SEP] * 10
+    pairs = prompts(ids, SEP, seq_len=12, n_targets=3, max_new=4, rng=random.Random(0))
+    assert len(pairs) == 3
+    for prompt, target in pairs:
+        assert prompt[:2] == [1, SEP] and prompt[-1] == SEP
+        assert target == [5, 5, SEP]
+        assert len(prompt) + len(target) <= 12
+
+
+def test_eval_reports_accuracies_per_event_kind(trained_run: Path, harvested: Path) -> None:
+    report = evaluate(trained_run, [harvested], device="cpu", max_traces=4, frames_per_trace=3,
+                      max_new_tokens=24)
+    assert report["split"] == "heldout" and report["traces"] == 4
+    assert report["per_kind"] and set(report["per_kind"]) <= {"call", "line", "return", "exception"}
+    assert sum(k["frames"] for k in report["per_kind"].values()) == report["overall"]["frames"]
+    for scores in [report["overall"], *report["per_kind"].values()]:
+        for name in ("kind_accuracy", "line_accuracy", "value_accuracy", "frame_exact"):
+            assert scores[name] is None or 0.0 <= scores[name] <= 1.0
+    # 30 steps are enough to learn what kind of frame comes next most of the time
+    assert report["overall"]["kind_accuracy"] > 0.5
+
+
+def test_cli_train_and_eval(harvested: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(cli, [
+        "train", str(harvested), "--out", str(out), "--steps", "2", "--device", "cpu",
+        "--seq-len", "256", "--batch-size", "2", "--layers", "1", "--heads", "2", "--d-model", "32",
+        "--vocab-size", "300", "--workers", "0", "--log-every", "1", "--heldout-fraction", "0.25",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "step      2" in result.output
+    result = runner.invoke(cli, ["eval", str(out), str(harvested), "--device", "cpu",
+                                 "--max-traces", "1", "--frames-per-trace", "1",
+                                 "--max-new-tokens", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["overall"]["frames"] == 1
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'nope'}: no such file or directory"
+    ]
+    result = runner.invoke(cli, ["eval", str(tmp_path), str(tmp_path)])
+    assert result.exit_code == 1 and "no checkpoint" in result.output
+
+
+def test_help_has_examples() -> None:
+    for name in ("train", "eval"):
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output

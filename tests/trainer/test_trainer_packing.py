@@ -1,0 +1,94 @@
+"""CWM text -> tokens -> chunks split at frame boundaries -> packed rows with a loss mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.cwm import CWM_SPECIAL_TOKENS, FRAME_SEP
+from trainer.config import DataConfig
+from trainer.data import TraceDataset
+from trainer.packing import (
+    IGNORE_INDEX,
+    Chunk,
+    PackedDataset,
+    cwm_texts,
+    pack,
+    split_frames,
+    trace_chunks,
+)
+from trainer.tokenizer import TraceTokenizer, train_tokenizer
+
+SEP = 99  # a stand-in frame separator id for the unit tests
+
+
+@pytest.fixture(scope="module")
+def texts(harvested: Path) -> list[str]:
+    return list(cwm_texts(TraceDataset([harvested], split="all")))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(texts: list[str]) -> TraceTokenizer:
+    return train_tokenizer(texts, vocab_size=384)
+
+
+def test_split_frames_keeps_separators_and_the_tail() -> None:
+    context, frames = split_frames([1, 2, SEP, 3, SEP, 4, 5, SEP, 7], SEP)
+    assert context == [1, 2, SEP]
+    assert frames == [[3, SEP], [4, 5, SEP, 7]]
+
+
+def test_long_trace_is_cut_between_frames_with_the_context_repeated() -> None:
+    ids = [1, 2, SEP] + [3, 3, SEP] * 5 + [8]
+    chunks = trace_chunks(ids, SEP, row_len=10, max_context=5)
+    assert len(chunks) == 3
+    for chunk in chunks:
+        assert chunk.ids[:3] == [1, 2, SEP] and chunk.loss[:3] == [False] * 3
+        assert all(chunk.loss[3:]) and len(chunk) <= 10
+        assert chunk.ids[-1] in (SEP, 8)
+    assert sum(len(c) - 3 for c in chunks) == len(ids) - 3  # every frame token appears once
+
+
+def test_oversized_frame_is_truncated_and_oversized_context_dropped() -> None:
+    chunks = trace_chunks([1, SEP] + [4] * 20 + [SEP], SEP, row_len=8, max_context=4)
+    assert [len(c) for c in chunks] == [8]
+    assert trace_chunks([1] * 6 + [SEP, 4, SEP], SEP, row_len=16, max_context=4) == []
+
+
+def test_pack_masks_context_and_padding_and_separates_documents() -> None:
+    a = Chunk([1, SEP, 5, 6], [False, False, True, True])
+    b = Chunk([1, SEP, 7], [False, False, True])
+    rows = list(pack([a, b, a], seq_len=8, pad_id=0))
+    assert len(rows) == 2
+    first = rows[0]
+    assert first["input_ids"].tolist() == [1, SEP, 5, 6, 1, SEP, 7, 0]
+    # targets are the next token where that token carries loss, else ignored
+    assert first["targets"].tolist() == [IGNORE_INDEX, 5, 6, IGNORE_INDEX, IGNORE_INDEX, 7,
+                                         IGNORE_INDEX, IGNORE_INDEX]
+    assert first["doc_ids"].tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
+
+
+def test_special_tokens_are_single_tokens(tokenizer: TraceTokenizer, texts: list[str]) -> None:
+    for token in CWM_SPECIAL_TOKENS:
+        assert len(tokenizer.encode(token)) == 1
+    text = texts[0]
+    ids = tokenizer.encode(text)
+    assert ids.count(tokenizer.frame_sep_id) == text.count(FRAME_SEP)
+    assert tokenizer.decode(ids) == text
+    assert TraceTokenizer.from_str(tokenizer.to_str()).encode(text) == ids
+
+
+def test_packed_rows_have_loss_only_on_frame_tokens(harvested: Path, tokenizer: TraceTokenizer) -> None:
+    traces = TraceDataset([harvested], DataConfig(), split="all")
+    rows = list(PackedDataset(traces, tokenizer, seq_len=128))
+    assert rows and all(r["input_ids"].shape == (128,) for r in rows)
+    source_start = tokenizer.encode("<|trace_context_start|>")[0]
+    for row in rows:
+        ids, targets = row["input_ids"], row["targets"]
+        trained = targets != IGNORE_INDEX
+        assert trained.any()
+        # the token after <|trace_context_start|> is source text: never a target
+        after_context = (ids == source_start).nonzero().flatten()
+        assert not trained[after_context].any()
+        assert (targets[trained] != tokenizer.pad_id).all()

@@ -1,0 +1,81 @@
+"""Training on CPU: the loss falls, checkpoints hold everything, a run resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.trainer.conftest import tiny_config
+from trainer.config import train_config_from_dict
+from trainer.errors import CheckpointError, TrainerError
+from trainer.train import load_checkpoint, lr_at, resolve_device, train
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_well_below_its_start(trained_run: Path) -> None:
+    records = metrics(trained_run)
+    assert [r["step"] for r in records] == list(range(1, 31))
+    start = sum(r["loss"] for r in records[:3]) / 3
+    end = sum(r["loss"] for r in records[-3:]) / 3
+    assert end < 0.6 * start, (start, end)
+    assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in records)
+
+
+def test_checkpoint_holds_model_optimizer_step_config_and_tokenizer(trained_run: Path) -> None:
+    state = load_checkpoint(trained_run)
+    assert state["step"] == 30
+    assert state["optimizer"]["state"]  # AdamW moments, so a resume really continues
+    assert train_config_from_dict(state["config"]) == train_config_from_dict(
+        json.loads((trained_run / "config.json").read_text())
+    )
+    assert "<|frame_sep|>" in state["tokenizer"]
+    assert (trained_run / "tokenizer.json").is_file()
+
+
+def test_resume_continues_the_step_count(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = load_checkpoint(run)
+    result = train([harvested], run, tiny_config(steps=33), device="cpu")
+    assert result.step == 33
+    assert [r["step"] for r in metrics(run)] == list(range(1, 34))
+    after = load_checkpoint(run)
+    assert after["step"] == 33
+    assert after["tokenizer"] == before["tokenizer"]
+    changed = [not torch.equal(before["model"][k], after["model"][k]) for k in before["model"]]
+    assert any(changed)
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    cfg = tiny_config(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx(5.5e-4)
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path)
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainerError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_cuda_in_bf16(harvested: Path, tmp_path: Path) -> None:
+    result = train([harvested], tmp_path, tiny_config(steps=20), device="cuda")
+    records = metrics(tmp_path)
+    assert result.step == 20 and records[-1]["device"] == "cuda"
+    assert records[-1]["loss"] < records[0]["loss"]
