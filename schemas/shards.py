@@ -300,6 +300,26 @@ def write_shard(
     return writer.info
 
 
+def remove_stale_temporaries(directory: str | os.PathLike[str], older_than_s: float = 3600.0) -> list[Path]:
+    """Delete temporary files that killed writers left in `directory` (and its manifest entries).
+
+    Only files older than `older_than_s` go, so that writers still running are left alone.
+    """
+    directory = Path(directory)
+    removed = []
+    cutoff = time.time() - older_than_s
+    for folder in (directory, directory / MANIFEST_ENTRIES_DIR):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(TEMP_PREFIX) and TEMP_MARK in path.name and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path)
+    return removed
+
+
 # --- the manifest: one entry file per shard (no write conflicts) plus a merged view -------------
 
 

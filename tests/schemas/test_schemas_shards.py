@@ -15,7 +15,13 @@ from stream_samples import IMAGE, SIMPLE_SOURCE, simple_trace
 from schemas.convert import stream_to_batches
 from schemas.errors import ShardError
 from schemas.reader import iter_traces, shard_paths
-from schemas.shards import MANIFEST_NAME, ShardWriter, read_manifest, write_shard
+from schemas.shards import (
+    MANIFEST_NAME,
+    ShardWriter,
+    read_manifest,
+    remove_stale_temporaries,
+    write_shard,
+)
 from schemas.validate import validate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +73,10 @@ def test_killed_writer_leaves_no_file_under_its_final_name(tmp_path: Path) -> No
     assert list(iter_traces(tmp_path)) == []
     report = validate(tmp_path)
     assert any("leftover temporary file" in w for w in report.warnings)
-    # a re-run writes the shard normally
+    # a re-run cleans up what is old enough and writes the shard normally
+    assert remove_stale_temporaries(tmp_path, older_than_s=3600) == []  # could still be writing
+    assert remove_stale_temporaries(tmp_path, older_than_s=-1) == temps
+    assert not validate(tmp_path).warnings
     info = write_shard(final, batches(20))
     assert info.rows == 20 and final.exists()
     assert validate(tmp_path).ok
