@@ -56,8 +56,6 @@ TRACER_MOUNT = "/opt/worldtrace/tracer"
 OUT_MOUNT = "/out"
 CONTAINER_USER = "1000:1000"  # the catalog images' 'runner'; used when the host side runs as root
 REAP_INTERVAL_S = 300.0
-# Extra seconds for the engine to answer a wait/kill beyond the unit deadline.
-ENGINE_GRACE_S = 60.0
 # The batch runner's own stdout/stderr (not the programs': those go to the stream) is capped.
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}}
 
