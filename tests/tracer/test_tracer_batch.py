@@ -631,9 +631,15 @@ def test_batch_on_oldest_and_newest_python(tmp_path: Path, version: str) -> None
         ),
         call("good2", GOOD, input_text="6"),
     ]
+    by_id = {job["program_id"]: job for job in HOSTILE_JOBS}
+    tracer_off = [
+        by_id["settrace-off"],
+        by_id["monitoring-off"],
+        call("good3", GOOD, input_text="7"),
+    ]
     rows, proc = run_batch_process(
         tmp_path,
-        jobs,
+        jobs + tracer_off,
         {"timeout_s": 0.5, "memory_mb": 200, "max_output_bytes": 1000},
         python=python,
     )
@@ -642,7 +648,12 @@ def test_batch_on_oldest_and_newest_python(tmp_path: Path, version: str) -> None
     assert status == {
         "good": "ok", "loop": "timeout", "exit": "crashed", "segv": "crashed", "mem": "memory",
         "exc": "exception", "jobs.jsonl:7": "error", "flood": "ok", "forks": "ok", "good2": "ok",
+        "settrace-off": status["settrace-off"], "monitoring-off": status["monitoring-off"],
+        "good3": "ok",
     }  # fmt: skip
+    # Turning the tracer off from inside (sys.monitoring on 3.13) is recorded, and contained.
+    assert status["settrace-off"] in ("ok", "error") and status["monitoring-off"] in ("ok", "error")
+    assert rows["good3"]["return_value"] == "14" and rows["good3"]["n_events"] == 4
     assert rows["flood"]["stdout"] == "z" * 1000 and rows["flood"]["output_truncated"]
     assert rows["forks"]["return_value"] == "True"
     assert rows["good2"]["return_value"] == "12"
