@@ -156,3 +156,29 @@ def test_missing_image_is_an_infrastructure_error(
     ) as info:
         sandbox.run_unit(req)
     assert not info.value.retryable and "worldtrace images build" in str(info.value)
+
+
+def test_programs_see_the_same_deterministic_world(
+    tmp_path: Path, base_image: str, run_id: str, docker_client: Any
+) -> None:
+    """Hash seed, set order, time zone and locale: equal across containers and equal to LocalSandbox."""
+    from harvest.sandbox.local import LocalSandbox
+
+    source = (
+        "import locale, sys, time\n"
+        "print(hash('worldtrace'), list({'alpha', 'beta', 'gamma', 'delta'}), time.tzname,\n"
+        "      locale.getpreferredencoding(False), sys.flags.hash_randomization)\n"
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"program_id": "world", "mode": "script", "source": source}) + "\n")
+    outputs = []
+    with DockerSandbox(docker_client) as sandbox:
+        for unit in ("a", "b"):
+            req = UnitRequest(run_id, unit, 0, "base-py311", jobs, tmp_path / unit / "stream.jsonl")
+            sandbox.run_unit(req)
+            outputs.append(json.loads(req.output_path.read_text())["stdout"])
+    local = UnitRequest(run_id, "local", 0, "-", jobs, tmp_path / "local" / "stream.jsonl")
+    LocalSandbox().run_unit(local)
+    outputs.append(json.loads(local.output_path.read_text())["stdout"])
+    assert outputs[0] == outputs[1] == outputs[2], outputs
+    assert "('UTC', 'UTC') UTF-8 0" in outputs[0]
