@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import click
 
@@ -13,6 +15,14 @@ def _size(n: int | None) -> str:
     if n is None:
         return "-"
     return f"{n / 1e6:.0f} MB"
+
+
+def _ago(timestamp: float) -> str:
+    seconds = max(time.time() - timestamp, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
 
 
 @click.group(name="images", context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +49,7 @@ def list_images(as_json: bool) -> None:
         worldtrace images list --json
     """
     from images.builder import ImageBuilder
+    from images.cache import last_use
     from images.catalog import load_catalog
 
     try:
@@ -49,12 +60,21 @@ def list_images(as_json: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         for status in statuses:
-            click.echo(json.dumps(status.as_dict()))
+            click.echo(json.dumps({**status.as_dict(), "last_used": last_use(status.spec.tag)}))
         return
-    rows = [("NAME", "STATE", "PYTHON", "KIND", "SIZE", "TAG")]
+    rows = [("NAME", "STATE", "PYTHON", "KIND", "SIZE", "LAST USED", "TAG")]
     for s in statuses:
+        used = last_use(s.spec.tag)
         rows.append(
-            (s.spec.name, s.state, s.spec.python, s.spec.kind, _size(s.size_bytes), s.spec.tag)
+            (
+                s.spec.name,
+                s.state,
+                s.spec.python,
+                s.spec.kind,
+                _size(s.size_bytes),
+                _ago(used) if used else "-",
+                s.spec.tag,
+            )  # fmt: skip
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -162,3 +182,65 @@ def prune_images(max_bytes: int | None) -> None:
         click.echo(
             f"worldtrace images now hold {_size(eviction.bytes_after)} (budget {_size(max_bytes)})"
         )
+
+
+@command.command(name="save")
+@click.argument("names", nargs=-1)
+@click.option("--all", "save_all", is_flag=True, help="Save every built image of the catalog.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+    help="Folder for the archives (one NAME-HASH.tar per image).",
+)  # fmt: skip
+def save_images(names: tuple[str, ...], save_all: bool, out_dir: Path) -> None:
+    """Save built images to tar archives, to load them on machines that cannot build them.
+
+    \b
+    Example:
+        worldtrace images save base-py311 toolz --out image-archives
+        worldtrace images load image-archives/*.tar      # on another node
+    """
+    from images.archive import save_image
+    from images.builder import ImageBuilder
+    from images.catalog import get_spec, load_catalog
+
+    if not names and not save_all:
+        raise click.UsageError("name images to save, or pass --all")
+    try:
+        catalog = load_catalog()
+        builder = ImageBuilder()
+        specs = [get_spec(n, catalog) for n in names] if names else list(catalog.values())
+        if save_all:
+            specs = [spec for spec in specs if builder.status(spec).state == "built"]
+        for spec in specs:
+            path = save_image(
+                builder.client, spec.tag, out_dir / f"{spec.name}-{spec.recipe_hash}.tar"
+            )
+            click.echo(f"{spec.name}: saved to {path} ({_size(path.stat().st_size)})")
+    except WorldtraceError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@command.command(name="load")
+@click.argument(
+    "archives",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+def load_archives(archives: tuple[Path, ...]) -> None:
+    """Load images from tar archives made by `worldtrace images save` (or `docker save`).
+
+    \b
+    Example:
+        worldtrace images load image-archives/*.tar
+    """
+    from harvest.docker_client import get_client
+    from images.archive import load_images
+
+    try:
+        client = get_client()
+        for archive in archives:
+            for tag in load_images(client, archive):
+                click.echo(f"loaded {tag} from {archive}")
+    except WorldtraceError as exc:
+        raise click.ClickException(str(exc)) from exc

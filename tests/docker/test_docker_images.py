@@ -147,3 +147,32 @@ def test_least_recently_used_project_images_are_evicted_over_budget(
         for tag in tags:
             if docker_client.images.list(name=tag.split(":")[0]):
                 docker_client.images.remove(tag)
+
+
+def test_save_and_load_an_image_through_an_archive(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    from harvest.errors import ImageError
+    from images.archive import load_images, save_image
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base_image}\nLABEL worldtrace.test=archive\n")
+    tag = "worldtrace-archive-test:1"
+    image, _ = docker_client.images.build(path=str(context), tag=tag, network_mode="none", rm=True)
+    try:
+        archive = save_image(docker_client, tag, tmp_path / "out" / "image.tar")
+        assert archive.stat().st_size > 10_000_000 and [
+            p.name for p in archive.parent.iterdir()
+        ] == ["image.tar"]
+        docker_client.images.remove(tag)
+        assert load_images(docker_client, archive) == [tag]
+        assert docker_client.images.get(tag).id == image.id  # the same image, tag and all
+    finally:
+        if docker_client.images.list(name="worldtrace-archive-test"):
+            docker_client.images.remove(tag)
+    with pytest.raises(ImageError, match="not on this engine"):
+        save_image(docker_client, tag, tmp_path / "gone.tar")
+    (tmp_path / "junk.tar").write_bytes(b"not a tar")
+    with pytest.raises(ImageError, match="cannot load"):
+        load_images(docker_client, tmp_path / "junk.tar")
