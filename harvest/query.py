@@ -8,6 +8,7 @@ import duckdb
 import pyarrow as pa
 
 from harvest.errors import ConfigError
+from schemas.arrow import trace_schema
 from schemas.errors import ShardError
 from schemas.reader import open_shard, resolve_shards
 
@@ -43,19 +44,24 @@ FROM (SELECT trace_id, program_id, step, kind, function, frame_id, lineno, unnes
 """
 
 
-def _check_shards(path: str | os.PathLike[str]) -> list[str]:
-    """The local shard files `path` names, each checked to be a readable Parquet file."""
+def trace_shard_files(path: str | os.PathLike[str]) -> list[str]:
+    """The shard files `path` names, each checked to be Parquet with the trace schema's columns."""
     fs, files = resolve_shards(path)
     if not files:
         raise ShardError(f"{os.fspath(path)}: no .parquet shards found")
+    required = trace_schema().names
     for file in files:
-        open_shard(fs, file)
+        names = set(open_shard(fs, file).schema_arrow.names)
+        missing = [name for name in required if name not in names]
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            raise ShardError(f"{file}: not a trace shard (no column {shown})")
     return files
 
 
 def connect(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the `traces`, `events` and `variables` views over `path`."""
-    files = _check_shards(path)
+    files = trace_shard_files(path)
     con = duckdb.connect()
     quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from harvest.errors import ConfigError
-from harvest.query import select_trace_ids
+from harvest.query import select_trace_ids, trace_shard_files
 from schemas.arrow import trace_schema
 from schemas.reader import iter_traces, read_table
 
@@ -38,6 +38,7 @@ def selection_where(
 def read_traces(path: str | os.PathLike[str], where: str | None = None) -> pa.Table:
     """Every trace row `path` names that matches the SQL condition `where` (all when None)."""
     if where is None:
+        trace_shard_files(path)
         return read_table(path)
     ids = select_trace_ids(path, where)
     if not ids:
@@ -66,7 +67,8 @@ def find_traces(
     condition = selection_where(trace_id=trace_id, program_id=program_id, where=where)
     if condition is None:
         # naming the columns skips the reader's strict type check, so that a published dataset's
-        # files (the same columns with plain strings) can be inspected too
+        # files (the same columns with plain strings) can be inspected too; the columns are checked
+        trace_shard_files(path)
         for trace in iter_traces(path, columns=trace_schema().names):
             return [trace]
         raise TraceNotFoundError(f"{os.fspath(path)}: no traces")

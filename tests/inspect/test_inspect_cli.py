@@ -7,13 +7,16 @@ import io
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from harvest.cli import cli
-from harvest.inspect import find_traces
+from harvest.inspect import find_traces, load_traces
 from harvest.inspect.steps import iter_steps
 from schemas.cwm import render_cwm
+from schemas.errors import ShardError
 from schemas.reader import read_table
 
 
@@ -99,6 +102,12 @@ def test_inspect_bad_input_is_one_error_line(sample_shards: Path, tmp_path: Path
     assert "no trace with trace id 'ffffffffff'" in error("inspect", str(sample_shards), "--trace", "ffffffffff")
     assert "SQL error" in error("inspect", str(sample_shards), "--where", "status = = 'ok'")
     assert "--steps" in error("inspect", str(sample_shards), "--steps", "x")
+    other = tmp_path / "other.parquet"  # Parquet, but not traces
+    pq.write_table(pa.table({"a": [1, 2]}), other)
+    assert "not a trace shard (no column trace_id" in error("inspect", str(other))
+    assert "not a trace shard" in error("query", str(other), "SELECT 1")
+    with pytest.raises(ShardError, match="not a trace shard"):
+        load_traces(other)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no .parquet shards" in error("inspect", str(empty), "--where", "true")

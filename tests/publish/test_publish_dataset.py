@@ -47,11 +47,17 @@ def test_layout_names_every_file_split_i_of_n(published: Path) -> None:
     assert not [p for p in published.rglob("*") if p.name.startswith(".")], "temporary files left behind"
 
 
-def test_datasets_loads_every_row_with_nested_events_intact(published: Path, sample_shards: Path) -> None:
+def test_datasets_loads_every_row_with_nested_events_intact(
+    published: Path, sample_shards: Path, tmp_path: Path
+) -> None:
     from datasets import load_dataset
 
     expected = _input_rows(sample_shards)
-    for loaded in (load_dataset("parquet", data_dir=str(published / "data")), load_dataset(str(published))):
+    cache = str(tmp_path / "hf-cache")  # never a cached copy of an earlier run's files
+    for loaded in (
+        load_dataset("parquet", data_dir=str(published / "data"), cache_dir=cache),
+        load_dataset(str(published), cache_dir=cache),
+    ):
         assert set(loaded) == {"train", "test"}
         rows = [row for split in loaded.values() for row in split]
         assert sorted(r["trace_id"] for r in rows) == sorted(expected)
