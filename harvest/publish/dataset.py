@@ -107,28 +107,37 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
 
 
-def _content_keys(batch: pa.RecordBatch) -> list[bytes]:
+def _digest(text: str) -> int:
+    """A 64-bit key of a string (8 bytes of its sha256): small enough to keep one per trace."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+
+
+def _content_keys(batch: pa.RecordBatch) -> list[int]:
     columns = [batch.column(name).to_pylist() for name in CONTENT_KEY]
-    keys = []
-    for values in zip(*columns, strict=True):
-        payload = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-        keys.append(hashlib.sha256(payload.encode("utf-8", "surrogatepass")).digest()[:16])
-    return keys
+    return [
+        _digest(json.dumps(values, ensure_ascii=False, separators=(",", ":")))
+        for values in zip(*columns, strict=True)
+    ]
 
 
 class _Deduper:
-    """Drops rows whose trace_id or content was seen before (16-byte digests are kept, not rows)."""
+    """Drops rows whose trace_id or content was seen before.
+
+    Only 64-bit keys are kept (about 60 bytes of memory per trace with the set's overhead); two
+    different traces sharing a key (odds about n^2 / 2^65) would lose the second one.
+    """
 
     def __init__(self) -> None:
-        self.ids: set[str] = set()
-        self.contents: set[bytes] = set()
+        self.ids: set[int] = set()
+        self.contents: set[int] = set()
 
     def keep_mask(self, batch: pa.RecordBatch) -> list[bool]:
         mask = []
-        for trace_id, content in zip(batch.column("trace_id").to_pylist(), _content_keys(batch), strict=True):
-            new = trace_id not in self.ids and content not in self.contents
+        ids = [_digest(t) for t in batch.column("trace_id").to_pylist()]
+        for trace_key, content in zip(ids, _content_keys(batch), strict=True):
+            new = trace_key not in self.ids and content not in self.contents
             if new:
-                self.ids.add(trace_id)
+                self.ids.add(trace_key)
                 self.contents.add(content)
             mask.append(new)
         return mask

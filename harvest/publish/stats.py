@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,7 @@ class DatasetStats:
     images: Counter[str] = field(default_factory=Counter)
     backends: Counter[str] = field(default_factory=Counter)
     truncated: int = 0
-    n_events: list[int] = field(default_factory=list)
+    n_events: Counter[int] = field(default_factory=Counter)  # events per trace -> traces
     splits: dict[str, SplitStats] = field(default_factory=dict)
 
     def add(self, split: str, batch: pa.RecordBatch) -> None:
@@ -52,7 +51,7 @@ class DatasetStats:
         self.backends.update(_counts(batch.column("backend")))
         self.truncated += int(pc.sum(pc.cast(batch.column("truncated"), pa.int64())).as_py() or 0)
         events = batch.column("n_events").to_pylist()
-        self.n_events.extend(events)
+        self.n_events.update(events)
         part = self.splits.setdefault(split, SplitStats())
         part.rows += batch.num_rows
         part.events += sum(events)
@@ -63,17 +62,29 @@ class DatasetStats:
         return sum(s.rows for s in self.splits.values())
 
     def events_summary(self) -> dict[str, float]:
-        """min, mean, median, p90, max and total of events per trace."""
-        values = sorted(self.n_events)
-        if not values:
+        """min, mean, median, p90, max and total of events per trace (from the histogram)."""
+        count = sum(self.n_events.values())
+        if not count:
             return {"min": 0, "mean": 0, "median": 0, "p90": 0, "max": 0, "total": 0}
+        total = sum(value * n for value, n in self.n_events.items())
+        values = sorted(self.n_events.items())
+
+        def quantile(q: float) -> int:
+            rank = min(count - 1, int(q * count))
+            seen = 0
+            for value, n in values:
+                seen += n
+                if seen > rank:
+                    return value
+            return values[-1][0]
+
         return {
-            "min": values[0],
-            "mean": round(statistics.fmean(values), 1),
-            "median": statistics.median(values),
-            "p90": values[min(len(values) - 1, int(0.9 * len(values)))],
-            "max": values[-1],
-            "total": sum(values),
+            "min": values[0][0],
+            "mean": round(total / count, 1),
+            "median": quantile(0.5),
+            "p90": quantile(0.9),
+            "max": values[-1][0],
+            "total": total,
         }
 
     def to_json(self) -> dict[str, Any]:
