@@ -1,0 +1,182 @@
+"""Harvests in real Docker sandboxes: the README command, CRUXEval, hostile programs, a killed driver,
+a repository's test suite. No container of a run may outlive it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from harvest.rows import expected_rendering
+from tests.harvest.conftest import (
+    WORLDTRACE,
+    Cluster,
+    harvest_cmd,
+    leftovers,
+    run_harvest,
+    shard_files,
+    trace_ids,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def engine(docker_engine: None):  # type: ignore[no-untyped-def]
+    import docker
+
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+def built(image: str) -> None:
+    """Build the catalog image if it is missing (a no-op when its recipe hash is already built)."""
+    done = subprocess.run([WORLDTRACE, "images", "build", image], capture_output=True, text=True, timeout=1500)
+    if done.returncode != 0:
+        pytest.skip(f"cannot build image {image}: {(done.stderr or done.stdout)[-500:]}")
+
+
+@pytest.fixture(scope="module")
+def base_image(engine) -> str:  # type: ignore[no-untyped-def]
+    built("base-py311")
+    return "base-py311"
+
+
+def run_manifest(out: Path) -> dict:
+    return json.loads((out / "harvest-run.json").read_text())
+
+
+def containers_of(engine, run_id: str) -> list:  # type: ignore[no-untyped-def]
+    return engine.containers.list(all=True, filters={"label": f"worldtrace.run={run_id}"})
+
+
+def rows(out: Path, columns: list[str]) -> list[dict]:
+    found: list[dict] = []
+    for shard in shard_files(out):
+        found.extend(pq.read_table(shard, columns=columns).to_pylist())
+    return found
+
+
+def test_the_readme_command_harvests_the_examples(engine, base_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Embedded Ray, default image, Docker sandbox: exactly what the README runs."""
+    out = tmp_path / "harvest-out"
+    done = subprocess.run(harvest_cmd(REPO / "examples" / "programs", "--out", out), capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert f"shards are in {out}/" in done.stdout
+    for hint in (f"worldtrace inspect {out}", f"worldtrace query {out}", f"worldtrace validate {out}"):
+        assert hint in done.stdout
+    data = run_manifest(out)
+    assert data["complete"] and data["images"] == {"base-py311": 16}
+    assert data["counts"] == {"exception": 1, "ok": 15}
+    assert containers_of(engine, data["run_id"]) == []
+    by_id = {r["program_id"]: r for r in rows(out, ["program_id", "return_value", "stdout", "python_version"])}
+    assert by_id["fibonacci"]["return_value"] == "55"
+    assert by_id["word_ladder"]["stdout"] == "cold -> cord -> word -> ward -> warm\n"
+    assert by_id["fibonacci"]["python_version"].startswith("3.11")
+    check = subprocess.run([WORLDTRACE, "validate", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_cruxeval_end_to_end(engine, base_image: str, ray_cluster: Cluster, cruxeval: list[dict], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """All 800 programs: every rendered return value equals the rendering of the expected output."""
+    source = tmp_path / "cruxeval.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in cruxeval), encoding="utf-8")
+    out = tmp_path / "out"
+    done = run_harvest(source, "--out", out, "--ray-address", ray_cluster.address, "-s", env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    data = run_manifest(out)
+    assert data["counts"] == {"ok": len(cruxeval)} and data["expected_output_mismatches"] == 0
+    found = {r["program_id"]: r for r in rows(out, ["program_id", "status", "return_value"])}
+    assert len(found) == len(cruxeval) == len(set(trace_ids(out)))
+    wrong = [
+        (row["id"], found[row["id"]]["return_value"], row["output"])
+        for row in cruxeval
+        if found[row["id"]]["return_value"] != expected_rendering(row["output"], 1000)
+    ]
+    assert wrong == []
+    assert containers_of(engine, data["run_id"]) == []
+
+
+HOSTILE = {
+    "infinite-loop": ("while True:\n    pass\n", {"timeout"}),
+    "memory-bomb": ("blocks = []\nwhile True:\n    blocks.append(bytearray(64 * 1024 * 1024))\n", {"memory"}),
+    "fork-bomb": ("import os\nwhile True:\n    os.fork()\n", {"exception", "timeout", "crashed", "memory"}),
+    "output-flood": ("for _ in range(200000):\n    print('x' * 100)\n", {"ok"}),
+    "os-exit": ("import os\nos._exit(3)\n", {"crashed"}),
+    "segfault": ("import ctypes\nctypes.string_at(0)\n", {"crashed"}),
+    "write-outside-tmp": ("open('/usr/lib/evil.txt', 'w').write('x')\n", {"exception"}),
+    "tracer-off": ("import sys\nsys.settrace(None)\nx = 1\nprint(x)\n", {"ok", "error"}),
+    "kill-the-runner": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", {"crashed"}),
+}
+
+
+def test_hostile_programs_get_their_status_and_spare_their_neighbours(engine, base_image: str, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    programs = tmp_path / "hostile.jsonl"
+    with programs.open("w") as f:
+        for i, (name, (source, _)) in enumerate(HOSTILE.items()):
+            f.write(json.dumps({"id": name, "source": source}) + "\n")
+            fine = f"def f(x):\n    return x + {i}\n"
+            f.write(json.dumps({"id": f"fine-after-{name}", "source": fine, "entrypoint": "f", "input": "100"}) + "\n")
+    out = tmp_path / "out"
+    done = run_harvest(programs, "--out", out, "--timeout", "3", "--ray-address", ray_cluster.address, "-s", env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    found = {r["program_id"]: r for r in rows(out, ["program_id", "status", "return_value", "output_truncated"])}
+    assert len(found) == 2 * len(HOSTILE)  # one unit, every program a row
+    for i, (name, (_, statuses)) in enumerate(HOSTILE.items()):
+        assert found[name]["status"] in statuses, (name, found[name])
+        assert (found[f"fine-after-{name}"]["status"], found[f"fine-after-{name}"]["return_value"]) == ("ok", str(100 + i))
+    assert found["output-flood"]["output_truncated"] is True
+    assert not (Path("/usr/lib/evil.txt")).exists()
+    assert containers_of(engine, run_manifest(out)["run_id"]) == []
+
+
+def test_a_killed_driver_leaves_no_container_after_the_next_start(engine, base_image: str, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    programs = tmp_path / "slow.jsonl"
+    with programs.open("w") as f:
+        for i in range(8):
+            f.write(json.dumps({"id": f"slow-{i}", "source": "import time\ntime.sleep(1)\n"}) + "\n")
+    out = tmp_path / "out"
+    args = [programs, "--out", out, "--programs-per-unit", "4", "--ray-address", ray_cluster.address, "-s"]
+    proc = subprocess.Popen(harvest_cmd(*args), env=ray_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "harvest-run.json"
+    deadline = time.monotonic() + 300
+    run_id = None
+    while run_id is None or not containers_of(engine, run_id):
+        assert proc.poll() is None and time.monotonic() < deadline, "no container started"
+        if run_id is None and manifest.exists():
+            run_id = json.loads(manifest.read_text())["run_id"]
+        time.sleep(0.05)  # polling the engine for the run's first container, not synchronising
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = run_harvest(*args, env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    assert containers_of(engine, run_id) == []  # the dead run's containers were reaped
+    assert containers_of(engine, run_manifest(out)["run_id"]) == []
+    assert len(trace_ids(out)) == len(set(trace_ids(out))) == 8
+    assert leftovers(out) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tracer pytest mode scopes the installed package (dist-packages, excluded by NOT_PROJECT) "
+    "while the tests import the copy in /opt/project: no call is traced yet",
+)
+def test_a_repository_test_suite_is_traced(engine, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    built("six")
+    out = tmp_path / "out"
+    done = run_harvest("--tests", "--image", "six", "--out", out, "--ray-address", ray_cluster.address, "-s", env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    found = rows(out, ["program_id", "status", "entrypoint", "n_events"])
+    suite = [r for r in found if r["program_id"] == "six:tests"]
+    calls = [r for r in found if r["program_id"].startswith("six:tests::")]
+    assert suite and suite[0]["status"] == "ok"
+    assert len(calls) >= 50 and all(r["n_events"] > 0 for r in calls)
+    assert containers_of(engine, run_manifest(out)["run_id"]) == []
