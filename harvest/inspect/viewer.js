@@ -117,6 +117,12 @@
         });
         box.appendChild(table);
       }
+      if (current && (ev[KIND] === "return" || ev[KIND] === "exception") && ev[ARG] !== null) {
+        var out = el("div", "wt-frame-result wt-result-" + ev[KIND]);
+        out.appendChild(el("span", "wt-result-label", ev[KIND] === "return" ? "return value " : "exception "));
+        out.appendChild(el("span", "wt-result-value", ev[ARG]));
+        box.appendChild(out);
+      }
       framesEl.appendChild(box);
     }
   }

@@ -80,6 +80,9 @@ def test_stepping_with_keys_and_buttons_shows_the_trace(browser: object, sample_
         assert event.startswith(steps[target].describe()[:10])
         frames = driver.find_elements(By.CSS_SELECTOR, ".wt-frame")
         assert [f.get_attribute("data-function") for f in frames] == [fr.function for fr in steps[target].stack]
+    assert steps[-1].kind == "return"
+    result = driver.find_element(By.CSS_SELECTOR, ".wt-frame-current .wt-result-return .wt-result-value")
+    assert result.text == steps[-1].arg == trace["return_value"]
     viewer.send_keys(Keys.ARROW_RIGHT)  # past the end: stays on the last step
     assert _state(driver)[0] == len(steps) - 1
     driver.find_element(By.ID, "wt-prev").click()
