@@ -107,19 +107,30 @@ class LineEffects:
     subscript/attribute store, an in-place operator, iteration or resumption of other code).
     """
 
-    __slots__ = ("writes", "loads", "globals", "mutating")
+    __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees")
 
     def __init__(self) -> None:
         self.writes: set = set()
         self.loads: set = set()
         self.globals: set = set()
         self.mutating = False
+        # An in-place operator (``x += ...``) may mutate the old value of a stored name.
+        self.inplace = False
+        # When every call on the line is to one of these builtins (checked at run time to
+        # still be the real builtins), the calls cannot mutate the frame's objects.
+        self.pure_calls: set = set()
+        self.calls = 0
+        self.pure_callees = 0
 
     def merge(self, other: LineEffects) -> None:
         self.writes |= other.writes
         self.loads |= other.loads
         self.globals |= other.globals
         self.mutating = self.mutating or other.mutating
+        self.inplace = self.inplace or other.inplace
+        self.pure_calls |= other.pure_calls
+        self.calls += other.calls
+        self.pure_callees += other.pure_callees
 
 
 _WRITE_OPS = frozenset([
@@ -131,12 +142,22 @@ _LOAD_OPS = frozenset([
     "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF",
 ])
 _GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"])
+# Iteration (FOR_ITER) and suspension (YIELD/SEND/await) are not listed: in-scope code
+# they run emits its own events (which forces a full rescan), and a suspended frame is
+# rescanned when it resumes.
 _MUTATING_OPS = frozenset([
     "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR", "STORE_SLICE", "DELETE_SLICE",
-    "FOR_ITER", "SEND", "YIELD_VALUE", "YIELD_FROM", "GET_AWAITABLE", "BEFORE_WITH",
-    "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH", "WITH_EXCEPT_START", "WITH_CLEANUP_START",
-    "IMPORT_NAME", "IMPORT_STAR", "IMPORT_FROM", "STORE_GLOBAL", "DELETE_GLOBAL", "EXEC_STMT",
-    "END_ASYNC_FOR", "CLEANUP_THROW", "RAISE_VARARGS", "RERAISE",
+    "BEFORE_WITH", "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH", "WITH_EXCEPT_START",
+    "WITH_CLEANUP_START", "IMPORT_NAME", "IMPORT_STAR", "IMPORT_FROM", "STORE_GLOBAL", "DELETE_GLOBAL",
+    "EXEC_STMT",
+])
+# Builtins that never mutate their arguments (any user code they trigger, like __lt__ or
+# __iter__ defined in the program, is in scope and emits events of its own).
+PURE_BUILTINS = frozenset([
+    "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float",
+    "frozenset", "hex", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min",
+    "oct", "ord", "pow", "print", "range", "repr", "reversed", "round", "set", "sorted", "str", "sum",
+    "tuple", "type", "zip",
 ])
 
 
@@ -193,12 +214,24 @@ def line_effects(code) -> dict:
         elif name in _GLOBAL_OPS:
             if isinstance(argval, str):
                 eff.globals.add(argval)
-        if name.startswith("CALL") or name.startswith("INPLACE_") or name in _MUTATING_OPS:
+                # 3.11+: "NULL + len" / "len + NULL" marks a global loaded as a callee.
+                if argval in PURE_BUILTINS and "NULL" in (inst.argrepr or ""):
+                    eff.pure_callees += 1
+                    eff.pure_calls.add(argval)
+        if name.startswith("CALL") and not name.startswith("CALL_INTRINSIC"):
+            eff.calls += 1
+        elif name.startswith("INPLACE_") or (name == "BINARY_OP" and "=" in (inst.argrepr or "")):
+            eff.inplace = True
+        elif name in _MUTATING_OPS:
             eff.mutating = True
-        elif name == "BINARY_OP" and "=" in (inst.argrepr or ""):  # 3.11+ in-place operators
-            eff.mutating = True
-    if unlined.writes or unlined.loads or unlined.globals or unlined.mutating:
+    if unlined.writes or unlined.loads or unlined.globals or unlined.mutating or unlined.calls or unlined.inplace:
         for eff in table.values():
             eff.merge(unlined)
+    for eff in table.values():
+        # Every call needs a callee; if all of them are pure builtins the calls are harmless.
+        if eff.calls and eff.calls > eff.pure_callees:
+            eff.mutating = True
+        if eff.mutating or not eff.calls:
+            eff.pure_calls = set()
     _EFFECTS[code] = table
     return table

@@ -9,6 +9,7 @@ final conversion of buffered tuples into the event objects of schemas/trace_stre
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import traceback
@@ -29,6 +30,8 @@ _MUTABLE = object()
 # Debugging switch: re-read and re-render every local at every line (no bytecode analysis).
 FULL_SCAN = os.environ.get("WORLDTRACE_FULL_SCAN") == "1"
 
+_BUILTINS = dict(vars(builtins))
+
 # Global values a line may read without that making the line's effects unknowable.
 _INERT_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
 
@@ -39,7 +42,7 @@ class Activation:
     """One activation of an in-scope frame (a resumed generator keeps its activation)."""
 
     __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "raised",
-                 "prev_line", "clock")
+                 "prev_line", "clock", "effects")
 
     def __init__(self, fid: int, tid: int, code) -> None:
         self.fid = fid
@@ -52,6 +55,7 @@ class Activation:
         # and the recorder's event clock after its last event (to notice other frames ran).
         self.prev_line = None
         self.clock = -1
+        self.effects = None  # codeinfo.line_effects(code), fetched on first use
         self.frame = None  # the live frame, held only while it runs (monitoring backend)
         self.proxy = None  # 3.13: the frame's f_locals proxy, a live view
         self.module_level = code.co_name == "<module>"
@@ -125,7 +129,7 @@ class Recorder:
         act.clock = self._clock
 
     def line(self, act: Activation, lineno: int, mapping, frame) -> None:
-        """A line event; ``frame`` is the live frame (for its globals)."""
+        """A line event; ``frame`` is the live frame (for its globals and builtins)."""
         act.raised = False
         prev = act.prev_line
         act.prev_line = lineno
@@ -133,7 +137,14 @@ class Recorder:
             delta = self.delta(act, mapping)
         else:
             delta = self.line_delta(act, mapping, prev, frame)
-        self._emit((LINE, lineno, act, delta, None, act.depth))
+        left = self._left
+        if left == 0:
+            self.truncated_reason = "max_events"
+            self.halt()
+            return
+        self._left = left - 1
+        self._clock += 1
+        self.events.append((LINE, lineno, act, delta, None, act.depth))
         act.clock = self._clock
 
     def leave(self, act: Activation, lineno: int, value, unwind: bool) -> None:
@@ -186,18 +197,31 @@ class Recorder:
     def line_delta(self, act: Activation, mapping, prev_line: int, frame) -> dict:
         """Like ``delta``, but only for the variables the previous line can have changed.
 
-        From the bytecode of the previous line: the locals it stored or deleted, and, if it
-        could mutate objects (calls, subscript/attribute stores, in-place operators), the
-        locals it read plus every other local sharing an object with them (aliases, found
-        through the ids each rendering visited). A line that reads a mutable global, and
-        any line after another frame ran (a callee), rescans everything instead.
+        From the bytecode of the previous line (``codeinfo.line_effects``): the locals it
+        stored or deleted; if it could mutate objects (a call that is not a known pure
+        builtin, a subscript/attribute store), also the locals it read; and for those and
+        for in-place operators, every other local sharing an object with them (aliases,
+        found through the ids each rendering visited). A mutating line that reads a
+        mutable global, and any line after another frame ran (a callee), rescans all.
         """
-        eff = codeinfo.line_effects(act.code).get(prev_line)
+        effects = act.effects
+        if effects is None:
+            effects = act.effects = codeinfo.line_effects(act.code)
+        eff = effects.get(prev_line)
         if eff is None:
             return self.delta(act, mapping)
         last = act.last
         names = eff.writes
-        if eff.mutating:
+        mutating = eff.mutating
+        if eff.pure_calls and frame is not None:
+            g = frame.f_globals
+            b = frame.f_builtins
+            for bname in eff.pure_calls:
+                if bname in g or b.get(bname) is not _BUILTINS.get(bname):
+                    mutating = True
+                    break
+        touched = None
+        if mutating:
             if eff.globals and frame is not None:
                 g = frame.f_globals
                 for gname in eff.globals:
@@ -205,16 +229,24 @@ class Recorder:
                     if gval is not None and type(gval) not in IMMUTABLE_TYPES and not isinstance(gval, _INERT_GLOBAL_TYPES):
                         return self.delta(act, mapping)
             names = names | eff.loads
-            touched: set = set()
+            touched = set()
             for n in eff.loads:
                 entry = last.get(n)
                 if entry is not None and entry[2] is not None:
                     touched.update(entry[2])
-            if touched:
-                extra = [n for n, entry in last.items()
-                         if entry[2] is not None and n not in names and not touched.isdisjoint(entry[2])]
-                if extra:
-                    names = names | set(extra)
+        if eff.inplace:
+            touched = touched if touched is not None else set()
+            for n in eff.writes:
+                entry = last.get(n)
+                if entry is not None and entry[2] is not None:
+                    touched.update(entry[2])
+        if touched:
+            extra = [n for n, entry in last.items()
+                     if entry[2] is not None and n not in names and not touched.isdisjoint(entry[2])]
+            if extra:
+                names = names | set(extra)
+        if not names:
+            return {}
         out = {}
         render = self.render_with_ids
         immutable = IMMUTABLE_TYPES

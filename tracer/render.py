@@ -41,6 +41,13 @@ _SCALARS = frozenset([int, float, complex, bool, type(None), type(Ellipsis), typ
 # Exact immutable scalar types: an unchanged identity means an unchanged rendering.
 IMMUTABLE_TYPES = frozenset([int, float, complex, bool, str, bytes, type(None), range])
 
+# Item types whose repr the fast path may join at C speed (strings only when short).
+_FAST_KINDS = frozenset([float, type(None)])
+_INT_BOOL = frozenset([int, bool])
+_FAST_STR_LEN = 100
+_FAST_INT_MAX = 1 << 3300
+_FAST_INT_MIN = -_FAST_INT_MAX
+
 _FUNCTION_TYPES = (types.FunctionType, types.LambdaType)
 _BUILTIN_FUNCTION_TYPES = (types.BuiltinFunctionType, types.BuiltinMethodType)
 
@@ -334,6 +341,14 @@ class Renderer:
             return guard
         getitem = _list_getitem if issubclass(t, list) else _tuple_getitem
         head, tail = self._items_plan(n)
+        fast = self._fast_items(getitem(value, slice(0, head)), budget)
+        if fast is not None:
+            if tail and budget.chars > 0:
+                fast_tail = self._fast_items(getitem(value, slice(n - tail, n)), budget)
+                if fast_tail is not None:
+                    return prefix + open_ + fast + ", " + ELLIPSIS_MARK + ", " + fast_tail + close + suffix
+            elif not tail:
+                return prefix + open_ + fast + close + suffix
         budget.active.add(id(value))
         parts = []
         try:
@@ -354,6 +369,30 @@ class Renderer:
         finally:
             budget.active.discard(id(value))
         return prefix + open_ + ", ".join(parts) + close + suffix
+
+    def _fast_items(self, items, budget: _Budget):
+        """``", ".join(map(repr, items))`` when every item is a small exact scalar, else None.
+
+        The common case (lists of ints, floats, short strings) at C speed; exactly what the
+        item-by-item path produces when the budget is not exhausted.
+        """
+        kinds = set(map(type, items))
+        if len(kinds) != 1 and kinds != _INT_BOOL:
+            return None
+        if kinds <= _INT_BOOL:
+            if not (_FAST_INT_MIN < min(items) and max(items) < _FAST_INT_MAX):
+                return None  # huge ints take the _int path (digit estimate)
+        elif str in kinds:
+            if max(map(len, items)) > _FAST_STR_LEN:
+                return None
+        elif not kinds <= _FAST_KINDS:
+            return None
+        try:
+            text = ", ".join(map(repr, items))
+        except ValueError:  # an int beyond the int-to-str digit limit
+            return None
+        budget.chars -= len(text)
+        return text
 
     def _dict(self, value, depth, budget, open_, close, prefix="", suffix=""):
         n = dict.__len__(value)

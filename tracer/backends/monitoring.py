@@ -18,6 +18,7 @@ through one ``f_locals`` proxy per activation (a live view).
 from __future__ import annotations
 
 import sys
+from _thread import get_ident
 
 from .. import codeinfo
 from ..env import PYBEHAVIOR
@@ -257,15 +258,18 @@ class MonitoringBackend(Backend):
         return None
 
     def _line(self, code, lineno):
+        # The hot path: one dict lookup for this thread's stack, no frame fetching.
         rec = self.recorder
         if not rec.active:
             return self.DISABLE
         try:
-            act = self._current(code)
-            if act is not None:
-                proxy = act.proxy
+            stack = rec.stacks.get(get_ident())
+            if stack:
+                act = stack[-1]
                 frame = act.frame
-                rec.line(act, lineno, proxy if proxy is not None else frame.f_locals, frame)
+                if act.code is code and frame is not None:
+                    proxy = act.proxy
+                    rec.line(act, lineno, proxy if proxy is not None else frame.f_locals, frame)
         except Exception as exc:
             rec.fail(exc)
         return None

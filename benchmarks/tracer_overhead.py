@@ -1,0 +1,342 @@
+"""Tracer overhead: median traced/untraced time per workload, backend and Python version.
+
+Run: ``python benchmarks/tracer_overhead.py [--pythons 3.12,3.13] [--reps N] [--quick]``
+
+For every CPython 3.8-3.13 that pyenv lists (plus the running interpreter), a child
+process times six small CPU-bound workloads untraced and traced, side by side, and
+prints the median ratio traced/untraced for:
+
+* ``monitoring`` / ``settrace``: worldtrace's backends (complete traces, default budgets,
+  events converted to the stream's dicts, i.e. what ``trace_call`` returns);
+* ``plain-settrace``: a minimal settrace recorder that ``repr()``s every local at every line;
+* ``pysnooper`` and ``hunter`` (hunter's VarsSnooper) where they are importable (the host
+  venv, 3.11), as recorders of line-level locals;
+* ``out-of-scope``: the workload called from traced code but itself outside the scope.
+
+Stdlib only in the child (peers are optional), so it runs under any 3.8-3.13.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+# The in-scope copy of the workloads lives in its own temporary folder (the scope is the
+# program's file and its folder); the out-of-scope copy in another one.
+WORKDIR = tempfile.mkdtemp(prefix="wt-bench-")
+WORKLOADS_FILE = os.path.join(WORKDIR, "inscope", "workloads.py")
+OUTSIDE_FILE = os.path.join(WORKDIR, "outside", "workloads.py")
+
+WORKLOADS_SOURCE = '''
+def fib(n):
+    if n < 2:
+        return n
+    return fib(n - 1) + fib(n - 2)
+
+
+def bubble_sort(n):
+    xs = list(range(n, 0, -1))
+    for i in range(len(xs)):
+        for j in range(len(xs) - 1 - i):
+            if xs[j] > xs[j + 1]:
+                xs[j], xs[j + 1] = xs[j + 1], xs[j]
+    return xs[:3]
+
+
+def word_count(n):
+    words = ("alpha beta gamma delta alpha beta alpha " * n).split()
+    counts = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def sieve(n):
+    flags = [True] * (n + 1)
+    primes = []
+    for i in range(2, n + 1):
+        if flags[i]:
+            primes.append(i)
+            for k in range(i * i, n + 1, i):
+                flags[k] = False
+    return len(primes)
+
+
+def matmul(n):
+    a = [[i + j for j in range(n)] for i in range(n)]
+    b = [[i - j for j in range(n)] for i in range(n)]
+    c = [[0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            s = 0
+            for k in range(n):
+                s += a[i][k] * b[k][j]
+            c[i][j] = s
+    return c[0][0]
+
+
+def string_build(n):
+    out = ""
+    for i in range(n):
+        if i % 3 == 0:
+            out += "fizz"
+        else:
+            out += str(i)
+    return len(out)
+
+
+def collatz(n):
+    longest = 0
+    for start in range(1, n):
+        x = start
+        steps = 0
+        while x != 1:
+            x = x // 2 if x % 2 == 0 else 3 * x + 1
+            steps += 1
+        longest = max(longest, steps)
+    return longest
+'''
+
+WORKLOADS = [
+    ("fib", 17),
+    ("bubble_sort", 60),
+    ("word_count", 300),
+    ("sieve", 6000),
+    ("matmul", 14),
+    ("string_build", 3000),
+    ("collatz", 200),
+]
+
+
+# -- the child: time everything inside one interpreter ------------------------------------
+
+
+def _load(path: str, source: str) -> dict:
+    import linecache
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(source)
+    linecache.checkcache(path)
+    namespace: dict = {"__name__": os.path.basename(path)[:-3]}
+    exec(compile(source, path, "exec", dont_inherit=True), namespace)
+    return namespace
+
+
+def _time(fn, reps: int) -> float:
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def _worldtrace_runner(backend_name: str, program_file: str):
+    from tracer.backends.select import choose_backend
+    from tracer.recorder import Recorder
+    from tracer.render import Renderer
+    from tracer.scope import Scope
+
+    backend_cls, _ = choose_backend(backend_name)
+
+    def run(fn, arg):
+        rec = Recorder(Renderer(), Scope(program_file), max_events=0)
+        b = backend_cls(rec)
+        b.start()
+        try:
+            fn(arg)
+        finally:
+            b.stop()
+        events = rec.event_dicts()
+        assert rec.error is None, rec.error
+        return len(events)
+
+    return run
+
+
+def _plain_settrace_runner(program_file: str):
+    def run(fn, arg):
+        records = []
+
+        def local(frame, event, a):
+            records.append((event, frame.f_lineno, [(k, repr(v)) for k, v in frame.f_locals.items()]))
+            return local
+
+        def glob(frame, event, a):
+            if frame.f_code.co_filename == program_file:
+                return local(frame, event, a)
+            return None
+
+        sys.settrace(glob)
+        try:
+            fn(arg)
+        finally:
+            sys.settrace(None)
+        return len(records)
+
+    return run
+
+
+def _pysnooper_runner():
+    try:
+        import pysnooper
+    except ImportError:
+        return None
+
+    def run(fn, arg):
+        sink = io.StringIO()
+        snooped = pysnooper.snoop(output=sink, depth=1, color=False)(fn)
+        # Recursive workloads call the undecorated global: patch it for the run.
+        g = fn.__globals__
+        g[fn.__name__] = snooped
+        try:
+            snooped(arg)
+        finally:
+            g[fn.__name__] = fn
+        return sink.tell()
+
+    return run
+
+
+def _hunter_runner(program_file: str):
+    try:
+        import hunter
+    except ImportError:
+        return None
+
+    def run(fn, arg):
+        sink = io.StringIO()
+        hunter.trace(hunter.Q(filename=program_file, action=hunter.VarsSnooper(stream=sink)))
+        try:
+            fn(arg)
+        finally:
+            hunter.stop()
+        return sink.tell()
+
+    return run
+
+
+def child(reps: int, peer_reps: int) -> dict:
+    sys.path.insert(0, REPO)
+    from tracer.env import PYBEHAVIOR, PYTHON_VERSION
+
+    ns = _load(WORKLOADS_FILE, WORKLOADS_SOURCE)
+    outside = _load(OUTSIDE_FILE, WORKLOADS_SOURCE)
+    recorders = {}
+    if PYBEHAVIOR.has_sys_monitoring:
+        recorders["monitoring"] = (_worldtrace_runner("monitoring", WORKLOADS_FILE), reps)
+    recorders["settrace"] = (_worldtrace_runner("settrace", WORKLOADS_FILE), reps)
+    recorders["plain-settrace"] = (_plain_settrace_runner(WORKLOADS_FILE), peer_reps)
+    notes = []
+    for name, factory in (("pysnooper", _pysnooper_runner), ("hunter", lambda: _hunter_runner(WORKLOADS_FILE))):
+        runner = factory()
+        if runner is None:
+            notes.append(f"{name} not installed for Python {PYTHON_VERSION}: skipped")
+        else:
+            recorders[name] = (runner, peer_reps)
+    results: dict = {}
+    for wl, arg in WORKLOADS:
+        fn = ns[wl]
+        base = _time(functools.partial(fn, arg), max(reps * 4, 20))
+        row = {"untraced_s": base}
+        for name, (runner, n) in recorders.items():
+            row[name] = _time(functools.partial(runner, fn, arg), n) / base
+        # Out of scope: the same workload compiled from a file outside the scope: the
+        # backends must leave it (nearly) alone.
+        out_fn = outside[wl]
+        out_base = _time(functools.partial(out_fn, arg), max(reps * 4, 20))
+        for name in ("monitoring", "settrace"):
+            if name in recorders:
+                runner = recorders[name][0]
+                row["out-of-scope/" + name] = _time(functools.partial(runner, out_fn, arg), reps) / out_base
+        results[wl] = row
+    shutil.rmtree(WORKDIR, ignore_errors=True)
+    return {"python": PYTHON_VERSION, "results": results, "notes": notes}
+
+
+# -- the parent: one child per interpreter, then a table ---------------------------------
+
+
+def _pythons(selected: str | None) -> dict:
+    found = {}
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    versions = os.path.join(root, "versions")
+    if os.path.isdir(versions):
+        for entry in sorted(os.listdir(versions)):
+            parts = entry.split(".")
+            if len(parts) >= 2 and parts[0] == "3" and parts[1].isdigit() and 8 <= int(parts[1]) <= 13:
+                exe = os.path.join(versions, entry, "bin", f"python3.{parts[1]}")
+                if os.path.exists(exe):
+                    found[f"3.{parts[1]}"] = exe
+    here = "{}.{}".format(*sys.version_info[:2])
+    found[here] = sys.executable  # the running interpreter (e.g. the venv with the peers)
+    if selected:
+        wanted = set(selected.split(","))
+        found = {v: p for v, p in found.items() if v in wanted}
+    return dict(sorted(found.items(), key=lambda kv: tuple(int(x) for x in kv[0].split("."))))
+
+
+def _geomean(values: list) -> float:
+    import math
+
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pythons", help="comma-separated versions, e.g. 3.12,3.13 (default: all found)")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per traced measurement")
+    parser.add_argument("--peer-reps", type=int, default=1, help="repetitions for the slow peers")
+    parser.add_argument("--quick", action="store_true", help="reps=3 (a smoke run)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.reps = 3
+    if args.child:
+        sys.stdout.write(json.dumps(child(args.reps, args.peer_reps)) + "\n")
+        return 0
+    reports = []
+    for version, exe in _pythons(args.pythons).items():
+        env = dict(os.environ, PYTHONPATH=REPO)
+        proc = subprocess.run(
+            [exe, os.path.abspath(__file__), "--child", "--reps", str(args.reps), "--peer-reps", str(args.peer_reps)],
+            capture_output=True, text=True, env=env,
+        )
+        if proc.returncode != 0:
+            print(f"Python {version}: benchmark failed:\n{proc.stderr[-2000:]}")
+            continue
+        reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for rep in reports:
+        results = rep["results"]
+        columns = [c for c in next(iter(results.values())) if c != "untraced_s"]
+        print(f"\nPython {rep['python']}  (median traced/untraced per workload; untraced in ms)")
+        print(f"  {'workload':<14} {'untraced':>9}" + "".join(f" {c[:16]:>16}" for c in columns))
+        for wl, row in results.items():
+            print(f"  {wl:<14} {row['untraced_s'] * 1000:9.2f}" + "".join(f" {row[c]:15.1f}x" for c in columns))
+        summaries = (
+            ("median", lambda vals: statistics.median(vals)),
+            ("geomean", _geomean),
+            ("max", max),
+        )
+        for label, fn in summaries:
+            print(f"  {label:<14} {'':>9}" + "".join(f" {fn([r[c] for r in results.values()]):15.1f}x" for c in columns))
+        for note in rep["notes"]:
+            print("  note: " + note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
