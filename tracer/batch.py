@@ -292,6 +292,7 @@ class BatchRunner(object):
         self._unreaped: Set[int] = set()  # children that reported and are exiting
         self._oom_file: Optional[str] = None  # the cgroup's OOM-kill counter (memory.events)
         self._oom_kills = 0
+        self._pytest_warm = False
 
     # ---------------------------------------------------------------- the batch
     def run(self, jobs_path: str, out_path: str) -> Dict[str, Any]:
@@ -347,6 +348,8 @@ class BatchRunner(object):
                     if job.program_id in writer.done:
                         skipped += 1
                         continue
+                    if job.mode == "pytest" and not self._pytest_warm:
+                        self._warm_pytest()
                     trace = self.run_job(job, writer.done, writer.write)
                     writer.write(trace)
                     statuses[trace["status"]] = statuses.get(trace["status"], 0) + 1
@@ -386,6 +389,20 @@ class BatchRunner(object):
         }
         _append_runinfo(out_path, summary)
         return summary
+
+    def _warm_pytest(self) -> None:
+        """Import pytest once in the parent, so that each pytest job's child starts with it."""
+        self._pytest_warm = True
+        if hasattr(gc, "unfreeze"):
+            gc.unfreeze()
+        for name in ("pytest", "tracer.pytest_mode"):
+            try:
+                __import__(name)
+            except Exception as exc:  # the job itself reports a missing pytest
+                log.debug("cannot pre-import %s: %s", name, exc)
+        gc.collect()
+        if hasattr(gc, "freeze"):
+            gc.freeze()
 
     # ---------------------------------------------------------------- one job
     def run_job(

@@ -670,7 +670,7 @@ def test_fork_cost_of_trivial_programs(tmp_path: Path) -> None:
     run = json.loads((tmp_path / "out.jsonl.runs.jsonl").read_text().splitlines()[-1])
     # The naive alternative, measured in the same run: a fresh interpreter per program.
     (tmp_path / "prog.py").write_text(source)
-    k = 10
+    k = 5
     started = time.perf_counter()
     for i in range(k):
         one = subprocess.run([sys.executable, "-m", "tracer", "call", "prog.py", "f", "--input", str(i)],

@@ -77,6 +77,16 @@ PACKAGE = {
         def test_broken():
             assert mypkg.add(1, 1) == 3
         """,
+    "slow/test_slow.py": """
+        import time
+
+        import mypkg
+
+
+        def test_slow():
+            assert mypkg.add(1, 1) == 2
+            time.sleep(600)
+        """,
     "other/test_other.py": """
         import json
 
@@ -101,6 +111,8 @@ def run_jobs(root: Path, jobs: list, python: str = sys.executable, backend: str 
     env = dict(
         os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1"
     )
+    # This venv's many pytest plugins cost a second per run and are not what is tested here.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     proc = subprocess.run(
         [
             python,
@@ -173,6 +185,7 @@ def test_pytest_job_traces_each_top_level_call(tmp_path: Path) -> None:
             {"program_id": "inside", "mode": "pytest", "file": "mypkg/tests", "package": ["mypkg"]},
             {"program_id": "missing", "mode": "pytest", "file": "tests", "package": "no_such_pkg"},
             {"program_id": "stdlib-only", "mode": "pytest", "file": "other"},
+            {"program_id": "slow", "mode": "pytest", "file": "slow", "timeout_s": 1},
         ],
     )
     check_rows(rows, "named")
@@ -184,6 +197,9 @@ def test_pytest_job_traces_each_top_level_call(tmp_path: Path) -> None:
         rows["stdlib-only"]["status"] == "error"
         and "give `package`" in rows["stdlib-only"]["tracer_error"]
     )
+    # A pytest job past its deadline is killed; the calls traced before that are kept.
+    assert rows["slow"]["status"] == "timeout"
+    assert rows["slow::slow/test_slow.py::test_slow::0"]["return_value"] == "2"
     # Importing the package (VERSION = add(0, 1) at import time) is not a test's call.
     assert not any("::<" in pid for pid in rows)
 
