@@ -243,6 +243,13 @@ class DockerSandbox(Sandbox):
             "mounts": [
                 Mount(TRACER_MOUNT, str(self.tracer_dir), type="bind", read_only=True),
                 Mount(OUT_MOUNT, str(unit_dir), type="bind", read_only=False),
+                # over it, the jobs read-only: a program cannot rewrite what runs after it
+                Mount(
+                    f"{OUT_MOUNT}/jobs.jsonl",
+                    str(unit_dir / "jobs.jsonl"),
+                    type="bind",
+                    read_only=True,
+                ),
             ],
             "environment": {
                 **DETERMINISTIC_ENV,

@@ -24,6 +24,7 @@ HOSTILE = {
     "segfault": "import ctypes\nctypes.string_at(0)\n",
     "write_outside_tmp": "open('/etc/evil', 'w').write('x')\n",
     "write_tmp": "open('/tmp/fine', 'w').write('x')\nprint(open('/tmp/fine').read())\n",
+    "tamper_jobs": "open('/out/jobs.jsonl', 'a').write('{}')\n",
     "tracer_off": "import sys\nsys.settrace(None)\nx = 1\nprint(x + 1)\n",
 }
 
@@ -89,6 +90,7 @@ def test_benign_programs_are_unaffected(traces: dict[str, Any]) -> None:
         ("os_exit", {"crashed"}),
         ("segfault", {"crashed"}),
         ("write_outside_tmp", {"exception"}),
+        ("tamper_jobs", {"exception"}),  # the jobs file is mounted read-only
         ("write_tmp", {"ok"}),
         ("tracer_off", {"ok"}),
         # every fork fails at the pids/process limits; the bomb ends as an exception or at its deadline

@@ -46,6 +46,8 @@ probe = {
     "write_usr": attempt(lambda: open("/usr/lib/evil", "w")),
     "write_tracer": attempt(lambda: open("/opt/worldtrace/tracer/evil", "w")),
     "write_tmp": attempt(lambda: open("/tmp/fine", "w").write("x")),
+    "write_jobs": attempt(lambda: open(args[1], "a")),
+    "write_out": attempt(lambda: open("/out/extra", "w")),
     "cap_eff": status["CapEff"].strip(), "cap_bnd": status["CapBnd"].strip(),
     "no_new_privs": status.get("NoNewPrivs", "").strip(),
     "pids_max": read("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
@@ -88,7 +90,8 @@ def test_container_is_locked_down(
     assert probe["interfaces"] == ["lo"]  # network_mode=none
     assert probe["write_root"] == "EROFS" and probe["write_usr"] == "EROFS"
     assert probe["write_tracer"] == "EROFS"  # the tracer is mounted read-only
-    assert probe["write_tmp"] == "ok"
+    assert probe["write_tmp"] == "ok" and probe["write_out"] == "ok"
+    assert probe["write_jobs"] == "EROFS"  # the unit's jobs are read-only, even inside /out
     assert int(probe["cap_eff"], 16) == 0 and int(probe["cap_bnd"], 16) == 0
     assert probe["no_new_privs"] == "1"
     assert probe["pids_max"] == "64"
@@ -108,7 +111,9 @@ def test_container_is_locked_down(
     assert probe["argv"][probe["argv"].index("--out") + 1] == "/out/stream.jsonl"
     # the stream came back to the host, owned by us, and the unit's private folder is gone
     assert req.output_path.stat().st_uid == Path(tmp_path).stat().st_uid
-    assert [p.name for p in req.output_path.parent.iterdir()] == ["stream.jsonl"]
+    assert [p.name for p in req.output_path.parent.iterdir()] == [
+        "stream.jsonl"
+    ]  # /out/extra went too
 
 
 def test_stream_is_appended_across_runs(
