@@ -31,6 +31,7 @@ _MUTABLE = object()
 FULL_SCAN = os.environ.get("WORLDTRACE_FULL_SCAN") == "1"
 
 _BUILTINS = dict(vars(builtins))
+_SMALL_INT = 1 << 60
 
 # Global values a line may read without that making the line's effects unknowable.
 _INERT_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
@@ -261,6 +262,12 @@ class Recorder:
             prev = last.get(name)
             if prev is not None and prev[0] is value:
                 continue
+            if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
+                text = repr(value)  # the common case, without two calls into the renderer
+                if prev is None or prev[1] != text:
+                    out[name] = text
+                last[name] = (value, text, None)
+                continue
             text, ids = render(value)
             if prev is None or prev[1] != text:
                 out[name] = text
@@ -304,28 +311,28 @@ class Recorder:
     def event_dicts(self) -> list:
         """The buffered events as the dicts of schemas/trace_stream.md."""
         out = []
+        append = out.append
         names: dict = {}
-        sources: dict = {}
+        static: dict = {}
         for kind, lineno, act, local_delta, arg, depth in self.events:
-            code = act.code
-            info = names.get(code)
-            if info is None:
-                info = (codeinfo.qualname(code), code.co_filename)
-                names[code] = info
-            key = (info[1], lineno)
-            src = sources.get(key)
-            if src is None:
+            key = (act, lineno)
+            fixed = static.get(key)
+            if fixed is None:
+                code = act.code
+                info = names.get(code)
+                if info is None:
+                    info = names[code] = (codeinfo.qualname(code), code.co_filename)
                 src = codeinfo.source_line(info[1], lineno) if lineno else ""
-                sources[key] = src
-            out.append({
+                fixed = static[key] = (src, info[0], info[1], act.fid, act.tid, lineno if lineno is not None else 0)
+            append({
                 "kind": kind,
-                "lineno": lineno if lineno is not None else 0,
-                "source": src,
-                "function": info[0],
-                "file": info[1],
+                "lineno": fixed[5],
+                "source": fixed[0],
+                "function": fixed[1],
+                "file": fixed[2],
                 "depth": depth,
-                "frame_id": act.fid,
-                "thread_id": act.tid,
+                "frame_id": fixed[3],
+                "thread_id": fixed[4],
                 "locals": local_delta,
                 "arg": arg,
             })
