@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import sys
 import sysconfig
@@ -10,6 +11,7 @@ import sysconfig
 _TRACER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+@functools.lru_cache(maxsize=None)  # sysconfig.get_paths() costs ~1 ms a call: half a small trace
 def _library_dirs() -> list:
     """Directories of the stdlib and installed packages (never the program's own code)."""
     dirs = set()
