@@ -1,0 +1,162 @@
+"""Harvest throughput on CRUXEval, end to end, against the naive one-`docker run`-per-program baseline.
+
+Prints, from one run on this machine: traces per second of `worldtrace harvest`'s pipeline (plan →
+Ray tasks → one sandbox per unit → shards), the share of the units' time spent outside the
+programs' own execution, and the same corpus sample traced with one `docker run` per program, with
+the same concurrency. Targets (issue 4): ≥ 100× the naive baseline and ≥ 300 traces/s on 2 cores.
+
+    .venv/bin/python benchmarks/harvest_throughput.py [--corpus cruxeval.jsonl] [--sandbox docker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harvest.inputs import Program, load_programs  # noqa: E402
+from harvest.plan import HarvestSettings, plan_units  # noqa: E402
+from harvest.runner import RayOptions, run_units, start_ray, stop_ray  # noqa: E402
+from harvest.sandbox.base import DETERMINISTIC_ENV, TRACER_DIR  # noqa: E402
+from harvest.unit import UnitResult  # noqa: E402
+
+
+def default_corpus() -> Path:
+    root = Path(os.environ.get("WORLDTRACE_CORPORA", REPO.parent / "shared" / "corpora"))
+    return root / "cruxeval.jsonl"
+
+
+def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out: Path) -> dict:
+    units = plan_units(programs, settings)
+    results: list[UnitResult] = []
+    failures: list[str] = []
+    t0 = time.monotonic()
+    start_ray(RayOptions(num_cpus=slots), settings.sandbox)
+    startup = time.monotonic() - t0
+    try:
+        t1 = time.monotonic()
+        run_units(units, settings, out, f"bench-{uuid.uuid4().hex[:8]}", results.append, lambda u, why: failures.append(why))
+        wall = time.monotonic() - t1
+    finally:
+        stop_ray()
+    if failures:
+        raise SystemExit(f"units failed: {failures[:3]}")
+    traces = sum(r.n_programs for r in results)
+    task = sum(r.wall_time_s for r in results)
+    program = sum(r.program_time_s for r in results)
+    return {
+        "units": len(units),
+        "traces": traces,
+        "wall_s": wall,
+        "startup_s": startup,
+        "traces_per_s": traces / wall,
+        "traces_per_s_with_startup": traces / (wall + startup),
+        "outside_share": 1 - program / task if task else float("nan"),
+        "sandbox_s": sum(r.sandbox_time_s for r in results),
+        "task_s": task,
+        "program_s": program,
+        "statuses": _sum([r.counts for r in results]),
+    }
+
+
+def naive(programs: list[Program], image_ref: str, slots: int) -> dict:
+    """One `docker run --rm` per program (same limits and mounts as a unit's container)."""
+    with tempfile.TemporaryDirectory(prefix="wt-naive-") as tmp:
+        folder = Path(tmp)
+        for i, program in enumerate(programs):
+            (folder / f"p{i}.py").write_text(program.source or "", encoding="utf-8")
+        os.chmod(folder, 0o755)
+
+        def one(i: int) -> float:
+            program = programs[i]
+            env = [arg for key, value in {**DETERMINISTIC_ENV, "PYTHONPATH": "/opt/worldtrace"}.items() for arg in ("-e", f"{key}={value}")]
+            cmd = [
+                "docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+                "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--pids-limit", "256",
+                "--memory", "512m", "--init", "--user", "1000:1000", *env,
+                "-v", f"{TRACER_DIR}:/opt/worldtrace/tracer:ro", "-v", f"{folder}:/prog:ro",
+                image_ref, "python3", "-m", "tracer", "call", f"/prog/p{i}.py", program.entrypoint or "f",
+                "--input", program.input or "",
+            ]  # fmt: skip
+            t = time.monotonic()
+            done = subprocess.run(cmd, capture_output=True, timeout=300)
+            if done.returncode != 0 or b'"status"' not in done.stdout:
+                raise SystemExit(f"naive run failed: {done.stderr.decode(errors='replace')[-500:]}")
+            return time.monotonic() - t
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=slots) as pool:
+            per_program = list(pool.map(one, range(len(programs))))
+        wall = time.monotonic() - t0
+    return {"traces": len(programs), "wall_s": wall, "traces_per_s": len(programs) / wall, "median_run_s": sorted(per_program)[len(per_program) // 2]}
+
+
+def _sum(parts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for key, n in part.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=default_corpus())
+    parser.add_argument("--sandbox", choices=["docker", "local"], default="docker")
+    parser.add_argument("--image", default="base-py311")
+    parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="concurrent units (Ray CPUs)")
+    parser.add_argument("--programs-per-unit", type=int, default=200)
+    parser.add_argument("--naive-sample", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    args = parser.parse_args()
+    if not args.corpus.is_file():
+        raise SystemExit(f"corpus {args.corpus} not found (set WORLDTRACE_CORPORA or pass --corpus)")
+    programs = load_programs([args.corpus])
+    image = args.image if args.sandbox == "docker" else "local"
+    settings = HarvestSettings(image=image, sandbox=args.sandbox, programs_per_unit=args.programs_per_unit)
+    with tempfile.TemporaryDirectory(prefix="wt-bench-") as out:
+        ours = harvest(programs, settings, args.slots, Path(out))
+    report: dict = {"machine": {"cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}, "harvest": ours, "settings": {"sandbox": args.sandbox, "image": image, "slots": args.slots, "programs_per_unit": args.programs_per_unit}}
+    if args.sandbox == "docker" and args.naive_sample > 0:
+        from harvest.sandbox.docker import DockerSandbox
+
+        sandbox = DockerSandbox(reap_on_start=False)
+        ref = sandbox.resolve_image(image)
+        sandbox.close()
+        step = max(1, len(programs) // args.naive_sample)
+        sample = programs[::step][: args.naive_sample]
+        report["naive"] = naive(sample, ref, args.slots)
+        report["ratio"] = ours["traces_per_s"] / report["naive"]["traces_per_s"]
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"machine: {os.cpu_count()} CPUs, load average {report['machine']['load_1min']:.1f} at the end")
+    print(
+        f"harvest ({args.sandbox} sandbox, image {image}, embedded Ray with {args.slots} slots, "
+        f"{args.programs_per_unit} programs/unit, {ours['units']} units):"
+    )
+    print(f"  {ours['traces']} traces in {ours['wall_s']:.1f} s = {ours['traces_per_s']:.1f} traces/s "
+          f"(Ray start-up {ours['startup_s']:.1f} s not included; with it {ours['traces_per_s_with_startup']:.1f} traces/s)")
+    print(f"  statuses: {ours['statuses']}")
+    print(f"  time outside program execution: {100 * ours['outside_share']:.1f}% of the units' time "
+          f"(units {ours['task_s']:.1f} s, in sandboxes {ours['sandbox_s']:.1f} s, programs {ours['program_s']:.1f} s)")
+    if "naive" in report:
+        n = report["naive"]
+        print(f"naive baseline (one `docker run` per program, {n['traces']}-program sample, {args.slots} at a time):")
+        print(f"  {n['traces_per_s']:.2f} traces/s (median {n['median_run_s']:.2f} s per program)")
+        print(f"ratio harvest / naive: {report['ratio']:.0f}x (target >= 100x)")
+    print(f"throughput target >= 300 traces/s on 2 cores: {'met' if ours['traces_per_s'] >= 300 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
