@@ -37,7 +37,7 @@ class LazyGroup(click.Group):
             return command
         module_name, _ = COMMANDS[cmd_name]
         module = importlib.import_module(module_name)
-        command = getattr(module, "command")
+        command = module.command
         assert isinstance(command, click.Command)
         return command
 
