@@ -367,7 +367,8 @@ class BatchRunner(object):
             writer.close()
         wall = time.time() - started
         cpu_end = os.times()
-        cpu = sum(cpu_end[:4]) - sum(cpu_start[:4])  # runner + children, user + system
+        parent_cpu = sum(cpu_end[:2]) - sum(cpu_start[:2])  # user + system
+        children_cpu = sum(cpu_end[2:4]) - sum(cpu_start[2:4])
         summary = {
             "format": RUNINFO_FORMAT,
             "jobs": jobs_path,
@@ -379,7 +380,9 @@ class BatchRunner(object):
             "statuses": statuses,
             "programs_per_s": ran / wall if wall > 0 else 0.0,
             "median_fork_ms": round(_median(self.fork_times) * 1000, 3),
-            "cpu_ms_per_program": round(cpu * 1000 / ran, 3) if ran else 0.0,
+            "cpu_ms_per_program": _per(parent_cpu + children_cpu, ran),
+            "runner_cpu_ms_per_program": _per(parent_cpu, ran),
+            "child_cpu_ms_per_program": _per(children_cpu, ran),
             "python_version": platform.python_version(),
             "tracer_version": _tracer_version(),
             "backend": self.backend,
@@ -917,6 +920,10 @@ def _in_main_thread() -> bool:
 
 def _raise_exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+def _per(seconds: float, n: int) -> float:
+    return round(seconds * 1000 / n, 3) if n else 0.0
 
 
 def _median(values: List[float]) -> float:

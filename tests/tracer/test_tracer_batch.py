@@ -680,7 +680,8 @@ def test_fork_cost_of_trivial_programs(tmp_path: Path) -> None:
     per_fork_ms = 1000.0 / run["programs_per_s"]
     print(
         f"\nbatch of {n} trivial programs: {run['programs_per_s']:.0f} programs/s,"
-        f" {per_fork_ms:.2f} ms wall and {run['cpu_ms_per_program']:.2f} ms CPU per program,"
+        f" {per_fork_ms:.2f} ms wall and {run['cpu_ms_per_program']:.2f} ms CPU per program"
+        f" (runner {run['runner_cpu_ms_per_program']:.2f}, child {run['child_cpu_ms_per_program']:.2f}),"
         f" median fork() {run['median_fork_ms']:.3f} ms;"
         f" one interpreter start per program: {per_start_ms:.1f} ms"
         f" ({per_start_ms / per_fork_ms:.1f}x the forked batch)"
