@@ -1,0 +1,64 @@
+"""The documented residual differences between backends and versions (docs/tracer.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tracer_testutil import pyenv_pythons, run_in
+
+PYTHONS = pyenv_pythons()
+
+RAW_THREAD = r'''
+import json, sys
+from tracer.api import trace_call
+src = """
+import _thread, threading
+def work(done):
+    x = 1
+    done.set()
+def f():
+    done = threading.Event()
+    _thread.start_new_thread(work, (done,))
+    done.wait(10)
+    return 0
+"""
+out = {}
+for b in ("settrace", "monitoring"):
+    t = trace_call("raw_thread.py", "f", "", source=src, backend=b)
+    out[b] = sorted({e["function"] for e in t["events"]})
+print(json.dumps(out))
+'''
+
+GEN_CLOSE = r'''
+import json
+from tracer.api import trace_call
+src = "def g():\n    yield 1\n    yield 2\ndef f():\n    it = g()\n    next(it)\n    it.close()\n    return 1\n"
+t = trace_call("gen_close.py", "f", "", source=src)
+print(json.dumps([(e["kind"], e["function"], e["arg"]) for e in t["events"] if e["function"] == "g"]))
+'''
+
+
+@pytest.mark.multipython
+def test_raw_threads_are_seen_only_by_monitoring() -> None:
+    if "3.13" not in PYTHONS:
+        pytest.skip("CPython 3.13 not found by pyenv")
+    proc = run_in(PYTHONS["3.13"], "-c", RAW_THREAD, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["monitoring"] == ["f", "work"]
+    assert seen["settrace"] == ["f"]  # settrace is per thread: _thread threads get none
+
+
+@pytest.mark.multipython
+@pytest.mark.parametrize("version, events", [
+    ("3.12", [["call", "g", None], ["line", "g", None], ["return", "g", "1"],
+              ["call", "g", None], ["exception", "g", "GeneratorExit: "], ["return", "g", None]]),
+    ("3.13", [["call", "g", None], ["line", "g", None], ["return", "g", "1"]]),
+])
+def test_closing_a_suspended_generator(version: str, events: list) -> None:
+    if version not in PYTHONS:
+        pytest.skip(f"CPython {version} not found by pyenv")
+    proc = run_in(PYTHONS[version], "-c", GEN_CLOSE, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == events
