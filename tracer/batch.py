@@ -293,6 +293,7 @@ class BatchRunner(object):
         self._oom_file: Optional[str] = None  # the cgroup's OOM-kill counter (memory.events)
         self._oom_kills = 0
         self._pytest_warm = False
+        self._ldict: Optional[Dict[str, Any]] = None
 
     # ---------------------------------------------------------------- the batch
     def run(self, jobs_path: str, out_path: str) -> Dict[str, Any]:
@@ -431,7 +432,12 @@ class BatchRunner(object):
             return True
 
         limits = _with_timeout(self.limits, job.timeout_s)
-        ldict = _limits_dict(limits)
+        if job.timeout_s is None:
+            if self._ldict is None:
+                self._ldict = _limits_dict(limits)
+            ldict = dict(self._ldict)  # one conversion per batch, not per program
+        else:
+            ldict = _limits_dict(limits)
         timeout_s = float(ldict.get("timeout_s") or 0)
         # The tracer raises its own timeout inside the program (keeping the partial trace); the
         # parent's kill is the backstop for programs that ignore it (C loops, swallowed exceptions).
