@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import shutil
 import sys
 import time
 import uuid
@@ -236,18 +237,17 @@ def _harvest(
         write_run_manifest(out, record)
         return
 
-    progress = _progress_bar(sum(len(u) for u in todo), silent)
+    progress: Any = None
     counts: dict[str, int] = {}
-    run_started = time.monotonic()
 
     def on_result(result: UnitResult) -> None:
         record.results.append(result)
         for status, n in result.counts.items():
             counts[status] = counts.get(status, 0) + n
         if progress is not None:
-            progress.update(result.n_programs)
             failed = sum(n for s, n in counts.items() if s != "ok")
             progress.set_postfix(ok=counts.get("ok", 0), failed=failed, refresh=False)
+            progress.update(result.n_programs)
         write_run_manifest(out, record)
 
     def on_failure(unit: WorkUnit, reason: str) -> None:
@@ -259,6 +259,7 @@ def _harvest(
     started_ray = runner.start_ray(runner.RayOptions(address=ray_address, num_cpus=num_cpus), settings.sandbox)
     record.startup_s = time.monotonic() - started
     try:
+        progress = _progress_bar(sum(len(u) for u in todo), silent)
         runner.run_units(todo, settings, out, record.run_id, on_result, on_failure)
     except KeyboardInterrupt:
         record.interrupted = True
@@ -273,7 +274,6 @@ def _harvest(
         write_run_manifest(out, record)
         if started_ray:
             runner.stop_ray()
-    log.info("ran %d units in %.1f s", len(record.results), time.monotonic() - run_started)
 
 
 def _progress_bar(total: int, silent: bool) -> Any:
@@ -282,7 +282,8 @@ def _progress_bar(total: int, silent: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="trace", desc="harvest", file=sys.stderr, dynamic_ncols=True)
+    width = shutil.get_terminal_size((100, 20)).columns  # falls back when the tty reports 0
+    return tqdm(total=total, unit="trace", desc="harvest", file=sys.stderr, ncols=min(width, 120))
 
 
 def _reap_dead_runs() -> None:
