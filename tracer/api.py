@@ -313,12 +313,19 @@ class _SysState:
         directory = os.path.dirname(os.path.abspath(self.file)) if os.path.exists(self.file) else None
         if directory:
             sys.path.insert(0, directory)
-        sys.modules[self.module_name] = self.module
+        # Never shadow a module the interpreter already has (a program named json.py must
+        # not replace the stdlib json for the duration of the run); __main__ is replaced, as
+        # runpy does.
+        self.registered = self.saved_module is None or self.module_name == "__main__"
+        if self.registered:
+            sys.modules[self.module_name] = self.module
         return self
 
     def __exit__(self, *exc) -> None:
         sys.argv = self.saved_argv
         sys.path[:] = self.saved_path
+        if not self.registered:
+            return
         if self.saved_module is not None:
             sys.modules[self.module_name] = self.saved_module
         else:

@@ -220,3 +220,10 @@ def test_cli_help_and_bad_limits(tmp_path: Path) -> None:
 def test_cli_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:
     proc = _cli("call", "x.py", "f", "--input", "", "--backend", "nope", cwd=tmp_path)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_program_named_like_a_stdlib_module_does_not_shadow_it(tmp_path: Path, backend: str) -> None:
+    prog = tmp_path / "json.py"
+    prog.write_text("def f():\n    import json\n    return json.dumps([1])\n")
+    t = trace_call(str(prog), "f", "", backend=backend)
+    assert t["status"] == "ok" and t["return_value"] == "'[1]'"
