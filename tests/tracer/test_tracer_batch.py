@@ -430,15 +430,38 @@ def test_parse_job_names_the_problem() -> None:
     )
 
 
-def test_missing_jobs_file_is_a_usage_error(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        batch_cmd(sys.executable, tmp_path / "nope.jsonl", tmp_path / "out.jsonl", {}),
-        env=batch_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_missing_jobs_file_or_output_folder_is_a_usage_error(tmp_path: Path) -> None:
+    def run(jobs: Path, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            batch_cmd(sys.executable, jobs, out, {}),
+            env=batch_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    proc = run(tmp_path / "nope.jsonl", tmp_path / "out.jsonl")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    write_jobs(tmp_path / "jobs.jsonl", [call("a", GOOD, input_text="1")])
+    proc = run(tmp_path / "jobs.jsonl", tmp_path / "no-such-folder" / "out.jsonl")
+    assert proc.returncode == 2 and "cannot open the output" in proc.stderr
+
+
+def test_jobs_from_files(tmp_path: Path) -> None:
+    (tmp_path / "helper.py").write_text("def double(x):\n    return 2 * x\n")
+    (tmp_path / "prog.py").write_text(
+        "from helper import double\n\ndef f(x):\n    return double(x)\n"
+    )
+    (tmp_path / "script.py").write_text("import sys\nprint(sys.argv)\n")
+    jobs = [
+        {"program_id": "call", "file": "prog.py", "entrypoint": "f", "input": "21"},
+        {"program_id": "script", "file": "script.py", "argv": ["x"]},
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10})
+    assert proc.returncode == 0, proc.stderr
+    assert rows["call"]["return_value"] == "42"
+    assert {e["function"] for e in rows["call"]["events"]} == {"f", "double"}
+    assert rows["script"]["stdout"] == "['script.py', 'x']\n"
 
 
 # ------------------------------------------------------------------ resume
