@@ -24,12 +24,14 @@ class QueryError(ConfigError):
 EVENTS_VIEW = """
 CREATE OR REPLACE VIEW events AS
 SELECT trace_id, program_id, status,
-       step, ev.kind AS kind, ev.lineno AS lineno, ev.source AS line_source,
+       step, ev.kind AS kind, ev.lineno AS lineno,
+       -- a shard may leave out a line's text when line `lineno` of the program's source gives it
+       coalesce(ev.source, string_split(source, chr(10))[ev.lineno]) AS line_source,
        ev.function AS function, ev.file AS file, ev.depth AS depth, ev.frame_id AS frame_id,
        ev.thread_id AS thread_id, ev.arg AS arg, ev.locals AS locals,
        map_from_entries(ev.locals) AS locals_map
 FROM (
-    SELECT trace_id, program_id, status,
+    SELECT trace_id, program_id, status, source,
            unnest(events) AS ev, generate_subscripts(events, 1) - 1 AS step
     FROM traces
 )
@@ -96,12 +98,3 @@ def query(path: str | os.PathLike[str], sql: str) -> pa.Table:
         return run_query(con, sql)
     finally:
         con.close()
-
-
-def select_trace_ids(path: str | os.PathLike[str], where: str, *, limit: int | None = None) -> list[str]:
-    """Ids of the traces matching the SQL condition `where` over the `traces` view, in file order."""
-    sql = f"SELECT trace_id FROM traces WHERE {where}"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    table = query(path, sql)
-    return [str(v) for v in table.column(0).to_pylist()]

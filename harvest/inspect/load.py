@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from harvest.errors import ConfigError
-from harvest.query import select_trace_ids, trace_shard_files
+from harvest.query import query, trace_shard_files
 from schemas.arrow import trace_schema
 from schemas.reader import iter_traces, read_table
 
@@ -36,20 +36,22 @@ def selection_where(
 
 
 def read_traces(path: str | os.PathLike[str], where: str | None = None) -> pa.Table:
-    """Every trace row `path` names that matches the SQL condition `where` (all when None)."""
+    """Every trace row `path` names that matches the SQL condition `where` (all when None).
+
+    DuckDB evaluates the condition; the rows themselves come from the schemas reader, which hands
+    out complete trace rows (whatever the shards store in a compact form).
+    """
     if where is None:
         trace_shard_files(path)
         return read_table(path)
-    ids = select_trace_ids(path, where)
-    if not ids:
-        return read_table(path, filters=[("trace_id", "in", ["\0"])])
-    table = read_table(path, filters=[("trace_id", "in", ids)])
-    # each id once (a folder may hold a re-run's duplicate), in the order DuckDB found them
+    ids = [str(v) for v in query(path, f"SELECT trace_id FROM traces WHERE {where}\n").column(0).to_pylist()]
+    table = read_table(path, filters=[("trace_id", "in", ids or ["\0"])])
+    # each id once (a folder may hold a re-run's copy), in the order DuckDB found them
     first_row: dict[str, int] = {}
     for row, tid in enumerate(table.column("trace_id").to_pylist()):
         first_row.setdefault(tid, row)
     rows = [first_row[tid] for tid in dict.fromkeys(ids) if tid in first_row]
-    return table.take(rows)
+    return table.take(pa.array(rows, pa.int64()))
 
 
 def find_traces(

@@ -75,3 +75,13 @@ def test_pager_moves_with_keys(sample_shards: Path, monkeypatch: pytest.MonkeyPa
     total = len(trace.events)
     shown = [s.split("── step ")[1].split("/")[0] for s in screens]
     assert shown == ["1", "2", "3", "2", str(total), "2"]
+
+
+def test_selected_traces_equal_the_readers_rows(sample_shards: Path) -> None:
+    from harvest.inspect import find_traces
+
+    expected = {r["trace_id"]: r for r in read_table(sample_shards).to_pylist()}
+    for program in ("fib", "nested", "divide", "shout"):
+        for trace in find_traces(sample_shards, program_id=program):
+            assert trace == expected[trace["trace_id"]]
+    assert find_traces(sample_shards)[0] == next(iter(expected.values()))

@@ -133,6 +133,9 @@ def test_query_views_and_formats(sample_shards: Path) -> None:
         for i, ev in enumerate(fact["events"]) for loc in ev["locals"]
     )
     assert sorted(tuple(v.values()) for v in variables) == expected
+    sql = f"SELECT line_source FROM events WHERE trace_id = '{fact['trace_id']}' ORDER BY step"
+    lines = json.loads(run("query", str(sample_shards), sql, "-f", "json"))
+    assert [r["line_source"] for r in lines] == [e["source"] for e in fact["events"]]
     sql = f"SELECT step, locals_map['n'] AS n FROM events WHERE trace_id = '{fact['trace_id']}' AND kind = 'call'"
     calls = json.loads(run("query", str(sample_shards), sql, "-f", "json"))
     assert [c["n"] for c in calls] == ["4", "3", "2", "1"]
