@@ -14,6 +14,7 @@ of a row is padding. `doc_ids` tells the model where one chunk ends so attention
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,9 +108,10 @@ def pack(chunks: Iterable[Chunk], seq_len: int, pad_id: int) -> Iterator[dict[st
 def _finish(row: Chunk, docs: list[int], row_len: int, pad_id: int) -> dict[str, torch.Tensor]:
     n_pad = row_len - len(row)
     pad_doc = docs[-1] + 1 if docs else 0
-    ids = torch.tensor(row.ids + [pad_id] * n_pad, dtype=torch.long)
-    loss = torch.tensor(row.loss + [False] * n_pad, dtype=torch.bool)
-    doc_ids = torch.tensor(docs + [pad_doc] * n_pad, dtype=torch.long)
+    # array -> frombuffer is several times faster than torch.tensor on a list of ints.
+    ids = torch.frombuffer(array("q", row.ids + [pad_id] * n_pad), dtype=torch.long)
+    loss = torch.frombuffer(array("b", row.loss + [False] * n_pad), dtype=torch.bool)
+    doc_ids = torch.frombuffer(array("q", docs + [pad_doc] * n_pad), dtype=torch.long)
     targets = ids[1:].masked_fill(~loss[1:], IGNORE_INDEX)
     return {"input_ids": ids[:-1], "targets": targets, "doc_ids": doc_ids[:-1]}
 

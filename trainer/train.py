@@ -182,6 +182,8 @@ def train(
 
     traces = TraceDataset(shards, cfg.data, split="train", seed=cfg.seed + start_step, epochs=None)
     rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
+    if cfg.num_workers:  # one tokenizer thread per worker process: the workers are the parallelism
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     loader = DataLoader(
         rows, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda"
     )
