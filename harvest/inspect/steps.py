@@ -34,6 +34,7 @@ class Step:
     thread_id: int
     arg: str | None
     locals: Mapping[str, str]  # the full state of the event's frame (deltas folded)
+    changed: frozenset[str]  # the variables this event records (new, changed or deleted)
     stack: tuple[FrameView, ...]  # outermost frame first; the event's frame last
 
     def describe(self) -> str:
@@ -73,8 +74,16 @@ def iter_steps(events: Sequence[Mapping[str, Any]]) -> Iterator[Step]:
             thread_id=event["thread_id"],
             arg=event["arg"],
             locals=state,
+            changed=frozenset(_names(event["locals"])),
             stack=tuple(stack),
         )
+
+
+def _names(locals_: Any) -> list[str]:
+    """Variable names of an event's `locals` (a list of name/value rows, or a stream dict)."""
+    if isinstance(locals_, Mapping):
+        return list(locals_)
+    return [item["name"] for item in locals_]
 
 
 def program_file(trace: Mapping[str, Any]) -> str | None:

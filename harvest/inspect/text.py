@@ -75,9 +75,12 @@ def render_step(
     lines = [click.style(title, bold=True) if style.color else title]
     lines += _source_block(step, source_lines, step.file == main_file, style)
     if step.locals:
-        lines.append(f"  locals of {step.function} (frame {step.frame_id}):")
+        lines.append(f"  locals of {step.function} (frame {step.frame_id}; * changed):")
         width = max(len(name) for name in step.locals)
-        lines += [f"    {name.ljust(width)} = {_short(value)}" for name, value in step.locals.items()]
+        lines += [
+            f"  {'*' if name in step.changed and step.kind == 'line' else ' '} {name.ljust(width)} = {_short(value)}"
+            for name, value in step.locals.items()
+        ]
     else:
         lines.append(f"  locals of {step.function}: (none)")
     stack = " → ".join(f"{frame.function}:{frame.lineno}" for frame in step.stack)
