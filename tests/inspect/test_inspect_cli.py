@@ -52,7 +52,7 @@ def test_text_shows_source_locals_stack_and_return(sample_shards: Path) -> None:
     inner = next(s for s in steps if s.function == "square" and s.kind == "line" and "y" in s.locals)
     block = output.split(f"── step {inner.index + 1}/{len(steps)} ")[1].split("── step ")[0]
     assert f"→ {inner.lineno:>4}  {inner.line_source}" in block
-    assert f"y = {inner.locals['y']}" in block
+    assert f"* y = {inner.locals['y']}" in block  # marked: this line set it
     assert "stack: total:8 → square:" in block
     assert "return value: 14" in output
 
