@@ -6,11 +6,8 @@ import json
 import os
 from typing import Any, Set
 
+from tracer._batch_errors import OutputError
 from tracer.jsonl import dumps
-
-
-class OutputError(OSError):
-    """The output file cannot be resumed or written."""
 
 
 def encode_line(trace: Any) -> bytes:

@@ -25,8 +25,11 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from tracer._batch_child import ChildSetup, prctl, run_child
+from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
-from tracer._batch_output import OutputError, TraceWriter, decode_output
+from tracer._batch_output import TraceWriter, decode_output
+
+__all__ = ["BatchError", "BatchRunner", "OutputError", "UsageError", "run_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,6 @@ WARM_MODULES = (
 DETERMINISTIC_ENV = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 
 
-class BatchError(Exception):
-    """The batch itself cannot go on (not a program failure: those are trace rows)."""
-
-
 def run_batch(
     jobs_path: str,
     out_path: str,
@@ -87,9 +86,9 @@ def run_batch(
             max_file_bytes=max_file_bytes,
         )
         summary = runner.run(str(jobs_path), str(out_path))
-    except (BatchError, OutputError) as exc:
+    except BatchError as exc:
         log.error("batch %s: %s", jobs_path, exc)
-        return EXIT_USAGE if isinstance(exc, (UsageError, OutputError)) else EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     log.info(
         "batch %s: %d run, %d skipped (already in %s), %s, %.1f programs/s",
         jobs_path,
@@ -100,10 +99,6 @@ def run_batch(
         summary["programs_per_s"],
     )
     return EXIT_OK
-
-
-class UsageError(BatchError):
-    """The jobs file cannot be read."""
 
 
 def _limits_dict(limits: Any) -> Dict[str, Any]:
