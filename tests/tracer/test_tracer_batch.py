@@ -524,6 +524,41 @@ def test_resume_after_sigkill_has_every_program_once(tmp_path: Path) -> None:
     assert len(read_rows(out)) == n
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_runner_leaves_no_program_behind(tmp_path: Path, sig: int) -> None:
+    sleeper = """
+        import os, time
+        def f():
+            with open("child.pid", "w") as fh:
+                fh.write(str(os.getpid()))
+            time.sleep(600)
+        """
+    jobs_path, out = tmp_path / "jobs.jsonl", tmp_path / "out.jsonl"
+    write_jobs(jobs_path, [call("done", GOOD, input_text="1"), call("sleeper", sleeper)])
+    cmd = batch_cmd(sys.executable, jobs_path, out, {"timeout_s": 600})
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=batch_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        pid_file = tmp_path / "child.pid"
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling a condition, bounded by the deadline
+        child = int(pid_file.read_text())
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the kernel delivers the parent-death signal asynchronously
+    assert not _alive(child), f"program {child} outlived its runner ({signal.Signals(sig).name})"
+    assert list(read_rows(out)) == ["done"]  # the interrupted program is redone on resume
+    if sig == signal.SIGTERM:  # a clean stop: the runner killed its child and exited 128 + 15
+        assert proc.returncode == 143
+
+
 def _count_lines(path: Path) -> int:
     try:
         return path.read_bytes().count(b"\n")
