@@ -252,6 +252,8 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
     if not shard_files:
         raise ConfigError(f"{input_path}: no .parquet shards found")
     out_dir = Path(out)
+    if os.path.isdir(input_path) and out_dir.resolve().is_relative_to(Path(input_path).resolve()):
+        raise PublishError(f"--to {out_dir} is inside {input_path}: its files would be read as input next time")
     _prepare_out(out_dir, options.overwrite)
     stats = DatasetStats()
     files = write_splits(iter_batches(input_path), out_dir / DATA_DIR, options, stats)

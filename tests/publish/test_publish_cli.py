@@ -65,3 +65,12 @@ def test_push_without_a_token_fails_before_any_work(
     out = tmp_path / "o"
     assert "HF_TOKEN" in _error(["publish", str(sample_shards), "--to", str(out), "--push", "me/traces"])
     assert not out.exists()
+
+
+def test_refuses_an_output_folder_inside_the_input(sample_shards: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shards = tmp_path / "shards"
+    shutil.copytree(sample_shards, shards)
+    assert "inside" in _error(["publish", str(shards), "--to", str(shards / "ds")])
+    assert not (shards / "ds").exists()
