@@ -72,18 +72,17 @@ def command(
         worldtrace inspect harvest-out --trace 3cbf06bf --format html --out fib.html
         worldtrace inspect harvest-out --program fibonacci --format cwm
     """
-    from harvest.inspect.load import find_traces
+    from harvest.inspect.load import select_traces
 
     start, stop = _parse_steps(steps)
     try:
-        traces = find_traces(path, trace_id=trace_id, program_id=program_id, where=where)
-        if len(traces) > 1:
+        table = select_traces(path, trace_id=trace_id, program_id=program_id, where=where)
+        trace = table.slice(0, 1).to_pylist()[0]
+        if table.num_rows > 1:
             click.echo(
-                f"{len(traces)} traces match; showing {traces[0]['trace_id']} "
-                "(pick another with --trace ID)",
+                f"{table.num_rows} traces match; showing {trace['trace_id']} (pick another with --trace ID)",
                 err=True,
             )
-        trace = traces[0]
         _show(trace, fmt, out, start, stop, color)
     except (WorldtraceError, SchemaError) as e:
         raise click.ClickException(" ".join(str(e).split("\n"))) from e

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from harvest.inspect.load import TraceNotFoundError, find_traces
+from harvest.inspect.load import TraceNotFoundError, find_traces, select_traces
 from harvest.inspect.notebook import Trace, Traces, load_traces
 
-__all__ = ["Trace", "TraceNotFoundError", "Traces", "find_traces", "load_traces"]
+__all__ = ["Trace", "TraceNotFoundError", "Traces", "find_traces", "load_traces", "select_traces"]

@@ -10,7 +10,7 @@ import pyarrow as pa
 from harvest.errors import ConfigError
 from harvest.query import query, trace_shard_files
 from schemas.arrow import trace_schema
-from schemas.reader import iter_traces, read_table
+from schemas.reader import iter_batches, read_table
 
 
 class TraceNotFoundError(ConfigError):
@@ -54,15 +54,14 @@ def read_traces(path: str | os.PathLike[str], where: str | None = None) -> pa.Ta
     return table.take(pa.array(rows, pa.int64()))
 
 
-def find_traces(
+def select_traces(
     path: str | os.PathLike[str],
     *,
     trace_id: str | None = None,
     program_id: str | None = None,
     where: str | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Trace rows (dicts) matching the selectors; the first trace when none is given.
+) -> pa.Table:
+    """The trace rows matching the selectors, as a table; the first trace when none is given.
 
     A `trace_id` may be a unique prefix of an id. TraceNotFoundError when nothing matches.
     """
@@ -71,8 +70,9 @@ def find_traces(
         # naming the columns skips the reader's strict type check, so that a published dataset's
         # files (the same columns with plain strings) can be inspected too; the columns are checked
         trace_shard_files(path)
-        for trace in iter_traces(path, columns=trace_schema().names):
-            return [trace]
+        for batch in iter_batches(path, columns=trace_schema().names, batch_rows=1):
+            if batch.num_rows:
+                return pa.Table.from_batches([batch.slice(0, 1)])
         raise TraceNotFoundError(f"{os.fspath(path)}: no traces")
     table = read_traces(path, condition)
     if trace_id is not None:
@@ -86,6 +86,19 @@ def find_traces(
             f"{k} {v!r}" for k, v in (("trace id", trace_id), ("program", program_id), ("where", where)) if v
         )
         raise TraceNotFoundError(f"{os.fspath(path)}: no trace with {asked}")
+    return table
+
+
+def find_traces(
+    path: str | os.PathLike[str],
+    *,
+    trace_id: str | None = None,
+    program_id: str | None = None,
+    where: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Trace rows (dicts) matching the selectors (see select_traces), at most `limit` of them."""
+    table = select_traces(path, trace_id=trace_id, program_id=program_id, where=where)
     if limit is not None:
         table = table.slice(0, limit)
     return table.to_pylist()
