@@ -297,6 +297,7 @@ class BatchRunner(object):
             raise UsageError("jobs file %s does not exist" % jobs_path)
         if not hasattr(os, "fork"):
             raise BatchError("the batch runner needs os.fork (POSIX)")
+        _ensure_std_fds()
         started = time.time()
         cpu_start = os.times()
         set_deterministic_environment()
@@ -903,6 +904,18 @@ def _oom_kill_count(path: str) -> Optional[int]:
     except (OSError, ValueError):
         pass
     return None
+
+
+def _ensure_std_fds() -> None:
+    """Open /dev/null on a closed fd 0-2, so that no pipe of a child lands there."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
 
 
 def _flush_parent_streams() -> None:
