@@ -234,6 +234,7 @@ HOSTILE_JOBS = [
             return sys.argv
         """,
     ),
+    call("own-timeout", "import time\ndef f():\n    time.sleep(30)\n", timeout_s=0.3),
     call("good-last", GOOD, input_text="4"),
 ]
 
@@ -285,6 +286,12 @@ def test_hostile_program_gets_its_status(
     assert row["status"] == status, row
     if message is not None:
         assert message in (row["exception_message"] or ""), row["exception_message"]
+
+
+def test_a_job_can_set_its_own_timeout(hostile: tuple) -> None:
+    row = hostile[0]["own-timeout"]
+    assert row["status"] == "timeout" and row["limits"]["timeout_s"] == 0.3
+    assert hostile[0]["good-last"]["limits"]["timeout_s"] == 1.0
 
 
 def test_in_process_timeout_keeps_the_partial_trace(hostile: tuple) -> None:
