@@ -454,7 +454,8 @@ class BatchRunner(object):
             result_w=res_w,
             keep_fds=[],
             memory_mb=memory_mb,
-            cpu_s=int(math.ceil(timeout_s)) + 1 if timeout_s > 0 else 0,
+            # A backstop only: never tighter than the wall-clock deadline with its report grace.
+            cpu_s=int(math.ceil(kill_after + REPORT_GRACE_S)) + 1 if timeout_s > 0 else 0,
             nproc=self._nproc_base + self.max_procs if self.max_procs > 0 else 0,
             fsize_bytes=self.max_file_bytes,
         )
