@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from trainer.config import TrainConfig, train_config_from_dict
@@ -118,6 +120,7 @@ def model_from_checkpoint(
 
 @dataclass(frozen=True)
 class TrainResult:
+    rank: int  # 0 in a single-process run; only rank 0 writes the files
     step: int
     checkpoint: Path
     metrics: Path
@@ -131,6 +134,38 @@ def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
         "no training rows: no trace passed the filters (status, length, split), or every "
         "program's source is longer than max_context_share x seq_len tokens"
     )
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a (possibly one-process) data-parallel run."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool  # this process created the process group and destroys it at the end
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def init_distributed(device: str) -> Distributed:
+    """Join the process group that torchrun describes (WORLD_SIZE > 1), else a single process."""
+    dev = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not dist.is_initialized():
+        return Distributed(0, 1, dev, owns_group=False)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), dev, owns_group=owns)
 
 
 def train(
@@ -147,40 +182,53 @@ def train(
 
     With `resume` and a checkpoint in `out_dir`, the run continues from its step with its saved
     configuration (only `steps` is taken from `cfg`); the data stream is reseeded by the step.
-    `on_metrics` sees every record written to metrics.jsonl.
+    Under torchrun every rank trains on its share of the shards (DistributedDataParallel) and
+    rank 0 writes the files. `on_metrics` sees every record written to metrics.jsonl.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / "metrics.jsonl"
-    dev = resolve_device(device)
+    run = init_distributed(device)
+    dev = run.device
     start_step, state = 0, None
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, dev)
-        saved = train_config_from_dict(state["config"])
-        cfg = dataclasses.replace(saved, steps=cfg.steps)
+        cfg = dataclasses.replace(train_config_from_dict(state["config"]), steps=cfg.steps)
         start_step = int(state["step"])
         tokenizer = TraceTokenizer.from_str(state["tokenizer"])
         log.info("resuming %s at step %d", ckpt_path, start_step)
-    elif tokenizer_file is not None:
-        tokenizer = TraceTokenizer.load(tokenizer_file)
     else:
-        tokenizer = fit_tokenizer(shards, cfg)
+        if run.is_main:  # one rank fits the BPE, the others read it back
+            if tokenizer_file is not None:
+                tokenizer = TraceTokenizer.load(tokenizer_file)
+            else:
+                tokenizer = fit_tokenizer(shards, cfg)
+            tokenizer.save(out / "tokenizer.json")
+        run.barrier()
+        tokenizer = tokenizer if run.is_main else TraceTokenizer.load(out / "tokenizer.json")
     if cfg.model.vocab_size != tokenizer.vocab_size:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
         )
-    tokenizer.save(out / "tokenizer.json")
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    if run.is_main:
+        tokenizer.save(out / "tokenizer.json")
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = TraceLM(cfg.model).to(dev)
     optimizer = make_optimizer(model, cfg)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     log.info("model: %.2fM parameters on %s", model.num_params() / 1e6, dev)
+    ddp: torch.nn.Module = model
+    if run.world_size > 1:
+        ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    traces = TraceDataset(shards, cfg.data, split="train", seed=cfg.seed + start_step, epochs=None)
+    traces = TraceDataset(
+        shards, cfg.data, split="train", seed=cfg.seed + start_step, epochs=None,
+        rank=run.rank, world_size=run.world_size,
+    )
     rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
     if cfg.num_workers:  # one tokenizer thread per worker process: the workers are the parallelism
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -193,29 +241,31 @@ def train(
     step, last_loss = start_step, float("nan")
     window_loss, window_steps, window_tokens = 0.0, 0, 0
     window_start = time.perf_counter()
-    with metrics_path.open("a", encoding="utf-8") as metrics:
+    metrics = metrics_path.open("a", encoding="utf-8") if run.is_main else None
+    try:
         while step < cfg.steps:
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_loss = 0.0
-            for _ in range(cfg.grad_accum):
+            for micro in range(cfg.grad_accum):
                 batch = {k: v.to(dev, non_blocking=True) for k, v in next(batches).items()}
-                with autocast(dev):
-                    _, loss = model(**batch)
-                assert loss is not None
-                (loss / cfg.grad_accum).backward()
-                step_loss += loss.item() / cfg.grad_accum
-                window_tokens += batch["input_ids"].numel()
+                # DDP all-reduces gradients on the last micro-batch of a step only.
+                last = micro == cfg.grad_accum - 1
+                sync = nullcontext() if last or run.world_size == 1 else ddp.no_sync()  # type: ignore[operator]
+                with sync:
+                    with autocast(dev):
+                        _, loss = ddp(**batch)
+                    (loss / cfg.grad_accum).backward()
+                window_loss += loss.item() / cfg.grad_accum
+                window_tokens += batch["input_ids"].numel() * run.world_size
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            window_loss += step_loss
             window_steps += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
+                last_loss = _mean_over_ranks(window_loss / window_steps, run)
                 elapsed = time.perf_counter() - window_start
-                last_loss = window_loss / window_steps
                 record = {
                     "step": step,
                     "loss": round(last_loss, 5),
@@ -223,15 +273,31 @@ def train(
                     "tokens_per_s": round(window_tokens / elapsed, 1),
                     "tokens": window_tokens,
                     "device": dev.type,
+                    "world_size": run.world_size,
                 }
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                if on_metrics is not None:
-                    on_metrics(record)
+                if metrics is not None:
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    if on_metrics is not None:
+                        on_metrics(record)
                 window_loss, window_steps, window_tokens = 0.0, 0, 0
                 window_start = time.perf_counter()
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if run.is_main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
                 save_checkpoint(ckpt_path, model, optimizer, step, cfg, tokenizer)
-    if step == start_step and not ckpt_path.exists():
-        save_checkpoint(ckpt_path, model, optimizer, step, cfg, tokenizer)
-    return TrainResult(step, ckpt_path, metrics_path, last_loss)
+        if run.is_main and not ckpt_path.exists():
+            save_checkpoint(ckpt_path, model, optimizer, step, cfg, tokenizer)
+        run.barrier()
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if run.owns_group:
+            dist.destroy_process_group()
+    return TrainResult(run.rank, step, ckpt_path, metrics_path, last_loss)
+
+
+def _mean_over_ranks(value: float, run: Distributed) -> float:
+    if run.world_size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=run.device)
+    dist.all_reduce(total)
+    return float(total.item()) / run.world_size

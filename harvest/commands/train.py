@@ -61,6 +61,7 @@ def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) ->
         worldtrace train harvest-out --out runs/tiny --steps 2000
         worldtrace train 'data/*.parquet' --out runs/gpu --device cuda --seq-len 1024 --batch-size 32
         worldtrace train harvest-out --out runs/tiny --steps 4000     # resumes runs/tiny
+        torchrun --standalone --nproc-per-node 8 $(which worldtrace) train data --out runs/ddp
     """
     from schemas.errors import SchemaError
     from trainer.errors import TrainerError
@@ -82,7 +83,7 @@ def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) ->
         )
     except (TrainerError, SchemaError) as e:
         raise click.ClickException(" ".join(str(e).split())) from e
-    if not silent:
+    if not silent and result.rank == 0:
         click.echo(json.dumps({"step": result.step, "loss": result.last_loss,
                                "checkpoint": str(result.checkpoint)}))
 

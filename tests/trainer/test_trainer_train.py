@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,26 @@ def test_trains_on_cuda_in_bf16(harvested: Path, tmp_path: Path) -> None:
     records = metrics(tmp_path)
     assert result.step == 20 and records[-1]["device"] == "cuda"
     assert records[-1]["loss"] < records[0]["loss"]
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_train_one_model(harvested: Path, tmp_path: Path) -> None:
+    """The real multi-process path: torchrun, gloo on CPU, each rank reading its share."""
+    exe = Path(sys.executable).parent / "worldtrace"
+    if not exe.exists():
+        pytest.skip(f"{exe} is not installed (pip install -e .)")
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        str(exe), "train", str(harvested), "--out", str(out), "--steps", "3", "--device", "cpu",
+        "--seq-len", "256", "--batch-size", "2", "--layers", "1", "--heads", "2",
+        "--d-model", "32", "--vocab-size", "300", "--workers", "0", "--log-every", "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = metrics(out)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(r["world_size"] == 2 and r["tokens"] == 2 * 2 * 256 for r in records)
+    assert load_checkpoint(out)["step"] == 3
+    assert done.stdout.count('"checkpoint"') == 1  # only rank 0 reports
