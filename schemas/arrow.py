@@ -49,6 +49,18 @@ EVENT_TYPE = pa.struct(
     ]
 )
 
+SHARD_EVENT_TYPE = pa.struct(
+    [
+        f.with_nullable(True).with_metadata(
+            {"description": "text of that source line, no trailing newline; null in a shard where it "
+             "is line `lineno` of the row's `source` split at \\n"}
+        )
+        if f.name == "source"
+        else f
+        for f in EVENT_TYPE
+    ]
+)
+
 LIMITS_TYPE = pa.struct(
     [
         _field("max_events", pa.int64(), "0 = unlimited"),
@@ -98,6 +110,18 @@ def trace_schema() -> pa.Schema:
         fields,
         metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(), SCHEMA_NAME_KEY: b"trace"},
     )
+
+
+def shard_schema() -> pa.Schema:
+    """Arrow schema of a trace row as a shard stores it: `events.source` may be null.
+
+    A shard leaves out each event's source line that line `lineno` of the row's `source` gives
+    (schemas.event_sources); readers restore it, so they hand out trace_schema() rows.
+    """
+    schema = trace_schema()
+    at = schema.get_field_index("events")
+    events = schema.field(at)
+    return schema.set(at, events.with_type(_list(SHARD_EVENT_TYPE)))
 
 
 def program_schema() -> pa.Schema:

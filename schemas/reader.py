@@ -7,18 +7,20 @@ import glob as globlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from schemas.arrow import same_fields, trace_schema
+from schemas.arrow import same_fields, shard_schema, trace_schema
 from schemas.errors import ShardError
+from schemas.event_sources import restore_event_sources
 
 SHARD_SUFFIX = ".parquet"
 DEFAULT_BATCH_ROWS = 256
 _GLOB_CHARS = "*?["
+_Rows = TypeVar("_Rows", pa.RecordBatch, pa.Table)
 
 
 def _hidden(relative: str) -> bool:
@@ -80,12 +82,69 @@ def resolve_shards(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, list[
     return fs, sorted(files)
 
 
-def open_shard(fs: pafs.FileSystem, path: str) -> pq.ParquetFile:
-    """A ParquetFile for one shard, or ShardError saying why it is not one."""
+class TraceShardFile(pq.ParquetFile):
+    """A ParquetFile whose reads give trace rows whole: events' source lines restored.
+
+    A shard leaves out the `events.source` lines that its `source` column gives
+    (schemas.event_sources); every read of `events` here reads `source` too and fills them in.
+    `schema_arrow` stays the stored schema (shard_schema()).
+    """
+
+    def _plan(self, columns: Sequence[str] | None) -> tuple[list[str] | None, bool]:
+        if columns is None:
+            return None, False
+        wanted = list(columns)
+        extra = "events" in wanted and "source" not in wanted
+        return wanted + ["source"] if extra else wanted, extra
+
+    def _restored(self, rows: _Rows, drop_source: bool) -> _Rows:
+        names = rows.schema.names
+        if "events" in names and "source" in names:
+            rows = restore_event_sources(rows)
+        if drop_source:
+            rows = rows.drop_columns(["source"])
+        return rows
+
+    def iter_batches(self, batch_size: int = 65536, row_groups: Any = None, columns: Any = None,
+                     use_threads: bool = True, use_pandas_metadata: bool = False) -> Iterator[pa.RecordBatch]:
+        read, extra = self._plan(columns)
+        for batch in super().iter_batches(batch_size=batch_size, row_groups=row_groups, columns=read,
+                                          use_threads=use_threads, use_pandas_metadata=use_pandas_metadata):
+            yield self._restored(batch, extra)
+
+    def read_row_groups(self, row_groups: Any, columns: Any = None, use_threads: bool = True,
+                        use_pandas_metadata: bool = False) -> pa.Table:
+        read, extra = self._plan(columns)
+        table = super().read_row_groups(row_groups, columns=read, use_threads=use_threads,
+                                        use_pandas_metadata=use_pandas_metadata)
+        return self._restored(table, extra)
+
+    def read_row_group(self, i: int, columns: Any = None, use_threads: bool = True,
+                       use_pandas_metadata: bool = False) -> pa.Table:
+        return self.read_row_groups([i], columns=columns, use_threads=use_threads,
+                                    use_pandas_metadata=use_pandas_metadata)
+
+    def read(self, columns: Any = None, use_threads: bool = True, use_pandas_metadata: bool = False) -> pa.Table:
+        read, extra = self._plan(columns)
+        table = super().read(columns=read, use_threads=use_threads, use_pandas_metadata=use_pandas_metadata)
+        return self._restored(table, extra)
+
+
+def open_shard(fs: pafs.FileSystem, path: str) -> TraceShardFile:
+    """A ParquetFile for one shard (reads restore events' source lines), or ShardError saying why it is not one."""
     try:
-        return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=True)
+        return TraceShardFile(fs.open_input_file(path), page_checksum_verification=True)
     except (OSError, pa.ArrowException) as e:
         raise ShardError(f"{path}: not a readable Parquet shard ({e})") from e
+
+
+def schema_problems(schema: pa.Schema) -> list[str]:
+    """How a shard's stored schema differs from shard_schema() (a shard written before
+    events' source lines were left out, with trace_schema(), is fine too)."""
+    problems = same_fields(schema, shard_schema())
+    if problems and not same_fields(schema, trace_schema()):
+        return []
+    return problems
 
 
 def iter_batches(
@@ -96,11 +155,10 @@ def iter_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of trace rows from every shard `path` names, one row group at a time."""
     fs, files = resolve_shards(path)
-    expected = trace_schema()
     for file in files:
         shard = open_shard(fs, file)
         if columns is None:
-            problems = same_fields(shard.schema_arrow, expected)
+            problems = schema_problems(shard.schema_arrow)
             if problems:
                 raise ShardError(f"{file}: not the trace schema: {'; '.join(problems)}")
         try:
@@ -130,12 +188,15 @@ def read_table(
     fs, files = resolve_shards(path)
     if not files:
         return trace_schema().empty_table()
+    wanted = list(columns) if columns else None
+    read = wanted + ["source"] if wanted and "events" in wanted and "source" not in wanted else wanted
     try:
-        return pq.read_table(
-            files, filesystem=fs, columns=list(columns) if columns else None, filters=filters
-        )
+        table = pq.read_table(files, filesystem=fs, columns=read, filters=filters)
+        if "events" in table.schema.names and "source" in table.schema.names:
+            table = restore_event_sources(table)
     except (OSError, pa.ArrowException) as e:
         raise ShardError(f"{path}: unreadable ({e})") from e
+    return table.select(wanted) if wanted else table
 
 
 # --- the full-state view of locals ---------------------------------------------------------------
@@ -187,6 +248,7 @@ def shard_paths(path: str | os.PathLike[str]) -> list[str]:
 
 
 __all__ = [
+    "TraceShardFile",
     "full_locals",
     "iter_batches",
     "iter_full_locals",
@@ -194,5 +256,6 @@ __all__ = [
     "open_shard",
     "read_table",
     "resolve_shards",
+    "schema_problems",
     "shard_paths",
 ]

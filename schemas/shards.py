@@ -21,8 +21,15 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from schemas.arrow import SCHEMA_VERSION, SCHEMA_VERSION_KEY, same_fields, trace_schema
+from schemas.arrow import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    same_fields,
+    shard_schema,
+    trace_schema,
+)
 from schemas.errors import ShardError
+from schemas.event_sources import elide_event_sources
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +136,16 @@ class _HashingFile:
             self.closed = True
 
 
+def _without_descriptions(field: pa.Field) -> pa.Field:
+    """`field` with no metadata on it or on any field nested in it."""
+    type_ = field.type
+    if pa.types.is_struct(type_):
+        type_ = pa.struct([_without_descriptions(f) for f in type_])
+    elif pa.types.is_list(type_):
+        type_ = pa.list_(_without_descriptions(type_.value_field))
+    return pa.field(field.name, type_, nullable=field.nullable)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -179,12 +196,14 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.row_group_bytes = row_group_bytes
         self.update_manifest = update_manifest
-        schema = trace_schema()
+        schema = shard_schema()
         extra = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
-        # Field descriptions live in schemas/arrow.py and docs; the file keeps types and version.
+        # Field descriptions live in schemas/arrow.py and docs; the file keeps types and version
+        # (nested descriptions alone were a third of the footer of a 175 KB shard).
         self.schema = pa.schema(
-            [f.remove_metadata() for f in schema], metadata={**schema.metadata, **extra}
+            [_without_descriptions(f) for f in schema], metadata={**schema.metadata, **extra}
         )
+        self._trace_schema = trace_schema()
         self._tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.name}{TEMP_MARK}{uuid.uuid4().hex}")
         self._file = _HashingFile(self._tmp)
         try:
@@ -212,16 +231,17 @@ class ShardWriter:
         """Add trace rows; a row group is written each time ~row_group_bytes (in memory) gather."""
         if self.info is not None:
             raise ShardError(f"{self.path} is already closed")
-        problems = same_fields(batch.schema, self.schema)
+        problems = same_fields(batch.schema, self._trace_schema)
         if problems:
             # Plain strings where the schema has dictionaries (e.g. rows that went through
             # pandas or `datasets`) are converted; anything else is a real mismatch.
             try:
-                batch = batch.select(self.schema.names).cast(self.schema)
+                batch = batch.select(self._trace_schema.names).cast(self._trace_schema)
             except (KeyError, ValueError, pa.ArrowException) as e:
                 raise ShardError(f"batch does not match the trace schema: {'; '.join(problems)}") from e
         if batch.num_rows == 0:
             return
+        batch = elide_event_sources(batch).cast(self.schema)
         self._pending.append(batch)
         self._pending_bytes += batch.nbytes
         self.rows += batch.num_rows

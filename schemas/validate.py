@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from schemas.arrow import SCHEMA_VERSION, same_fields, trace_schema
+from schemas.arrow import SCHEMA_VERSION
 from schemas.errors import ShardError
-from schemas.reader import SHARD_SUFFIX, filesystem_for, open_shard, resolve_shards
+from schemas.reader import SHARD_SUFFIX, filesystem_for, open_shard, resolve_shards, schema_problems
 from schemas.shards import TEMP_MARK, ShardInfo, read_manifest, schema_version_of
 from schemas.stream import EVENT_KINDS, STATUSES
 
@@ -112,7 +112,13 @@ def _check_rows(batch: pa.RecordBatch, version: int | None, report: ShardReport)
         if mismatched:
             report.problems.append(f"{mismatched} rows have n_events != len(events)")
         report.events += int(pc.sum(lengths).as_py() or 0)
-        kinds = batch.column("events").flatten().field("kind").cast(pa.string())
+        flat = batch.column("events").flatten()
+        kinds = flat.field("kind").cast(pa.string())
+        if flat.field("source").null_count:
+            report.problems.append(
+                f"{flat.field('source').null_count} events have no source line (left out, but line "
+                "`lineno` of `source` does not exist)"
+            )
         unknown = set(pc.unique(kinds).to_pylist()) - set(EVENT_KINDS)
         if unknown:
             report.problems.append(f"unknown event kinds {sorted(map(str, unknown))}")
@@ -172,7 +178,7 @@ def validate_shard(
         report.problems.append(f"{NOT_A_SHARD} (truncated or corrupted?): {e.__cause__ or e}")
         return report
     schema = shard.schema_arrow
-    problems = same_fields(schema, trace_schema())
+    problems = schema_problems(schema)
     report.problems.extend(f"schema: {p}" for p in problems)
     version = schema_version_of(shard.metadata.metadata)
     if version is None:

@@ -9,6 +9,7 @@ import pytest
 from stream_samples import IMAGE, SIMPLE_SOURCE, simple_trace
 
 from schemas.convert import stream_to_batches
+from schemas.event_sources import DUCKDB_LINE_SOURCE, restore_event_sources
 from schemas.reader import iter_traces
 from schemas.shards import write_shard
 
@@ -31,6 +32,10 @@ def test_duckdb_queries_nested_events(shards: Path) -> None:
         f"WHERE program_id = 's0-3'), (SELECT unnest(e.locals) AS l) ORDER BY ALL"
     ).fetchall()
     assert ("call", "x", "3") in rows and ("line", "y", "4") in rows
+    line = DUCKDB_LINE_SOURCE.format(event="e", program="source")
+    lines = duckdb.sql(f"SELECT {line} FROM (SELECT source, unnest(events) AS e FROM '{shards}/shard-0.parquet')")
+    expected = [e["source"] for trace in iter_traces(shards / "shard-0.parquet") for e in trace["events"]]
+    assert [r[0] for r in lines.fetchall()] == expected and "    y = x + 1" in expected
 
 
 def test_polars_and_pandas_read_shards(shards: Path) -> None:
@@ -39,7 +44,13 @@ def test_polars_and_pandas_read_shards(shards: Path) -> None:
     expected = list(iter_traces(shards))
     frame = pl.read_parquet(str(shards / "*.parquet"))
     assert frame.height == 20
-    assert frame.row(0, named=True)["events"] == expected[0]["events"]
+    # events' source lines that the program text gives are left out on disk; restored from Arrow
+    raw = frame.row(0, named=True)["events"]
+    assert [e["source"] for e in raw] == [None] * len(raw)
+    assert raw == [{**e, "source": None} for e in expected[0]["events"]]
+    whole = pl.from_arrow(restore_event_sources(frame.to_arrow()))
+    assert isinstance(whole, pl.DataFrame)
+    assert whole.row(0, named=True)["events"] == expected[0]["events"]
     pdf = pd.read_parquet(shards / "shard-0.parquet")
     assert list(pdf["program_id"]) == [f"s0-{i}" for i in range(10)]
     first = pdf["events"].iloc[0][0]
