@@ -74,12 +74,10 @@ class Piece:
     n_parts: int = 1
 
 
-def list_pieces(files: Sequence[tuple[pafs.FileSystem, str]], n_consumers: int) -> list[Piece]:
-    """All pieces of `files`; row groups are split into row-strided parts if there are fewer than consumers."""
-    groups = []
-    for index, (fs, name) in enumerate(files):
-        n_row_groups = open_shard(fs, name).metadata.num_row_groups
-        groups += [(index, rg) for rg in range(n_row_groups)]
+def list_pieces(row_groups: Sequence[int], n_consumers: int) -> list[Piece]:
+    """All pieces of files with these row-group counts; row groups are split into row-strided
+    parts when there are fewer of them than consumers."""
+    groups = [(index, rg) for index, count in enumerate(row_groups) for rg in range(count)]
     n_parts = max(1, -(-n_consumers // max(1, len(groups))))
     return [Piece(index, rg, part, n_parts) for index, rg in groups for part in range(n_parts)]
 
@@ -134,13 +132,14 @@ class TraceDataset(IterableDataset):
             rank = torch.distributed.get_rank() if distributed else 0
             world_size = torch.distributed.get_world_size() if distributed else 1
         self.rank, self.world_size = rank, world_size
+        # Read every footer once here, not again in each rank and DataLoader worker.
+        self.row_groups = [open_shard(fs, name).metadata.num_row_groups for fs, name in self.files]
         fs, first = self.files[0]
         names = set(open_shard(fs, first).schema_arrow.names)
         missing = [c for c in REQUIRED_COLUMNS if c not in names]
         if missing:
             raise ShardError(f"{first} lacks the trace columns {missing}")
         self.columns = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in names]
-        self._pieces: dict[int, list[Piece]] = {}  # by number of consumers
 
     def epoch_numbers(self) -> Iterable[int]:
         return itertools.count() if self.epochs is None else range(self.epochs)
@@ -157,9 +156,7 @@ class TraceDataset(IterableDataset):
     def iter_epoch(self, epoch: int) -> Iterator[dict[str, Any]]:
         """This consumer's share of one epoch, shuffled."""
         me, n_consumers = consumer_slot(self.rank, self.world_size)
-        if n_consumers not in self._pieces:
-            self._pieces[n_consumers] = list_pieces(self.files, n_consumers)
-        order = list(self._pieces[n_consumers])
+        order = list_pieces(self.row_groups, n_consumers)
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
         rng = random.Random(f"{self.seed}:{epoch}:{me}")
         yield from shuffled(self._read(order[me::n_consumers]), self.config.shuffle_buffer, rng)
