@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,8 @@ def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) ->
     except (TrainerError, SchemaError) as e:
         raise click.ClickException(" ".join(str(e).split())) from e
     if not silent and result.rank == 0:
-        click.echo(json.dumps({"step": result.step, "loss": result.last_loss,
-                               "checkpoint": str(result.checkpoint)}))
+        loss = None if math.isnan(result.last_loss) else result.last_loss  # nan: no step was run
+        click.echo(json.dumps({"step": result.step, "loss": loss, "checkpoint": str(result.checkpoint)}))
 
 
 def _config(options: dict[str, Any]) -> Any:
