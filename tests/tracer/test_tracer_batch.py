@@ -599,9 +599,16 @@ def make_cgroup(controller: str, limit: str) -> Path | None:
             continue
         try:
             (group / limit_file).write_text(limit)
-            return group
         except OSError:
             group.rmdir()
+            continue
+        if controller == "memory":  # no swapping around the limit where the host has swap
+            for name, value in (("memory.swap.max", "0"), ("memory.memsw.limit_in_bytes", limit)):
+                try:
+                    (group / name).write_text(value)
+                except OSError:
+                    pass
+        return group
     return None
 
 
