@@ -50,3 +50,14 @@ def test_no_behaviour_change_313(corpus: str, request) -> None:
         pytest.skip("CPython 3.13 not found by pyenv")
     report = _report(PYTHONS["3.13"], "nochange", corpus)
     assert report["problems"] == [], json.dumps(report["problems"][:5], indent=1)
+
+
+@pytest.mark.multipython
+@pytest.mark.parametrize("corpus", ["cruxeval", "mbpp"])
+def test_line_analysis_matches_full_rescans(corpus: str, request) -> None:
+    """Re-reading only what each line can change gives exactly the full-rescan events."""
+    request.getfixturevalue(corpus)
+    if "3.13" not in PYTHONS:
+        pytest.skip("CPython 3.13 not found by pyenv")
+    report = _report(PYTHONS["3.13"], "fullscan", corpus)
+    assert report["problems"] == [], json.dumps(report["problems"][:3], indent=1)
