@@ -127,6 +127,18 @@ class TrainResult:
     last_loss: float
 
 
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drop records past `last_step` (written after the checkpoint a run resumes from)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
     """The loader's rows; the dataset cycles epochs, so running dry means nothing matched."""
     yield from loader
@@ -211,6 +223,7 @@ def train(
             cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
         )
     if run.is_main:
+        trim_metrics(metrics_path, start_step)
         tokenizer.save(out / "tokenizer.json")
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 

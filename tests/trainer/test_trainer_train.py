@@ -46,9 +46,12 @@ def test_resume_continues_the_step_count(trained_run: Path, harvested: Path, tmp
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     before = load_checkpoint(run)
+    with (run / "metrics.jsonl").open("a") as f:  # as if the run had died after step 30
+        f.write(json.dumps({"step": 31, "loss": 9.9}) + "\n")
     result = train([harvested], run, tiny_config(steps=33), device="cpu")
     assert result.step == 33
-    assert [r["step"] for r in metrics(run)] == list(range(1, 34))
+    assert [r["step"] for r in metrics(run)] == list(range(1, 34))  # step 31 once, the new one
+    assert metrics(run)[30]["loss"] != 9.9
     after = load_checkpoint(run)
     assert after["step"] == 33
     assert after["tokenizer"] == before["tokenizer"]
