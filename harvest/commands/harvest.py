@@ -229,7 +229,8 @@ def _harvest(
     record.units_done_before = len(done_before)
     record.counts_before = shard_io.status_counts(out / u.shard_name for u in done_before)
     if settings.sandbox == "docker":
-        _reap_dead_runs()
+        # With the embedded Ray, this engine runs every unit: a missing image is known now.
+        _prepare_docker(sorted({u.image for u in todo}) if ray_address is None else [])
     write_run_manifest(out, record)
     if not todo:
         record.finished_at = now()
@@ -286,13 +287,30 @@ def _progress_bar(total: int, silent: bool) -> Any:
     return tqdm(total=total, unit="trace", desc="harvest", file=sys.stderr, ncols=min(width, 120))
 
 
-def _reap_dead_runs() -> None:
-    from harvest.sandbox import open_sandbox
+def _prepare_docker(images: list[str]) -> None:
+    """Remove containers of dead harvests; check that `images` are built on this engine."""
+    from docker.errors import ImageNotFound
 
-    with open_sandbox("docker") as docker:
+    from harvest.sandbox.docker import DockerSandbox
+
+    docker = DockerSandbox(reap_on_start=False)
+    try:
         removed = docker.reap()
+        missing = []
+        for image in images:
+            try:
+                docker.client.api.inspect_image(docker.resolve_image(image))
+            except ImageNotFound:
+                missing.append(image)
+    finally:
+        docker.close()
     if removed:
         log.warning("removed %d containers left behind by dead harvests", removed)
+    if missing:
+        raise WorldtraceError(
+            f"image(s) not built on this Docker engine: {', '.join(missing)}; "
+            f"build with `worldtrace images build {' '.join(missing)}`"
+        )
 
 
 def _reap_run(run_id: str) -> None:
