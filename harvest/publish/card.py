@@ -92,8 +92,8 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         "",
         options.description
         or (
-            "Line-level execution traces of Python programs recorded by "
-            "[worldtrace](https://github.com/worldtrace/worldtrace): for every executed line, the local "
+            "Line-level execution traces of Python programs recorded by worldtrace: for every executed "
+            "line, the local "
             "variables of the running frame, plus calls, returns and exceptions, in the spirit of the "
             "execution traces used to train Meta FAIR's Code World Model (CWM)."
         ),
@@ -118,7 +118,8 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         "```python",
         "from datasets import load_dataset",
         "",
-        f'ds = load_dataset("{repo}")            # or load_dataset("parquet", data_dir="data")',
+        f'ds = load_dataset("{repo}")  # the Hub repo id, or the path of this folder',
+        '# or: load_dataset("parquet", data_dir="path/to/this/folder/data")',
         'trace = ds["train"][0]',
         'print(trace["source"])',
         'for event in trace["events"][:5]:',
