@@ -52,6 +52,8 @@ class TrainConfig:
     num_workers: int = 0
     log_every: int = 10
     ckpt_every: int = 500
+    eval_every: int = 0  # steps between held-out loss measurements; 0 = never
+    eval_rows: int = 64  # packed rows of held-out programs the held-out loss is measured on
     vocab_size: int = 4096
     tokenizer_sample: int = 2000
 

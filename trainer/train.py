@@ -18,13 +18,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from trainer.config import TrainConfig, train_config_from_dict
 from trainer.data import TraceDataset
 from trainer.errors import CheckpointError, TrainerError
 from trainer.model import TraceLM
-from trainer.packing import PackedDataset, cwm_texts
+from trainer.packing import IGNORE_INDEX, PackedDataset, cwm_texts
 from trainer.tokenizer import TraceTokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,32 @@ def trim_metrics(path: Path, last_step: int) -> None:
         os.replace(tmp, path)
 
 
+def heldout_rows(
+    shards: Sequence[str | Path], cfg: TrainConfig, tokenizer: TraceTokenizer
+) -> list[dict[str, torch.Tensor]]:
+    """The first `eval_rows` packed rows of the held-out programs (a fixed validation set)."""
+    traces = TraceDataset(shards, cfg.data, split="heldout", seed=cfg.seed, rank=0, world_size=1)
+    return list(itertools.islice(PackedDataset(traces, tokenizer, cfg.model.seq_len), cfg.eval_rows))
+
+
+@torch.no_grad()
+def heldout_loss(
+    model: TraceLM, rows: list[dict[str, torch.Tensor]], batch_size: int, device: torch.device
+) -> float:
+    """Mean loss per trained token over `rows`."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in default_collate(rows[start : start + batch_size]).items()}
+        with autocast(device):
+            _, loss = model(**batch)
+        assert loss is not None
+        n = int((batch["targets"] != IGNORE_INDEX).sum())
+        total, count = total + loss.item() * n, count + n
+    model.train()
+    return total / max(count, 1)
+
+
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
     """The loader's rows; the dataset cycles epochs, so running dry means nothing matched."""
     yield from loader
@@ -250,6 +276,10 @@ def train(
     )
     batches = _batches(loader)
 
+    validation = heldout_rows(shards, cfg, tokenizer) if cfg.eval_every and run.is_main else []
+    if cfg.eval_every and run.is_main and not validation:
+        log.warning("no held-out rows (heldout_fraction %s): no held-out loss", cfg.data.heldout_fraction)
+
     model.train()
     step, last_loss = start_step, float("nan")
     window_loss, window_steps, window_tokens = 0.0, 0, 0
@@ -276,7 +306,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             window_steps += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            validate = cfg.eval_every > 0 and step % cfg.eval_every == 0
+            if step % cfg.log_every == 0 or step == cfg.steps or validate:
                 last_loss = _mean_over_ranks(window_loss / window_steps, run)
                 elapsed = time.perf_counter() - window_start
                 record = {
@@ -288,6 +319,10 @@ def train(
                     "device": dev.type,
                     "world_size": run.world_size,
                 }
+                if validate and validation:
+                    record["heldout_loss"] = round(
+                        heldout_loss(model, validation, cfg.batch_size, dev), 5
+                    )
                 if metrics is not None:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()

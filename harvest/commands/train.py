@@ -50,6 +50,8 @@ DEVICES = click.Choice(["auto", "cpu", "cuda"])
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--ckpt-every", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--eval-every", type=click.IntRange(0), default=0, show_default=True,
+              help="Log the loss on held-out programs every N steps (0: never).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from DIR/checkpoint.pt when it exists.")
 @silent_option
@@ -72,9 +74,10 @@ def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) ->
 
     def show(record: dict[str, Any]) -> None:
         if not silent:
+            heldout = f"  held-out {record['heldout_loss']:.4f}" if "heldout_loss" in record else ""
             click.echo(
                 f"step {record['step']:>6}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-                f"{record['tokens_per_s']:>9.0f} tok/s"
+                f"{record['tokens_per_s']:>9.0f} tok/s{heldout}"
             )
 
     try:
@@ -105,5 +108,6 @@ def _config(options: dict[str, Any]) -> Any:
         steps=options["steps"], batch_size=options["batch_size"], grad_accum=options["grad_accum"],
         lr=options["lr"], min_lr=options["lr"] / 10, warmup_steps=options["warmup"],
         seed=options["seed"], num_workers=options["workers"], log_every=options["log_every"],
-        ckpt_every=options["ckpt_every"], vocab_size=options["vocab_size"],
+        ckpt_every=options["ckpt_every"], eval_every=options["eval_every"],
+        vocab_size=options["vocab_size"],
     )

@@ -116,6 +116,8 @@ TINY = {
     "warmup_steps": 5,
     "log_every": 1,
     "ckpt_every": 10,
+    "eval_every": 10,
+    "eval_rows": 16,
     "vocab_size": 384,
     "tokenizer_sample": 200,
 }

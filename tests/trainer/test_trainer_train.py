@@ -29,6 +29,9 @@ def test_loss_falls_well_below_its_start(trained_run: Path) -> None:
     end = sum(r["loss"] for r in records[-3:]) / 3
     assert end < 0.6 * start, (start, end)
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in records)
+    # programs never trained on: the model learned something general about execution
+    heldout = [r["heldout_loss"] for r in records if "heldout_loss" in r]
+    assert len(heldout) == 3 and heldout[-1] < heldout[0]
 
 
 def test_checkpoint_holds_model_optimizer_step_config_and_tokenizer(trained_run: Path) -> None:
