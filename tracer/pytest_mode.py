@@ -32,7 +32,8 @@ FORMAT = "worldtrace.stream/1"
 CO_VARARGS = 0x04
 CO_VARKEYWORDS = 0x08
 TEST_DIRS = frozenset(("tests", "test", "testing"))
-NOT_PROJECT = ("*/site-packages/*", "*/dist-packages/*", "*/.venv/*", "*/venv/*", "*/.tox/*")
+# Folders inside a package root that hold other code (a virtual environment in a checkout).
+ENV_DIRS = frozenset(("site-packages", "dist-packages", ".venv", "venv", ".tox", "node_modules"))
 # pytest exit codes that mean "pytest ran": all passed, some failed, nothing collected.
 PYTEST_RAN = (0, 1, 5)
 
@@ -47,16 +48,40 @@ def is_test_file(path: str, root: str) -> bool:
 
 
 class PackageScope(object):
-    """In scope: files under the package roots that are not test code (decisions cached)."""
+    """In scope: the files of the named packages that are not test code (decisions cached).
 
-    def __init__(self, roots: Sequence[str], exclude: Sequence[str] = ()) -> None:
+    A package's files are where the *imported* module lives (`sys.modules[name].__path__` or
+    `__file__`), so a checkout that the tests import instead of the installed copy (pytest puts the
+    test's folder first on sys.path) is the one traced; before the import, `find_spec` says where
+    it would come from. Environments inside a package root (a venv in the checkout) are not it.
+    """
+
+    def __init__(
+        self, packages: Sequence[str], include: Sequence[str] = (), exclude: Sequence[str] = ()
+    ) -> None:
         import fnmatch
 
         self._fnmatch = fnmatch.fnmatchcase
-        self.roots = [os.path.abspath(r) for r in roots]
-        self.exclude = tuple(exclude) + NOT_PROJECT
+        self.packages = tuple(packages)
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
         self._tracer_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
         self._cache: Dict[str, bool] = {}
+
+    def roots(self) -> List[str]:
+        """Where the packages are now: imported modules first, else where an import would find them."""
+        roots: List[str] = []
+        for name in self.packages:
+            module = sys.modules.get(name)
+            paths = list(getattr(module, "__path__", None) or []) if module is not None else []
+            where = getattr(module, "__file__", None) if module is not None else None
+            if paths:
+                roots.extend(os.path.abspath(p) for p in paths)
+            elif where:
+                roots.append(os.path.abspath(where))
+            else:
+                roots.extend(package_roots([name], strict=False))
+        return roots
 
     def __call__(self, filename: str) -> bool:
         hit = self._cache.get(filename)
@@ -73,19 +98,29 @@ class PackageScope(object):
             return False
         if any(self._fnmatch(path, pat) for pat in self.exclude):
             return False
-        for root in self.roots:
+        if any(self._fnmatch(path, pat) for pat in self.include):
+            return True
+        for root in self.roots():
             if path == root or path.startswith(root + os.sep):
+                rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
+                if any(part in ENV_DIRS for part in rel.split(os.sep)[:-1]):
+                    return False
                 return not is_test_file(path, root)
         return False
 
 
-def package_roots(packages: Sequence[str]) -> List[str]:
+def package_roots(packages: Sequence[str], strict: bool = True) -> List[str]:
     """Directories (or module files) of the named packages, found without importing them."""
     roots = []
     for name in packages:
-        spec = importlib.util.find_spec(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
         if spec is None:
-            raise LookupError("package %r is not importable here" % name)
+            if strict:
+                raise LookupError("package %r is not importable here" % name)
+            continue
         locations = list(spec.submodule_search_locations or [])
         if locations:
             roots.extend(locations)
@@ -119,6 +154,28 @@ def _stdlib_dirs() -> List[str]:
 
     paths = sysconfig.get_paths()
     return [os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if paths.get(k)]
+
+
+class _test_dirs_on_path(object):
+    """Temporarily put the test files' folders (and the working directory) first on sys.path."""
+
+    def __init__(self, test_path: str) -> None:
+        folders = [os.getcwd()]
+        for path in _test_files(test_path):
+            folder = os.path.dirname(os.path.abspath(path))
+            while os.path.isfile(os.path.join(folder, "__init__.py")):
+                folder = os.path.dirname(folder)  # pytest's rootdir of a package of tests
+            if folder not in folders:
+                folders.append(folder)
+        self.folders = folders
+
+    def __enter__(self) -> None:
+        self.saved = list(sys.path)
+        sys.path[:0] = self.folders
+        importlib.invalidate_caches()
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.path[:] = self.saved
 
 
 def infer_packages(test_path: str) -> List[str]:
@@ -339,16 +396,17 @@ def run_pytest_job(
         import pytest
     except ImportError as exc:
         return _error(summary, "pytest is not installed in this interpreter: %s" % exc)
-    packages = list(job.package) or infer_packages(job.file)
+    with _test_dirs_on_path(job.file):  # where pytest will import from (rootdir-relative imports)
+        packages = list(job.package) or infer_packages(job.file)
+        try:
+            package_roots(packages)
+        except (LookupError, ImportError, ValueError) as exc:
+            return _error(summary, "invalid job: %s" % exc)
     if not packages:
         return _error(
             summary, "invalid job: no package to trace: give `package` (the test files import none)"
         )
-    try:
-        roots = package_roots(packages)
-    except (LookupError, ImportError, ValueError) as exc:
-        return _error(summary, "invalid job: %s" % exc)
-    scope = PackageScope(list(roots) + [os.path.abspath(p) for p in include], exclude)
+    scope = PackageScope(packages, include, exclude)
 
     def make_trace(suffix: str, entry: str, input_text: Optional[str]) -> Dict[str, Any]:
         trace = _base_trace("%s::%s" % (job.program_id, suffix), limits, backend_cls.name, reason)

@@ -164,11 +164,6 @@ def test_a_killed_driver_leaves_no_container_after_the_next_start(engine, base_i
     assert leftovers(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracer pytest mode scopes the installed package (dist-packages, excluded by NOT_PROJECT) "
-    "while the tests import the copy in /opt/project: no call is traced yet",
-)
 def test_a_repository_test_suite_is_traced(engine, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if subprocess.run(["docker", "image", "inspect", _tag("six")], capture_output=True).returncode != 0:
         pytest.skip("repository image six is not built (worldtrace images build six)")

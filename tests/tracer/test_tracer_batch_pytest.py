@@ -106,11 +106,16 @@ def make_repo(root: Path) -> None:
         path.write_text(textwrap.dedent(text))
 
 
-def run_jobs(root: Path, jobs: list, python: str = sys.executable, backend: str = "auto") -> dict:
+def run_jobs(
+    root: Path,
+    jobs: list,
+    python: str = sys.executable,
+    backend: str = "auto",
+    path: tuple = (),
+) -> dict:
     (root / "jobs.jsonl").write_text("".join(json.dumps(j) + "\n" for j in jobs))
-    env = dict(
-        os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1"
-    )
+    pythonpath = os.pathsep.join([str(REPO_ROOT), *map(str, path)])
+    env = dict(os.environ, PYTHONPATH=pythonpath, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
     # This venv's many pytest plugins cost a second per run and are not what is tested here.
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     proc = subprocess.run(
@@ -213,6 +218,53 @@ def test_pytest_job_resume_writes_only_missing_traces(tmp_path: Path) -> None:
     out.write_text("".join(lines[:3]))  # as if killed after three traces, before the job's row
     second = run_jobs(tmp_path, [job])
     assert list(second) == list(first)
+
+
+def test_installed_package_and_a_checkout_that_shadows_it(tmp_path: Path) -> None:
+    """As in a repository image: the package is installed (dist-packages) and its checkout has the
+    tests. Whichever copy the tests import is the one traced."""
+    site = tmp_path / "site" / "dist-packages"
+    for rel in ("mypkg/__init__.py", "mypkg/core.py"):
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(textwrap.dedent(PACKAGE[rel]))
+    installed = tmp_path / "installed"  # tests only: they import the installed copy
+    (installed / "tests").mkdir(parents=True)
+    (installed / "tests" / "test_core.py").write_text(
+        textwrap.dedent(PACKAGE["tests/test_core.py"])
+    )
+    checkout = tmp_path / "checkout"  # tests at the top, next to a copy of the package
+    make_repo(checkout)
+    (checkout / "test_top.py").write_text(
+        "import mypkg\n\n\ndef test_top():\n    assert mypkg.add(2, 3) == 5\n"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = run_jobs(
+        run,
+        [
+            {
+                "program_id": "installed",
+                "mode": "pytest",
+                "file": str(installed / "tests"),
+                "package": "mypkg",
+            },
+            {
+                "program_id": "checkout",
+                "mode": "pytest",
+                "file": str(checkout / "test_top.py"),
+                "package": "mypkg",
+            },
+            {"program_id": "inferred", "mode": "pytest", "file": str(checkout / "test_top.py")},
+        ],
+        path=(site,),
+    )
+    add = rows[f"installed::{installed.name}/tests/test_core.py::test_add::0"]
+    assert add["input"] == "1, 2" and add["events"][0]["file"].startswith(str(site))
+    for job in ("checkout", "inferred"):
+        top = rows[f"{job}::{checkout.name}/test_top.py::test_top::0"]  # node ids: from the rootdir
+        assert top["return_value"] == "5" and top["events"][0]["file"].startswith(
+            str(checkout / "mypkg")
+        )
 
 
 def _python_with_pytest(min_minor: int) -> str | None:
