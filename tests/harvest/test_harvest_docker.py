@@ -182,3 +182,21 @@ def _tag(name: str) -> str:
     from images.catalog import get_spec
 
     return get_spec(name).tag
+
+
+def test_a_missing_image_fails_its_units_clearly(engine, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On a cluster the driver cannot check the workers' engines: the unit fails, named, exit 1."""
+    out = tmp_path / "out"
+    done = run_harvest(REPO / "examples" / "programs", "--out", out, "--image", "worldtrace-no-such-image:0", "--ray-address", ray_cluster.address, "-s", env=ray_cluster.env)
+    assert done.returncode == 1
+    assert "1 of 1 units failed" in done.stderr and "harvest-run.json" in done.stderr
+    data = run_manifest(out)
+    assert not data["complete"] and data["units"]["failed"] == 1
+    assert "ImageNotFound" in data["failed_units"][0]["error"] and "worldtrace images build" in data["failed_units"][0]["error"]
+    assert shard_files(out) == []
+
+
+def test_a_missing_image_is_reported_before_anything_runs(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    done = run_harvest(REPO / "examples" / "programs", "--out", tmp_path / "out", "--image", "worldtrace-no-such-image:0")
+    assert done.returncode == 1
+    assert "not built on this Docker engine: worldtrace-no-such-image:0" in done.stderr
