@@ -103,6 +103,8 @@ def test_projection_reads_only_the_needed_columns(harvested: Path) -> None:
     row = next(iter(TraceDataset([harvested], split="all")))
     assert "events" in row and "source" in row
     assert "stdout" not in row and "limits" not in row
+    lines = row["source"].split("\n")
+    assert all(e["source"] == lines[e["lineno"] - 1] for e in row["events"])  # restored by schemas
 
 
 def test_bad_path_is_a_clear_error(tmp_path: Path) -> None:
