@@ -39,11 +39,15 @@ EVENTS = [
 STORED = ["def f(x):", None, None, "def helper(v):", None, "    print(v)", "", "", None]
 
 
-def _batch(n: int = 1) -> pa.RecordBatch:
-    rows = [
-        stream_object_to_row(stream_object(EVENTS, program_id=f"p{i}"), {"source": PROGRAM, "image": IMAGE})
-        for i in range(n)
-    ]
+def _batch(n: int = 1, *, vary: bool = False) -> pa.RecordBatch:
+    """n rows of EVENTS over PROGRAM; with `vary`, row i's program starts with i more lines and
+    its events' line numbers are shifted to match (a row mixed up with another shows)."""
+    rows = []
+    for i in range(n):
+        shift = i if vary else 0
+        events = [{**e, "lineno": e["lineno"] + shift if e["lineno"] else 0} for e in EVENTS]
+        obj = stream_object(events, program_id=f"p{i}")
+        rows.append(stream_object_to_row(obj, {"source": "#\n" * shift + PROGRAM, "image": IMAGE}))
     return rows_to_batch(rows)
 
 
@@ -79,6 +83,11 @@ def test_shards_store_the_short_form_and_readers_restore_it(tmp_path: Path) -> N
 
 
 def test_sliced_and_chunked_rows_keep_their_lines() -> None:
+    varied = _batch(5, vary=True)
+    for piece in (varied, varied.slice(1, 3), varied.slice(4, 1)):
+        elided = elide_event_sources(piece)
+        assert _event_sources(elided) == STORED * piece.num_rows
+        assert restore_event_sources(elided).to_pylist() == piece.to_pylist()
     batch = _batch(5)
     piece = batch.slice(2, 2)  # a slice: list offsets do not start at 0
     assert restore_event_sources(elide_event_sources(piece)).to_pylist() == piece.to_pylist()
