@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from harvest.inputs import Program, load_programs
 from harvest.plan import HarvestSettings, plan_units
@@ -90,3 +91,19 @@ def _request(unit_id: str, jobs: Path, out: Path):  # type: ignore[no-untyped-de
 
     return UnitRequest(run_id="run-0", unit_id=unit_id, attempt=1, image="local", jobs_path=jobs, output_path=out)
 
+
+
+def test_a_differently_planned_harvest_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from harvest.errors import ConfigError
+    from harvest.shard_io import check_no_overlap
+
+    programs = [call(f"p{i}", "    return x") for i in range(4)]
+    for unit in plan_units(programs, replace(SETTINGS, programs_per_unit=2)):
+        execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    same = plan_units(programs, replace(SETTINGS, programs_per_unit=2))
+    check_no_overlap(tmp_path, same, committed_shards(tmp_path))  # the same plan: fine (resume)
+    other = plan_units(programs, replace(SETTINGS, programs_per_unit=3))
+    with pytest.raises(ConfigError, match="already holds a trace of program 'p[0-3]' .*new --out"):
+        check_no_overlap(tmp_path, other, committed_shards(tmp_path))
