@@ -89,6 +89,7 @@ class Recorder:
         # the rest of the program runs untraced at full speed.
         self.on_halt = None
         self._scope_by_code: dict = {}
+        self._effects: dict = {}
 
     # -- scope --------------------------------------------------------------------------
 
@@ -117,11 +118,18 @@ class Recorder:
         if tid is None:
             self.stack()
             tid = self.thread_numbers[ident]
-        return Activation(next(self._fids), tid, code)
+        act = Activation(next(self._fids), tid, code)
+        effects = self._effects.get(code)
+        if effects is None:
+            effects = self._effects[code] = codeinfo.line_effects(code)
+        act.effects = effects
+        return act
 
     def enter(self, act: Activation, lineno: int, mapping) -> None:
         """A call event: ``act`` starts or resumes; ``mapping`` is the frame's locals."""
-        st = self.stack()
+        st = self.stacks.get(get_ident())
+        if st is None:
+            st = self.stack()
         act.depth = len(st)
         st.append(act)
         act.raised = False
@@ -315,24 +323,23 @@ class Recorder:
         names: dict = {}
         static: dict = {}
         for kind, lineno, act, local_delta, arg, depth in self.events:
-            key = (act, lineno)
-            fixed = static.get(key)
+            code = act.code
+            fixed = static.get((code, lineno))
             if fixed is None:
-                code = act.code
                 info = names.get(code)
                 if info is None:
                     info = names[code] = (codeinfo.qualname(code), code.co_filename)
                 src = codeinfo.source_line(info[1], lineno) if lineno else ""
-                fixed = static[key] = (src, info[0], info[1], act.fid, act.tid, lineno if lineno is not None else 0)
+                fixed = static[(code, lineno)] = (src, info[0], info[1], lineno if lineno is not None else 0)
             append({
                 "kind": kind,
-                "lineno": fixed[5],
+                "lineno": fixed[3],
                 "source": fixed[0],
                 "function": fixed[1],
                 "file": fixed[2],
                 "depth": depth,
-                "frame_id": fixed[3],
-                "thread_id": fixed[4],
+                "frame_id": act.fid,
+                "thread_id": act.tid,
                 "locals": local_delta,
                 "arg": arg,
             })
