@@ -165,7 +165,13 @@ class Recorder:
             elif act in st:
                 st.remove(act)
         act.raised = False
-        self._emit((RETURN, lineno, act, {}, None if unwind else self.render(value), act.depth))
+        if unwind:
+            text = None
+        elif type(value) is int and -_SMALL_INT < value < _SMALL_INT:
+            text = repr(value)
+        else:
+            text = self.render(value)
+        self._emit((RETURN, lineno, act, {}, text, act.depth))
 
     def exception(self, act: Activation, lineno: int, exc) -> None:
         act.raised = True
@@ -192,6 +198,12 @@ class Recorder:
             seen += 1
             prev = last.get(name)
             if prev is not None and prev[0] is value:
+                continue
+            if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
+                text = repr(value)
+                if prev is None or prev[1] != text:
+                    out[name] = text
+                last[name] = (value, text, None)
                 continue
             text, ids = render(value)
             if prev is None or prev[1] != text:

@@ -134,7 +134,7 @@ class MonitoringBackend(Backend):
 
     def _current(self, code):
         """The running activation of ``code`` in this thread, or None."""
-        stack = self.recorder.stack()
+        stack = self.recorder.stacks.get(get_ident())
         if stack:
             act = stack[-1]
             if act.code is code and act.frame is not None:
