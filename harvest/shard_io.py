@@ -13,7 +13,7 @@ from harvest.errors import ConfigError
 from harvest.plan import WorkUnit
 from schemas.convert import check_stream_object, rows_to_batch, stream_object_to_row
 from schemas.errors import StreamFormatError
-from schemas.shards import ShardWriter, read_manifest
+from schemas.shards import TEMP_MARK, TEMP_PREFIX, ShardWriter, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ UNIT_ID_KEY = "worldtrace.unit_id"
 
 def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Sequence[dict[str, Any]]) -> int:
     """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes."""
+    _remove_stale_temporaries(out_dir, unit.shard_name)
     sources = {p.program_id: p.source or "" for p in unit.programs}
     batch: list[dict[str, Any]] = []
     with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata={UNIT_ID_KEY: unit.unit_id}) as writer:
@@ -37,6 +38,13 @@ def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Sequence[dict[str, Any
             writer.write_batch(rows_to_batch(batch, len(rows) - len(batch) + 1))
     assert writer.info is not None
     return writer.info.bytes
+
+
+def _remove_stale_temporaries(out_dir: Path, shard_name: str) -> None:
+    """Drop the hidden temporary files of this shard that a killed writer left behind."""
+    for stale in out_dir.glob(f"{TEMP_PREFIX}{shard_name}{TEMP_MARK}*"):
+        log.info("removing %s, left by a writer that died", stale.name)
+        stale.unlink(missing_ok=True)
 
 
 def _checked(obj: dict[str, Any]) -> dict[str, Any]:

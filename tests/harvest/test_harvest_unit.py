@@ -53,8 +53,11 @@ def test_a_half_done_unit_resumes_without_rerunning_or_duplicating(tmp_path: Pat
     done_before = {r["program_id"]: r for r in read_stream(stream)}
     with stream.open("a", encoding="utf-8") as f:
         f.write('{"format": "worldtrace.stream/1", "program_id": "p3", "sta')  # torn line
+    # ... and its killed writer left a temporary shard file.
+    (tmp_path / f".{unit.shard_name}.tmp-0123456789abcdef").write_bytes(b"PAR1 half a shard")
     result = execute_unit(unit, SETTINGS, tmp_path, "run-2", LocalSandbox())
     assert result.attempt == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file() and "unit-" in p.name) == [unit.shard_name]
     rows = shard_rows(tmp_path / unit.shard_name)
     assert [r["program_id"] for r in rows] == [f"p{i}" for i in range(6)]  # each once, in order
     assert [r["return_value"] for r in rows] == [str(1 + i) for i in range(6)]
