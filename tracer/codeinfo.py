@@ -235,3 +235,17 @@ def line_effects(code) -> dict:
             eff.pure_calls = set()
     _EFFECTS[code] = table
     return table
+
+
+_ORDERS: dict = {}
+
+
+def variable_order(code) -> dict:
+    """Name -> position in the frame's locals (varnames, then cells, then free variables)."""
+    order = _ORDERS.get(code)
+    if order is None:
+        order = {}
+        for name in code.co_varnames + code.co_cellvars + code.co_freevars:
+            order.setdefault(name, len(order))
+        _ORDERS[code] = order
+    return order

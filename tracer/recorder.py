@@ -292,6 +292,11 @@ class Recorder:
             if prev is None or prev[1] != text:
                 out[name] = text
             last[name] = (value if type(value) in immutable else _MUTABLE, text, ids)
+        if len(out) > 1:
+            # ``names`` is a set: put the delta in the frame's variable order, so the output
+            # does not depend on the string hash seed.
+            order = codeinfo.variable_order(act.code)
+            out = {k: out[k] for k in sorted(out, key=lambda k: (order.get(k, len(order)), k))}
         return out
 
     def _emit(self, event: tuple) -> None:
