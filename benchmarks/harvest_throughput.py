@@ -63,6 +63,7 @@ def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out:
         "traces_per_s_with_startup": traces / (wall + startup),
         "outside_share": 1 - program / task if task else float("nan"),
         "sandbox_s": sum(r.sandbox_time_s for r in results),
+        "start_stop_s": sum(r.start_stop_s for r in results),
         "task_s": task,
         "program_s": program,
         "statuses": _sum([r.counts for r in results]),
@@ -150,6 +151,10 @@ def main() -> None:
     print(f"  statuses: {ours['statuses']}")
     print(f"  time outside program execution: {100 * ours['outside_share']:.1f}% of the units' time "
           f"(units {ours['task_s']:.1f} s, in sandboxes {ours['sandbox_s']:.1f} s, programs {ours['program_s']:.1f} s)")
+    host = ours["task_s"] - ours["sandbox_s"]
+    runner = ours["sandbox_s"] - ours["start_stop_s"] - ours["program_s"]
+    print(f"    of the units' time: sandbox start/stop {ours['start_stop_s']:.1f} s, batch runner around the "
+          f"programs (forks, limits, output) {runner:.1f} s, host side (jobs, stream, shard) {host:.1f} s")
     if "naive" in report:
         n = report["naive"]
         print(f"naive baseline (one `docker run` per program, {n['traces']}-program sample, {args.slots} at a time):")

@@ -49,6 +49,7 @@ class UnitResult:
     wall_time_s: float  # the whole task
     sandbox_time_s: float  # inside the sandbox (container start, runner, programs)
     program_time_s: float  # sum of the traced runs' own wall time
+    start_stop_s: float = 0.0  # of sandbox_time_s: starting and removing the sandboxes
     node_id: str = ""
     sandbox_failures: list[str] = field(default_factory=list)
     mismatches: int = 0  # rows whose return value differs from the program's expected output
@@ -79,6 +80,7 @@ def execute_unit(
     _write_rows(stream, done.values())
 
     sandbox_time = 0.0
+    start_stop = 0.0  # of which: starting and removing containers (or runner processes)
     rounds = 0
     failures: list[str] = []
     stalled = 0
@@ -109,7 +111,8 @@ def execute_unit(
         round_started = time.monotonic()
         failure: SandboxError | None = None
         try:
-            sandbox.run_unit(request)
+            outcome = sandbox.run_unit(request)
+            start_stop += outcome.startup_s + outcome.teardown_s
         except (RunnerFailed, UnitDeadlineExceeded) as exc:
             # The runner or the container died: maybe a program took it down. See what was done.
             failure = exc
@@ -158,6 +161,7 @@ def execute_unit(
         wall_time_s=time.monotonic() - started,
         sandbox_time_s=sandbox_time,
         program_time_s=sum(float(row.get("wall_time_s") or 0.0) for row in rows),
+        start_stop_s=start_stop,
         sandbox_failures=failures,
         mismatches=_count_mismatches(unit, done, settings.max_value_chars),
     )
