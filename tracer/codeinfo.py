@@ -107,7 +107,8 @@ class LineEffects:
     subscript/attribute store, an in-place operator, iteration or resumption of other code).
     """
 
-    __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees")
+    __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
+                 "inert")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -121,6 +122,7 @@ class LineEffects:
         self.pure_calls: set = set()
         self.calls = 0
         self.pure_callees = 0
+        self.inert = False  # nothing to re-read after this line (set once the table is built)
 
     def merge(self, other: LineEffects) -> None:
         self.writes |= other.writes
@@ -233,6 +235,7 @@ def line_effects(code) -> dict:
             eff.mutating = True
         if eff.mutating or not eff.calls:
             eff.pure_calls = set()
+        eff.inert = not (eff.writes or eff.mutating or eff.inplace or eff.pure_calls)
     _EFFECTS[code] = table
     return table
 

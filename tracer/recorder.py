@@ -145,7 +145,11 @@ class Recorder:
         if prev is None or self._clock != act.clock or act.module_level or FULL_SCAN:
             delta = self.delta(act, mapping)
         else:
-            delta = self.line_delta(act, mapping, prev, frame)
+            eff = act.effects.get(prev)
+            if eff is not None and eff.inert:
+                delta = {}  # the previous line can change nothing (a test, a jump, pass)
+            else:
+                delta = self.line_delta(act, mapping, prev, frame)
         left = self._left
         if left == 0:
             self.truncated_reason = "max_events"
@@ -161,7 +165,7 @@ class Recorder:
         st = self.stacks.get(get_ident())
         if st:
             if st[-1] is act:
-                st.pop()
+                del st[-1]
             elif act in st:
                 st.remove(act)
         act.raised = False

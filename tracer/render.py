@@ -44,6 +44,7 @@ IMMUTABLE_TYPES = frozenset([int, float, complex, bool, str, bytes, type(None), 
 # Item types whose repr the fast path may join at C speed (strings only when short).
 _FAST_KINDS = frozenset([float, type(None)])
 _INT_BOOL = frozenset([int, bool])
+_STR_ONLY = frozenset([str])
 _FAST_STR_LEN = 100
 _FAST_INT_MAX = 1 << 3300
 _FAST_INT_MIN = -_FAST_INT_MAX
@@ -180,6 +181,22 @@ class Renderer:
         t = type(value)
         if t in IMMUTABLE_TYPES:
             return self.render(value), None
+        if (t is list or t is tuple) and 1 < len(value) <= self.max_items:  # type: ignore[arg-type]
+            # The hot case (a mutated list of numbers): the interpreter's own repr, when every
+            # item is a small exact scalar, is exactly what the item-by-item path produces.
+            kinds = set(map(type, value))  # type: ignore[call-overload]
+            if len(kinds) == 1 or kinds == _INT_BOOL:
+                ok = False
+                if kinds <= _INT_BOOL:
+                    ok = _FAST_INT_MIN < min(value) and max(value) < _FAST_INT_MAX  # type: ignore[type-var,call-overload]
+                elif kinds == _STR_ONLY:
+                    ok = max(map(len, value)) <= _FAST_STR_LEN  # type: ignore[call-overload]
+                elif kinds <= _FAST_KINDS:
+                    ok = True
+                if ok:
+                    text = repr(value)
+                    if len(text) <= self.max_value_chars:
+                        return text, frozenset((id(value),))
         budget = _Budget(self.max_value_chars)
         try:
             text = self._render(value, 0, budget)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 from _thread import get_ident
+from sys import _getframe
 
 from .. import codeinfo
 from ..env import PYBEHAVIOR
@@ -155,10 +156,14 @@ class MonitoringBackend(Backend):
                     return self.DISABLE
                 sys.monitoring.set_local_events(self.tool, code, self._local_events)
                 self._instrumented[code] = True
-            frame = sys._getframe(1)
+            frame = _getframe(1)
             act = rec.new_activation(code)
-            self._activate(act, frame)
-            rec.enter(act, frame.f_lineno, self._locals(act))
+            act.frame = frame
+            if act.module_level or not PYBEHAVIOR.f_locals_is_proxy:  # PYBEHAVIOR: f_locals_is_proxy
+                rec.enter(act, frame.f_lineno, frame.f_locals)
+            else:
+                proxy = act.proxy = frame.f_locals
+                rec.enter(act, frame.f_lineno, proxy)
         except Exception as exc:
             rec.fail(exc)
         return None
@@ -208,7 +213,13 @@ class MonitoringBackend(Backend):
         if not rec.active:
             return self.DISABLE
         try:
-            self._leave(code, value, False, False)
+            stack = rec.stacks.get(get_ident())
+            if stack:
+                act = stack[-1]
+                frame = act.frame
+                if act.code is code and frame is not None:
+                    rec.leave(act, frame.f_lineno, value, False)
+                    act.frame = act.proxy = None
         except Exception as exc:
             rec.fail(exc)
         return None
