@@ -29,6 +29,7 @@ from harvest.plan import (
 )
 from harvest.run_manifest import RunRecord, images_of, now, write_run_manifest
 from harvest.unit import UnitResult
+from schemas.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,8 @@ def command(
         out.mkdir(parents=True, exist_ok=True)
         with _exclusive(out):
             _harvest(units, settings, out, record, ray_address, num_cpus, silent, started)
-    except WorldtraceError as exc:
+    except (WorldtraceError, SchemaError) as exc:  # the output folder's shards or manifest, too
         raise click.ClickException(str(exc)) from exc
-    except ImportError as exc:  # a piece of the pipeline is not installed
-        raise click.ClickException(f"cannot import {exc.name}: {exc}") from exc
     data = record.to_json()
     if as_json:
         click.echo(json.dumps(data, indent=2))
