@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -102,9 +103,14 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A one-node Ray cluster (2 CPUs, 2 Docker slots) of our own; stopped (only it) at the end."""
     tmp = tmp_path_factory.mktemp("ray")
     port = _free_port()
-    # Ray enables token authentication for new clusters; drivers given an explicit address only
-    # use it when told to (the token itself is Ray's default file, ~/.ray/auth_token).
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    # Ray enables token authentication for the clusters it starts; drivers given an explicit
+    # address use it only when told to. The cluster gets its own token (a fresh CI machine has none).
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     env.pop("RAY_ADDRESS", None)
     head = start_node(
         ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
