@@ -61,6 +61,7 @@ def start_ray(options: RayOptions, sandbox: str) -> bool:
     cpus = options.num_cpus or os.cpu_count() or 1
     resources = {DOCKER_RESOURCE: float(options.docker_slots or cpus)} if sandbox == "docker" else {}
     ray.init(
+        address="local",  # always a new, private instance, even if `ray start` runs on this machine
         num_cpus=cpus,
         resources=resources,
         include_dashboard=False,
