@@ -25,6 +25,7 @@ from schemas.cwm import (
     FRAME_SEP,
     LINE_SEP,
     RETURN_SEP,
+    UNCHANGED,
 )
 from trainer.data import Split, TraceDataset
 from trainer.errors import TrainerError
@@ -86,6 +87,8 @@ class KindScore:
     line_ok: int = 0
     values: int = 0
     values_ok: int = 0
+    changed: int = 0  # values the real frame writes out (not "..")
+    changed_ok: int = 0
     exact: int = 0
 
     def add(self, truth: Frame, predicted: Frame, exact: bool) -> None:
@@ -94,8 +97,12 @@ class KindScore:
         self.line_ok += predicted.line == truth.line
         self.exact += exact
         for name, value in truth.values.items():
+            ok = name in predicted.values and predicted.values[name] == value
             self.values += 1
-            self.values_ok += name in predicted.values and predicted.values[name] == value
+            self.values_ok += ok
+            if value != UNCHANGED:
+                self.changed += 1
+                self.changed_ok += ok
 
     def report(self) -> dict[str, Any]:
         return {
@@ -104,6 +111,8 @@ class KindScore:
             "line_accuracy": self.line_ok / self.frames if self.frames else None,
             "value_accuracy": self.values_ok / self.values if self.values else None,
             "values": self.values,
+            "changed_value_accuracy": self.changed_ok / self.changed if self.changed else None,
+            "changed_values": self.changed,
             "frame_exact": self.exact / self.frames if self.frames else None,
         }
 

@@ -9,7 +9,11 @@ import click
 
 from harvest.options import json_option
 
-COLUMNS = ("frames", "kind_accuracy", "line_accuracy", "value_accuracy", "frame_exact")
+COLUMNS = (
+    "frames", "kind_accuracy", "line_accuracy", "value_accuracy", "changed_value_accuracy",
+    "frame_exact",
+)
+HEADERS = ("frames", "kind", "line", "values", "changed values", "exact frame")
 
 
 @click.command("eval")
@@ -29,7 +33,8 @@ COLUMNS = ("frames", "kind_accuracy", "line_accuracy", "value_accuracy", "frame_
 def command(checkpoint: str, shards: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Greedy-decode the next frame after trace prefixes of held-out programs in SHARDS and
     compare it with the real frame: accuracy of the event kind, the source line and each
-    variable's value, overall and per event kind. CHECKPOINT is a run directory or its
+    variable's value (all values, and only those the real frame writes out rather than ".."),
+    and of the whole frame, overall and per event kind. CHECKPOINT is a run directory or its
     checkpoint.pt.
 
     \b
@@ -50,9 +55,9 @@ def command(checkpoint: str, shards: tuple[str, ...], as_json: bool, **options: 
         return
     click.echo(f"{report['traces']} {report['split']} traces, checkpoint {report['checkpoint']}")
     rows = [("overall", report["overall"])] + list(report["per_kind"].items())
-    click.echo(f"{'kind':<10}" + "".join(f"{c:>16}" for c in COLUMNS))
+    click.echo(f"{'event kind':<10}" + "".join(f"{h:>15}" for h in HEADERS))
     for name, scores in rows:
-        cells = "".join(f"{_cell(scores[c]):>16}" for c in COLUMNS)
+        cells = "".join(f"{_cell(scores[c]):>15}" for c in COLUMNS)
         click.echo(f"{name:<10}{cells}")
 
 

@@ -48,7 +48,8 @@ def test_eval_reports_accuracies_per_event_kind(trained_run: Path, harvested: Pa
     assert report["per_kind"] and set(report["per_kind"]) <= {"call", "line", "return", "exception"}
     assert sum(k["frames"] for k in report["per_kind"].values()) == report["overall"]["frames"]
     for scores in [report["overall"], *report["per_kind"].values()]:
-        for name in ("kind_accuracy", "line_accuracy", "value_accuracy", "frame_exact"):
+        for name in ("kind_accuracy", "line_accuracy", "value_accuracy", "changed_value_accuracy",
+                     "frame_exact"):
             assert scores[name] is None or 0.0 <= scores[name] <= 1.0
     # 30 steps are enough to learn what kind of frame comes next most of the time
     assert report["overall"]["kind_accuracy"] > 0.5
