@@ -30,6 +30,9 @@ _TOOL_NAME = "worldtrace"
 # 2 profiler, 5 optimizer are the named ones).
 _TOOL_IDS = (3, 4, 2, 0, 5, 1)
 
+# Whether any trace in this process returned DISABLE (then the next start restarts events).
+_EVENTS_DISABLED = False
+
 
 class MonitoringBackend(Backend):
     """Record through sys.monitoring local events on in-scope code objects."""
@@ -73,8 +76,13 @@ class MonitoringBackend(Backend):
         }
         for event, fn in callbacks.items():
             mon.register_callback(tool, event, fn)
-        # Locations disabled by an earlier trace in this process must fire again.
-        mon.restart_events()
+        # Locations disabled by an earlier trace in this process must fire again. Restarting
+        # makes the interpreter re-instrument every code object it runs next, so only do it
+        # when an earlier trace actually disabled something.
+        global _EVENTS_DISABLED
+        if _EVENTS_DISABLED:
+            mon.restart_events()
+            _EVENTS_DISABLED = False
         mon.set_events(tool, ev.PY_START | ev.PY_THROW | ev.PY_UNWIND | ev.RAISE)
         self.recorder.on_halt = self._halt
 
@@ -87,8 +95,12 @@ class MonitoringBackend(Backend):
             sys.monitoring.set_local_events(self.tool, code, 0)
 
     def stop(self) -> None:
+        global _EVENTS_DISABLED
         if self.tool is None:
             return
+        # Every trace that ran a callback may have returned DISABLE somewhere (out-of-scope
+        # starts, forward jumps, or everything after an early halt).
+        _EVENTS_DISABLED = _EVENTS_DISABLED or self._starts > 0
         mon = sys.monitoring
         tool = self.tool
         mon.set_events(tool, 0)
