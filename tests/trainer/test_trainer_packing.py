@@ -92,3 +92,14 @@ def test_packed_rows_have_loss_only_on_frame_tokens(harvested: Path, tokenizer: 
         after_context = (ids == source_start).nonzero().flatten()
         assert not trained[after_context].any()
         assert (targets[trained] != tokenizer.pad_id).all()
+
+
+def test_a_user_tokenizer_without_the_markers_gets_them(texts: list[str]) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    plain = Tokenizer(models.BPE())
+    plain.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    plain.train_from_iterator(texts[:20], trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    wrapped = TraceTokenizer(plain)
+    for token in CWM_SPECIAL_TOKENS:
+        assert len(wrapped.encode(token)) == 1

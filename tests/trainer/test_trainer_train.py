@@ -111,3 +111,9 @@ def test_two_ranks_under_torchrun_train_one_model(harvested: Path, tmp_path: Pat
     assert all(r["world_size"] == 2 and r["tokens"] == 2 * 2 * 256 for r in records)
     assert load_checkpoint(out)["step"] == 3
     assert done.stdout.count('"checkpoint"') == 1  # only rank 0 reports
+
+
+def test_a_tokenizer_file_is_used_as_given(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    given = trained_run / "tokenizer.json"
+    train([harvested], tmp_path, tiny_config(steps=1), device="cpu", tokenizer_file=given)
+    assert load_checkpoint(tmp_path)["tokenizer"] == load_checkpoint(trained_run)["tokenizer"]
