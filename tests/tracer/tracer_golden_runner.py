@@ -29,6 +29,7 @@ PROGRAMS = [
     ("threads", "main", ""),
     ("coroutines", "main", "2"),
     ("values", "main", ""),
+    ("control_flow", "main", "3"),
     ("script_mode", None, ["alpha", "beta"]),
 ]
 
