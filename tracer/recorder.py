@@ -23,9 +23,6 @@ try:
 except ImportError:  # pragma: no cover
     from threading import get_ident
 
-# Stored instead of a value whose identity says nothing (mutable or user objects):
-# never ``is`` any live value, so such values are always re-rendered.
-_MUTABLE = object()
 
 # Debugging switch: re-read and re-render every local at every line (no bytecode analysis).
 FULL_SCAN = os.environ.get("WORLDTRACE_FULL_SCAN") == "1"
@@ -50,7 +47,7 @@ class Activation:
         self.tid = tid
         self.code = code
         self.depth = 0
-        # name -> (value if immutable else _MUTABLE, rendered text, ids visited or None)
+        # name -> (key from Renderer.render_keyed, rendered text, ids visited or None)
         self.last: dict = {}
         # The line of this activation's previous line event (None: next line rescans all)
         # and the recorder's event clock after its last event (to notice other frames ran).
@@ -73,7 +70,7 @@ class Recorder:
     def __init__(self, renderer: Renderer, scope, max_events: int = 0) -> None:
         self.renderer = renderer
         self.render = renderer.render
-        self.render_with_ids = renderer.render_with_ids
+        self.render_keyed = renderer.render_keyed
         self.scope = scope
         self.max_events = max_events
         self._left = max_events if max_events > 0 else -1
@@ -192,8 +189,8 @@ class Recorder:
         """Locals new or changed (by rendering) since the activation's previous event."""
         last = act.last
         out = {}
-        render = self.render_with_ids
-        immutable = IMMUTABLE_TYPES
+        render = self.render_keyed
+        unchanged = self.renderer.unchanged
         seen = 0
         module_level = act.module_level
         for name, value in mapping.items():
@@ -201,18 +198,20 @@ class Recorder:
                 continue
             seen += 1
             prev = last.get(name)
-            if prev is not None and prev[0] is value:
-                continue
+            if prev is not None:
+                key = prev[0]
+                if key is value or (type(key) is tuple and unchanged(key, value)):
+                    continue
             if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
                 text = repr(value)
                 if prev is None or prev[1] != text:
                     out[name] = text
                 last[name] = (value, text, None)
                 continue
-            text, ids = render(value)
+            text, ids, key = render(value)
             if prev is None or prev[1] != text:
                 out[name] = text
-            last[name] = (value if type(value) in immutable else _MUTABLE, text, ids)
+            last[name] = (key, text, ids)
         if seen != len(last):
             for name in [n for n in last if n not in mapping]:
                 del last[name]
@@ -273,8 +272,8 @@ class Recorder:
         if not names:
             return {}
         out = {}
-        render = self.render_with_ids
-        immutable = IMMUTABLE_TYPES
+        render = self.render_keyed
+        unchanged = self.renderer.unchanged
         for name in names:
             try:
                 value = mapping[name]
@@ -284,18 +283,20 @@ class Recorder:
                     out[name] = None
                 continue
             prev = last.get(name)
-            if prev is not None and prev[0] is value:
-                continue
+            if prev is not None:
+                key = prev[0]
+                if key is value or (type(key) is tuple and unchanged(key, value)):
+                    continue
             if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
                 text = repr(value)  # the common case, without two calls into the renderer
                 if prev is None or prev[1] != text:
                     out[name] = text
                 last[name] = (value, text, None)
                 continue
-            text, ids = render(value)
+            text, ids, key = render(value)
             if prev is None or prev[1] != text:
                 out[name] = text
-            last[name] = (value if type(value) in immutable else _MUTABLE, text, ids)
+            last[name] = (key, text, ids)
         if len(out) > 1:
             # ``names`` is a set: put the delta in the frame's variable order, so the output
             # does not depend on the string hash seed.

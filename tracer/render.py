@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import types
+from operator import is_
 
 from .env import PYBEHAVIOR
 
@@ -34,6 +35,10 @@ _dict_items = dict.items
 _list_getitem = list.__getitem__
 _tuple_getitem = tuple.__getitem__
 _exc_args = BaseException.__dict__["args"].__get__
+
+# The recorder's key for a value whose identity says nothing (mutable or user objects):
+# never ``is`` any live value, so such values are always re-rendered.
+MUTABLE = object()
 
 # Exact types whose repr() is the interpreter's own, cheap and deterministic.
 _SCALARS = frozenset([int, float, complex, bool, type(None), type(Ellipsis), type(NotImplemented), range])
@@ -172,31 +177,46 @@ class Renderer:
             return "<%s object>" % type_name(t)
         return self._cut(text)
 
-    def render_with_ids(self, value: object) -> tuple:
-        """``(text, ids)``: the rendering and the ids of the containers/objects it visited.
+    def render_keyed(self, value: object) -> tuple:
+        """``(text, ids, key)``: the rendering, the ids of the containers/objects it visited
+        (None for immutable scalars), and what the recorder keeps to skip re-rendering.
 
-        ``ids`` is None for immutable scalars. The recorder uses the ids to find which
-        other variables share an object that a line may have mutated.
+        The recorder uses the ids to find which other variables share an object that a line
+        may have mutated. ``key`` is the value itself for immutable scalars (an unchanged
+        identity means an unchanged rendering), a ``snapshot`` tuple for a list/tuple of
+        immutable scalars (see ``unchanged``), and ``MUTABLE`` for everything else.
         """
         t = type(value)
         if t in IMMUTABLE_TYPES:
-            return self.render(value), None
-        if (t is list or t is tuple) and 1 < len(value) <= self.max_items:  # type: ignore[arg-type]
-            # The hot case (a mutated list of numbers): the interpreter's own repr, when every
-            # item is a small exact scalar, is exactly what the item-by-item path produces.
-            kinds = set(map(type, value))  # type: ignore[call-overload]
-            if len(kinds) == 1 or kinds == _INT_BOOL:
-                ok = False
-                if kinds <= _INT_BOOL:
-                    ok = _FAST_INT_MIN < min(value) and max(value) < _FAST_INT_MAX  # type: ignore[type-var,call-overload]
-                elif kinds == _STR_ONLY:
-                    ok = max(map(len, value)) <= _FAST_STR_LEN  # type: ignore[call-overload]
-                elif kinds <= _FAST_KINDS:
-                    ok = True
-                if ok:
-                    text = repr(value)
-                    if len(text) <= self.max_value_chars:
-                        return text, frozenset((id(value),))
+            return self.render(value), None, value
+        if t is list or t is tuple:
+            n = len(value)  # type: ignore[arg-type]
+            if 1 < n <= self.max_items:
+                # The hot case (a mutated list of numbers): the interpreter's own repr, when
+                # every item is a small exact scalar, is exactly what the item-by-item path
+                # produces.
+                kinds = set(map(type, value))  # type: ignore[call-overload]
+                if len(kinds) == 1 or kinds == _INT_BOOL:
+                    ok = False
+                    if kinds <= _INT_BOOL:
+                        ok = _FAST_INT_MIN < min(value) and max(value) < _FAST_INT_MAX  # type: ignore[type-var,call-overload]
+                    elif kinds == _STR_ONLY:
+                        ok = max(map(len, value)) <= _FAST_STR_LEN  # type: ignore[call-overload]
+                    elif kinds <= _FAST_KINDS:
+                        ok = True
+                    if ok:
+                        text = repr(value)
+                        if len(text) <= self.max_value_chars:
+                            ident = id(value)
+                            return text, frozenset((ident,)), (ident, t, n, tuple(value))  # type: ignore[call-overload]
+            text, ids = self._render_ids(value, t)
+            if ids is not None and len(ids) == 1:
+                return text, ids, self.snapshot(value) or MUTABLE
+            return text, ids, MUTABLE
+        text, ids = self._render_ids(value, t)
+        return text, ids, MUTABLE
+
+    def _render_ids(self, value: object, t: type) -> tuple:
         budget = _Budget(self.max_value_chars)
         try:
             text = self._render(value, 0, budget)
@@ -206,6 +226,39 @@ class Renderer:
             self._failed.add(t)
             return "<%s object>" % type_name(t), None
         return self._cut(text), (frozenset(budget.ids) if budget.ids else None)
+
+    def snapshot(self, value: object) -> tuple | None:
+        """A key that lets ``unchanged`` prove a list/tuple still renders the same, or None.
+
+        Only for exact lists/tuples whose shown items (head and tail within the items
+        budget) are all exact immutable scalars: their rendering is then a function of the
+        type, the length and the identities of those items. The key holds the items, not
+        the container (nothing of the program's is kept alive beyond immutable scalars).
+        """
+        t = type(value)
+        if t is not list and t is not tuple:
+            return None
+        n = len(value)  # type: ignore[arg-type]
+        if n <= self.max_items:
+            items = tuple(value)  # type: ignore[call-overload]
+        else:
+            head, tail = self._items_plan(n)
+            items = tuple(value[:head]) + tuple(value[n - tail:])  # type: ignore[index]
+        if not set(map(type, items)) <= IMMUTABLE_TYPES:
+            return None
+        return (id(value), t, n, items)
+
+    def unchanged(self, key: tuple, value: object) -> bool:
+        """Whether ``value`` is the object ``key`` (from ``snapshot``) describes, unchanged."""
+        if id(value) != key[0] or type(value) is not key[1]:
+            return False
+        n = len(value)  # type: ignore[arg-type]
+        if n != key[2]:
+            return False
+        if n <= self.max_items:
+            return all(map(is_, key[3], value))  # type: ignore[call-overload]
+        head, tail = self._items_plan(n)
+        return all(map(is_, key[3], value[:head] + value[n - tail:]))  # type: ignore[index]
 
     def render_exception(self, exc: BaseException) -> str:
         """``"TypeName: message"`` for an exception event or trace summary."""
