@@ -67,13 +67,15 @@ _LINE_TABLES: dict = {}
 
 def offset_lines(code) -> dict:
     """Bytecode offset -> line number (None where the instruction has no line); 3.10+."""
-    table = _LINE_TABLES.get(code)
-    if table is None:
-        table = {}
-        for start, end, line in code.co_lines():
-            for off in range(start, end, 2):
-                table[off] = line
-        _LINE_TABLES[code] = table
+    # Keyed by id (hashing a code object hashes its bytecode); the entry keeps it alive.
+    entry = _LINE_TABLES.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    table = {}
+    for start, end, line in code.co_lines():
+        for off in range(start, end, 2):
+            table[off] = line
+    _LINE_TABLES[id(code)] = (code, table)
     return table
 
 
@@ -245,10 +247,11 @@ _ORDERS: dict = {}
 
 def variable_order(code) -> dict:
     """Name -> position in the frame's locals (varnames, then cells, then free variables)."""
-    order = _ORDERS.get(code)
-    if order is None:
-        order = {}
-        for name in code.co_varnames + code.co_cellvars + code.co_freevars:
-            order.setdefault(name, len(order))
-        _ORDERS[code] = order
+    entry = _ORDERS.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    order: dict = {}
+    for name in code.co_varnames + code.co_cellvars + code.co_freevars:
+        order.setdefault(name, len(order))
+    _ORDERS[id(code)] = (code, order)
     return order

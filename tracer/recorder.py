@@ -92,11 +92,12 @@ class Recorder:
 
     def in_scope(self, code) -> bool:
         """Whether ``code`` is recorded (cached per code object)."""
-        hit = self._scope_by_code.get(code)
-        if hit is None:
-            hit = bool(self.scope(code.co_filename))
-            self._scope_by_code[code] = hit
-        return hit
+        # Keyed by id: hashing a code object hashes its bytecode and constants (~0.5 us).
+        # The entry holds the code object, so its id cannot be reused while cached.
+        entry = self._scope_by_code.get(id(code))
+        if entry is None or entry[0] is not code:
+            entry = self._scope_by_code[id(code)] = (code, bool(self.scope(code.co_filename)))
+        return entry[1]
 
     # -- the four entry points used by backends ------------------------------------------
 
@@ -116,10 +117,10 @@ class Recorder:
             self.stack()
             tid = self.thread_numbers[ident]
         act = Activation(next(self._fids), tid, code)
-        effects = self._effects.get(code)
-        if effects is None:
-            effects = self._effects[code] = codeinfo.line_effects(code)
-        act.effects = effects
+        effects = self._effects.get(id(code))
+        if effects is None or effects[0] is not code:
+            effects = self._effects[id(code)] = (code, codeinfo.line_effects(code))
+        act.effects = effects[1]
         return act
 
     def enter(self, act: Activation, lineno: int, mapping) -> None:
@@ -346,13 +347,15 @@ class Recorder:
         static: dict = {}
         for kind, lineno, act, local_delta, arg, depth in self.events:
             code = act.code
-            fixed = static.get((code, lineno))
+            # Keyed by id (code objects hash slowly); the activations keep them alive.
+            key = (id(code), lineno)
+            fixed = static.get(key)
             if fixed is None:
-                info = names.get(code)
+                info = names.get(id(code))
                 if info is None:
-                    info = names[code] = (codeinfo.qualname(code), code.co_filename)
+                    info = names[id(code)] = (codeinfo.qualname(code), code.co_filename)
                 src = codeinfo.source_line(info[1], lineno) if lineno else ""
-                fixed = static[(code, lineno)] = (src, info[0], info[1], lineno if lineno is not None else 0)
+                fixed = static[key] = (src, info[0], info[1], lineno if lineno is not None else 0)
             append({
                 "kind": kind,
                 "lineno": fixed[3],

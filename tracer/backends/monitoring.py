@@ -91,7 +91,7 @@ class MonitoringBackend(Backend):
         if self.tool is None:
             return
         sys.monitoring.set_events(self.tool, 0)
-        for code in self._instrumented:
+        for code in self._instrumented.values():
             sys.monitoring.set_local_events(self.tool, code, 0)
 
     def stop(self) -> None:
@@ -104,7 +104,7 @@ class MonitoringBackend(Backend):
         mon = sys.monitoring
         tool = self.tool
         mon.set_events(tool, 0)
-        for code in self._instrumented:
+        for code in self._instrumented.values():
             try:
                 mon.set_local_events(tool, code, 0)
             except ValueError:
@@ -162,12 +162,12 @@ class MonitoringBackend(Backend):
             return self.DISABLE
         try:
             self._starts += 1
-            if code not in self._instrumented:
+            if id(code) not in self._instrumented:
                 if not rec.in_scope(code):
                     self._disabled_codes += 1
                     return self.DISABLE
                 sys.monitoring.set_local_events(self.tool, code, self._local_events)
-                self._instrumented[code] = True
+                self._instrumented[id(code)] = code  # by id: code objects hash slowly
             frame = _getframe(1)
             act = rec.new_activation(code)
             act.frame = frame
@@ -201,7 +201,7 @@ class MonitoringBackend(Backend):
 
     def _py_throw(self, code, offset, exc):
         rec = self.recorder
-        if not rec.active or code not in self._instrumented:
+        if not rec.active or id(code) not in self._instrumented:
             return None
         try:
             self._resume(code)
@@ -248,7 +248,7 @@ class MonitoringBackend(Backend):
 
     def _py_unwind(self, code, offset, exc):
         rec = self.recorder
-        if not rec.active or code not in self._instrumented:
+        if not rec.active or id(code) not in self._instrumented:
             return None
         try:
             self._leave(code, None, True, False)
@@ -258,7 +258,7 @@ class MonitoringBackend(Backend):
 
     def _raise(self, code, offset, exc):
         rec = self.recorder
-        if not rec.active or code not in self._instrumented:
+        if not rec.active or id(code) not in self._instrumented:
             return None
         try:
             act = self._current(code)
