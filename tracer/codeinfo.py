@@ -110,7 +110,7 @@ class LineEffects:
     """
 
     __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
-                 "inert")
+                 "inert", "simple")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -125,6 +125,9 @@ class LineEffects:
         self.calls = 0
         self.pure_callees = 0
         self.inert = False  # nothing to re-read after this line (set once the table is built)
+        # When the line can only store locals (no mutation, no call to check at run time):
+        # ``writes`` in the frame's variable order, else None (set once the table is built).
+        self.simple: tuple | None = None
 
     def merge(self, other: LineEffects) -> None:
         self.writes |= other.writes
@@ -238,6 +241,9 @@ def line_effects(code) -> dict:
         if eff.mutating or not eff.calls:
             eff.pure_calls = set()
         eff.inert = not (eff.writes or eff.mutating or eff.inplace or eff.pure_calls)
+        if not (eff.mutating or eff.pure_calls):
+            order = variable_order(code)
+            eff.simple = tuple(sorted(eff.writes, key=lambda k: (order.get(k, len(order)), k)))
     _EFFECTS[code] = table
     return table
 

@@ -144,10 +144,48 @@ class Recorder:
             delta = self.delta(act, mapping)
         else:
             eff = act.effects.get(prev)
-            if eff is not None and eff.inert:
+            if eff is None:
+                delta = self.delta(act, mapping)
+            elif eff.inert:
                 delta = {}  # the previous line can change nothing (a test, a jump, pass)
             else:
-                delta = self.line_delta(act, mapping, prev, frame)
+                names = eff.simple
+                last = act.last
+                if names is not None and eff.inplace:
+                    # ``x += ...`` on a container may mutate what other names share.
+                    for name in names:
+                        entry = last.get(name)
+                        if entry is not None and entry[2] is not None:
+                            names = None
+                            break
+                if names is None:
+                    delta = self.line_delta(act, mapping, prev, frame)
+                else:
+                    # The common case: the line only stores locals (in variable order).
+                    delta = {}
+                    for name in names:
+                        try:
+                            value = mapping[name]
+                        except KeyError:
+                            if name in last:
+                                del last[name]
+                                delta[name] = None
+                            continue
+                        entry = last.get(name)
+                        if entry is not None:
+                            key = entry[0]
+                            if key is value or (type(key) is tuple and self.renderer.unchanged(key, value)):
+                                continue
+                        if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
+                            text = repr(value)
+                            if entry is None or entry[1] != text:
+                                delta[name] = text
+                            last[name] = (value, text, None)
+                            continue
+                        text, ids, key = self.render_keyed(value)
+                        if entry is None or entry[1] != text:
+                            delta[name] = text
+                        last[name] = (key, text, ids)
         left = self._left
         if left == 0:
             self.truncated_reason = "max_events"
