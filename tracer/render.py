@@ -51,6 +51,7 @@ _FAST_KINDS = frozenset([float, type(None)])
 _INT_BOOL = frozenset([int, bool])
 _STR_ONLY = frozenset([str])
 _FAST_STR_LEN = 100
+_SEQ_TYPES = frozenset([list, tuple])
 _FAST_INT_MAX = 1 << 3300
 _FAST_INT_MIN = -_FAST_INT_MAX
 
@@ -196,7 +197,7 @@ class Renderer:
                 # every item is a small exact scalar, is exactly what the item-by-item path
                 # produces.
                 kinds = set(map(type, value))  # type: ignore[call-overload]
-                if len(kinds) == 1 or kinds == _INT_BOOL:
+                if len(kinds) == 1 or kinds == _INT_BOOL or kinds == _SEQ_TYPES:
                     ok = False
                     if kinds <= _INT_BOOL:
                         ok = _FAST_INT_MIN < min(value) and max(value) < _FAST_INT_MAX  # type: ignore[type-var,call-overload]
@@ -204,6 +205,11 @@ class Renderer:
                         ok = max(map(len, value)) <= _FAST_STR_LEN  # type: ignore[call-overload]
                     elif kinds <= _FAST_KINDS:
                         ok = True
+                    elif kinds <= _SEQ_TYPES and self.max_depth > 1 and all(map(self._flat_scalars, value)):  # type: ignore[call-overload]
+                        # A table (a list of lists of small scalars, e.g. a matrix): likewise.
+                        text = repr(value)
+                        if len(text) <= self.max_value_chars:
+                            return text, frozenset(map(id, value)) | {id(value)}, MUTABLE  # type: ignore[call-overload]
                     if ok:
                         text = repr(value)
                         if len(text) <= self.max_value_chars:
@@ -215,6 +221,23 @@ class Renderer:
             return text, ids, MUTABLE
         text, ids = self._render_ids(value, t)
         return text, ids, MUTABLE
+
+    def _flat_scalars(self, seq) -> bool:
+        """Whether an exact list/tuple renders exactly like ``repr()``: within the items
+        budget and made only of small exact scalars (the fast path's conditions)."""
+        n = len(seq)
+        if n > self.max_items:
+            return False
+        if n == 0:
+            return True
+        kinds = set(map(type, seq))
+        if len(kinds) != 1 and kinds != _INT_BOOL:
+            return False
+        if kinds <= _INT_BOOL:
+            return _FAST_INT_MIN < min(seq) and max(seq) < _FAST_INT_MAX
+        if kinds == _STR_ONLY:
+            return max(map(len, seq)) <= _FAST_STR_LEN
+        return kinds <= _FAST_KINDS
 
     def _render_ids(self, value: object, t: type) -> tuple:
         budget = _Budget(self.max_value_chars)
