@@ -34,6 +34,7 @@ def _result_fd() -> int:
 
 
 RESULT_FD = _result_fd()
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 BALLAST_BYTES = 16 << 20  # freed after the program so a memory-starved child can still report
 EXIT_REPORTED = 0
 EXIT_HARNESS_FAILED = 70
@@ -75,6 +76,19 @@ def set_parent_death_signal(parent_pid: int) -> None:
         os._exit(EXIT_HARNESS_FAILED)
 
 
+# What a fresh interpreter has (SIGCHLD is reset first, before anything else in the child).
+FRESH_HANDLERS = (
+    (signal.SIGINT, signal.default_int_handler),
+    (signal.SIGTERM, signal.SIG_DFL),
+)
+
+
+def signals_to_reset() -> List[int]:
+    """In the parent: the signals whose current handler a child must reset."""
+    wanted = ((signal.SIGCHLD, signal.SIG_DFL),) + FRESH_HANDLERS
+    return [signum for signum, handler in wanted if signal.getsignal(signum) is not handler]
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -100,6 +114,7 @@ class ChildSetup(object):
         cpu_s: int,
         nproc: int,
         fsize_bytes: int,
+        reset_signals: Optional[List[int]] = None,
     ) -> None:
         self.parent_pid = parent_pid
         self.stdout_w = stdout_w
@@ -110,10 +125,18 @@ class ChildSetup(object):
         self.cpu_s = cpu_s
         self.nproc = nproc
         self.fsize_bytes = fsize_bytes
+        # The signals whose handler differs from a fresh interpreter's (None: reset them all);
+        # the parent knows its own handlers, so the child skips the resets that change nothing.
+        self.reset_signals = reset_signals
+
+
+_CLOSE_RANGE = getattr(LIBC, "close_range", None) if sys.platform.startswith("linux") else None
 
 
 def _close_inherited_fds(keep: List[int]) -> None:
     """Close every fd but `keep`: the runner's output file must not be reachable by programs."""
+    if _CLOSE_RANGE is not None and _close_ranges(sorted(set(keep))):
+        return
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
@@ -124,6 +147,20 @@ def _close_inherited_fds(keep: List[int]) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _close_ranges(keep: List[int]) -> bool:
+    """close_range(2) on the gaps between the kept fds (one syscall each); False if unsupported."""
+    first = 0
+    for fd in keep + [0x7FFFFFFF]:
+        if fd > first:
+            try:
+                if int(_CLOSE_RANGE(first, fd - 1, 0)) != 0:  # type: ignore[misc]
+                    return False  # ENOSYS (kernel < 5.9): the caller closes them one by one
+            except (OSError, TypeError, ValueError):
+                return False
+        first = fd + 1
+    return True
 
 
 def _fresh_std_streams() -> None:
@@ -155,9 +192,12 @@ def _fresh_std_streams() -> None:
 def _vm_bytes() -> int:
     """Current virtual size of this process (what RLIMIT_AS counts)."""
     try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[0])
-        return pages * os.sysconf("SC_PAGE_SIZE")
+        fd = os.open("/proc/self/statm", os.O_RDONLY)
+        try:
+            pages = int(os.read(fd, 256).split()[0])
+        finally:
+            os.close(fd)
+        return pages * PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -204,7 +244,9 @@ def run_child(
     try:
         os.setpgid(0, 0)
         set_parent_death_signal(setup.parent_pid)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        resets = setup.reset_signals
+        if resets is None or signal.SIGCHLD in resets:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(setup.stdout_w, 1)
@@ -213,8 +255,9 @@ def run_child(
         result_fd = RESULT_FD
         _close_inherited_fds([0, 1, 2, RESULT_FD] + setup.keep_fds)
         _fresh_std_streams()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, handler in FRESH_HANDLERS:
+            if resets is None or signum in resets:
+                signal.signal(signum, handler)
         _reset_logging()
         # Reserved (not touched) before the limits are set, released before reporting: a child
         # whose program ran out of memory still has room to serialise its trace.

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from tracer._batch_child import ChildSetup, prctl, run_child
+from tracer._batch_child import ChildSetup, prctl, run_child, signals_to_reset
 from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
 from tracer._batch_output import TraceWriter, decode_output
@@ -458,6 +458,7 @@ class BatchRunner(object):
             cpu_s=int(math.ceil(kill_after + REPORT_GRACE_S)) + 1 if timeout_s > 0 else 0,
             nproc=self._nproc_base + self.max_procs if self.max_procs > 0 else 0,
             fsize_bytes=self.max_file_bytes,
+            reset_signals=signals_to_reset(),
         )
         work = _job_work(job, self.backend, limits, self.include, self.exclude)
         outcome = _Outcome()
@@ -741,8 +742,7 @@ class BatchRunner(object):
         path = "/proc/self/task/%d/children" % self._pid
         for _ in range(100):
             try:
-                with open(path) as f:
-                    pids = [int(p) for p in f.read().split() if int(p) not in self._unreaped]
+                pids = [int(p) for p in _read_small(path).split() if int(p) not in self._unreaped]
             except (OSError, ValueError):
                 return
             if not pids:
@@ -817,6 +817,20 @@ def _tracer_version() -> str:
     import tracer
 
     return str(getattr(tracer, "__version__", "unknown"))
+
+
+def _read_small(path: str) -> bytes:
+    """A small /proc file's content, without a Python file object (this runs once per program)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, READ_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _kill_group(pid: int) -> None:
