@@ -35,6 +35,10 @@ _INERT_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, type, type
 
 CALL, LINE, RETURN, EXCEPTION = "call", "line", "return", "exception"
 
+# An activation's ``prev_line`` right after its call event (which read every local): when
+# no other event came in between, its first line event has nothing new to read.
+_ENTERED = -(1 << 62)
+
 
 class Activation:
     """One activation of an in-scope frame (a resumed generator keeps its activation)."""
@@ -131,7 +135,9 @@ class Recorder:
         act.depth = len(st)
         st.append(act)
         act.raised = False
-        act.prev_line = None
+        # A resumed generator continues in the middle of its yield line (``x = yield``
+        # stores after resuming): only a fresh activation may skip its first rescan.
+        act.prev_line = _ENTERED if act.clock < 0 else None
         self._emit((CALL, lineno, act, self.delta(act, mapping), None, act.depth))
         act.clock = self._clock
 
@@ -142,6 +148,8 @@ class Recorder:
         act.prev_line = lineno
         if prev is None or self._clock != act.clock or act.module_level or FULL_SCAN:
             delta = self.delta(act, mapping)
+        elif prev is _ENTERED:
+            delta = {}  # nothing ran since the call event read every local
         else:
             eff = act.effects.get(prev)
             if eff is None:
