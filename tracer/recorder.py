@@ -390,28 +390,35 @@ class Recorder:
         out = []
         append = out.append
         names: dict = {}
-        static: dict = {}
+        # (kind, id(code), line) -> a finished event dict to copy: a dict copy and five
+        # stores are cheaper than building the ten-key dict afresh (the activations keep
+        # the code objects alive, so their ids are stable; code objects hash slowly).
+        templates: dict = {}
         for kind, lineno, act, local_delta, arg, depth in self.events:
             code = act.code
-            # Keyed by id (code objects hash slowly); the activations keep them alive.
-            key = (id(code), lineno)
-            fixed = static.get(key)
-            if fixed is None:
+            key = (kind, id(code), lineno)
+            template = templates.get(key)
+            if template is None:
                 info = names.get(id(code))
                 if info is None:
                     info = names[id(code)] = (codeinfo.qualname(code), code.co_filename)
-                src = codeinfo.source_line(info[1], lineno) if lineno else ""
-                fixed = static[key] = (src, info[0], info[1], lineno if lineno is not None else 0)
-            append({
-                "kind": kind,
-                "lineno": fixed[3],
-                "source": fixed[0],
-                "function": fixed[1],
-                "file": fixed[2],
-                "depth": depth,
-                "frame_id": act.fid,
-                "thread_id": act.tid,
-                "locals": local_delta,
-                "arg": arg,
-            })
+                template = templates[key] = {
+                    "kind": kind,
+                    "lineno": lineno if lineno is not None else 0,
+                    "source": codeinfo.source_line(info[1], lineno) if lineno else "",
+                    "function": info[0],
+                    "file": info[1],
+                    "depth": 0,
+                    "frame_id": 0,
+                    "thread_id": 0,
+                    "locals": None,
+                    "arg": None,
+                }
+            event = template.copy()
+            event["depth"] = depth
+            event["frame_id"] = act.fid
+            event["thread_id"] = act.tid
+            event["locals"] = local_delta
+            event["arg"] = arg
+            append(event)
         return out
