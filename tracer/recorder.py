@@ -46,7 +46,7 @@ class Activation:
     __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "raised",
                  "prev_line", "clock", "effects")
 
-    def __init__(self, fid: int, tid: int, code) -> None:
+    def __init__(self, fid: int, tid: int, code, effects=None, module_level=None) -> None:
         self.fid = fid
         self.tid = tid
         self.code = code
@@ -57,10 +57,10 @@ class Activation:
         # and the recorder's event clock after its last event (to notice other frames ran).
         self.prev_line = None
         self.clock = -1
-        self.effects = None  # codeinfo.line_effects(code), fetched on first use
+        self.effects = effects  # codeinfo.line_effects(code), fetched on first use
         self.frame = None  # the live frame, held only while it runs (monitoring backend)
         self.proxy = None  # 3.13: the frame's f_locals proxy, a live view
-        self.module_level = code.co_name == "<module>"
+        self.module_level = code.co_name == "<module>" if module_level is None else module_level
         self.raised = False  # last event of this activation was an exception
 
 
@@ -120,12 +120,10 @@ class Recorder:
         if tid is None:
             self.stack()
             tid = self.thread_numbers[ident]
-        act = Activation(next(self._fids), tid, code)
-        effects = self._effects.get(id(code))
-        if effects is None or effects[0] is not code:
-            effects = self._effects[id(code)] = (code, codeinfo.line_effects(code))
-        act.effects = effects[1]
-        return act
+        info = self._effects.get(id(code))
+        if info is None or info[0] is not code:
+            info = self._effects[id(code)] = (code, codeinfo.line_effects(code), code.co_name == "<module>")
+        return Activation(next(self._fids), tid, code, info[1], info[2])
 
     def enter(self, act: Activation, lineno: int, mapping) -> None:
         """A call event: ``act`` starts or resumes; ``mapping`` is the frame's locals."""

@@ -30,6 +30,9 @@ _TOOL_NAME = "worldtrace"
 # 2 profiler, 5 optimizer are the named ones).
 _TOOL_IDS = (3, 4, 2, 0, 5, 1)
 
+# 3.13+: f_locals is a live proxy (read once per activation); bound here for the hot path.
+_PROXY = PYBEHAVIOR.f_locals_is_proxy  # PYBEHAVIOR: f_locals_is_proxy
+
 # Whether any trace in this process returned DISABLE (then the next start restarts events).
 _EVENTS_DISABLED = False
 
@@ -171,7 +174,7 @@ class MonitoringBackend(Backend):
             frame = _getframe(1)
             act = rec.new_activation(code)
             act.frame = frame
-            if act.module_level or not PYBEHAVIOR.f_locals_is_proxy:  # PYBEHAVIOR: f_locals_is_proxy
+            if act.module_level or not _PROXY:  # PYBEHAVIOR: f_locals_is_proxy
                 rec.enter(act, frame.f_lineno, frame.f_locals)
             else:
                 proxy = act.proxy = frame.f_locals
