@@ -289,6 +289,7 @@ class BatchRunner(object):
         self._oom_kills = 0
         self._pytest_warm = False
         self._ldict: Optional[Dict[str, Any]] = None
+        self._signal_resets: Optional[List[int]] = None  # None: the child resets them all
 
     # ---------------------------------------------------------------- the batch
     def run(self, jobs_path: str, out_path: str) -> Dict[str, Any]:
@@ -328,6 +329,7 @@ class BatchRunner(object):
         if hasattr(gc, "freeze"):
             gc.freeze()  # children do not touch (and so do not copy) the parent's heap in gc passes
         old_term = signal.signal(signal.SIGTERM, _raise_exit) if _in_main_thread() else None
+        self._signal_resets = signals_to_reset()  # the handlers stay as they are for the batch
         try:
             try:
                 lines = iter_job_lines(jobs_path)
@@ -356,6 +358,7 @@ class BatchRunner(object):
                     "cannot read %s or write %s: %s" % (jobs_path, out_path, exc)
                 ) from exc
         finally:
+            self._signal_resets = None
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
             if hasattr(gc, "unfreeze"):
@@ -403,6 +406,8 @@ class BatchRunner(object):
         gc.collect()
         if hasattr(gc, "freeze"):
             gc.freeze()
+        if self._signal_resets is not None:
+            self._signal_resets = signals_to_reset()  # in case importing pytest changed a handler
 
     # ---------------------------------------------------------------- one job
     def run_job(
@@ -458,7 +463,8 @@ class BatchRunner(object):
             cpu_s=int(math.ceil(kill_after + REPORT_GRACE_S)) + 1 if timeout_s > 0 else 0,
             nproc=self._nproc_base + self.max_procs if self.max_procs > 0 else 0,
             fsize_bytes=self.max_file_bytes,
-            reset_signals=signals_to_reset(),
+            reset_signals=self._signal_resets,
+            deadline=time.monotonic() + kill_after if kill_after > 0 else 0.0,
         )
         work = _job_work(job, self.backend, limits, self.include, self.exclude)
         outcome = _Outcome()
