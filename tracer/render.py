@@ -219,6 +219,14 @@ class Renderer:
             if ids is not None and len(ids) == 1:
                 return text, ids, self.snapshot(value) or MUTABLE
             return text, ids, MUTABLE
+        if t is dict and 0 < len(value) <= self.max_items:  # type: ignore[arg-type]
+            # A dict of small exact scalars (word counts, memo tables): repr() is exactly
+            # what the item-by-item path produces within the budgets.
+            flat = self._flat_scalars
+            if flat(list(value)) and flat(list(value.values())):  # type: ignore[call-overload,attr-defined]
+                text = repr(value)
+                if len(text) <= self.max_value_chars:
+                    return text, frozenset((id(value),)), MUTABLE
         text, ids = self._render_ids(value, t)
         return text, ids, MUTABLE
 
