@@ -180,7 +180,16 @@ class Recorder:
                         entry = last.get(name)
                         if entry is not None:
                             key = entry[0]
-                            if key is value or (type(key) is tuple and self.renderer.unchanged(key, value)):
+                            if key is value:
+                                continue
+                            if type(key) is tuple:  # a snapshot (see delta)
+                                res = self.renderer.refresh(key, value)
+                                if res is None:
+                                    continue
+                                text, ids, key = res
+                                if entry[1] != text:
+                                    delta[name] = text
+                                last[name] = (key, text, ids)
                                 continue
                         if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
                             text = repr(value)
@@ -235,7 +244,7 @@ class Recorder:
         last = act.last
         out = {}
         render = self.render_keyed
-        unchanged = self.renderer.unchanged
+        refresh = self.renderer.refresh
         seen = 0
         module_level = act.module_level
         for name, value in mapping.items():
@@ -245,7 +254,16 @@ class Recorder:
             prev = last.get(name)
             if prev is not None:
                 key = prev[0]
-                if key is value or (type(key) is tuple and unchanged(key, value)):
+                if key is value:
+                    continue
+                if type(key) is tuple:  # a snapshot: unchanged, or re-rendered incrementally
+                    res = refresh(key, value)
+                    if res is None:
+                        continue
+                    text, ids, key = res
+                    if prev[1] != text:
+                        out[name] = text
+                    last[name] = (key, text, ids)
                     continue
             if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
                 text = repr(value)
@@ -318,7 +336,7 @@ class Recorder:
             return {}
         out = {}
         render = self.render_keyed
-        unchanged = self.renderer.unchanged
+        refresh = self.renderer.refresh
         for name in names:
             try:
                 value = mapping[name]
@@ -330,7 +348,16 @@ class Recorder:
             prev = last.get(name)
             if prev is not None:
                 key = prev[0]
-                if key is value or (type(key) is tuple and unchanged(key, value)):
+                if key is value:
+                    continue
+                if type(key) is tuple:  # a snapshot: unchanged, or re-rendered incrementally
+                    res = refresh(key, value)
+                    if res is None:
+                        continue
+                    text, ids, key = res
+                    if prev[1] != text:
+                        out[name] = text
+                    last[name] = (key, text, ids)
                     continue
             if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
                 text = repr(value)  # the common case, without two calls into the renderer

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 import types
-from operator import is_
+from itertools import compress
+from operator import is_, is_not
 
 from .env import PYBEHAVIOR
 
@@ -214,7 +215,7 @@ class Renderer:
                         text = repr(value)
                         if len(text) <= self.max_value_chars:
                             ident = id(value)
-                            return text, frozenset((ident,)), (ident, t, n, tuple(value))  # type: ignore[call-overload]
+                            return text, frozenset((ident,)), (ident, t, n, tuple(value), None)  # type: ignore[call-overload]
             text, ids = self._render_ids(value, t)
             if ids is not None and len(ids) == 1:
                 return text, ids, self.snapshot(value) or MUTABLE
@@ -277,7 +278,47 @@ class Renderer:
             items = tuple(value[:head]) + tuple(value[n - tail:])  # type: ignore[index]
         if not set(map(type, items)) <= IMMUTABLE_TYPES:
             return None
-        return (id(value), t, n, items)
+        return (id(value), t, n, items, None)
+
+    def refresh(self, key: tuple, value: object) -> tuple | None:
+        """None when ``value`` still renders as the snapshot ``key`` says, else
+        ``render_keyed(value)``: for a list of small scalars (within the budgets), only the
+        items whose identity changed are re-rendered (a swap costs two reprs, not sixty)."""
+        n = key[2]
+        if id(value) != key[0] or type(value) is not key[1] or len(value) != n:  # type: ignore[arg-type]
+            return self.render_keyed(value)
+        if n > self.max_items:
+            return None if self.unchanged(key, value) else self.render_keyed(value)
+        changed = list(compress(range(n), map(is_not, key[3], value)))  # type: ignore[call-overload]
+        if not changed:
+            return None
+        if key[1] is not list or n < 2:
+            return self.render_keyed(value)
+        reprs = key[4]
+        if reprs is None:
+            return self._render_list_items(value, n, None, range(n))
+        return self._render_list_items(value, n, reprs, changed)
+
+    def _render_list_items(self, value, n: int, old: list | None, changed) -> tuple:
+        """A list of small exact scalars from the item reprs (``changed`` ones re-done)."""
+        reprs = list(old) if old is not None else [""] * n
+        for i in changed:
+            v = value[i]
+            tv = type(v)
+            if tv is int or tv is bool:
+                if not (_FAST_INT_MIN < v < _FAST_INT_MAX):
+                    return self.render_keyed(value)
+            elif tv is str:
+                if len(v) > _FAST_STR_LEN:
+                    return self.render_keyed(value)
+            elif tv not in _FAST_KINDS:
+                return self.render_keyed(value)
+            reprs[i] = repr(v)
+        text = "[" + ", ".join(reprs) + "]"
+        if len(text) > self.max_value_chars:
+            return self.render_keyed(value)
+        ident = id(value)
+        return text, frozenset((ident,)), (ident, list, n, tuple(value), reprs)
 
     def unchanged(self, key: tuple, value: object) -> bool:
         """Whether ``value`` is the object ``key`` (from ``snapshot``) describes, unchanged."""
