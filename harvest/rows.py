@@ -10,41 +10,18 @@ from harvest.plan import HarvestSettings
 
 def stream_row_defaults(settings: HarvestSettings) -> dict[str, Any]:
     """A complete stream row (schemas/trace_stream.md) with neutral values, for the host to fill in."""
-    from schemas.stream import STREAM_FORMAT
-    from tracer import __version__ as tracer_version
+    from tracer.stream import blank_trace
 
-    return {
-        "format": STREAM_FORMAT,
-        "program_id": "",
-        "entrypoint": None,
-        "input": None,
-        "status": "error",
-        "return_value": None,
-        "exception_type": None,
-        "exception_message": None,
-        "truncated": False,
-        "truncated_reason": None,
-        "stdout": "",
-        "stderr": "",
-        "output_truncated": False,
-        "wall_time_s": 0.0,
-        "n_events": 0,
-        "python_version": "",
-        "backend": settings.backend,
-        "backend_reason": None,
-        "tracer_version": tracer_version,
-        "limits": {
-            "max_events": settings.max_events,
-            "max_value_chars": settings.max_value_chars,
-            "max_items": 0,
-            "max_depth": 0,
-            "max_output_bytes": 0,
-            "timeout_s": settings.timeout_s,
-            "memory_mb": settings.memory_mb,
-        },
-        "tracer_error": None,
-        "events": [],
+    limits = {
+        "max_events": settings.max_events,
+        "max_value_chars": settings.max_value_chars,
+        "max_items": 0,
+        "max_depth": 0,
+        "max_output_bytes": 0,
+        "timeout_s": settings.timeout_s,
+        "memory_mb": settings.memory_mb,
     }
+    return blank_trace("", limits=limits, backend=settings.backend, python_version="")
 
 
 def expected_rendering(expected_output: str, max_value_chars: int = 0) -> str | None:

@@ -16,7 +16,6 @@ import threading
 import time
 import types
 
-from . import __version__
 from .backends.select import BackendUnavailable, choose_backend
 from .env import PYTHON_VERSION
 from .recorder import Recorder
@@ -28,8 +27,8 @@ from .render import (
     type_qualified_name,
 )
 from .scope import Scope
+from .stream import blank_trace
 
-FORMAT = "worldtrace.stream/1"
 DEFAULT_MAX_EVENTS = 100000
 DEFAULT_MAX_OUTPUT_BYTES = 1 << 20
 
@@ -136,30 +135,10 @@ class _OutputCapture:
 
 
 def _base_trace(program_id: str, entry, input_text, limits: Limits) -> dict:
-    return {
-        "format": FORMAT,
-        "program_id": program_id,
-        "entrypoint": entry,
-        "input": input_text,
-        "status": "error",
-        "return_value": None,
-        "exception_type": None,
-        "exception_message": None,
-        "truncated": False,
-        "truncated_reason": None,
-        "stdout": "",
-        "stderr": "",
-        "output_truncated": False,
-        "wall_time_s": 0.0,
-        "n_events": 0,
-        "python_version": PYTHON_VERSION,
-        "backend": None,
-        "backend_reason": None,
-        "tracer_version": __version__,
-        "limits": limits.to_dict(),
-        "tracer_error": None,
-        "events": [],
-    }
+    return blank_trace(
+        program_id, entrypoint=entry, input_text=input_text, limits=limits.to_dict(),
+        python_version=PYTHON_VERSION,
+    )
 
 
 def _program_id(file: str) -> str:

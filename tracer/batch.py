@@ -28,6 +28,8 @@ from tracer._batch_child import ChildSetup, prctl, run_child, signals_to_reset
 from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
 from tracer._batch_output import TraceWriter, decode_output
+from tracer.stream import FORMAT as STREAM_FORMAT
+from tracer.stream import blank_trace
 
 __all__ = ["BatchError", "BatchRunner", "OutputError", "UsageError", "run_batch"]
 
@@ -37,7 +39,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # infrastructure: cannot fork, cannot write the output
 EXIT_USAGE = 2  # the jobs file or the output cannot be used
 
-STREAM_FORMAT = "worldtrace.stream/1"
 RUNINFO_FORMAT = "worldtrace.batch-run/1"
 READ_CHUNK = 1 << 16
 LIVENESS_POLL_S = 0.01  # only where pidfd_open is missing (Python 3.8) and the child went silent
@@ -690,30 +691,9 @@ class BatchRunner(object):
 
     def _blank(self, program_id: str) -> Dict[str, Any]:
         used, reason = _backend_choice(self.backend)
-        return {
-            "format": STREAM_FORMAT,
-            "program_id": program_id,
-            "entrypoint": None,
-            "input": None,
-            "status": "error",
-            "return_value": None,
-            "exception_type": None,
-            "exception_message": None,
-            "truncated": False,
-            "truncated_reason": None,
-            "stdout": "",
-            "stderr": "",
-            "output_truncated": False,
-            "wall_time_s": 0.0,
-            "n_events": 0,
-            "python_version": platform.python_version(),
-            "backend": used,
-            "backend_reason": reason,
-            "tracer_version": _tracer_version(),
-            "limits": _limits_dict(self.limits),
-            "tracer_error": None,
-            "events": [],
-        }
+        return blank_trace(
+            program_id, limits=_limits_dict(self.limits), backend=used, backend_reason=reason
+        )
 
     # ---------------------------------------------------------------- processes
     def _start_processes(self) -> None:

@@ -13,22 +13,21 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
-import platform
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from tracer import __version__, codeinfo
+from tracer import codeinfo
 from tracer.backends.select import BackendUnavailable, choose_backend
 from tracer.recorder import Recorder
 from tracer.render import Renderer, type_qualified_name
+from tracer.stream import blank_trace
 
 try:
     from _thread import get_ident
 except ImportError:  # pragma: no cover
     from threading import get_ident
 
-FORMAT = "worldtrace.stream/1"
 CO_VARARGS = 0x04
 CO_VARKEYWORDS = 0x08
 TEST_DIRS = frozenset(("tests", "test", "testing"))
@@ -346,30 +345,7 @@ class CallRecorder(Recorder):
 def _base_trace(
     program_id: str, limits: Any, backend: Optional[str], reason: Optional[str]
 ) -> Dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "program_id": program_id,
-        "entrypoint": None,
-        "input": None,
-        "status": "error",
-        "return_value": None,
-        "exception_type": None,
-        "exception_message": None,
-        "truncated": False,
-        "truncated_reason": None,
-        "stdout": "",
-        "stderr": "",
-        "output_truncated": False,
-        "wall_time_s": 0.0,
-        "n_events": 0,
-        "python_version": platform.python_version(),
-        "backend": backend,
-        "backend_reason": reason,
-        "tracer_version": __version__,
-        "limits": limits.to_dict(),
-        "tracer_error": None,
-        "events": [],
-    }
+    return blank_trace(program_id, limits=limits.to_dict(), backend=backend, backend_reason=reason)
 
 
 def run_pytest_job(
