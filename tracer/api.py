@@ -335,6 +335,30 @@ def _collect_args(*args, **kwargs):
     return args, kwargs
 
 
+class _Rejected(Exception):
+    """The job cannot run at all; ``trace`` is its finished `error` trace."""
+
+    def __init__(self, trace: dict) -> None:
+        super().__init__(trace["tracer_error"])
+        self.trace = trace
+
+
+def _prepare(file, program_id, entry, input_text, source, backend, limits, include, exclude, capture_output):
+    """The run of a new trace and the program's source (registered for line lookups), or _Rejected."""
+    trace = _base_trace(program_id or _program_id(file), entry, input_text, limits)
+    try:
+        run = _Run(trace, file, backend, limits, include, exclude, capture_output)
+    except BackendUnavailable as exc:
+        raise _Rejected(_error(trace, "backend unavailable: %s" % exc)) from None
+    if source is None:
+        try:
+            source = _read_source(file)
+        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+            raise _Rejected(_error(trace, "cannot read program %s: %s" % (file, exc))) from None
+    _register_source(file, source)
+    return run, source
+
+
 def trace_call(
     file: str,
     entry: str,
@@ -350,17 +374,12 @@ def trace_call(
 ) -> dict:
     """Trace ``ENTRY(input_text)`` from the module in ``file`` (or ``source`` named ``file``)."""
     limits = limits if limits is not None else Limits()
-    trace = _base_trace(program_id or _program_id(file), entry, input_text, limits)
     try:
-        run = _Run(trace, file, backend, limits, include, exclude, capture_output)
-    except BackendUnavailable as exc:
-        return _error(trace, "backend unavailable: %s" % exc)
-    if source is None:
-        try:
-            source = _read_source(file)
-        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-            return _error(trace, "cannot read program %s: %s" % (file, exc))
-    _register_source(file, source)
+        run, source = _prepare(
+            file, program_id, entry, input_text, source, backend, limits, include, exclude, capture_output
+        )
+    except _Rejected as rejected:
+        return rejected.trace
     name = _module_name(file)
     module = types.ModuleType(name)
     module.__file__ = file
@@ -416,17 +435,12 @@ def trace_script(
 ) -> dict:
     """Trace the script at ``path`` (or ``source`` named ``path``) run as ``__main__``."""
     limits = limits if limits is not None else Limits()
-    trace = _base_trace(program_id or _program_id(path), None, None, limits)
     try:
-        run = _Run(trace, path, backend, limits, include, exclude, capture_output)
-    except BackendUnavailable as exc:
-        return _error(trace, "backend unavailable: %s" % exc)
-    if source is None:
-        try:
-            source = _read_source(path)
-        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-            return _error(trace, "cannot read program %s: %s" % (path, exc))
-    _register_source(path, source)
+        run, source = _prepare(
+            path, program_id, None, None, source, backend, limits, include, exclude, capture_output
+        )
+    except _Rejected as rejected:
+        return rejected.trace
     module = types.ModuleType("__main__")
     module.__file__ = path
     namespace = module.__dict__
