@@ -46,7 +46,8 @@ class Limits:
     memory_mb: int = 0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # Flat fields: a plain copy, not dataclasses.asdict's recursive deep copy (once per program).
+        return dict(self.__dict__)
 
 
 class _Timeout(BaseException):
