@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from harvest.errors import ConfigError
 from harvest.inputs import Program
+from harvest.sandbox import base as sb
 
 DEFAULT_IMAGE = "base-py311"
 DEFAULT_PROGRAMS_PER_UNIT = 200
@@ -26,13 +27,13 @@ class HarvestSettings:
     image: str = DEFAULT_IMAGE
     sandbox: str = "docker"
     backend: str = "auto"
-    timeout_s: float = 10.0  # per program, enforced by the batch runner
-    max_events: int = 10_000
-    max_value_chars: int = 1_000
-    memory_mb: int = 512
-    cpus: float = 1.0
-    pids: int = 256
-    tmpfs_mb: int = 256
+    timeout_s: float = sb.DEFAULT_PROGRAM_TIMEOUT_S  # per program, enforced by the batch runner
+    max_events: int = sb.DEFAULT_MAX_EVENTS
+    max_value_chars: int = sb.DEFAULT_MAX_VALUE_CHARS
+    memory_mb: int = sb.DEFAULT_MEMORY_MB
+    cpus: float = sb.DEFAULT_CPUS
+    pids: int = sb.DEFAULT_PIDS
+    tmpfs_mb: int = sb.DEFAULT_TMPFS_MB
     programs_per_unit: int = DEFAULT_PROGRAMS_PER_UNIT
     unit_timeout_s: float | None = None  # None: derived from the unit's size (unit_deadline)
 

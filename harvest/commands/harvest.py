@@ -28,6 +28,7 @@ from harvest.plan import (
     plan_units,
 )
 from harvest.run_manifest import RunRecord, images_of, now, write_run_manifest
+from harvest.sandbox import base as sb
 from harvest.unit import UnitResult
 from schemas.errors import SchemaError
 
@@ -62,10 +63,10 @@ LOCK_FILE = ".worldtrace/harvest.lock"
     show_default=True,
     help="Tracer backend (auto: sys.monitoring where the image's Python has it).",
 )
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Seconds per program.")
-@click.option("--max-events", type=click.IntRange(min=1), default=10_000, show_default=True, help="Events recorded per trace.")
-@click.option("--max-value-chars", type=click.IntRange(min=1), default=1_000, show_default=True, help="Characters per rendered value.")
-@click.option("--memory-mb", type=click.IntRange(min=32), default=512, show_default=True, help="Memory limit of a sandbox.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=sb.DEFAULT_PROGRAM_TIMEOUT_S, show_default=True, help="Seconds per program.")
+@click.option("--max-events", type=click.IntRange(min=1), default=sb.DEFAULT_MAX_EVENTS, show_default=True, help="Events recorded per trace.")
+@click.option("--max-value-chars", type=click.IntRange(min=1), default=sb.DEFAULT_MAX_VALUE_CHARS, show_default=True, help="Characters per rendered value.")
+@click.option("--memory-mb", type=click.IntRange(min=32), default=sb.DEFAULT_MEMORY_MB, show_default=True, help="Memory limit of a sandbox.")
 @click.option(
     "--programs-per-unit",
     type=click.IntRange(min=1),

@@ -37,6 +37,16 @@ RUNNER_MEMORY_MB = 64
 STDERR_TAIL_CHARS = 4000
 
 
+# Defaults of a unit's limits; the harvest settings (harvest/plan.py) take the same ones.
+DEFAULT_PROGRAM_TIMEOUT_S = 10.0
+DEFAULT_MAX_EVENTS = 10_000
+DEFAULT_MAX_VALUE_CHARS = 1_000
+DEFAULT_MEMORY_MB = 512
+DEFAULT_CPUS = 1.0
+DEFAULT_PIDS = 256
+DEFAULT_TMPFS_MB = 256
+
+
 @dataclass(frozen=True)
 class UnitRequest:
     """One unit of work: run every job of `jobs_path` and append the stream to `output_path`."""
@@ -48,14 +58,14 @@ class UnitRequest:
     jobs_path: Path  # JSON Lines jobs for `python -m tracer batch` (schemas/batch_jobs.md)
     output_path: Path  # the stream ends up here (appended; a re-run resumes it)
     backend: str = "auto"
-    program_timeout_s: float = 10.0
+    program_timeout_s: float = DEFAULT_PROGRAM_TIMEOUT_S
     unit_timeout_s: float = 600.0
-    max_events: int = 10_000
-    max_value_chars: int = 1_000
-    memory_mb: int = 512
-    cpus: float = 1.0
-    pids: int = 256
-    tmpfs_mb: int = 256
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_value_chars: int = DEFAULT_MAX_VALUE_CHARS
+    memory_mb: int = DEFAULT_MEMORY_MB
+    cpus: float = DEFAULT_CPUS
+    pids: int = DEFAULT_PIDS
+    tmpfs_mb: int = DEFAULT_TMPFS_MB
 
     def __post_init__(self) -> None:
         for name in ("run_id", "unit_id"):
