@@ -69,3 +69,17 @@ def pyenv_pythons() -> dict[str, str]:
             if 8 <= minor <= 13 and exe.exists():
                 found[f"3.{minor}"] = str(exe)
     return found
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled sample programs traced locally (no Docker): two shards (6 traces, 5 programs)
+    with their manifest and a run manifest, for the publish and inspect tests."""
+    from harvest.inspect.sample import SAMPLE_PROGRAMS, write_sample_shards
+
+    out = tmp_path_factory.mktemp("shards")
+    write_sample_shards(SAMPLE_PROGRAMS, out, rows_per_shard=3)
+    (out / "harvest-run.json").write_text(
+        '{"format": "worldtrace.harvest-run/1", "run_id": "test-run", "versions": {"tracer": "0.1.0"}}\n'
+    )
+    return out
