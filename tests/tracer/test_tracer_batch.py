@@ -202,11 +202,14 @@ HOSTILE_JOBS = [
         """
         import os, time
         def f(path):
+            ready_r, ready_w = os.pipe()
             if os.fork() == 0:
                 os.setsid()
                 with open(path, "w") as fh:
                     fh.write(str(os.getpid()))
+                os.write(ready_w, b"x")  # the pid file exists before the program returns
                 time.sleep(1000)
+            os.read(ready_r, 1)
             return 1
         """,
         input_text="'daemon.pid'",
