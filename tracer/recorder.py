@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import itertools
 import os
+import sys
 import traceback
 import types
 
@@ -34,6 +35,10 @@ _SMALL_INT = 1 << 60
 _INERT_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
 
 CALL, LINE, RETURN, EXCEPTION = "call", "line", "return", "exception"
+
+# A buffered event is a flat tuple that references no activation (so activations die with
+# their frames and the garbage collector has little to walk):
+#   (kind, lineno, code, frame id, thread number, depth, locals delta or None, arg)
 
 # An activation's ``prev_line`` right after its call event (which read every local): when
 # no other event came in between, its first line event has nothing new to read.
@@ -77,7 +82,10 @@ class Recorder:
         self.render_keyed = renderer.render_keyed
         self.scope = scope
         self.max_events = max_events
-        self._left = max_events if max_events > 0 else -1
+        # Recording stops when ``len(events)`` reaches the limit.
+        self.limit = max_events if max_events > 0 else sys.maxsize
+        # Buffered event tuples (see the layout above). ``len(events)`` is also the event
+        # clock: an activation whose clock is behind it knows another frame ran meanwhile.
         self.events: list = []
         self.active = True
         self.truncated_reason: str | None = None
@@ -85,7 +93,6 @@ class Recorder:
         self.stacks: dict = {}
         self.thread_numbers: dict = {}
         self._fids = itertools.count()
-        self._clock = 0
         # Set by the backend: called once when recording stops early (budget, failure) so
         # the rest of the program runs untraced at full speed.
         self.on_halt = None
@@ -136,24 +143,26 @@ class Recorder:
         # A resumed generator continues in the middle of its yield line (``x = yield``
         # stores after resuming): only a fresh activation may skip its first rescan.
         act.prev_line = _ENTERED if act.clock < 0 else None
-        self._emit((CALL, lineno, act, self.delta(act, mapping), None, act.depth))
-        act.clock = self._clock
+        self._emit((CALL, lineno, act.code, act.fid, act.tid, act.depth, self.delta(act, mapping), None))
+        act.clock = len(self.events)
 
     def line(self, act: Activation, lineno: int, mapping, frame) -> None:
         """A line event; ``frame`` is the live frame (for its globals and builtins)."""
         act.raised = False
         prev = act.prev_line
         act.prev_line = lineno
-        if prev is None or self._clock != act.clock or act.module_level or FULL_SCAN:
+        events = self.events
+        n = len(events)
+        if prev is None or n != act.clock or act.module_level or FULL_SCAN:
             delta = self.delta(act, mapping)
         elif prev is _ENTERED:
-            delta = {}  # nothing ran since the call event read every local
+            delta = None  # nothing ran since the call event read every local
         else:
             eff = act.effects.get(prev)
             if eff is None:
                 delta = self.delta(act, mapping)
             elif eff.inert:
-                delta = {}  # the previous line can change nothing (a test, a jump, pass)
+                delta = None  # the previous line can change nothing (a test, a jump, pass)
             else:
                 names = eff.simple
                 last = act.last
@@ -201,15 +210,12 @@ class Recorder:
                         if entry is None or entry[1] != text:
                             delta[name] = text
                         last[name] = (key, text, ids)
-        left = self._left
-        if left == 0:
+        if n >= self.limit:
             self.truncated_reason = "max_events"
             self.halt()
             return
-        self._left = left - 1
-        self._clock += 1
-        self.events.append((LINE, lineno, act, delta, None, act.depth))
-        act.clock = self._clock
+        events.append((LINE, lineno, act.code, act.fid, act.tid, act.depth, delta, None))
+        act.clock = n + 1
 
     def leave(self, act: Activation, lineno: int, value, unwind: bool) -> None:
         """A return event (return, yield, or unwinding by exception when ``unwind``)."""
@@ -226,7 +232,7 @@ class Recorder:
             text = repr(value)
         else:
             text = self.render(value)
-        self._emit((RETURN, lineno, act, {}, text, act.depth))
+        self._emit((RETURN, lineno, act.code, act.fid, act.tid, act.depth, None, text))
 
     def exception(self, act: Activation, lineno: int, exc) -> None:
         act.raised = True
@@ -235,7 +241,7 @@ class Recorder:
             text = self.renderer.render_exception(exc)
         else:
             text = "StopIteration: %s" % self.render(exc)
-        self._emit((EXCEPTION, lineno, act, {}, text, act.depth))
+        self._emit((EXCEPTION, lineno, act.code, act.fid, act.tid, act.depth, None, text))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -377,14 +383,12 @@ class Recorder:
         return out
 
     def _emit(self, event: tuple) -> None:
-        self._clock += 1
-        left = self._left
-        if left == 0:
+        events = self.events
+        if len(events) >= self.limit:
             self.truncated_reason = "max_events"
             self.halt()
             return
-        self._left = left - 1
-        self.events.append(event)
+        events.append(event)
 
     def fail(self, exc: BaseException) -> None:
         """The tracer itself failed: stop recording and remember why."""
@@ -414,36 +418,28 @@ class Recorder:
         """The buffered events as the dicts of schemas/trace_stream.md."""
         out = []
         append = out.append
-        names: dict = {}
-        # (kind, id(code), line) -> a finished event dict to copy: a dict copy and five
-        # stores are cheaper than building the ten-key dict afresh (the activations keep
-        # the code objects alive, so their ids are stable; code objects hash slowly).
-        templates: dict = {}
-        for kind, lineno, act, local_delta, arg, depth in self.events:
-            code = act.code
-            key = (kind, id(code), lineno)
-            template = templates.get(key)
-            if template is None:
-                info = names.get(id(code))
-                if info is None:
-                    info = names[id(code)] = (codeinfo.qualname(code), code.co_filename)
-                template = templates[key] = {
-                    "kind": kind,
-                    "lineno": lineno if lineno is not None else 0,
-                    "source": codeinfo.source_line(info[1], lineno) if lineno else "",
-                    "function": info[0],
-                    "file": info[1],
-                    "depth": 0,
-                    "frame_id": 0,
-                    "thread_id": 0,
-                    "locals": None,
-                    "arg": None,
-                }
-            event = template.copy()
-            event["depth"] = depth
-            event["frame_id"] = act.fid
-            event["thread_id"] = act.tid
-            event["locals"] = local_delta
-            event["arg"] = arg
-            append(event)
+        # id(code) -> (code, qualname, file, {lineno: source line}); the events keep the
+        # code objects alive, so their ids are stable (code objects hash slowly).
+        infos: dict = {}
+        source_line = codeinfo.source_line
+        for kind, lineno, code, fid, tid, depth, local_delta, arg in self.events:
+            info = infos.get(id(code))
+            if info is None:
+                info = infos[id(code)] = (codeinfo.qualname(code), code.co_filename, {})
+            sources = info[2]
+            source = sources.get(lineno)
+            if source is None:
+                source = sources[lineno] = source_line(info[1], lineno) if lineno else ""
+            append({
+                "kind": kind,
+                "lineno": lineno if lineno is not None else 0,
+                "source": source,
+                "function": info[0],
+                "file": info[1],
+                "depth": depth,
+                "frame_id": fid,
+                "thread_id": tid,
+                "locals": local_delta if local_delta is not None else {},
+                "arg": arg,
+            })
         return out
