@@ -23,6 +23,7 @@ from sys import _getframe
 
 from .. import codeinfo
 from ..env import PYBEHAVIOR
+from ..recorder import _ENTERED, _SMALL_INT, CALL, FULL_SCAN, LINE, RETURN, Activation, Recorder
 from .base import Backend
 
 _TOOL_NAME = "worldtrace"
@@ -77,6 +78,10 @@ class MonitoringBackend(Backend):
             ev.LINE: self._line,
             ev.JUMP: self._jump,
         }
+        if type(self.recorder) is Recorder:
+            # The plain recorder: the three events that make up nearly all of a trace go
+            # through closures that do the recorder's work inline (see _fast_callbacks).
+            callbacks.update(self._fast_callbacks())
         for event, fn in callbacks.items():
             mon.register_callback(tool, event, fn)
         # Locations disabled by an earlier trace in this process must fire again. Restarting
@@ -321,3 +326,223 @@ class MonitoringBackend(Backend):
         except Exception as exc:
             rec.fail(exc)
         return None
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def _fast_callbacks(self) -> dict:
+        """PY_START, PY_RETURN and LINE callbacks for a plain ``Recorder``.
+
+        They do what ``_py_start``/``_py_return``/``_line`` plus ``Recorder.enter``/``leave``/
+        ``line`` do, with the common cases inlined and everything bound to closure variables
+        (a method call and a dozen attribute loads cost more than the work itself). Anything
+        unusual (a module or class body, a resumed activation, a line whose effects need the
+        bytecode analysis) goes through the recorder's general methods, which share the same
+        activations, stacks and event buffer.
+        """
+        mon = sys.monitoring
+        rec = self.recorder
+        events = rec.events
+        append = events.append
+        limit = rec.limit
+        stacks = rec.stacks
+        thread_numbers = rec.thread_numbers
+        instrumented = self._instrumented
+        render_keyed = rec.render_keyed
+        render = rec.render
+        refresh = rec.renderer.refresh
+        full_delta = rec.delta
+        line_delta = rec.line_delta
+        fids = rec._fids
+        tool = self.tool
+        local_events = self._local_events
+        DISABLE = mon.DISABLE
+        set_local_events = mon.set_local_events
+        in_scope = rec.in_scope
+        proxied = _PROXY
+        # id(code) -> (code, line effects, names bound at a fresh call in frame order, or
+        # None when the code object needs the general path: module and class bodies).
+        infos: dict = {}
+
+        def code_info(code):
+            if not in_scope(code):
+                return None
+            set_local_events(tool, code, local_events)
+            instrumented[id(code)] = code
+            module_level = code.co_name == "<module>"
+            if module_level or not (code.co_flags & 1):  # CO_OPTIMIZED: a function body
+                entry_names = None
+            else:
+                n_args = code.co_argcount + code.co_kwonlyargcount
+                n_args += bool(code.co_flags & 4) + bool(code.co_flags & 8)  # *args, **kwargs
+                entry_names = code.co_varnames[:n_args] + code.co_freevars
+            info = (code, codeinfo.line_effects(code), entry_names, module_level)
+            infos[id(code)] = info
+            return info
+
+        def truncate():
+            rec.truncated_reason = "max_events"
+            rec.halt()
+
+        def py_start(code, offset):
+            if not rec.active:
+                return DISABLE
+            try:
+                self._starts += 1
+                info = infos.get(id(code))
+                if info is None or info[0] is not code:
+                    info = code_info(code)
+                    if info is None:
+                        self._disabled_codes += 1
+                        return DISABLE
+                ident = get_ident()
+                tid = thread_numbers.get(ident)
+                if tid is None:
+                    rec.stack()
+                    tid = thread_numbers[ident]
+                frame = _getframe(1)
+                act = Activation(next(fids), tid, code, info[1], info[3])
+                act.frame = frame
+                names = info[2]
+                if names is None or not proxied:
+                    rec.enter(act, frame.f_lineno, frame.f_locals)
+                    return None
+                proxy = act.proxy = frame.f_locals
+                st = stacks[ident]
+                depth = act.depth = len(st)
+                st.append(act)
+                act.prev_line = _ENTERED
+                last = act.last
+                delta = {}
+                for name in names:
+                    try:
+                        value = proxy[name]
+                    except KeyError:
+                        continue
+                    if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
+                        text = repr(value)
+                        last[name] = (value, text, None)
+                    else:
+                        text, ids, key = render_keyed(value)
+                        last[name] = (key, text, ids)
+                    delta[name] = text
+                n = len(events)
+                if n >= limit:
+                    truncate()
+                    return None
+                append((CALL, frame.f_lineno, code, act.fid, tid, depth, delta, None))
+                act.clock = n + 1
+            except Exception as exc:
+                rec.fail(exc)
+            return None
+
+        def py_return(code, offset, value):
+            if not rec.active:
+                return DISABLE
+            try:
+                st = stacks.get(get_ident())
+                if st:
+                    act = st[-1]
+                    frame = act.frame
+                    if act.code is code and frame is not None:
+                        del st[-1]
+                        if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
+                            text = repr(value)
+                        else:
+                            text = render(value)
+                        act.frame = act.proxy = None
+                        if len(events) >= limit:
+                            truncate()
+                            return None
+                        append((RETURN, frame.f_lineno, code, act.fid, act.tid, act.depth, None, text))
+            except Exception as exc:
+                rec.fail(exc)
+            return None
+
+        def line(code, lineno):
+            if not rec.active:
+                return DISABLE
+            try:
+                st = stacks.get(get_ident())
+                if not st:
+                    return None
+                act = st[-1]
+                frame = act.frame
+                if act.code is not code or frame is None:
+                    return None
+                act.raised = False
+                prev = act.prev_line
+                act.prev_line = lineno
+                n = len(events)
+                delta = None
+                if prev is None or n != act.clock or act.module_level or FULL_SCAN:
+                    delta = full_delta(act, act.proxy if act.proxy is not None else frame.f_locals)
+                elif prev is _ENTERED:
+                    pass  # nothing ran since the call event read every local
+                else:
+                    eff = act.effects.get(prev)
+                    if eff is None:
+                        delta = full_delta(act, act.proxy if act.proxy is not None else frame.f_locals)
+                    elif not eff.inert:  # inert: the previous line can change nothing
+                        names = eff.simple
+                        last = act.last
+                        if names is not None and eff.inplace:
+                            # ``x += ...`` on a container may mutate what other names share.
+                            for name in names:
+                                entry = last.get(name)
+                                if entry is not None and entry[2] is not None:
+                                    names = None
+                                    break
+                        mapping = act.proxy
+                        if mapping is None:
+                            mapping = frame.f_locals
+                        if names is None:
+                            delta = line_delta(act, mapping, prev, frame)
+                        else:
+                            # The common case: the line only stores locals (in frame order).
+                            for name in names:
+                                try:
+                                    value = mapping[name]
+                                except KeyError:
+                                    if name in last:
+                                        del last[name]
+                                        if delta is None:
+                                            delta = {}
+                                        delta[name] = None
+                                    continue
+                                entry = last.get(name)
+                                if entry is not None:
+                                    key = entry[0]
+                                    if key is value:
+                                        continue
+                                    if type(key) is tuple:  # a snapshot (see Recorder.delta)
+                                        res = refresh(key, value)
+                                        if res is None:
+                                            continue
+                                        text, ids, key = res
+                                        if entry[1] != text:
+                                            if delta is None:
+                                                delta = {}
+                                            delta[name] = text
+                                        last[name] = (key, text, ids)
+                                        continue
+                                if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
+                                    text = repr(value)
+                                    ids = None
+                                else:
+                                    text, ids, value = render_keyed(value)
+                                if entry is None or entry[1] != text:
+                                    if delta is None:
+                                        delta = {}
+                                    delta[name] = text
+                                last[name] = (value, text, ids)
+                if n >= limit:
+                    truncate()
+                    return None
+                append((LINE, lineno, code, act.fid, act.tid, act.depth, delta, None))
+                act.clock = n + 1
+            except Exception as exc:
+                rec.fail(exc)
+            return None
+
+        ev = mon.events
+        return {ev.PY_START: py_start, ev.PY_RETURN: py_return, ev.LINE: line}
