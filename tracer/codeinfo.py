@@ -110,7 +110,7 @@ class LineEffects:
     """
 
     __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
-                 "inert", "simple")
+                 "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -128,6 +128,11 @@ class LineEffects:
         # When the line can only store locals (no mutation, no call to check at run time):
         # ``writes`` in the frame's variable order, else None (set once the table is built).
         self.simple: tuple | None = None
+        # The same sets as tuples in the frame's variable order (set once the table is
+        # built): writes, writes and loads together, and loads.
+        self.ordered_writes: tuple = ()
+        self.ordered_both: tuple = ()
+        self.ordered_loads: tuple = ()
 
     def merge(self, other: LineEffects) -> None:
         self.writes |= other.writes
@@ -241,9 +246,16 @@ def line_effects(code) -> dict:
         if eff.mutating or not eff.calls:
             eff.pure_calls = set()
         eff.inert = not (eff.writes or eff.mutating or eff.inplace or eff.pure_calls)
+        order = variable_order(code)
+
+        def in_order(names, order=order):
+            return tuple(sorted(names, key=lambda k: (order.get(k, len(order)), k)))
+
+        eff.ordered_writes = in_order(eff.writes)
+        eff.ordered_both = in_order(eff.writes | eff.loads)
+        eff.ordered_loads = in_order(eff.loads)
         if not (eff.mutating or eff.pure_calls):
-            order = variable_order(code)
-            eff.simple = tuple(sorted(eff.writes, key=lambda k: (order.get(k, len(order)), k)))
+            eff.simple = eff.ordered_writes
     _EFFECTS[code] = table
     return table
 

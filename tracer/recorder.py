@@ -288,7 +288,7 @@ class Recorder:
                 out[name] = None
         return out
 
-    def line_delta(self, act: Activation, mapping, prev_line: int, frame) -> dict:
+    def line_delta(self, act: Activation, mapping, prev_line: int, frame) -> dict | None:
         """Like ``delta``, but only for the variables the previous line can have changed.
 
         From the bytecode of the previous line (``codeinfo.line_effects``): the locals it
@@ -297,6 +297,7 @@ class Recorder:
         for in-place operators, every other local sharing an object with them (aliases,
         found through the ids each rendering visited). A mutating line that reads a
         mutable global, and any line after another frame ran (a callee), rescans all.
+        None when nothing changed.
         """
         effects = act.effects
         if effects is None:
@@ -305,7 +306,6 @@ class Recorder:
         if eff is None:
             return self.delta(act, mapping)
         last = act.last
-        names = eff.writes
         mutating = eff.mutating
         if eff.pure_calls and frame is not None:
             g = frame.f_globals
@@ -314,7 +314,6 @@ class Recorder:
                 if bname in g or b.get(bname) is not _BUILTINS.get(bname):
                     mutating = True
                     break
-        touched = None
         if mutating:
             if eff.globals and frame is not None:
                 g = frame.f_globals
@@ -322,26 +321,30 @@ class Recorder:
                     gval = g.get(gname)
                     if gval is not None and type(gval) not in IMMUTABLE_TYPES and not isinstance(gval, _INERT_GLOBAL_TYPES):
                         return self.delta(act, mapping)
-            names = names | eff.loads
-            touched = set()
-            for n in eff.loads:
-                entry = last.get(n)
-                if entry is not None and entry[2] is not None:
-                    touched.update(entry[2])
-        if eff.inplace:
-            touched = touched if touched is not None else set()
-            for n in eff.writes:
-                entry = last.get(n)
-                if entry is not None and entry[2] is not None:
-                    touched.update(entry[2])
-        if touched:
+            names = eff.ordered_both
+            shared = eff.ordered_both if eff.inplace else eff.ordered_loads
+        else:
+            names = eff.ordered_writes
+            shared = names if eff.inplace else ()
+        # Objects the line may have mutated in place: any other local showing one of them
+        # (an alias) must be re-read as well.
+        touched = None
+        for n in shared:
+            entry = last.get(n)
+            if entry is not None:
+                ids = entry[2]
+                if ids is not None:
+                    touched = ids if touched is None else touched | ids
+        reorder = False
+        if touched is not None:
             extra = [n for n, entry in last.items()
                      if entry[2] is not None and n not in names and not touched.isdisjoint(entry[2])]
             if extra:
-                names = names | set(extra)
+                names = names + tuple(extra)
+                reorder = True
         if not names:
-            return {}
-        out = {}
+            return None
+        out = None
         render = self.render_keyed
         refresh = self.renderer.refresh
         for name in names:
@@ -350,6 +353,8 @@ class Recorder:
             except KeyError:
                 if name in last:
                     del last[name]
+                    if out is None:
+                        out = {}
                     out[name] = None
                 continue
             prev = last.get(name)
@@ -363,22 +368,24 @@ class Recorder:
                         continue
                     text, ids, key = res
                     if prev[1] != text:
+                        if out is None:
+                            out = {}
                         out[name] = text
                     last[name] = (key, text, ids)
                     continue
             if type(value) is int and -_SMALL_INT < value < _SMALL_INT:
                 text = repr(value)  # the common case, without two calls into the renderer
-                if prev is None or prev[1] != text:
-                    out[name] = text
-                last[name] = (value, text, None)
-                continue
-            text, ids, key = render(value)
+                ids = None
+            else:
+                text, ids, value = render(value)
             if prev is None or prev[1] != text:
+                if out is None:
+                    out = {}
                 out[name] = text
-            last[name] = (key, text, ids)
-        if len(out) > 1:
-            # ``names`` is a set: put the delta in the frame's variable order, so the output
-            # does not depend on the string hash seed.
+            last[name] = (value, text, ids)
+        if reorder and out is not None and len(out) > 1:
+            # Put the delta in the frame's variable order, so the output does not depend on
+            # the order aliases were found in.
             order = codeinfo.variable_order(act.code)
             out = {k: out[k] for k in sorted(out, key=lambda k: (order.get(k, len(order)), k))}
         return out

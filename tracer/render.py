@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import types
-from itertools import compress
+from itertools import compress, islice
 from operator import is_, is_not
 
 from .env import PYBEHAVIOR
@@ -164,10 +164,8 @@ class Renderer:
             if -(1 << 60) < value < (1 << 60):  # type: ignore[operator]
                 return repr(value)
         elif t is str:
-            if len(value) <= self.max_value_chars:  # type: ignore[arg-type]
-                r = repr(value)
-                if len(r) <= self.max_value_chars:
-                    return r
+            r = self._str(value)  # type: ignore[arg-type]
+            return r if len(r) <= self.max_value_chars else self._cut(r)
         elif t is bool or t is float or value is None:
             return repr(value)
         try:
@@ -329,8 +327,12 @@ class Renderer:
             return False
         if n <= self.max_items:
             return all(map(is_, key[3], value))  # type: ignore[call-overload]
+        # Compare the shown head and tail in place: ``map`` stops at the shorter iterable,
+        # so no copy of the (long) list is made.
         head, tail = self._items_plan(n)
-        return all(map(is_, key[3], value[:head] + value[n - tail:]))  # type: ignore[index]
+        items = key[3]
+        return all(map(is_, islice(items, head), value)) and all(  # type: ignore[call-overload]
+            map(is_, islice(items, head, None), value[n - tail:]))  # type: ignore[call-overload,index]
 
     def render_exception(self, exc: BaseException) -> str:
         """``"TypeName: message"`` for an exception event or trace summary."""

@@ -23,7 +23,17 @@ from sys import _getframe
 
 from .. import codeinfo
 from ..env import PYBEHAVIOR
-from ..recorder import _ENTERED, _SMALL_INT, CALL, FULL_SCAN, LINE, RETURN, Activation, Recorder
+from ..recorder import (
+    _BUILTINS,
+    _ENTERED,
+    _SMALL_INT,
+    CALL,
+    FULL_SCAN,
+    LINE,
+    RETURN,
+    Activation,
+    Recorder,
+)
 from .base import Backend
 
 _TOOL_NAME = "worldtrace"
@@ -485,6 +495,16 @@ class MonitoringBackend(Backend):
                     elif not eff.inert:  # inert: the previous line can change nothing
                         names = eff.simple
                         last = act.last
+                        if names is None and not eff.mutating:
+                            # Only calls to pure builtins: the line just stores locals, as
+                            # long as those names still mean the builtins.
+                            g = frame.f_globals
+                            b = frame.f_builtins
+                            for bname in eff.pure_calls:
+                                if bname in g or b.get(bname) is not _BUILTINS.get(bname):
+                                    break
+                            else:
+                                names = eff.ordered_writes
                         if names is not None and eff.inplace:
                             # ``x += ...`` on a container may mutate what other names share.
                             for name in names:
