@@ -1,19 +1,25 @@
-"""Tracer overhead: median traced/untraced time per workload, backend and Python version.
+"""Tracer overhead: traced/untraced time per workload, backend and Python version.
 
 Run: ``python benchmarks/tracer_overhead.py [--pythons 3.12,3.13] [--reps N] [--quick]``
 
 For every CPython 3.8-3.13 that pyenv lists (plus the running interpreter), a child
-process times six small CPU-bound workloads untraced and traced, side by side, and
-prints the median ratio traced/untraced for:
+process times seven small CPU-bound workloads untraced and traced, side by side, and
+prints the ratio traced/untraced for:
 
 * ``monitoring`` / ``settrace``: worldtrace's backends (complete traces, default budgets,
   events converted to the stream's dicts, i.e. what ``trace_call`` returns);
+* ``mon-record``: the monitoring backend while the program runs, events still buffered
+  (the conversion to dicts is the difference to ``monitoring``);
+* ``mon-floor``: sys.monitoring callbacks that do nothing, on the same code objects: what
+  any recorder built on sys.monitoring pays before it records anything;
 * ``plain-settrace``: a minimal settrace recorder that ``repr()``s every local at every line;
 * ``pysnooper`` and ``hunter`` (hunter's VarsSnooper) where they are importable (the host
   venv, 3.11), as recorders of line-level locals;
 * ``out-of-scope``: the workload called from traced code but itself outside the scope.
 
-Times are CPU time of the measuring process (``time.process_time``), medians of repeated runs.
+Times are CPU time of the measuring process (``time.process_time``), the fastest of repeated
+runs (on a shared machine other jobs only ever add time: the minimum is the steadiest estimate,
+as ``timeit`` does); the summary rows then take the median/geomean/max across workloads.
 
 Stdlib only in the child (peers are optional), so it runs under any 3.8-3.13.
 """
@@ -155,7 +161,7 @@ def _on_alarm(signum, frame):
 
 
 def _time(fn, reps: int, cap_s: float = 0) -> float:
-    """Median wall time of ``reps`` calls; with ``cap_s``, one call stops at the cap and its
+    """Fastest CPU time of ``reps`` calls; with ``cap_s``, one call stops at the cap and its
     elapsed time is returned negated (a lower bound: the table prints it as ">N")."""
     samples = []
     for _ in range(reps):
@@ -173,10 +179,40 @@ def _time(fn, reps: int, cap_s: float = 0) -> float:
         else:
             fn()
         samples.append(_clock() - t0)
-    return statistics.median(samples)
+    return min(samples)
 
 
-def _worldtrace_runner(backend_name: str, program_file: str):
+def _floor_runner(program_file: str):
+    """The floor of any sys.monitoring recorder: PY_START/LINE/PY_RETURN callbacks that do
+    nothing, enabled on the in-scope code objects only (3.12+)."""
+    mon = sys.monitoring
+    ev = mon.events
+
+    def start(code, offset):
+        if code.co_filename != program_file:
+            return mon.DISABLE
+        mon.set_local_events(4, code, ev.LINE | ev.PY_RETURN)
+        return None
+
+    def run(fn, arg):
+        mon.use_tool_id(4, "floor")
+        mon.register_callback(4, ev.PY_START, start)
+        mon.register_callback(4, ev.LINE, lambda code, line: None)
+        mon.register_callback(4, ev.PY_RETURN, lambda code, offset, value: None)
+        mon.set_events(4, ev.PY_START)
+        try:
+            fn(arg)
+        finally:
+            mon.set_events(4, 0)
+            mon.set_local_events(4, fn.__code__, 0)
+            mon.free_tool_id(4)
+            mon.restart_events()
+        return 0
+
+    return run
+
+
+def _worldtrace_runner(backend_name: str, program_file: str, convert: bool = True):
     from tracer.backends.select import choose_backend
     from tracer.recorder import Recorder
     from tracer.render import Renderer
@@ -192,9 +228,8 @@ def _worldtrace_runner(backend_name: str, program_file: str):
             fn(arg)
         finally:
             b.stop()
-        events = rec.event_dicts()
         assert rec.error is None, rec.error
-        return len(events)
+        return len(rec.event_dicts()) if convert else len(rec.events)
 
     return run
 
@@ -270,6 +305,8 @@ def child(reps: int, peer_reps: int) -> dict:
     recorders = {}
     if PYBEHAVIOR.has_sys_monitoring:
         recorders["monitoring"] = (_worldtrace_runner("monitoring", WORKLOADS_FILE), reps)
+        recorders["mon-record"] = (_worldtrace_runner("monitoring", WORKLOADS_FILE, convert=False), reps)
+        recorders["mon-floor"] = (_floor_runner(WORKLOADS_FILE), reps)
     recorders["settrace"] = (_worldtrace_runner("settrace", WORKLOADS_FILE), reps)
     recorders["plain-settrace"] = (_plain_settrace_runner(WORKLOADS_FILE), peer_reps)
     notes = []
@@ -363,7 +400,7 @@ def main() -> int:
     for rep in reports:
         results = rep["results"]
         columns = [c for c in next(iter(results.values())) if c != "untraced_s"]
-        print(f"\nPython {rep['python']}  (median traced/untraced per workload; untraced in ms)")
+        print(f"\nPython {rep['python']}  (traced/untraced per workload, fastest of the repetitions; untraced in ms)")
         print(f"  {'workload':<14} {'untraced':>9}" + "".join(f" {c[:16]:>16}" for c in columns))
         for wl, row in results.items():
             print(f"  {wl:<14} {row['untraced_s'] * 1000:9.2f}" + "".join(_cell(row[c]) for c in columns))
