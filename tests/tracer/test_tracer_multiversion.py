@@ -3,7 +3,9 @@
 Each (interpreter, backend) runs the behaviour cases and the golden programs in one
 subprocess. Both backends of one interpreter are compared against the same golden file
 (tests/tracer/golden/<X.Y>/<name>.json), so the goldens also prove the backends agree.
-Regenerate with WORLDTRACE_REGEN_GOLDEN=1.
+``monitoring-general`` is the monitoring backend without its inlined hot path
+(WORLDTRACE_MONITORING_GENERAL=1: every event through the general Recorder methods, as in
+pytest mode), held to the same goldens. Regenerate with WORLDTRACE_REGEN_GOLDEN=1.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ GOLDEN = TRACER_TESTS / "golden"
 REGEN = os.environ.get("WORLDTRACE_REGEN_GOLDEN") == "1"
 PYTHONS = pyenv_pythons()
 COMBOS = [(v, b) for v in sorted(PYTHONS) for b in backends_for(v)]
+COMBOS += [(v, "monitoring-general") for v in sorted(PYTHONS) if "monitoring" in backends_for(v)]
 
 pytestmark = pytest.mark.multipython
 
 
 def _run(version: str, mode: str, backend: str) -> dict:
-    proc = run_in(PYTHONS[version], str(TRACER_TESTS / "tracer_golden_runner.py"), mode, backend, timeout=300)
+    extra_env = {"WORLDTRACE_MONITORING_GENERAL": "1"} if backend == "monitoring-general" else {}
+    backend = backend.replace("-general", "")
+    proc = run_in(PYTHONS[version], str(TRACER_TESTS / "tracer_golden_runner.py"), mode, backend, timeout=300,
+                  extra_env=extra_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 

@@ -55,9 +55,9 @@ def backends_for(version: str) -> list[str]:
     return ["settrace", "monitoring"] if minor >= 12 else ["settrace"]
 
 
-def run_in(python: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_in(python: str, *args: str, timeout: float = 600, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a tests/tracer helper script under another interpreter with the repo importable."""
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     env["PYTHONPATH"] = str(REPO_ROOT)
     env.pop("WORLDTRACE_BACKEND", None)
     env["PYTHONWARNINGS"] = "ignore"

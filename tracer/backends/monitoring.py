@@ -17,18 +17,19 @@ through one ``f_locals`` proxy per activation (a live view).
 
 from __future__ import annotations
 
+import os
 import sys
 from _thread import get_ident
 from sys import _getframe
 
 from .. import codeinfo
+from .. import recorder as recorder_module
 from ..env import PYBEHAVIOR
 from ..recorder import (
     _BUILTINS,
     _ENTERED,
     _SMALL_INT,
     CALL,
-    FULL_SCAN,
     LINE,
     RETURN,
     Activation,
@@ -88,9 +89,10 @@ class MonitoringBackend(Backend):
             ev.LINE: self._line,
             ev.JUMP: self._jump,
         }
-        if type(self.recorder) is Recorder:
+        if type(self.recorder) is Recorder and os.environ.get("WORLDTRACE_MONITORING_GENERAL") != "1":
             # The plain recorder: the three events that make up nearly all of a trace go
             # through closures that do the recorder's work inline (see _fast_callbacks).
+            # WORLDTRACE_MONITORING_GENERAL=1 keeps the general path (tests compare both).
             callbacks.update(self._fast_callbacks())
         for event, fn in callbacks.items():
             mon.register_callback(tool, event, fn)
@@ -369,6 +371,7 @@ class MonitoringBackend(Backend):
         set_local_events = mon.set_local_events
         in_scope = rec.in_scope
         proxied = _PROXY
+        full_scan = recorder_module.FULL_SCAN  # read when tracing starts (tests switch it)
         # id(code) -> (code, line effects, names bound at a fresh call in frame order, or
         # None when the code object needs the general path: module and class bodies).
         infos: dict = {}
@@ -484,7 +487,7 @@ class MonitoringBackend(Backend):
                 act.prev_line = lineno
                 n = len(events)
                 delta = None
-                if prev is None or n != act.clock or act.module_level or FULL_SCAN:
+                if prev is None or n != act.clock or act.module_level or full_scan:
                     delta = full_delta(act, act.proxy if act.proxy is not None else frame.f_locals)
                 elif prev is _ENTERED:
                     pass  # nothing ran since the call event read every local
