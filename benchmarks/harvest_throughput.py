@@ -44,9 +44,11 @@ def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out:
     start_ray(RayOptions(num_cpus=slots), settings.sandbox)
     startup = time.monotonic() - t0
     try:
+        cpu0 = _machine_cpu()
         t1 = time.monotonic()
         run_units(units, settings, out, f"bench-{uuid.uuid4().hex[:8]}", results.append, lambda u, why: failures.append(why))
         wall = time.monotonic() - t1
+        cpu1 = _machine_cpu()
     finally:
         stop_ray()
     if failures:
@@ -64,10 +66,27 @@ def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out:
         "outside_share": 1 - program / task if task else float("nan"),
         "sandbox_s": sum(r.sandbox_time_s for r in results),
         "start_stop_s": sum(r.start_stop_s for r in results),
+        "runner_cpu_s": sum(r.runner_cpu_s for r in results),
+        "host_cpu_s": sum(r.host_cpu_s for r in results),
         "task_s": task,
         "program_s": program,
         "statuses": _sum([r.counts for r in results]),
+        # the whole machine during the harvest (all processes, other users included)
+        "machine_busy_cpu_s": cpu1[0] - cpu0[0],
+        "machine_idle_cpu_s": cpu1[1] - cpu0[1],
     }
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, from /proc/stat (zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / hz, idle / hz
 
 
 def naive(programs: list[Program], image_ref: str, slots: int) -> dict:
@@ -149,6 +168,14 @@ def main() -> None:
     print(f"  {ours['traces']} traces in {ours['wall_s']:.1f} s = {ours['traces_per_s']:.1f} traces/s "
           f"(Ray start-up {ours['startup_s']:.1f} s not included; with it {ours['traces_per_s_with_startup']:.1f} traces/s)")
     print(f"  statuses: {ours['statuses']}")
+    busy, idle = ours["machine_busy_cpu_s"], ours["machine_idle_cpu_s"]
+    if busy + idle > 0:
+        print(f"  machine CPU during the harvest: {busy:.1f} s busy, {idle:.1f} s idle "
+              f"({100 * busy / (busy + idle):.0f}% of {os.cpu_count()} CPUs; all processes, other users included), "
+              f"{1000 * busy / max(ours['traces'], 1):.1f} ms busy CPU per trace")
+    n = max(ours["traces"], 1)
+    print(f"  CPU per trace: batch runner and programs {1000 * ours['runner_cpu_s'] / n:.1f} ms, "
+          f"host side of the units {1000 * ours['host_cpu_s'] / n:.1f} ms")
     print(f"  time outside program execution: {100 * ours['outside_share']:.1f}% of the units' time "
           f"(units {ours['task_s']:.1f} s, in sandboxes {ours['sandbox_s']:.1f} s, programs {ours['program_s']:.1f} s)")
     host = ours["task_s"] - ours["sandbox_s"]

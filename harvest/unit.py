@@ -50,6 +50,8 @@ class UnitResult:
     sandbox_time_s: float  # inside the sandbox (container start, runner, programs)
     program_time_s: float  # sum of the traced runs' own wall time
     start_stop_s: float = 0.0  # of sandbox_time_s: starting and removing the sandboxes
+    runner_cpu_s: float = 0.0  # CPU time of the batch runners and their programs (their run records)
+    host_cpu_s: float = 0.0  # CPU time of the process that ran the unit (jobs, stream, shard)
     node_id: str = ""
     sandbox_failures: list[str] = field(default_factory=list)
     mismatches: int = 0  # rows whose return value differs from the program's expected output
@@ -68,6 +70,7 @@ def execute_unit(
 ) -> UnitResult:
     """Trace every program of `unit` in one sandbox and commit its shard; return its metadata."""
     started = time.monotonic()
+    cpu_started = time.process_time()
     work = unit_work_dir(out_dir, unit.unit_id)
     attempt_dir, attempt = _new_attempt_dir(work)
     # Who runs this attempt: for post-mortems of a unit that died (and for the resume tests).
@@ -142,6 +145,7 @@ def execute_unit(
         _write_rows(stream, [done[culprit.program_id]], append=True)
 
     rows = list(done.values())  # stream order; a pytest job's extra traces come before its own
+    runner_cpu = _runner_cpu_s(stream)
     from harvest.shard_io import write_unit_shard  # pyarrow only where shards are written
 
     shard_bytes = write_unit_shard(out_dir, unit, rows)
@@ -162,6 +166,8 @@ def execute_unit(
         sandbox_time_s=sandbox_time,
         program_time_s=sum(float(row.get("wall_time_s") or 0.0) for row in rows),
         start_stop_s=start_stop,
+        runner_cpu_s=runner_cpu,
+        host_cpu_s=time.process_time() - cpu_started,
         sandbox_failures=failures,
         mismatches=_count_mismatches(unit, done, settings.max_value_chars),
     )
@@ -183,6 +189,22 @@ def read_stream(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(row, dict) and isinstance(row.get("program_id"), str) and "status" in row:
                 yield row
+
+
+def _runner_cpu_s(stream: Path) -> float:
+    """CPU seconds of this attempt's batch runs (runner and programs), from STREAM.runs.jsonl."""
+    total = 0.0
+    try:
+        with open(f"{stream}.runs.jsonl", "rb") as f:
+            for line in f:
+                try:
+                    run = json.loads(line)
+                    total += float(run.get("runner_cpu_s", 0)) + float(run.get("child_cpu_s", 0))
+                except (ValueError, TypeError, AttributeError):
+                    continue  # a torn line of a killed runner
+    except OSError:
+        pass
+    return total
 
 
 def crashed_row(

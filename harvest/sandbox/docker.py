@@ -395,12 +395,17 @@ def _prepare_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
 
 
 def _finish_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
-    """Move the stream back to output_path (owned by us again) and drop the unit's folder."""
+    """Move the stream back to output_path (owned by us again), append the runner's run record
+    beside it (OUTPUT.runs.jsonl), and drop the unit's folder."""
     stream = unit_dir / "stream.jsonl"
     if stream.exists():
         if os.geteuid() == 0:
             os.chown(stream, os.getuid(), os.getgid())
         os.replace(stream, req.output_path)
+    runs = unit_dir / "stream.jsonl.runs.jsonl"  # the batch runner's run record (counts, CPU time)
+    if runs.exists():
+        with runs.open("rb") as src, open(f"{req.output_path}.runs.jsonl", "ab") as dst:
+            shutil.copyfileobj(src, dst)
     shutil.rmtree(unit_dir, ignore_errors=True)
 
 
