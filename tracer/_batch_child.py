@@ -158,7 +158,7 @@ class ChildSetup(object):
 _CLOSE_RANGE = getattr(LIBC, "close_range", None) if sys.platform.startswith("linux") else None
 
 
-def _close_inherited_fds(keep: List[int]) -> None:
+def close_inherited_fds(keep: List[int]) -> None:
     """Close every fd but `keep`: the runner's output file must not be reachable by programs."""
     if _CLOSE_RANGE is not None and _close_ranges(sorted(set(keep))):
         return
@@ -278,7 +278,7 @@ def run_child(
         os.dup2(setup.stderr_w, 2)
         os.dup2(setup.result_w, RESULT_FD)
         result_fd = RESULT_FD
-        _close_inherited_fds([0, 1, 2, RESULT_FD] + setup.keep_fds)
+        close_inherited_fds([0, 1, 2, RESULT_FD] + setup.keep_fds)
         _fresh_std_streams()
         for signum, handler in FRESH_HANDLERS:
             if resets is None or signum in resets:
@@ -332,7 +332,8 @@ def _reset_logging() -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
+    if root.level != logging.WARNING:  # setLevel clears every logger's cache: pages to copy
+        root.setLevel(logging.WARNING)
 
 
 def _flush_std_streams() -> None:

@@ -17,17 +17,26 @@ import locale
 import logging
 import math
 import os
+import pickle
 import platform
 import select
 import signal
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from tracer._batch_child import ChildSetup, prctl, run_child, signals_to_reset
+from tracer._batch_child import (
+    EXIT_HARNESS_FAILED,
+    ChildSetup,
+    prctl,
+    run_child,
+    send,
+    signals_to_reset,
+)
 from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
 from tracer._batch_output import TraceWriter, decode_output
+from tracer._batch_zygote import FORK_RETRY_S, Message, Zygote
 from tracer.stream import FORMAT as STREAM_FORMAT
 from tracer.stream import blank_trace
 
@@ -41,8 +50,7 @@ EXIT_USAGE = 2  # the jobs file or the output cannot be used
 
 RUNINFO_FORMAT = "worldtrace.batch-run/1"
 READ_CHUNK = 1 << 16
-LIVENESS_POLL_S = 0.01  # only where pidfd_open is missing (Python 3.8) and the child went silent
-FORK_RETRY_S = 5.0  # how long a fork that fails with EAGAIN (pids exhausted) is retried
+END_REPORT_WAIT_S = 30.0  # how long the runner waits for the fork server to report a killed child
 FSIZE_LIMIT_BYTES = 256 << 20  # largest file a program may write
 KILL_GRACE_MIN_S = 1.0  # the parent kills at timeout + grace, grace = 50% within these bounds
 KILL_GRACE_MAX_S = 5.0
@@ -245,6 +253,7 @@ class _Outcome(object):
         self.timed_out = False
         self.wall_time_s = 0.0
         self.fork_s = 0.0
+        self.server_lost = False  # the fork server died while the child ran (and took it along)
 
 
 def _signal_name(signum: int) -> str:
@@ -285,7 +294,8 @@ class BatchRunner(object):
         self._nproc_base = 0
         self._subreaper = False
         self._current: Optional[int] = None
-        self._unreaped: Set[int] = set()  # children that reported and are exiting
+        self._zygote: Optional[Zygote] = None  # the fork server (tracer/_batch_zygote.py)
+        self._zygote_usage = [0.0, 0]  # CPU seconds and page faults of the fork servers that ended
         self._oom_file: Optional[str] = None  # the cgroup's OOM-kill counter (memory.events)
         self._oom_kills = 0
         self._pytest_warm = False
@@ -302,6 +312,7 @@ class BatchRunner(object):
         _ensure_std_fds()
         started = time.time()
         cpu_start = os.times()
+        faults_start = _minor_faults()
         set_deterministic_environment()
         if hash_seed() is None:
             log.warning(
@@ -368,8 +379,12 @@ class BatchRunner(object):
             writer.close()
         wall = time.time() - started
         cpu_end = os.times()
-        parent_cpu = sum(cpu_end[:2]) - sum(cpu_start[:2])  # user + system
-        children_cpu = sum(cpu_end[2:4]) - sum(cpu_start[2:4])
+        faults_end = _minor_faults()
+        # The fork server is the runner's part (a reaped child of it, by the kernel's count).
+        server_cpu, server_faults = self._zygote_usage
+        parent_cpu = sum(cpu_end[:2]) - sum(cpu_start[:2]) + server_cpu  # user + system
+        children_cpu = sum(cpu_end[2:4]) - sum(cpu_start[2:4]) - server_cpu
+        faults_end = (faults_end[0] + server_faults, faults_end[1] - server_faults)
         summary = {
             "format": RUNINFO_FORMAT,
             "jobs": jobs_path,
@@ -384,6 +399,11 @@ class BatchRunner(object):
             "cpu_ms_per_program": _per(parent_cpu + children_cpu, ran),
             "runner_cpu_ms_per_program": _per(parent_cpu, ran),
             "child_cpu_ms_per_program": _per(children_cpu, ran),
+            "runner_cpu_s": round(parent_cpu, 3),
+            "child_cpu_s": round(children_cpu, 3),
+            # page faults (copy-on-write of the forked runner, mostly): the main cost per program
+            "runner_faults_per_program": _per_n(faults_end[0] - faults_start[0], ran),
+            "child_faults_per_program": _per_n(faults_end[1] - faults_start[1], ran),
             "python_version": platform.python_version(),
             "tracer_version": _tracer_version(),
             "backend": self.backend,
@@ -409,6 +429,7 @@ class BatchRunner(object):
             gc.freeze()
         if self._signal_resets is not None:
             self._signal_resets = signals_to_reset()  # in case importing pytest changed a handler
+        self._close_zygote()  # the next one is forked from this runner, with pytest loaded
 
     # ---------------------------------------------------------------- one job
     def run_job(
@@ -467,21 +488,17 @@ class BatchRunner(object):
             reset_signals=self._signal_resets,
             deadline=time.monotonic() + kill_after if kill_after > 0 else 0.0,
         )
-        work = _job_work(job, self.backend, limits, self.include, self.exclude)
+        payload = pickle.dumps((job, limits, setup), protocol=2)
         outcome = _Outcome()
         t0 = time.perf_counter()
-        _flush_parent_streams()
-        pid = self._fork()
-        if pid == 0:
-            run_child(setup, work)  # never returns
-        t_forked = time.perf_counter()
-        self._current = pid
+        out_r_fds = (out_r, err_r, res_r)
         try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child did it first, or already exited
-        for fd in (out_w, err_w, res_w):
-            os.close(fd)
+            pid = self._spawn(payload, [out_w, err_w, res_w], outcome)
+        except BaseException:
+            for fd in out_r_fds:
+                os.close(fd)
+            raise
+        self._current = pid
         out, err, msgs = _Capture(cap), _Capture(cap), _Messages(on_extra)
         try:
             self._supervise(
@@ -489,28 +506,82 @@ class BatchRunner(object):
             )
         finally:
             self._current = None
-            for fd in (out_r, err_r, res_r):
+            for fd in out_r_fds:
                 os.close(fd)
+            if self._zygote is not None and not self._zygote.alive:
+                self._lost_zygote()
         outcome.wall_time_s = time.perf_counter() - t0
-        outcome.fork_s = t_forked - t0
         self.fork_times.append(outcome.fork_s)
         return self._finish(job, ldict, outcome, out, err, msgs, memory_mb)
 
-    def _fork(self) -> int:
-        delay = 0.005
-        deadline = time.monotonic() + FORK_RETRY_S
-        while True:
+    def _spawn(self, payload: bytes, write_fds: List[int], outcome: _Outcome) -> int:
+        """Have the fork server fork the job's child; return its pid. Closes `write_fds`."""
+        frame: Optional[Message] = None
+        try:
+            for _ in range(2):  # a server that died before forking is replaced once
+                zygote = self._live_zygote()
+                try:
+                    zygote.request(payload, write_fds)
+                except OSError:
+                    zygote.alive = False
+                else:
+                    frame = zygote.wait_for(b"F", timeout=FORK_RETRY_S + END_REPORT_WAIT_S)
+                if frame is not None:
+                    break
+                self._lost_zygote()
+        finally:
+            for fd in write_fds:
+                os.close(fd)
+        if frame is None:
+            raise BatchError("the fork server died twice before forking a child")
+        _, pid, fork_s, errno = frame
+        if pid < 0:
+            raise BatchError("cannot fork a child: %s" % os.strerror(errno))
+        outcome.fork_s = fork_s
+        return pid
+
+    def _live_zygote(self) -> Zygote:
+        if self._zygote is None or not self._zygote.alive:
+            if self._zygote is not None:
+                self._lost_zygote()
+            _flush_parent_streams()
+            self._zygote = Zygote(self._start_child)
+        return self._zygote
+
+    def _start_child(self, payload: bytes, fds: List[int], server_pid: int) -> None:
+        """In the forked child: decode the job and run it (`run_child`). Never returns."""
+        try:
+            job, limits, setup = pickle.loads(payload)
+            setup.parent_pid = server_pid
+            setup.stdout_w, setup.stderr_w, setup.result_w = fds
+            work = _job_work(job, self.backend, limits, self.include, self.exclude)
+        except BaseException:
             try:
-                return os.fork()
-            except BlockingIOError:  # EAGAIN: process limit reached (a program's leftovers dying)
-                if time.monotonic() > deadline:
-                    raise BatchError(
-                        "cannot fork a child: the process limit stays exhausted"
-                    ) from None
-                time.sleep(delay)  # back-off while the kernel releases the killed processes
-                delay = min(delay * 2, 0.2)
-            except OSError as exc:
-                raise BatchError("cannot fork a child: %s" % exc) from exc
+                import traceback
+
+                send(fds[2], {"kind": "harness_error", "error": traceback.format_exc()})
+            finally:
+                os._exit(EXIT_HARNESS_FAILED)
+        run_child(setup, work)
+
+    def _lost_zygote(self) -> None:
+        """The fork server died (a program can kill its parent): reap it and what it left."""
+        if self._zygote is not None:
+            self._zygote.close(kill=True)
+            self._note_zygote_usage(self._zygote)
+            self._zygote = None
+        self._kill_orphans()  # its children were reparented to us, the subreaper
+
+    def _close_zygote(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._note_zygote_usage(self._zygote)
+            self._zygote = None
+
+    def _note_zygote_usage(self, zygote: Zygote) -> None:
+        if zygote.usage is not None:
+            self._zygote_usage[0] += zygote.usage[0]
+            self._zygote_usage[1] += zygote.usage[1]
 
     def _supervise(
         self,
@@ -521,19 +592,23 @@ class BatchRunner(object):
         res_fd: int,
         outcome: _Outcome,
     ) -> None:
-        """Drain the child's pipes until it exits or its deadline passes; reap it and its descendants."""
+        """Drain the child's pipes until it ends or its deadline passes; then kill its group.
+
+        The fork server reports the child's end (wait status, peak memory); a child that has
+        reported its trace is not waited for (it only has `os._exit` left to do).
+        """
+        zygote = self._zygote
+        assert zygote is not None
         deadline = t0 + timeout_s if timeout_s > 0 else None
-        pidfd = _pidfd_open(pid)
         open_fds = list(sinks)
         msgs = sinks[res_fd]
         exited = extended = reported = False
         try:
             while not exited:
                 if msgs.result is not None:
-                    reported = True  # it only has os._exit left to do: reap it later, off the path
+                    reported = True
                     break
                 if msgs.harness_error is not None:
-                    exited = self._reap(pid, outcome, block=True)
                     break
                 wait: Optional[float] = None
                 if deadline is not None:
@@ -545,45 +620,34 @@ class BatchRunner(object):
                     if wait <= 0:
                         outcome.timed_out = True
                         break
-                if pidfd < 0:
-                    wait = LIVENESS_POLL_S if wait is None else min(wait, LIVENESS_POLL_S)
-                watch = open_fds + ([pidfd] if pidfd >= 0 else [])
+                watch = open_fds + ([zygote.fileno()] if zygote.alive else [])
                 ready, _, _ = select.select(watch, [], [], wait)
                 for fd in ready:
-                    if fd == pidfd:
-                        exited = self._reap(pid, outcome, block=False)
+                    if zygote.alive and fd == zygote.fileno():
+                        exited = _take_end(zygote.read(), pid, outcome) or not zygote.alive
                         continue
                     chunk = os.read(fd, READ_CHUNK)
                     if chunk:
                         sinks[fd].add(chunk)
                     else:
                         open_fds.remove(fd)
-                if pidfd < 0 and not exited and (not ready or not open_fds):
-                    exited = self._reap(pid, outcome, block=False)
         finally:
-            if pidfd >= 0:
-                os.close(pidfd)
             _kill_group(pid)  # the child if it is still there, and whatever it left in its group
-            if reported and not exited:
-                self._unreaped.add(pid)
-            elif not exited:
-                self._reap(pid, outcome, block=True)
-            self._kill_orphans()
+            if not exited and not reported:
+                self._await_end(zygote, pid, outcome)
+            if not zygote.alive and not outcome.wait_status:
+                outcome.server_lost = True  # it took the child along (PR_SET_PDEATHSIG)
+                outcome.wait_status = int(signal.SIGKILL)
             _drain(open_fds, sinks)
 
-    def _reap(self, pid: int, outcome: _Outcome, block: bool) -> bool:
-        while True:
-            try:
-                got, status, rusage = os.wait4(pid, 0 if block else os.WNOHANG)
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                return True
-            if got == 0:
-                return False
-            outcome.wait_status = status
-            outcome.maxrss_kb = rusage.ru_maxrss
-            return True
+    def _await_end(self, zygote: Zygote, pid: int, outcome: _Outcome) -> None:
+        """Wait for the fork server's report of the (killed) child's end."""
+        frame = zygote.wait_for(b"X", pid, timeout=END_REPORT_WAIT_S)
+        if frame is not None:
+            _take_end([frame], pid, outcome)
+        elif zygote.alive:  # it does not answer: replace it
+            log.warning("the fork server did not report the end of child %d; restarting it", pid)
+            zygote.close(kill=True)
 
     # ---------------------------------------------------------------- results
     def _finish(
@@ -635,6 +699,11 @@ class BatchRunner(object):
         self, outcome: _Outcome, err: _Capture, memory_mb: int, ldict: Dict[str, Any]
     ) -> Tuple[str, Optional[str]]:
         """(status, message) for a child that did not report."""
+        if outcome.server_lost and not outcome.timed_out:
+            return "crashed", (
+                "killed with the batch runner's fork server, which died while the program ran"
+                " (a program can kill its parent process)"
+            )
         if outcome.timed_out:
             return "timeout", "did not stop at its %gs timeout; killed after %.1fs" % (
                 float(ldict.get("timeout_s") or 0),
@@ -706,29 +775,20 @@ class BatchRunner(object):
             self._oom_kills = _oom_kill_count(self._oom_file) or 0
 
     def _stop_processes(self) -> None:
-        self._reap_unreaped(block=True)
+        self._close_zygote()  # it kills and reaps the last program and what that left behind
         if self._subreaper:
             self._kill_orphans()
             _set_subreaper(False)
 
-    def _reap_unreaped(self, block: bool) -> None:
-        for pid in list(self._unreaped):
-            try:
-                got, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                got = pid
-            if got:
-                self._unreaped.discard(pid)
-
     def _kill_orphans(self) -> None:
-        """Kill and reap descendants that left the program's group (reparented to us, the subreaper)."""
-        self._reap_unreaped(block=False)
+        """Kill and reap our children other than the fork server (a dead server's orphans)."""
         if not self._subreaper:
             return
+        server = self._zygote.pid if self._zygote is not None else -1
         path = "/proc/self/task/%d/children" % self._pid
         for _ in range(100):
             try:
-                pids = [int(p) for p in _read_small(path).split() if int(p) not in self._unreaped]
+                pids = [int(p) for p in _read_small(path).split() if int(p) != server]
             except (OSError, ValueError):
                 return
             if not pids:
@@ -776,6 +836,16 @@ def _job_work(
         )
 
     return work
+
+
+def _take_end(frames: List[Message], pid: int, outcome: _Outcome) -> bool:
+    """Whether `frames` hold the end of child `pid` (then its wait status is in `outcome`)."""
+    for kind, child, status, maxrss_kb in frames:
+        if kind == b"X" and child == pid:
+            outcome.wait_status = int(status)
+            outcome.maxrss_kb = maxrss_kb
+            return True
+    return False  # the end of an earlier child (not waited for), or nothing yet
 
 
 def _pseudo_path(job: Job) -> str:
@@ -840,16 +910,6 @@ def _drain(fds: List[int], sinks: Dict[int, Any]) -> None:
                 sinks[fd].add(chunk)
             else:
                 fds.remove(fd)
-
-
-def _pidfd_open(pid: int) -> int:
-    opener = getattr(os, "pidfd_open", None)  # Python 3.9+, Linux 5.3+
-    if opener is None:
-        return -1
-    try:
-        return int(opener(pid))
-    except OSError:
-        return -1
 
 
 def _set_subreaper(on: bool) -> bool:
@@ -939,6 +999,22 @@ def _raise_exit(signum: int, frame: Any) -> None:
 
 def _per(seconds: float, n: int) -> float:
     return round(seconds * 1000 / n, 3) if n else 0.0
+
+
+def _per_n(count: int, n: int) -> float:
+    return round(count / n, 1) if n else 0.0
+
+
+def _minor_faults() -> Tuple[int, int]:
+    """Minor page faults of the runner and of its reaped children so far ((0, 0) without resource)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return 0, 0
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt,
+    )
 
 
 def _median(values: List[float]) -> float:

@@ -70,7 +70,8 @@ def test_a_program_that_kills_the_runner_is_a_crashed_row_and_the_rest_still_run
     killer = Program(
         program_id="kill-runner",
         mode="script",
-        source="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+        # the runner's whole process group: the runner and its fork server (the program's parent)
+        source="import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)\n",
     )
     programs = [call("before", "    return x"), killer, call("after", "    return x * 2", "21")]
     (unit,) = plan_units(programs, SETTINGS)

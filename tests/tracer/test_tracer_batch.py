@@ -238,6 +238,10 @@ HOSTILE_JOBS = [
         """,
     ),
     call("own-timeout", "import time\ndef f():\n    time.sleep(30)\n", timeout_s=0.3),
+    call(
+        "kills-its-parent",  # the runner's fork server: the batch must replace it and go on
+        "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n",
+    ),
     call("good-last", GOOD, input_text="4"),
 ]
 
@@ -362,11 +366,22 @@ def test_program_sees_a_fresh_interpreter(hostile: tuple) -> None:
     assert row["stdout"] == "hello!\n" and row["return_value"] == "['program_logging.py']"
 
 
+def test_killing_the_fork_server_is_the_programs_crash_only(hostile: tuple) -> None:
+    rows = hostile[0]
+    row = rows["kills-its-parent"]
+    assert row["status"] == "crashed", row
+    assert "fork server" in row["exception_message"]
+    assert rows["good-last"]["status"] == "ok" and rows["good-last"]["return_value"] == "8"
+
+
 def test_run_record_is_written(hostile: tuple) -> None:
     tmp = hostile[2]
     runs = [json.loads(line) for line in (tmp / "out.jsonl.runs.jsonl").read_text().splitlines()]
     assert runs[-1]["ran"] == len(HOSTILE_JOBS) and runs[-1]["pythonhashseed"] == "0"
     assert runs[-1]["env"]["TZ"] == "UTC"
+    # where the time goes: page faults of the runner (its fork server included) and of the programs
+    assert runs[-1]["runner_faults_per_program"] > 0 and runs[-1]["child_faults_per_program"] > 0
+    assert runs[-1]["runner_cpu_s"] > 0 and runs[-1]["child_cpu_s"] > 0
 
 
 def pyenv_python(version: str) -> str | None:
