@@ -19,10 +19,11 @@ def rope_tables(head_dim: int, seq_len: int, base: float) -> tuple[torch.Tensor,
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of the last dimension of x: (B, H, T, D)."""
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of the last dimension of x: (B, H, T, D), whose
+    positions are start, start + 1, ..."""
     x1, x2 = x.float().chunk(2, dim=-1)
-    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
+    cos, sin = cos[start : start + x.shape[-2]], sin[start : start + x.shape[-2]]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
@@ -35,11 +36,25 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """With ``cache`` (decoding): ``x`` holds the positions after the cached ones; their keys
+        and values are appended to ``cache`` ([keys, values], each (B, H, T, D), empty at first)
+        and ``mask`` must cover every cached position."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        start = 0 if not cache else cache[0].shape[2]
+        q, k = apply_rope(q, cos, sin, start), apply_rope(k, cos, sin, start)
+        if cache is not None:
+            if cache:
+                k = torch.cat([cache[0], k], dim=2)
+                v = torch.cat([cache[1], v], dim=2)
+            cache[:] = [k, v]
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -72,9 +87,14 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -133,25 +153,64 @@ class TraceLM(nn.Module):
         )
         return logits, loss / n_targets
 
+    def _decode(self, ids: torch.Tensor, key_ok: torch.Tensor, caches: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Logits of the last position after feeding ``ids`` (B, T) behind the cached positions.
+
+        ``key_ok`` (B, cached + T) marks the positions that may be attended to (not padding);
+        attention is also causal within ``ids``.
+        """
+        t = ids.shape[1]
+        total = key_ok.shape[1]
+        causal = torch.ones(t, total, dtype=torch.bool, device=ids.device).tril(total - t)
+        mask = (key_ok[:, None, :] & causal)[:, None]
+        x = self.embed(ids)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, self.cos, self.sin, mask, cache)
+        return self.head(self.norm(x[:, -1]))
+
     @torch.no_grad()
-    def greedy(self, prompts: list[list[int]], stop_id: int, max_new_tokens: int) -> list[list[int]]:
+    def greedy(
+        self, prompts: list[list[int]], stop_id: int, max_new_tokens: int, use_cache: bool = True
+    ) -> list[list[int]]:
         """Greedy continuations of a batch of prompts, each up to and including `stop_id`.
 
         Prompts are left-padded; padding gets its own doc id so no real token attends to it, and
-        with rotary positions the left shift does not change what a prompt sees.
+        with rotary positions the left shift does not change what a prompt sees. With
+        ``use_cache`` the prompts are encoded once and each new token attends to cached keys and
+        values (one position per step instead of the whole window); once the cached batch is
+        ``seq_len`` positions long, every later step re-encodes each row's last ``seq_len`` tokens,
+        exactly as without the cache.
         """
         device = self.embed.weight.device
         seqs = [list(p) for p in prompts]
         outs: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
+        seq_len = self.cfg.seq_len
+        caches: list[list[torch.Tensor]] | None = None
+        key_ok = torch.zeros(0)
         for _ in range(max_new_tokens):
-            windows = [s[-self.cfg.seq_len :] for s in seqs]
-            width = max(len(w) for w in windows)
-            ids = torch.tensor([[0] * (width - len(w)) + w for w in windows], device=device)
-            docs = torch.tensor([[-1] * (width - len(w)) + [0] * len(w) for w in windows], device=device)
-            logits, _ = self(ids, doc_ids=docs)
-            for i, token in enumerate(logits[:, -1].argmax(-1).tolist()):
-                if not done[i]:
+            if use_cache and caches is not None and key_ok.shape[1] < seq_len:
+                # One new position per sequence, behind the cached ones.
+                ids = torch.tensor([[s[-1]] for s in seqs], device=device)
+                key_ok = torch.cat([key_ok, torch.ones(len(seqs), 1, dtype=torch.bool, device=device)], dim=1)
+                last = self._decode(ids, key_ok, caches)
+            else:
+                windows = [s[-seq_len:] for s in seqs]
+                width = max(len(w) for w in windows)
+                ids = torch.tensor([[0] * (width - len(w)) + w for w in windows], device=device)
+                if use_cache and width < seq_len:
+                    key_ok = torch.tensor(
+                        [[False] * (width - len(w)) + [True] * len(w) for w in windows], device=device
+                    )
+                    caches = [[] for _ in self.blocks]
+                    last = self._decode(ids, key_ok, caches)
+                else:
+                    docs = torch.tensor([[-1] * (width - len(w)) + [0] * len(w) for w in windows], device=device)
+                    logits, _ = self(ids, doc_ids=docs)
+                    last = logits[:, -1]
+                    caches = None
+            for i, token in enumerate(last.argmax(-1).tolist()):
+                if not done[i]:  # a finished row is fed its last token again; its output is ignored
                     outs[i].append(token)
                     seqs[i].append(token)
                     done[i] = token == stop_id

@@ -87,3 +87,33 @@ def test_help_has_examples() -> None:
     for name in ("train", "eval"):
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_greedy_with_kv_cache_equals_recomputing_the_window() -> None:
+    """The KV cache changes the cost of decoding, not a single token: rows that stop early, rows
+    of different lengths (left padding) and rows that outgrow seq_len (the window slides, and
+    decoding falls back to re-encoding it) all decode exactly as without the cache."""
+    import torch
+
+    from trainer.config import ModelConfig
+    from trainer.model import TraceLM
+
+    torch.manual_seed(0)
+    model = TraceLM(ModelConfig(vocab_size=300, d_model=64, n_layer=2, n_head=4, seq_len=96)).eval()
+    with torch.no_grad():  # larger weights than a fresh model's, so that attention matters
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0, 0.3)
+    gen = torch.Generator().manual_seed(1)
+    batch = [torch.randint(0, 300, (n,), generator=gen).tolist() for n in (3, 20, 57, 88)]
+    free = model.greedy(batch, stop_id=-1, max_new_tokens=30, use_cache=False)
+    assert [len(out) for out in free] == [30] * 4  # nobody stops; the last row slides past 96
+    assert all(len(set(out)) > 10 for out in free)  # not a degenerate repeat-the-last-token model
+    assert model.greedy(batch, stop_id=-1, max_new_tokens=30, use_cache=True) == free
+    # The shortest, then the longest row stops at the first token it has not produced before,
+    # while the others run on (past seq_len, in the second case, once the longest has stopped).
+    for row in (0, 3):
+        first = next(j for j in range(1, 30) if free[row][j] not in free[row][:j])
+        expected = model.greedy(batch, stop_id=free[row][first], max_new_tokens=30, use_cache=False)
+        assert len(expected[row]) == first + 1 and max(len(out) for out in expected) > first + 1
+        assert model.greedy(batch, stop_id=free[row][first], max_new_tokens=30, use_cache=True) == expected
