@@ -198,3 +198,78 @@ def test_exception_messages_without_user_code() -> None:
     assert R.render_exception(KeyError("k")) == "KeyError: 'k'"
     assert R.render_exception(OSError(2, "nope")) == "FileNotFoundError: [Errno 2] nope"
     assert R.exception_message(ValueError(Hostile())) == "Hostile(a=1)"
+
+
+class _ItemByItem(Renderer):
+    """The reference: no C-speed shortcuts, every item through ``_render``."""
+
+    def _fast_items(self, items, budget):
+        return None
+
+
+def _random_value(rng, depth: int = 0):
+    """Lists, tuples and dicts of small scalars (sometimes nested, sometimes past a budget)."""
+    scalars = (
+        lambda: rng.randint(-5, 300),
+        lambda: rng.choice([True, False]),
+        lambda: rng.choice([0.5, -0.0, 1e300, float("inf")]),
+        lambda: rng.choice(["", "a", "it's", "x" * rng.randint(1, 120), "\u00e9\n"]),
+        lambda: None,
+    )
+    kinds = scalars[: rng.randint(1, len(scalars))]
+    n = rng.choice([0, 1, 2, 5, 99, 100, 101, 130])
+    if depth == 0 and rng.random() < 0.3:
+        return [_random_value(rng, 1) for _ in range(rng.randint(0, 12))]
+    items = [rng.choice(kinds)() for _ in range(n)]
+    shape = rng.choice(["list", "tuple", "dict"])
+    if shape == "dict":
+        return {rng.choice([str(i), i]): v for i, v in enumerate(items)}
+    return items if shape == "list" else tuple(items)
+
+
+@pytest.mark.parametrize("chars, items", [(1000, 100), (60, 100), (1000, 7), (0, 0)])
+def test_fast_paths_render_exactly_like_the_item_by_item_path(chars: int, items: int) -> None:
+    """render_keyed's repr() shortcuts (lists, tables, dicts of small scalars) and refresh's
+    incremental re-rendering of mutated lists give exactly what ``render`` gives; and while the
+    character budget is not spent, so does the item-by-item path without C-speed joins."""
+    import random
+
+    rng = random.Random(chars * 1000 + items)
+    fast = Renderer(max_value_chars=chars, max_items=items)
+    item_by_item = _ItemByItem(max_value_chars=chars, max_items=items)
+
+    class slow:  # the reference for each rendering: a fresh renderer's render()
+        @staticmethod
+        def render(value):
+            text = Renderer(max_value_chars=chars, max_items=items).render(value)
+            if "..." not in text:  # nothing was cut (the random strings never contain "...")
+                assert item_by_item.render(value) == text, value
+            return text
+
+    for _ in range(400):
+        value = _random_value(rng)
+        text, _, key = fast.render_keyed(value)
+        assert text == slow.render(value), value
+        if type(value) is not list or type(key) is not tuple:
+            continue
+        for _ in range(6):  # mutate, then refresh against the previous key
+            op = rng.choice(["set", "swap", "append", "pop", "rebind"])
+            if op == "set" and value:
+                value[rng.randrange(len(value))] = rng.randint(0, 9)
+            elif op == "swap" and len(value) > 1:
+                i, j = rng.randrange(len(value)), rng.randrange(len(value))
+                value[i], value[j] = value[j], value[i]
+            elif op == "append":
+                value.append(rng.choice([1, "b", 2.5]))
+            elif op == "pop" and value:
+                value.pop()
+            elif op == "rebind":
+                value = list(value)
+            result = fast.refresh(key, value)
+            if result is None:
+                assert text == slow.render(value), value
+            else:
+                text, _, key = result
+                assert text == slow.render(value), value
+                if type(key) is not tuple:
+                    break
