@@ -53,6 +53,7 @@ _INT_BOOL = frozenset([int, bool])
 _STR_ONLY = frozenset([str])
 _FAST_STR_LEN = 100
 _SEQ_TYPES = frozenset([list, tuple])
+_TABLE = "table"  # marks a table key (see Renderer.render_keyed)
 _FAST_INT_MAX = 1 << 3300
 _FAST_INT_MIN = -_FAST_INT_MAX
 
@@ -205,10 +206,14 @@ class Renderer:
                     elif kinds <= _FAST_KINDS:
                         ok = True
                     elif kinds <= _SEQ_TYPES and self.max_depth > 1 and all(map(self._flat_scalars, value)):  # type: ignore[call-overload]
-                        # A table (a list of lists of small scalars, e.g. a matrix): likewise.
-                        text = repr(value)
+                        # A table (a list of lists of small scalars, e.g. a matrix): likewise,
+                        # keyed by its rows' items so that a changed cell re-renders one row.
+                        reprs = list(map(repr, value))  # type: ignore[call-overload]
+                        text = (("[%s]" if t is list else "(%s)") % ", ".join(reprs))
                         if len(text) <= self.max_value_chars:
-                            return text, frozenset(map(id, value)) | {id(value)}, MUTABLE  # type: ignore[call-overload]
+                            rows = tuple((id(r), type(r), tuple(r)) for r in value)  # type: ignore[attr-defined]
+                            key = (id(value), _TABLE, n, rows, reprs, t)
+                            return text, frozenset(map(id, value)) | {id(value)}, key  # type: ignore[call-overload]
                     if ok:
                         text = repr(value)
                         if len(text) <= self.max_value_chars:
@@ -283,6 +288,8 @@ class Renderer:
         ``render_keyed(value)``: for a list of small scalars (within the budgets), only the
         items whose identity changed are re-rendered (a swap costs two reprs, not sixty)."""
         n = key[2]
+        if key[1] is _TABLE:
+            return self._refresh_table(key, value)
         if id(value) != key[0] or type(value) is not key[1] or len(value) != n:  # type: ignore[arg-type]
             return self.render_keyed(value)
         if n > self.max_items:
@@ -296,6 +303,31 @@ class Renderer:
         if reprs is None:
             return self._render_list_items(value, n, None, range(n))
         return self._render_list_items(value, n, reprs, changed)
+
+    def _refresh_table(self, key: tuple, value) -> tuple | None:
+        """``refresh`` for a table key: rows whose items kept their identities keep their
+        repr; the others are re-rendered (if they are still flat rows of small scalars)."""
+        ident, _, n, rows, reprs, t = key
+        if id(value) != ident or type(value) is not t or len(value) != n:
+            return self.render_keyed(value)
+        new_rows = None
+        for i, (row_id, row_type, items) in enumerate(rows):
+            row = value[i]
+            # Same object (the ids feed the alias checks), same type, same items.
+            if id(row) == row_id and type(row) is row_type and len(row) == len(items) and all(map(is_, items, row)):
+                continue
+            if type(row) not in _SEQ_TYPES or not self._flat_scalars(row):
+                return self.render_keyed(value)
+            if new_rows is None:
+                new_rows, reprs = list(rows), list(reprs)
+            new_rows[i] = (id(row), type(row), tuple(row))
+            reprs[i] = repr(row)
+        if new_rows is None:
+            return None
+        text = ("[%s]" if t is list else "(%s)") % ", ".join(reprs)
+        if len(text) > self.max_value_chars:
+            return self.render_keyed(value)
+        return text, frozenset(map(id, value)) | {ident}, (ident, _TABLE, n, tuple(new_rows), reprs, t)
 
     def _render_list_items(self, value, n: int, old: list | None, changed) -> tuple:
         """A list of small exact scalars from the item reprs (``changed`` ones re-done)."""

@@ -220,6 +220,9 @@ def _random_value(rng, depth: int = 0):
     n = rng.choice([0, 1, 2, 5, 99, 100, 101, 130])
     if depth == 0 and rng.random() < 0.3:
         return [_random_value(rng, 1) for _ in range(rng.randint(0, 12))]
+    if depth == 0 and rng.random() < 0.3:  # a table of small scalars
+        width = rng.randint(0, 12)
+        return [[rng.randint(-9, 99) for _ in range(width)] for _ in range(rng.randint(2, 12))]
     items = [rng.choice(kinds)() for _ in range(n)]
     shape = rng.choice(["list", "tuple", "dict"])
     if shape == "dict":
@@ -253,8 +256,15 @@ def test_fast_paths_render_exactly_like_the_item_by_item_path(chars: int, items:
         if type(value) is not list or type(key) is not tuple:
             continue
         for _ in range(6):  # mutate, then refresh against the previous key
-            op = rng.choice(["set", "swap", "append", "pop", "rebind"])
-            if op == "set" and value:
+            op = rng.choice(["set", "swap", "append", "pop", "rebind", "cell", "row"])
+            rows = [i for i, row in enumerate(value) if type(row) is list and row]
+            if op == "cell" and rows:  # a table: change one cell of one row
+                row = value[rng.choice(rows)]
+                row[rng.randrange(len(row))] = rng.choice([7, "z", None, [1]])
+            elif op == "row" and rows:  # a table: replace a row by an equal copy
+                i = rng.choice(rows)
+                value[i] = list(value[i])
+            elif op == "set" and value:
                 value[rng.randrange(len(value))] = rng.randint(0, 9)
             elif op == "swap" and len(value) > 1:
                 i, j = rng.randrange(len(value)), rng.randrange(len(value))

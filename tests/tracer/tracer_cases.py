@@ -45,6 +45,25 @@ CASES = [
         ],
     },
     {
+        # A table row replaced by an equal copy renders the same, but the copy is what an
+        # alias then mutates: the table must be re-read after ``r.append(5)``.
+        "name": "table_row_alias",
+        "source": "def f():\n    c = [[1, 2], [3, 4]]\n    c[0] = list(c[0])\n    r = c[0]\n    r.append(5)\n    return c\n",
+        "entry": "f",
+        "input": "",
+        "status": "ok",
+        "return_value": "[[1, 2, 5], [3, 4]]",
+        "events": [
+            ("call", 1, "f", 0, {}, None),
+            ("line", 2, "f", 0, {}, None),
+            ("line", 3, "f", 0, {"c": "[[1, 2], [3, 4]]"}, None),
+            ("line", 4, "f", 0, {}, None),
+            ("line", 5, "f", 0, {"r": "[1, 2]"}, None),
+            ("line", 6, "f", 0, {"c": "[[1, 2, 5], [3, 4]]", "r": "[1, 2, 5]"}, None),
+            ("return", 6, "f", 0, {}, "[[1, 2, 5], [3, 4]]"),
+        ],
+    },
+    {
         "name": "nested_calls_depth",
         "source": "def g(x):\n    return x * 2\n\ndef f(n):\n    y = g(n)\n    return g(y)\n",
         "entry": "f",
