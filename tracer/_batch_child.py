@@ -87,7 +87,7 @@ FRESH_HANDLERS = (
 def signals_to_reset() -> List[int]:
     """In the parent: the signals whose current handler a child must reset."""
     wanted = ((signal.SIGCHLD, signal.SIG_DFL),) + FRESH_HANDLERS
-    return [signum for signum, handler in wanted if signal.getsignal(signum) is not handler]
+    return [int(signum) for signum, handler in wanted if signal.getsignal(signum) is not handler]
 
 
 def _write_all(fd: int, data: bytes) -> None:

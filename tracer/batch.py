@@ -15,9 +15,9 @@ import json
 import linecache
 import locale
 import logging
+import marshal
 import math
 import os
-import pickle
 import platform
 import select
 import signal
@@ -488,7 +488,8 @@ class BatchRunner(object):
             reset_signals=self._signal_resets,
             deadline=time.monotonic() + kill_after if kill_after > 0 else 0.0,
         )
-        payload = pickle.dumps((job, limits, setup), protocol=2)
+        # plain data: the child rebuilds the job without pickle's class lookups
+        payload = marshal.dumps((job.__dict__, setup.__dict__))
         outcome = _Outcome()
         t0 = time.perf_counter()
         out_r_fds = (out_r, err_r, res_r)
@@ -551,9 +552,12 @@ class BatchRunner(object):
     def _start_child(self, payload: bytes, fds: List[int], server_pid: int) -> None:
         """In the forked child: decode the job and run it (`run_child`). Never returns."""
         try:
-            job, limits, setup = pickle.loads(payload)
+            job_fields, setup_fields = marshal.loads(payload)
+            job = Job(**job_fields)
+            setup = ChildSetup(**setup_fields)
             setup.parent_pid = server_pid
             setup.stdout_w, setup.stderr_w, setup.result_w = fds
+            limits = _with_timeout(self.limits, job.timeout_s)
             work = _job_work(job, self.backend, limits, self.include, self.exclude)
         except BaseException:
             try:
