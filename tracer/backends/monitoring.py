@@ -416,10 +416,13 @@ class MonitoringBackend(Backend):
                 act = Activation(next(fids), tid, code, info[1], info[3])
                 act.frame = frame
                 names = info[2]
-                if names is None or not proxied:
+                if names is None:
                     rec.enter(act, frame.f_lineno, frame.f_locals)
                     return None
-                proxy = act.proxy = frame.f_locals
+                # 3.13: a live view, kept for the activation; 3.12: a snapshot, right here.
+                proxy = frame.f_locals
+                if proxied:
+                    act.proxy = proxy
                 st = stacks[ident]
                 depth = act.depth = len(st)
                 st.append(act)
