@@ -174,20 +174,89 @@ PURE_BUILTINS = frozenset([
 
 
 def _instruction_lines(code) -> list:
-    """(line or None, instruction) for every instruction of ``code``."""
+    """(line or None, opname, argval, pushes NULL) for every instruction of ``code``.
+
+    The facts ``line_effects`` needs, read straight from the bytecode: ``dis.get_instructions``
+    builds an Instruction (positions, argrepr text) per instruction, which in a freshly forked
+    batch child costs ~1-2 ms and ~150-200 copy-on-write page faults per program.
+    ``argval`` is the name an instruction refers to (a local, cell, global or attribute name;
+    a pair for the 3.13 two-local instructions), else None; "pushes NULL" marks 3.11+'s
+    ``LOAD_GLOBAL`` of a callee (dis shows it as "NULL + name").
+    """
+    raw = code.co_code
+    lines = _line_of_offsets(code)
+    names = code.co_names
+    varname = getattr(code, "_varname_from_oparg", None)  # PYBEHAVIOR: localsplus opargs (3.11+)
+    if varname is None:
+        fast_names = code.co_varnames
+        deref_names = code.co_cellvars + code.co_freevars
     out = []
-    current = None
-    for inst in dis.get_instructions(code):
-        if hasattr(inst, "line_number"):  # PYBEHAVIOR: dis line_number (3.13+)
-            line = inst.line_number
-        elif getattr(inst, "positions", None) is not None:  # 3.11-3.12
-            line = inst.positions.lineno
-        else:  # 3.8-3.10: every instruction belongs to the last line start
-            if inst.starts_line is not None:
-                current = inst.starts_line
-            line = current
-        out.append((line, inst))
+    ext = 0
+    for offset in range(0, len(raw), 2):
+        op = raw[offset]
+        arg = raw[offset + 1] | ext
+        if op == _EXTENDED_ARG:
+            ext = arg << 8
+            out.append((lines[offset], "EXTENDED_ARG", None, False))
+            continue
+        ext = 0
+        if op == _CACHE:
+            continue
+        name = _OPNAME[op]
+        argval = None
+        null = False
+        kind = _ARG_KINDS.get(name)
+        if kind is not None:
+            if kind == "fast":
+                argval = varname(arg) if varname is not None else fast_names[arg]
+            elif kind == "deref":
+                argval = varname(arg) if varname is not None else deref_names[arg]
+            elif kind == "pair":
+                argval = (varname(arg >> 4), varname(arg & 15))
+            elif kind == "global" and varname is not None:  # 3.11+: low bit = push NULL
+                argval = names[arg >> 1]
+                null = bool(arg & 1)
+            else:
+                argval = names[arg]
+        elif name == "BINARY_OP" and _NB_INPLACE_FIRST <= arg <= _NB_INPLACE_LAST:
+            name = "BINARY_OP_INPLACE"
+        out.append((lines[offset], name, argval, null))
     return out
+
+
+def _line_of_offsets(code) -> list:
+    """The line of the instruction at each offset (None where there is none), by offset."""
+    table: list = [None] * len(code.co_code)
+    if PYBEHAVIOR.has_co_positions:  # PYBEHAVIOR: has_co_positions (3.11+, per instruction)
+        for start, end, line in code.co_lines():
+            table[start:end] = [line] * (end - start)
+        return table
+    # 3.8-3.10: every instruction belongs to the last line start before it.
+    starts = dict(dis.findlinestarts(code))
+    line = None
+    for offset in range(0, len(table), 2):
+        line = starts.get(offset, line)
+        table[offset] = line
+    return table
+
+
+_OPNAME = dis.opname
+_EXTENDED_ARG = dis.EXTENDED_ARG
+_CACHE = dis.opmap.get("CACHE", -1)
+# BINARY_OP's in-place operators (``x += ...``), 3.11+: NB_INPLACE_ADD .. NB_INPLACE_XOR.
+_NB_INPLACE_FIRST, _NB_INPLACE_LAST = 13, 25
+_ARG_KINDS = {}
+for _name in ("STORE_FAST", "DELETE_FAST", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR",
+              "STORE_FAST_MAYBE_NULL"):
+    _ARG_KINDS[_name] = "fast"
+for _name in ("STORE_DEREF", "DELETE_DEREF", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF",
+              "LOAD_FROM_DICT_OR_DEREF"):
+    _ARG_KINDS[_name] = "deref"
+for _name in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST"):
+    _ARG_KINDS[_name] = "pair"
+for _name in ("STORE_NAME", "DELETE_NAME", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"):
+    _ARG_KINDS[_name] = "name"
+_ARG_KINDS["LOAD_GLOBAL"] = "global"
 
 
 _EFFECTS: dict = {}
@@ -204,12 +273,10 @@ def line_effects(code) -> dict:
         return table
     table = {}
     unlined = LineEffects()
-    for line, inst in _instruction_lines(code):
+    for line, name, argval, null in _instruction_lines(code):
         eff = table.get(line) if line is not None else unlined
         if eff is None:
             eff = table[line] = LineEffects()
-        name = inst.opname
-        argval = inst.argval
         if name in _WRITE_OPS:
             if isinstance(argval, tuple):
                 eff.writes.update(a for a in argval if isinstance(a, str))
@@ -227,12 +294,12 @@ def line_effects(code) -> dict:
             if isinstance(argval, str):
                 eff.globals.add(argval)
                 # 3.11+: "NULL + len" / "len + NULL" marks a global loaded as a callee.
-                if argval in PURE_BUILTINS and "NULL" in (inst.argrepr or ""):
+                if argval in PURE_BUILTINS and null:
                     eff.pure_callees += 1
                     eff.pure_calls.add(argval)
         if name.startswith("CALL") and not name.startswith("CALL_INTRINSIC"):
             eff.calls += 1
-        elif name.startswith("INPLACE_") or (name == "BINARY_OP" and "=" in (inst.argrepr or "")):
+        elif name.startswith("INPLACE_") or name == "BINARY_OP_INPLACE":
             eff.inplace = True
         elif name in _MUTATING_OPS:
             eff.mutating = True

@@ -53,6 +53,10 @@ class PYBEHAVIOR:
     # OrderedDict's repr is ``OrderedDict({...})`` rather than ``OrderedDict([(k, v)])``.
     ordereddict_repr_is_dict = PYVERSION >= (3, 12)
 
+    # Every instruction has its own source position (co_positions / co_lines, 3.11+);
+    # before, an instruction belongs to the last line start before it.
+    has_co_positions = PYVERSION >= (3, 11)
+
     # A suspended ``yield from`` / ``await`` leaves f_lasti on the instruction before
     # YIELD_FROM (3.8-3.10); later versions use SEND + YIELD_VALUE.
     has_yield_from_opcode = PYVERSION < (3, 11)

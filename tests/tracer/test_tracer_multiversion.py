@@ -14,7 +14,7 @@ import json
 import os
 
 import pytest
-from tracer_testutil import TRACER_TESTS, backends_for, pyenv_pythons, run_in
+from tracer_testutil import TRACER_TESTS, backends_for, corpora_dir, pyenv_pythons, run_in
 
 GOLDEN = TRACER_TESTS / "golden"
 REGEN = os.environ.get("WORLDTRACE_REGEN_GOLDEN") == "1"
@@ -57,3 +57,20 @@ def test_golden_traces(version: str, backend: str) -> None:
         if json.loads(path.read_text()) != trace:
             mismatched.append(name)
     assert mismatched == [], f"traces differ from {folder} (regenerate with WORLDTRACE_REGEN_GOLDEN=1 if intended)"
+
+
+VERSIONS = sorted(PYTHONS)
+
+
+@pytest.mark.skipif(not VERSIONS, reason="no CPython 3.8-3.13 found by pyenv")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_bytecode_walker_agrees_with_dis(version: str) -> None:
+    """codeinfo reads lines, opcodes and names straight from the bytecode (dis is too costly
+    in a freshly forked batch child); on every code object of the test programs, the tracer
+    itself and the corpora present, it must say what dis says."""
+    corpora = [str(p) for p in (corpora_dir() / "cruxeval.jsonl", corpora_dir() / "mbpp.jsonl") if p.exists()]
+    proc = run_in(PYTHONS[version], str(TRACER_TESTS / "tracer_bytecode_check.py"), *corpora, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["checked"] > 100
+    assert report["problems"] == [], report["problems"]

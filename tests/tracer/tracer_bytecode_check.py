@@ -1,0 +1,85 @@
+"""Check codeinfo's bytecode walker against ``dis`` in one interpreter; print the differences.
+
+``python tracer_bytecode_check.py [CORPUS.jsonl ...]`` compiles the tracer test programs, the
+tracer's own modules and every program of the given corpora (``code`` or ``source`` fields),
+and compares ``codeinfo._instruction_lines`` with what ``dis.get_instructions`` says about each
+instruction of every code object: its line, its name, the name it refers to and whether a
+``LOAD_GLOBAL`` pushes NULL. Prints a JSON object: code objects checked and the first
+differences. Stdlib only (runs under CPython 3.8-3.13).
+"""
+
+from __future__ import annotations
+
+import dis
+import glob
+import json
+import os
+import sys
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+from tracer import codeinfo  # noqa: E402
+
+
+def dis_view(code) -> list:
+    out = []
+    current = None
+    for inst in dis.get_instructions(code):
+        if hasattr(inst, "line_number"):  # 3.13+
+            line = inst.line_number
+        elif getattr(inst, "positions", None) is not None:  # 3.11-3.12
+            line = inst.positions.lineno
+        else:  # 3.8-3.10: the last line start
+            if inst.starts_line is not None:
+                current = inst.starts_line
+            line = current
+        name = inst.opname
+        if name == "BINARY_OP" and "=" in (inst.argrepr or ""):
+            name = "BINARY_OP_INPLACE"
+        kind = codeinfo._ARG_KINDS.get(name)
+        argval = inst.argval if kind is not None else None
+        null = name == "LOAD_GLOBAL" and "NULL" in (inst.argrepr or "")
+        out.append((line, name, argval, null))
+    return out
+
+
+def walk(code):
+    yield code
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            yield from walk(const)
+
+
+def main() -> None:
+    sources = []
+    for pattern in ("tests/tracer/programs/*.py", "tracer/*.py", "tracer/backends/*.py"):
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern))):
+            with open(path) as f:
+                sources.append(f.read())
+    for corpus in sys.argv[1:]:
+        with open(corpus) as f:
+            for line in f:
+                row = json.loads(line)
+                sources.append(row.get("code") or row.get("source") or "")
+    checked = 0
+    problems = []
+    warnings.simplefilter("ignore")  # invalid escape sequences in corpus programs
+    for source in sources:
+        try:
+            module = compile(source, "program.py", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            continue
+        for code in walk(module):
+            checked += 1
+            ours, theirs = codeinfo._instruction_lines(code), dis_view(code)
+            if ours != theirs and len(problems) < 5:
+                first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+                problems.append({"code": code.co_name, "index": first,
+                                 "ours": repr(ours[first:first + 1]), "dis": repr(theirs[first:first + 1])})
+    print(json.dumps({"checked": checked, "problems": problems}))
+
+
+if __name__ == "__main__":
+    main()
