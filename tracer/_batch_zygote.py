@@ -120,6 +120,7 @@ def serve(sock: socket.socket, runner_pid: int, start_child: StartChild) -> None
             _close_all(fds)
             sock.sendall(FRAME.pack(b"F", pid, forked, 0))
             _, status, usage = os.wait4(pid, 0)  # the runner kills it at its deadline
+            _kill_group(pid)  # what it left in its process group (before the runner reuses anything)
             sock.sendall(FRAME.pack(b"X", pid, float(status), usage.ru_maxrss))
             _kill_children(me)  # what the program left behind (reparented here)
         code = 0
@@ -175,6 +176,13 @@ def _kill_children(me: int) -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, 9)  # SIGKILL
+    except OSError:
+        pass  # nothing left in it
 
 
 def _close_all(fds: List[int]) -> None:

@@ -636,7 +636,12 @@ class BatchRunner(object):
                     else:
                         open_fds.remove(fd)
         finally:
-            _kill_group(pid)  # the child if it is still there, and whatever it left in its group
+            if not exited:
+                # Kill it and what is in its group: past its deadline, a broken harness, or done
+                # reporting (it only has os._exit left, unless a program forged the report). A
+                # child whose end was reported was reaped by the fork server, which killed its
+                # group then: its pid is not signalled again.
+                _kill_group(pid)
             if not exited and not reported:
                 self._await_end(zygote, pid, outcome)
             if not zygote.alive and not outcome.wait_status:

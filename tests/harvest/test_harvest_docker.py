@@ -114,7 +114,11 @@ HOSTILE = {
     "segfault": ("import ctypes\nctypes.string_at(0)\n", {"crashed"}),
     "write-outside-tmp": ("open('/usr/lib/evil.txt', 'w').write('x')\n", {"exception"}),
     "tracer-off": ("import sys\nsys.settrace(None)\nx = 1\nprint(x)\n", {"ok", "error"}),
-    "kill-the-runner": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", {"crashed"}),
+    # Its parent is the runner's fork server: the runner replaces it. The program itself is killed
+    # with it (crashed) unless it reported first (ok): the kill is asynchronous.
+    "kill-its-parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", {"ok", "crashed"}),
+    # The runner's whole process group (runner and fork server): the host redoes the unit's rest.
+    "kill-the-runner": ("import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)\n", {"crashed"}),
 }
 
 
