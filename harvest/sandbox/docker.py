@@ -36,6 +36,7 @@ from harvest.sandbox.base import (
     Sandbox,
     UnitOutcome,
     UnitRequest,
+    precompile_tracer,
     tail,
 )
 from images.cache import record_use
@@ -112,6 +113,7 @@ class DockerSandbox(Sandbox):
             raise ContainerStartError(
                 f"no tracer package at {self.tracer_dir} (missing __main__.py)"
             )
+        precompile_tracer(self.tracer_dir)  # read by every runner whose image has our Python
         self.owner = owner_label()
         self._lock = threading.Lock()
         self._active: dict[str, Container] = {}

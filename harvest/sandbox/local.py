@@ -23,6 +23,7 @@ from harvest.sandbox.base import (
     UnitOutcome,
     UnitRequest,
     host_python,
+    precompile_tracer,
     tail,
 )
 
@@ -37,6 +38,8 @@ class LocalSandbox(Sandbox):
     def __init__(self, python: str | None = None, tracer_dir: Path = TRACER_DIR) -> None:
         self.python = python or host_python()
         self.tracer_dir = tracer_dir
+        if self.python == host_python():
+            precompile_tracer(tracer_dir)  # the runner does not write bytecode itself
 
     def run_unit(self, req: UnitRequest) -> UnitOutcome:
         req.output_path.parent.mkdir(parents=True, exist_ok=True)
