@@ -320,7 +320,7 @@ class DockerSandbox(Sandbox):
         }
         try:
             found = self.client.containers.list(
-                all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}
+                all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}, ignore_removed=True
             )
         except DockerException as exc:
             log.warning("could not look for the containers of unit %s: %s", req.unit_id, exc)
@@ -330,9 +330,12 @@ class DockerSandbox(Sandbox):
 
     # -- cleanup --------------------------------------------------------------------------------
     def containers(self, run_id: str | None = None) -> list[Container]:
-        """Every worldtrace container on the engine (of `run_id` if given), running or not."""
+        """Every worldtrace container on the engine (of `run_id` if given), running or not.
+
+        The SDK lists, then inspects each container: one removed in between (by its own unit,
+        another run, another host's reaper) is skipped, not an engine error."""
         label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
-        return list(self.client.containers.list(all=True, filters={"label": label}))
+        return list(self.client.containers.list(all=True, filters={"label": label}, ignore_removed=True))
 
     def reap(self, run_id: str | None = None) -> int:
         """Remove containers of `run_id` (all of them), or else of dead owner processes on this host."""

@@ -136,6 +136,29 @@ def test_reap_by_run_id_removes_every_container_of_the_run(
     assert _containers(docker_client, run_id) == []
 
 
+def test_reap_skips_a_container_removed_while_it_lists(
+    base_image: str, run_id: str, docker_client: Any, fake_tracer: Any, monkeypatch: Any
+) -> None:
+    """The engine lists containers, then the SDK inspects each one; a container that its own
+    unit (or another reaper) removes in between is skipped, not an engine error. The race is
+    made deterministic by removing the container right before the SDK inspects it."""
+    sandbox = DockerSandbox(docker_client, tracer_dir=fake_tracer(""), reap_on_start=False)
+    labels = {"worldtrace.run": run_id, "worldtrace.unit": "u", "worldtrace.owner": sandbox.owner}
+    gone = docker_client.containers.create(base_image, ["sleep", "60"], labels=labels)
+    docker_client.containers.create(base_image, ["sleep", "60"], labels=labels)
+    inspect = docker_client.api.inspect_container
+
+    def remove_first(container_id: str) -> Any:
+        if container_id == gone.id:
+            docker_client.api.remove_container(container_id, force=True)
+        return inspect(container_id)
+
+    monkeypatch.setattr(docker_client.api, "inspect_container", remove_first)
+    assert sandbox.reap(run_id) == 1
+    monkeypatch.undo()
+    assert _containers(docker_client, run_id) == []
+
+
 def test_interrupt_inside_create_leaves_no_container(
     tmp_path: Path,
     base_image: str,
