@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tracer_testutil import pyenv_pythons
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -277,12 +278,40 @@ def _python_with_pytest(min_minor: int) -> str | None:
     return None
 
 
+def _pure_python_pytest(folder: Path) -> Path:
+    """A folder that lends this venv's pytest to another CPython: pytest and its dependencies
+    are pure Python, so symlinks to them on PYTHONPATH are enough (no install, no network)."""
+    import importlib
+
+    folder.mkdir()
+    for name in ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "pygments", "py"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        source = Path(module.__file__ or "")
+        target = source.parent if source.name == "__init__.py" else source
+        (folder / target.name).symlink_to(target)
+        for info in target.parent.glob(f"{name.lstrip('_')}-*.dist-info"):  # pytest reads versions
+            if not (folder / info.name).exists():
+                (folder / info.name).symlink_to(info)
+    return folder
+
+
 def test_pytest_job_with_the_monitoring_backend(tmp_path: Path) -> None:
+    """Repository-level traces through the monitoring backend's general path (pytest mode's
+    recorder): with $WORLDTRACE_PYTEST_PYTHON, this interpreter, or else a pyenv CPython 3.12+
+    borrowing this venv's pure-Python pytest."""
     python = _python_with_pytest(12)
+    path: tuple = ()
     if python is None:
-        pytest.skip("needs Python >= 3.12 with pytest (set WORLDTRACE_PYTEST_PYTHON)")
+        found = pyenv_pythons()
+        newest = max((v for v in found if int(v.split(".")[1]) >= 12), key=lambda v: int(v.split(".")[1]), default=None)
+        if newest is None:
+            pytest.skip("needs Python >= 3.12 with pytest (set WORLDTRACE_PYTEST_PYTHON, or pyenv 3.12+)")
+        python, path = found[newest], (_pure_python_pytest(tmp_path / "lent-pytest"),)
     make_repo(tmp_path)
     rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"}],
-                    python=python, backend="monitoring")  # fmt: skip
+                    python=python, backend="monitoring", path=path)  # fmt: skip
     check_rows(rows, "named")
     assert {r["backend"] for r in rows.values()} == {"monitoring"}
