@@ -15,11 +15,14 @@ prints the ratio traced/untraced for:
 * ``plain-settrace``: a minimal settrace recorder that ``repr()``s every local at every line;
 * ``pysnooper`` and ``hunter`` (hunter's VarsSnooper) where they are importable (the host
   venv, 3.11), as recorders of line-level locals;
-* ``out-of-scope``: the workload called from traced code but itself outside the scope.
+* ``out-of-scope``: the workload, 20 times in one trace, called from traced code but itself
+  outside the scope (the fixed cost of one trace is printed apart, below the table).
 
 Times are CPU time of the measuring process (``time.process_time``), the fastest of repeated
 runs (on a shared machine other jobs only ever add time: the minimum is the steadiest estimate,
-as ``timeit`` does); the summary rows then take the median/geomean/max across workloads.
+as ``timeit`` does), with the untraced runs and worldtrace's recorders interleaved round by round
+so that load changes hit them alike; the summary rows take the median/geomean/max across
+workloads.
 
 Stdlib only in the child (peers are optional), so it runs under any 3.8-3.13.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import io
 import json
 import os
@@ -130,6 +134,12 @@ WORKLOADS = [
 
 
 PEERS = ("plain-settrace", "pysnooper", "hunter")
+OUT_OF_SCOPE_REPEAT = 20
+
+
+def _repeat(fn, arg, times: int, _ignored=None) -> None:
+    for _ in range(times):
+        fn(arg)
 PEER_CAP_S = 20.0
 
 # -- the child: time everything inside one interpreter ------------------------------------
@@ -165,6 +175,7 @@ def _time(fn, reps: int, cap_s: float = 0) -> float:
     elapsed time is returned negated (a lower bound: the table prints it as ">N")."""
     samples = []
     for _ in range(reps):
+        gc.collect()  # every run starts from the same collector state, whatever ran before
         t0 = _clock()
         if cap_s:
             signal.signal(signal.SIGALRM, _on_alarm)
@@ -319,21 +330,41 @@ def child(reps: int, peer_reps: int) -> dict:
     results: dict = {}
     for wl, arg in WORKLOADS:
         fn = ns[wl]
-        base = _time(functools.partial(fn, arg), max(reps * 4, 20))
+        out_fn = outside[wl]
+        # worldtrace's own recorders and the untraced runs are interleaved, round by round,
+        # so that a change in the machine's load hits them alike; each keeps its fastest run.
+        # Out of scope: the same workload compiled from a file outside the scope, which the
+        # backends must leave (nearly) alone.
+        # The out-of-scope runs repeat the workload OUT_OF_SCOPE_REPEAT times inside one
+        # trace, so that they measure how fast code outside the scope runs, not the fixed
+        # cost of starting and stopping a trace (printed apart, below the table).
+        ours = [n for n in recorders if n not in PEERS]
+        out_many = functools.partial(_repeat, out_fn, arg, OUT_OF_SCOPE_REPEAT)
+        timed = {("in", n): functools.partial(recorders[n][0], fn, arg) for n in ours}
+        timed.update({("out", n): functools.partial(recorders[n][0], out_many, None)
+                      for n in ("monitoring", "settrace") if n in recorders})
+        best = {key: float("inf") for key in timed}
+        base = out_base = float("inf")
+        for _ in range(reps):
+            base = min(base, _time(functools.partial(fn, arg), 4))
+            out_base = min(out_base, _time(functools.partial(out_many, None), 2))
+            for key, call in timed.items():
+                best[key] = min(best[key], _time(call, 1))
         row = {"untraced_s": base}
         for name, (runner, n) in recorders.items():
-            # The peers can be 10,000x slower: cap them (the ratio is then a lower bound).
-            cap = PEER_CAP_S if name in PEERS else 0
-            row[name] = _time(functools.partial(runner, fn, arg), n, cap) / base
-        # Out of scope: the same workload compiled from a file outside the scope: the
-        # backends must leave it (nearly) alone.
-        out_fn = outside[wl]
-        out_base = _time(functools.partial(out_fn, arg), max(reps * 4, 20))
+            if name in PEERS:
+                # The peers can be 10,000x slower: cap them (the ratio is then a lower bound).
+                row[name] = _time(functools.partial(runner, fn, arg), n, PEER_CAP_S) / base
+            else:
+                row[name] = best[("in", name)] / base
         for name in ("monitoring", "settrace"):
-            if name in recorders:
-                runner = recorders[name][0]
-                row["out-of-scope/" + name] = _time(functools.partial(runner, out_fn, arg), reps) / out_base
+            if ("out", name) in best:
+                row["out-of-scope/" + name] = best[("out", name)] / out_base
         results[wl] = row
+    for name in ("monitoring", "settrace"):
+        if name in recorders:
+            empty = min(_time(functools.partial(recorders[name][0], outside["fib"], 0), 1) for _ in range(reps * 3))
+            notes.append(f"fixed cost of one {name} trace (start, stop, result) in this process: {empty * 1e6:.0f} us")
     shutil.rmtree(WORKDIR, ignore_errors=True)
     return {"python": PYTHON_VERSION, "results": results, "notes": notes}
 
