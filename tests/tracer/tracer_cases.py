@@ -14,6 +14,26 @@ PY312 = sys.version_info >= (3, 12)
 
 CASES = [
     {
+        # First on purpose: every later case runs in the same process after a trace that
+        # stopped early (the backend switched its events off and must switch them on again).
+        "name": "truncated_at_max_events",
+        "source": "def f(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n",
+        "entry": "f",
+        "input": "1000",
+        "max_events": 6,
+        "status": "ok",
+        "return_value": "499500",
+        "truncated_reason": "max_events",
+        "events": [
+            ("call", 1, "f", 0, {"n": "1000"}, None),
+            ("line", 2, "f", 0, {}, None),
+            ("line", 3, "f", 0, {"total": "0"}, None),
+            ("line", 4, "f", 0, {"i": "0"}, None),
+            ("line", 3, "f", 0, {}, None),
+            ("line", 4, "f", 0, {"i": "1"}, None),
+        ],
+    },
+    {
         "name": "assignments_and_return",
         "source": "def f(a, b):\n    c = a + b\n    c = c * 2\n    return c\n",
         "entry": "f",
@@ -222,6 +242,8 @@ def check_case(case: dict, trace: dict) -> list:
         problems.append(f"status {trace['status']!r} != {case['status']!r} ({trace['tracer_error']})")
     if trace["return_value"] != case["return_value"]:
         problems.append(f"return_value {trace['return_value']!r} != {case['return_value']!r}")
+    if trace["truncated_reason"] != case.get("truncated_reason"):
+        problems.append(f"truncated_reason {trace['truncated_reason']!r} != {case.get('truncated_reason')!r}")
     got = event_tuples(trace)
     want = [tuple(e) for e in case["events"]]
     if got != want:
