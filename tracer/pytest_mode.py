@@ -267,6 +267,17 @@ class CallRecorder(Recorder):
                 self._finish(call, value, unwind)
             self.events = []
 
+    def line(self, act: Any, lineno: int, mapping: Any, frame: Any) -> None:
+        # Line events count against the call's budget like every other event (and are not
+        # worked out at all for a call that is not kept or whose budget is spent).
+        call = self.call
+        if call is None or not call.keep:
+            return
+        if 0 < self.per_call_events <= len(self.events):
+            call.truncated = True
+            return
+        Recorder.line(self, act, lineno, mapping, frame)
+
     def exception(self, act: Any, lineno: int, exc: Any) -> None:
         Recorder.exception(self, act, lineno, exc)
         call = self.call

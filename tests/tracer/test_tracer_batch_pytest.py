@@ -113,6 +113,7 @@ def run_jobs(
     python: str = sys.executable,
     backend: str = "auto",
     path: tuple = (),
+    extra: tuple = (),
 ) -> dict:
     (root / "jobs.jsonl").write_text("".join(json.dumps(j) + "\n" for j in jobs))
     pythonpath = os.pathsep.join([str(REPO_ROOT), *map(str, path)])
@@ -132,6 +133,7 @@ def run_jobs(
             "60",
             "--backend",
             backend,
+            *extra,
         ],
         cwd=root,
         env=env,
@@ -266,6 +268,22 @@ def test_installed_package_and_a_checkout_that_shadows_it(tmp_path: Path) -> Non
         assert top["return_value"] == "5" and top["events"][0]["file"].startswith(
             str(checkout / "mypkg")
         )
+
+
+def test_max_events_is_a_budget_per_call_for_line_events_too(tmp_path: Path) -> None:
+    """Every event of a call counts against --max-events, lines included (they once bypassed
+    it: a loop in the package made a trace of unbounded size); the next call has its own."""
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"}],
+                    extra=("--max-events", "5"))  # fmt: skip
+    calls = {pid: r for pid, r in rows.items() if pid.startswith("named::")}
+    assert calls and all(r["n_events"] == len(r["events"]) <= 5 for r in calls.values())
+    total = calls["named::tests/test_core.py::test_total::0"]
+    assert total["truncated"] is True and total["truncated_reason"] == "max_events"
+    assert total["return_value"] == "16" and total["status"] == "ok"
+    add = calls["named::tests/test_core.py::test_add::0"]
+    assert add["truncated"] is False and [e["kind"] for e in add["events"]] == ["call", "line", "line", "return"]
 
 
 def _python_with_pytest(min_minor: int) -> str | None:
