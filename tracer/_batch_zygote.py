@@ -166,16 +166,21 @@ def _kill_children(me: int) -> None:
             return
         if not pids:
             return
-        for pid in pids:
-            try:
-                os.kill(pid, 9)  # SIGKILL
-            except OSError:
-                pass
-        for pid in pids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+        kill_and_reap(pids)
+
+
+def kill_and_reap(pids) -> None:
+    """SIGKILL each of ``pids`` (children of this process), then reap them."""
+    for pid in pids:
+        try:
+            os.kill(pid, 9)  # SIGKILL
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _kill_group(pgid: int) -> None:

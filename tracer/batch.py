@@ -36,7 +36,7 @@ from tracer._batch_child import (
 from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
 from tracer._batch_output import TraceWriter, decode_output
-from tracer._batch_zygote import FORK_RETRY_S, Message, Zygote
+from tracer._batch_zygote import FORK_RETRY_S, Message, Zygote, kill_and_reap
 from tracer.stream import FORMAT as STREAM_FORMAT
 from tracer.stream import blank_trace
 
@@ -802,16 +802,7 @@ class BatchRunner(object):
                 return
             if not pids:
                 return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            for pid in pids:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+            kill_and_reap(pids)
 
 
 def _job_work(
