@@ -360,6 +360,14 @@ def _prepare(file, program_id, entry, input_text, source, backend, limits, inclu
     return run, source
 
 
+def _program_module(name: str, file: str) -> types.ModuleType:
+    """The empty module the program's code runs in."""
+    module = types.ModuleType(name)
+    module.__file__ = file
+    module.__dict__["__builtins__"] = builtins
+    return module
+
+
 def trace_call(
     file: str,
     entry: str,
@@ -382,10 +390,8 @@ def trace_call(
     except _Rejected as rejected:
         return rejected.trace
     name = _module_name(file)
-    module = types.ModuleType(name)
-    module.__file__ = file
+    module = _program_module(name, file)
     namespace = module.__dict__
-    namespace["__builtins__"] = builtins
     capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
     with _SysState(file, name, module):
         if capture is not None:
@@ -442,10 +448,8 @@ def trace_script(
         )
     except _Rejected as rejected:
         return rejected.trace
-    module = types.ModuleType("__main__")
-    module.__file__ = path
+    module = _program_module("__main__", path)
     namespace = module.__dict__
-    namespace["__builtins__"] = builtins
     capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
     with _SysState(path, "__main__", module, argv=[path] + list(argv)):
         if capture is not None:

@@ -21,6 +21,7 @@ from tracer import codeinfo
 from tracer.backends.select import BackendUnavailable, choose_backend
 from tracer.recorder import Recorder
 from tracer.render import Renderer, type_qualified_name
+from tracer.scope import _TRACER_DIR, CachedScope
 from tracer.stream import blank_trace
 
 try:
@@ -46,7 +47,7 @@ def is_test_file(path: str, root: str) -> bool:
     return any(part in TEST_DIRS for part in rel.split(os.sep)[:-1])
 
 
-class PackageScope(object):
+class PackageScope(CachedScope):
     """In scope: the files of the named packages that are not test code (decisions cached).
 
     A package's files are where the *imported* module lives (`sys.modules[name].__path__` or
@@ -60,12 +61,11 @@ class PackageScope(object):
     ) -> None:
         import fnmatch
 
+        super().__init__()
         self._fnmatch = fnmatch.fnmatchcase
         self.packages = tuple(packages)
         self.include = tuple(include)
         self.exclude = tuple(exclude)
-        self._tracer_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
-        self._cache: Dict[str, bool] = {}
 
     def roots(self) -> List[str]:
         """Where the packages are now: imported modules first, else where an import would find them."""
@@ -82,18 +82,11 @@ class PackageScope(object):
                 roots.extend(package_roots([name], strict=False))
         return roots
 
-    def __call__(self, filename: str) -> bool:
-        hit = self._cache.get(filename)
-        if hit is None:
-            hit = self._decide(filename)
-            self._cache[filename] = hit
-        return hit
-
     def _decide(self, filename: str) -> bool:
         if filename.startswith("<"):
             return False
         path = os.path.abspath(filename)
-        if path.startswith(self._tracer_dir):
+        if path.startswith(_TRACER_DIR + os.sep):
             return False
         if any(self._fnmatch(path, pat) for pat in self.exclude):
             return False

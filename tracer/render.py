@@ -466,7 +466,8 @@ class Renderer:
         sign = "-" if value < 0 else ""
         return "<int %s~%d digits ...%s>" % (sign, digits, low)
 
-    def _str(self, value: str) -> str:
+    def _str(self, value):
+        """repr() of a str or bytes, or of its head and tail when it is over the budget."""
         limit = self.max_value_chars
         if len(value) <= limit:
             return repr(value)
@@ -475,14 +476,7 @@ class Renderer:
         tail = value[len(value) - keep // 3 :]
         return self._join_quoted(repr(head), repr(tail))
 
-    def _bytes(self, value: bytes) -> str:
-        limit = self.max_value_chars
-        if len(value) <= limit:
-            return repr(value)
-        keep = max(limit - 8, 2)
-        head = value[: keep - keep // 3]
-        tail = value[len(value) - keep // 3 :]
-        return self._join_quoted(repr(head), repr(tail))
+    _bytes = _str
 
     @staticmethod
     def _join_quoted(head: str, tail: str) -> str:

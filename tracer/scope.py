@@ -28,22 +28,11 @@ def _library_dirs() -> list:
     return sorted(dirs)
 
 
-class Scope:
-    """Decide, per file name, whether code is in scope; decisions are cached.
+class CachedScope:
+    """A scope: ``scope(filename)`` says whether code of that file is recorded; each file's
+    decision (``_decide``) is made once."""
 
-    By default only the program's own file and files below its directory are in scope,
-    never the stdlib, site-packages or the tracer itself. ``include`` globs add files,
-    ``exclude`` globs remove them (exclude wins).
-    """
-
-    def __init__(self, program_file: str | None, include=(), exclude=()) -> None:
-        self.program_file = program_file
-        self.include = tuple(include)
-        self.exclude = tuple(exclude)
-        self.roots = []
-        if program_file and os.path.exists(program_file):
-            self.roots.append(os.path.dirname(os.path.abspath(program_file)) + os.sep)
-        self.library_dirs = [d + os.sep for d in _library_dirs()]
+    def __init__(self) -> None:
         self._cache: dict = {}
 
     def __call__(self, filename: str) -> bool:
@@ -52,6 +41,28 @@ class Scope:
             hit = self._decide(filename)
             self._cache[filename] = hit
         return hit
+
+    def _decide(self, filename: str) -> bool:
+        raise NotImplementedError
+
+
+class Scope(CachedScope):
+    """Decide, per file name, whether code is in scope; decisions are cached.
+
+    By default only the program's own file and files below its directory are in scope,
+    never the stdlib, site-packages or the tracer itself. ``include`` globs add files,
+    ``exclude`` globs remove them (exclude wins).
+    """
+
+    def __init__(self, program_file: str | None, include=(), exclude=()) -> None:
+        super().__init__()
+        self.program_file = program_file
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.roots = []
+        if program_file and os.path.exists(program_file):
+            self.roots.append(os.path.dirname(os.path.abspath(program_file)) + os.sep)
+        self.library_dirs = [d + os.sep for d in _library_dirs()]
 
     def _decide(self, filename: str) -> bool:
         absolute = os.path.abspath(filename) if not filename.startswith("<") else filename

@@ -245,13 +245,7 @@ class MonitoringBackend(Backend):
         if not rec.active:
             return self.DISABLE
         try:
-            stack = rec.stacks.get(get_ident())
-            if stack:
-                act = stack[-1]
-                frame = act.frame
-                if act.code is code and frame is not None:
-                    rec.leave(act, frame.f_lineno, value, False)
-                    act.frame = act.proxy = None
+            self._leave(code, value, False, False)
         except Exception as exc:
             rec.fail(exc)
         return None
@@ -522,7 +516,7 @@ class MonitoringBackend(Backend):
                         if mapping is None:
                             mapping = frame.f_locals
                         if names is None:
-                            delta = line_delta(act, mapping, prev, frame)
+                            delta = line_delta(act, mapping, eff, frame)
                         else:
                             # The common case: the line only stores locals (in frame order).
                             for name in names:
