@@ -17,6 +17,8 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
+from tracer.jsonl import RawJSON, dumps_utf8
+
 try:  # resource is POSIX-only; the batch runner needs fork anyway
     import resource
 except ImportError:  # pragma: no cover
@@ -101,6 +103,19 @@ def encode(message: Dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=True).encode("ascii") + b"\n"
 
 
+def encode_result(trace: Dict[str, Any]) -> bytes:
+    """The child's report: the trace without its events, then its events on the next line as the
+    runner's output writes them (so the runner checks them but does not encode them again)."""
+    events = trace.get("events")
+    if type(events) is not RawJSON:
+        if not isinstance(events, list):
+            return encode({"kind": "result", "trace": trace})
+        events = dumps_utf8(events)
+    head = dict(trace)
+    head["events"] = None  # keeps the key's place in the output line
+    return encode({"kind": "result", "trace": head, "events": "next-line"}) + events + b"\n"
+
+
 def send(fd: int, message: Dict[str, Any]) -> None:
     _write_all(fd, encode(message))
 
@@ -118,7 +133,11 @@ def quick_report(trace: Dict[str, Any], deadline: float) -> bool:
     the deadline needs no such notice: one write (and one wake-up of the parent) instead of two.
     """
     events = trace.get("events") if isinstance(trace, dict) else None
-    if not isinstance(events, list) or len(events) > QUICK_REPORT_EVENTS:
+    if type(events) is RawJSON:
+        n = trace.get("n_events")
+    else:
+        n = len(events) if isinstance(events, list) else None
+    if not isinstance(n, int) or n > QUICK_REPORT_EVENTS:
         return False
     return deadline <= 0 or time.monotonic() < deadline - QUICK_REPORT_MARGIN_S
 
@@ -307,7 +326,7 @@ def run_child(
             # as it would have ended at the end of the program, without reporting.
             os._exit(0 if trace.get("status") == "ok" else 1)
         try:
-            report = encode({"kind": "result", "trace": trace})
+            report = encode_result(trace)
         except MemoryError:
             report = encode({"kind": "result", "trace": _memory_report(trace)})
         _write_all(result_fd, RAN_LINE + report if quick else report)

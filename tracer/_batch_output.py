@@ -7,12 +7,7 @@ import os
 from typing import Any, Set
 
 from tracer._batch_errors import OutputError
-from tracer.jsonl import dumps
-
-
-def encode_line(trace: Any) -> bytes:
-    """One trace as one UTF-8 JSON line (with its newline), lone surrogates escaped."""
-    return (dumps(trace) + "\n").encode("utf-8")
+from tracer.jsonl import encode_line
 
 
 def decode_output(data: bytes) -> str:

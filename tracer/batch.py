@@ -37,6 +37,7 @@ from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
 from tracer._batch_output import TraceWriter, decode_output
 from tracer._batch_zygote import FORK_RETRY_S, Message, Zygote, kill_and_reap
+from tracer.jsonl import RawJSON
 from tracer.stream import FORMAT as STREAM_FORMAT
 from tracer.stream import blank_trace
 
@@ -202,12 +203,15 @@ class _Capture(object):
 class _Messages(object):
     """The child's report channel: newline-separated JSON messages."""
 
-    __slots__ = ("buf", "on_trace", "result", "harness_error", "garbled", "ran", "oversize")
+    __slots__ = ("buf", "scanned", "on_trace", "result", "head", "harness_error", "garbled", "ran", "oversize")
 
     def __init__(self, on_trace: Callable[[Dict[str, Any]], bool]) -> None:
         self.buf = bytearray()
+        self.scanned = 0  # bytes of `buf` known to hold no newline
         self.on_trace = on_trace  # extra traces (pytest jobs), handed on as they arrive
         self.result: Optional[Dict[str, Any]] = None
+        # A result whose events come on the next line (see _batch_child.encode_result).
+        self.head: Optional[Dict[str, Any]] = None
         self.harness_error: Optional[str] = None
         self.garbled = False
         self.ran = False  # the program has ended; the trace is being serialised
@@ -217,16 +221,22 @@ class _Messages(object):
         if self.oversize:
             return  # read and dropped until the child ends
         self.buf += chunk
-        if len(self.buf) > MAX_MESSAGE_BYTES and self.buf.find(b"\n") < 0:
-            self.buf = bytearray()
-            self.oversize = True
-            return
         while True:
-            end = self.buf.find(b"\n")
+            # Only the new bytes are searched: a big trace arrives in many reads.
+            end = self.buf.find(b"\n", self.scanned)
             if end < 0:
+                self.scanned = len(self.buf)
+                if self.scanned > MAX_MESSAGE_BYTES:
+                    self.buf = bytearray()
+                    self.scanned = 0
+                    self.oversize = True
                 return
             line = bytes(self.buf[:end])
             del self.buf[: end + 1]
+            self.scanned = 0
+            if self.head is not None:
+                self._events_line(line)
+                continue
             try:
                 msg = json.loads(line)
                 kind = msg["kind"]
@@ -237,11 +247,35 @@ class _Messages(object):
                 if not self.on_trace(msg["trace"]):
                     self.garbled = True
             elif kind == "result":
-                self.result = msg["trace"]
+                if msg.get("events") == "next-line" and isinstance(msg.get("trace"), dict):
+                    self.head = msg["trace"]
+                else:
+                    self.result = msg["trace"]
             elif kind == "ran":
                 self.ran = True
             elif kind == "harness_error":
                 self.harness_error = msg.get("error")
+
+    def _events_line(self, line: bytes) -> None:
+        """The events of the result in `head`: kept as the JSON text they are written as.
+
+        They are parsed once to check that they are a JSON array (the program runs in the child
+        and could have written anything here), but not encoded again: for big traces that was
+        half of the runner's time.
+        """
+        head, self.head = self.head, None
+        try:
+            # UTF-8 only (json.loads would take UTF-16 bytes too), and no carriage return (valid
+            # JSON whitespace, but a line break to readers that open the output as text).
+            ok = b"\r" not in line and isinstance(json.loads(line.decode("utf-8")), list)
+        except (ValueError, RecursionError):
+            ok = False
+        if not ok:
+            self.garbled = True
+            return
+        head = dict(head)
+        head["events"] = RawJSON(line)
+        self.result = head
 
 
 class _Outcome(object):
@@ -821,6 +855,7 @@ def _job_work(
             include=include,
             exclude=exclude,
             capture_output=False,
+            events_as_json=True,  # the runner writes them as they come (see encode_result)
         )
         if job.mode == "call":
             path = job.file or _pseudo_path(job)

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         return int(run_batch(args.jobs, args.out, backend=args.backend, limits=limits,
                              include=tuple(args.include), exclude=tuple(args.exclude)))
     common = dict(program_id=args.program_id, backend=args.backend, limits=limits,
-                  include=tuple(args.include), exclude=tuple(args.exclude))
+                  include=tuple(args.include), exclude=tuple(args.exclude), events_as_json=True)
     if args.command == "call":
         trace = trace_call(args.file, args.entry, args.input, **common)
     else:

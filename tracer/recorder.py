@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import gc
 import itertools
+import json
 import os
 import sys
 import traceback
@@ -36,6 +37,9 @@ _SMALL_INT = 1 << 60
 _INERT_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
 
 CALL, LINE, RETURN, EXCEPTION = "call", "line", "return", "exception"
+
+# A str as JSON text, as json.dumps(ensure_ascii=False) writes it (the C function where it exists).
+_json_string = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
 
 # A buffered event is a flat tuple that references no activation (so activations die with
 # their frames and the garbage collector has little to walk):
@@ -432,6 +436,51 @@ class Recorder:
         finally:
             if enabled:
                 gc.enable()
+
+    def events_json(self) -> str:
+        """The buffered events as the JSON text of ``json.dumps(self.event_dicts(),
+        ensure_ascii=False, separators=(",", ":"))``, written straight from the tuples: no
+        per-event dicts (the batch child and the command line write traces this way)."""
+        enabled = gc.isenabled()
+        if enabled:
+            gc.disable()
+        try:
+            return self._events_json()
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _events_json(self) -> str:
+        string = _json_string
+        parts = []
+        append = parts.append
+        # id(code) -> (code, '"function":..,"file":..', file, {lineno: '"source":..'})
+        infos: dict = {}
+        source_line = codeinfo.source_line
+        for kind, lineno, code, fid, tid, depth, local_delta, arg in self.events:
+            info = infos.get(id(code))
+            if info is None:
+                info = infos[id(code)] = (
+                    ',"function":%s,"file":%s,"depth":' % (string(codeinfo.qualname(code)), string(code.co_filename)),
+                    code.co_filename,
+                    {},
+                )
+            sources = info[2]
+            head = sources.get((kind, lineno))
+            if head is None:
+                source = source_line(info[1], lineno) if lineno else ""
+                head = sources[(kind, lineno)] = '{"kind":"%s","lineno":%d,"source":%s%s' % (
+                    kind, lineno if lineno is not None else 0, string(source), info[0])
+            if local_delta:
+                locals_text = "{" + ",".join([
+                    string(name) + (":null" if text is None else ":" + string(text))
+                    for name, text in local_delta.items()
+                ]) + "}"
+            else:
+                locals_text = "{}"
+            append('%s%d,"frame_id":%d,"thread_id":%d,"locals":%s,"arg":%s}' % (
+                head, depth, fid, tid, locals_text, "null" if arg is None else string(arg)))
+        return "[" + ",".join(parts) + "]"
 
     def _event_dicts(self) -> list:
         out = []

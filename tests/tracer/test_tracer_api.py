@@ -227,3 +227,24 @@ def test_program_named_like_a_stdlib_module_does_not_shadow_it(tmp_path: Path, b
     prog.write_text("def f():\n    import json\n    return json.dumps([1])\n")
     t = trace_call(str(prog), "f", "", backend=backend)
     assert t["status"] == "ok" and t["return_value"] == "'[1]'"
+
+
+def test_events_json_is_the_json_of_the_event_dicts() -> None:
+    # Strings that JSON must escape, non-ASCII, lone surrogates, absent line numbers, deleted
+    # locals: the text written straight from the tuples equals json.dumps of the dicts.
+    from tracer.jsonl import dumps_utf8, text_utf8
+    from tracer.recorder import Recorder
+    from tracer.render import Renderer
+
+    names = ['plain.py', 'q"uo\\te\n\t\x1f.py', 'é漢\U0001f600.py', 'undecodable\udcff.py']
+    base = compile("def f():\n    pass\n", "x.py", "exec").co_consts[0]
+    codes = [base.replace(co_filename=name) for name in names]
+    rec = Recorder(Renderer(), lambda filename: True)
+    nasty = ['', '"', '\\', '\n\r\t\b\f', '\x00\x7f', 'é', '\u2028\u2029', '\ud800', '\udc80x', "'a'"]
+    for i, code in enumerate(codes * 3):
+        delta = {nasty[(i + k) % len(nasty)] + str(k): (None if k == 2 else nasty[(i * 3 + k) % len(nasty)]) for k in range(i % 4)}
+        arg = None if i % 3 == 0 else nasty[i % len(nasty)]
+        rec.events.append(("line" if i % 2 else "call", None if i == 5 else (0 if i == 6 else i + 1), code,
+                           i, i % 2, i % 5, delta if i % 7 else None, arg))
+    assert text_utf8(rec.events_json()) == dumps_utf8(rec.event_dicts())
+    assert json.loads(text_utf8(rec.events_json())) == json.loads(dumps_utf8(rec.event_dicts()))

@@ -242,6 +242,32 @@ HOSTILE_JOBS = [
         "kills-its-parent",  # the runner's fork server: the batch must replace it and go on
         "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n",
     ),
+    call(
+        "forged-report",  # a result head, then events that would inject a key into the output line
+        """
+        import os
+        from tracer._batch_child import RESULT_FD
+        def f():
+            os.write(RESULT_FD, b'{"kind": "result", "trace": {"status": "ok"}, "events": "next-line"}\\n')
+            os.write(RESULT_FD, b'[],"program_id":"injected"\\n')
+            os._exit(0)
+        """,
+    ),
+    call(
+        "forged-utf16-events",  # a JSON array, but in UTF-16: it must not go into a UTF-8 line
+        """
+        import os
+        from tracer._batch_child import RESULT_FD
+        def f():
+            os.write(RESULT_FD, b'{"kind": "result", "trace": {"status": "ok"}, "events": "next-line"}\\n')
+            os.write(RESULT_FD, '[1,\\r2]'.encode('utf-16-le') + b'\\n')
+            os._exit(0)
+        """,
+    ),
+    call(
+        "placeholder-output",  # output equal to the writer's placeholder for spliced events
+        "import sys\ndef f():\n    sys.stdout.write('\\x00raw-json\\x00')\n    return 'é\\ud800'\n",
+    ),
     call("good-last", GOOD, input_text="4"),
 ]
 
@@ -293,6 +319,24 @@ def test_hostile_program_gets_its_status(
     assert row["status"] == status, row
     if message is not None:
         assert message in (row["exception_message"] or ""), row["exception_message"]
+
+
+def test_a_forged_report_is_not_written_into_the_output(hostile: tuple) -> None:
+    # The runner keeps a child's events as the JSON text they came as, so it must check them:
+    # text that is not one JSON array could end the events early and add keys to the line.
+    rows = hostile[0]
+    assert "injected" not in rows
+    for pid in ("forged-report", "forged-utf16-events"):
+        row = rows[pid]
+        assert row["status"] == "crashed" and row["events"] == [], row
+
+
+def test_output_equal_to_the_writers_placeholder_is_kept(hostile: tuple) -> None:
+    row = hostile[0]["placeholder-output"]
+    assert row["status"] == "ok", row
+    assert row["stdout"] == "\x00raw-json\x00"
+    assert row["return_value"] == "'é\\ud800'"
+    assert [e["kind"] for e in row["events"]] == ["call", "line", "line", "return"]
 
 
 def test_a_job_can_set_its_own_timeout(hostile: tuple) -> None:
