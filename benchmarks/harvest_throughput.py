@@ -44,11 +44,13 @@ def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out:
     start_ray(RayOptions(num_cpus=slots), settings.sandbox)
     startup = time.monotonic() - t0
     try:
+        procs0 = _process_cpu()
         cpu0 = _machine_cpu()
         t1 = time.monotonic()
         run_units(units, settings, out, f"bench-{uuid.uuid4().hex[:8]}", results.append, lambda u, why: failures.append(why))
         wall = time.monotonic() - t1
         cpu1 = _machine_cpu()
+        procs1 = _process_cpu()
     finally:
         stop_ray()
     if failures:
@@ -74,6 +76,9 @@ def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out:
         # the whole machine during the harvest (all processes, other users included)
         "machine_busy_cpu_s": cpu1[0] - cpu0[0],
         "machine_idle_cpu_s": cpu1[1] - cpu0[1],
+        # processes alive at both ends, by name; the rest of the busy time is processes that started
+        # and ended during the harvest (the sandboxes, the engine's hooks) and the kernel
+        "process_cpu_s": _process_delta(procs0, procs1),
     }
 
 
@@ -87,6 +92,33 @@ def _machine_cpu() -> tuple[float, float]:
     hz = os.sysconf("SC_CLK_TCK")
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
     return (sum(ticks[:8]) - idle) / hz, idle / hz
+
+
+def _process_cpu() -> dict[tuple[str, str], tuple[str, float]]:
+    """CPU seconds (user + system) of every process now, keyed by (pid, start time), from /proc."""
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    found: dict[tuple[str, str], tuple[str, float]] = {}
+    try:
+        pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, fields = stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()
+        found[(pid, fields[19])] = (name, (int(fields[11]) + int(fields[12])) / hz)
+    return found
+
+
+def _process_delta(before: dict[tuple[str, str], tuple[str, float]], after: dict[tuple[str, str], tuple[str, float]]) -> dict[str, float]:
+    by_name: dict[str, float] = {}
+    for key, (name, cpu) in after.items():
+        if key in before:
+            by_name[name] = by_name.get(name, 0.0) + cpu - before[key][1]
+    return {name: cpu for name, cpu in sorted(by_name.items(), key=lambda kv: -kv[1]) if cpu > 0}
 
 
 def naive(programs: list[Program], image_ref: str, slots: int) -> dict:
@@ -174,6 +206,11 @@ def main() -> None:
               f"({100 * busy / (busy + idle):.0f}% of {os.cpu_count()} CPUs; all processes, other users included), "
               f"{1000 * busy / max(ours['traces'], 1):.1f} ms busy CPU per trace")
     n = max(ours["traces"], 1)
+    if ours["process_cpu_s"]:
+        alive = sum(ours["process_cpu_s"].values())
+        top = ", ".join(f"{name} {1000 * cpu / n:.1f}" for name, cpu in list(ours["process_cpu_s"].items())[:6])
+        print(f"  busy CPU per trace by process (ms): {top}; processes that began and ended during the harvest "
+              f"(sandboxes) and the kernel {1000 * (busy - alive) / n:.1f}")
     print(f"  CPU per trace: batch runner and programs {1000 * ours['runner_cpu_s'] / n:.1f} ms, "
           f"host side of the units {1000 * ours['host_cpu_s'] / n:.1f} ms")
     print(f"  time outside program execution: {100 * ours['outside_share']:.1f}% of the units' time "
