@@ -18,24 +18,32 @@ from schemas.shards import TEMP_MARK, TEMP_PREFIX, ShardWriter, read_manifest
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 512
+BATCH_EVENTS = 50_000  # a record batch also ends here (~1 KB of Python objects an event while converted)
 UNIT_ID_KEY = "worldtrace.unit_id"
 
 
-def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Sequence[dict[str, Any]]) -> int:
-    """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes."""
+def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Iterable[dict[str, Any]]) -> int:
+    """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes.
+
+    `rows` may be a generator: they are converted BATCH_ROWS rows or BATCH_EVENTS events at a time.
+    """
     _remove_stale_temporaries(out_dir, unit.shard_name)
     sources = {p.program_id: p.source or "" for p in unit.programs}
     batch: list[dict[str, Any]] = []
+    events = 0
+    number = 0
     with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata={UNIT_ID_KEY: unit.unit_id}) as writer:
         for number, obj in enumerate(rows, start=1):
             obj = _checked(obj)
             context = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
             batch.append(stream_object_to_row(obj, context))
-            if len(batch) >= BATCH_ROWS:
+            events += len(obj["events"])
+            if len(batch) >= BATCH_ROWS or events >= BATCH_EVENTS:
                 writer.write_batch(rows_to_batch(batch, number - len(batch) + 1))
                 batch = []
+                events = 0
         if batch:
-            writer.write_batch(rows_to_batch(batch, len(rows) - len(batch) + 1))
+            writer.write_batch(rows_to_batch(batch, number - len(batch) + 1))
     assert writer.info is not None
     return writer.info.bytes
 

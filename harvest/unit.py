@@ -12,6 +12,8 @@ Exactly-once, step by step:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
@@ -76,11 +78,12 @@ def execute_unit(
     # Who runs this attempt: for post-mortems of a unit that died (and for the resume tests).
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id, "started_at": time.time()}
     (attempt_dir / "attempt.json").write_text(json.dumps(owner), encoding="utf-8")
-    done = _rows_of_earlier_attempts(work, attempt_dir)
+    stream = attempt_dir / "stream.jsonl"
+    # What is known of each finished program (its row without events and output: a unit's rows in
+    # full can be gigabytes); the rows themselves stay in the stream until the shard is written.
+    done = _seed_from_earlier_attempts(work, attempt_dir, stream)
     if done:
         log.info("unit %s: attempt %d resumes with %d of %d programs done", unit.unit_id, attempt, len(done), len(unit))
-    stream = attempt_dir / "stream.jsonl"
-    _write_rows(stream, done.values())
 
     sandbox_time = 0.0
     start_stop = 0.0  # of which: starting and removing containers (or runner processes)
@@ -122,8 +125,10 @@ def execute_unit(
         finally:
             sandbox_time += time.monotonic() - round_started
         before = len(done)
-        for row in read_stream(stream):
-            done.setdefault(row["program_id"], row)
+        with gc_paused():
+            for row in read_stream(stream):
+                if row["program_id"] not in done:
+                    done[row["program_id"]] = _summary(row)
         missing = [p for p in pending if p.program_id not in done]  # a job's own row comes last
         if not missing:
             break
@@ -141,15 +146,18 @@ def execute_unit(
         # program's outcome (a row), and the others still run.
         culprit = missing[0]
         log.warning("unit %s: program %s took the sandbox down (%s)", unit.unit_id, culprit.program_id, reason)
-        done[culprit.program_id] = crashed_row(culprit.program_id, culprit.entrypoint, culprit.input, settings, reason)
-        _write_rows(stream, [done[culprit.program_id]], append=True)
+        row = crashed_row(culprit.program_id, culprit.entrypoint, culprit.input, settings, reason)
+        _write_rows(stream, [row], append=True)
+        done[culprit.program_id] = _summary(row)
 
-    rows = list(done.values())  # stream order; a pytest job's extra traces come before its own
     runner_cpu = _runner_cpu_s(stream)
     from harvest.shard_io import write_unit_shard  # pyarrow only where shards are written
 
-    shard_bytes = write_unit_shard(out_dir, unit, rows)
+    with gc_paused():
+        # Stream order, first row of each program (a pytest job's extra traces come before its own).
+        shard_bytes = write_unit_shard(out_dir, unit, unique_rows(stream))
     shutil.rmtree(work, ignore_errors=True)
+    rows = list(done.values())
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -175,6 +183,11 @@ def execute_unit(
 
 def read_stream(path: Path) -> Iterator[dict[str, Any]]:
     """Complete rows of a tracer stream; a torn last line (a killed writer) is skipped."""
+    for row, _ in _read_stream_lines(path):
+        yield row
+
+
+def _read_stream_lines(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
     if not path.exists():
         return
     with path.open("rb") as f:
@@ -188,7 +201,7 @@ def read_stream(path: Path) -> Iterator[dict[str, Any]]:
                 log.warning("%s: skipping a line that is not JSON", path)
                 continue
             if isinstance(row, dict) and isinstance(row.get("program_id"), str) and "status" in row:
-                yield row
+                yield row, raw
 
 
 def _runner_cpu_s(stream: Path) -> float:
@@ -236,18 +249,55 @@ def _new_attempt_dir(work: Path) -> tuple[Path, int]:
             attempt += 1
 
 
-def _rows_of_earlier_attempts(work: Path, current: Path) -> dict[str, dict[str, Any]]:
+def _seed_from_earlier_attempts(work: Path, current: Path, stream: Path) -> dict[str, dict[str, Any]]:
+    """Copy the complete rows of earlier attempts (first per program) into `stream`; summarise them."""
     done: dict[str, dict[str, Any]] = {}
     earlier = sorted(
         (p for p in work.iterdir() if p.name.startswith("attempt-") and p != current),
         key=lambda p: int(p.name.split("-", 1)[1]),
     )
-    for folder in earlier:
-        # A sandbox may have moved the stream into its private folder when the attempt died.
-        for stream in [folder / "stream.jsonl", *sorted(folder.glob(".*.sandbox/stream.jsonl"))]:
-            for row in read_stream(stream):
-                done.setdefault(row["program_id"], row)
+    with stream.open("wb") as out, gc_paused():
+        for folder in earlier:
+            # A sandbox may have moved the stream into its private folder when the attempt died.
+            for old in [folder / "stream.jsonl", *sorted(folder.glob(".*.sandbox/stream.jsonl"))]:
+                for row, line in _read_stream_lines(old):
+                    if row["program_id"] not in done:
+                        done[row["program_id"]] = _summary(row)
+                        out.write(line)
     return done
+
+
+# What a unit keeps of each finished program's row until its shard is written.
+SUMMARY_KEYS = ("program_id", "status", "return_value", "wall_time_s")
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row.get(key) for key in SUMMARY_KEYS}
+
+
+def unique_rows(stream: Path) -> Iterator[dict[str, Any]]:
+    """The stream's complete rows in order, the first of each program id only."""
+    seen: set[str] = set()
+    for row in read_stream(stream):
+        if row["program_id"] not in seen:
+            seen.add(row["program_id"])
+            yield row
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while big JSON rows are decoded and converted.
+
+    They hold no cycles, but their millions of containers set off collections that walk them again
+    and again: for traces of ~30,000 events that more than doubled the host's time per trace.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _write_rows(path: Path, rows: Any, append: bool = False) -> None:

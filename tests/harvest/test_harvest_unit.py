@@ -111,3 +111,24 @@ def test_a_differently_planned_harvest_into_the_same_folder_is_refused(tmp_path:
     other = plan_units(programs, replace(SETTINGS, programs_per_unit=3))
     with pytest.raises(ConfigError, match="already holds a trace of program 'p[0-3]' .*new --out"):
         check_no_overlap(tmp_path, other, committed_shards(tmp_path))
+
+
+def test_rows_are_converted_a_bounded_number_of_events_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A unit's rows go from the stream into its shard a batch at a time (a unit of big traces
+    # must not hold all its rows at once): with a tiny event bound every row is its own batch,
+    # and the shard still has every row once, in order, with all its events.
+    from harvest import shard_io
+    from schemas.reader import iter_traces
+
+    batches: list[int] = []
+    real = shard_io.rows_to_batch
+    monkeypatch.setattr(shard_io, "BATCH_EVENTS", 3)
+    monkeypatch.setattr(shard_io, "rows_to_batch", lambda rows, first: batches.append(len(rows)) or real(rows, first))
+    programs = [call(f"p{i}", "    y = x + 1\n    z = y * 2\n    return z", str(i)) for i in range(5)]
+    (unit,) = plan_units(programs, SETTINGS)
+    result = execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    assert batches == [1, 1, 1, 1, 1] and result.counts == {"ok": 5}
+    rows = list(iter_traces(tmp_path / unit.shard_name))
+    assert [r["program_id"] for r in rows] == [f"p{i}" for i in range(5)]
+    assert [r["return_value"] for r in rows] == [str((i + 1) * 2) for i in range(5)]
+    assert all([e["kind"] for e in r["events"]] == ["call", "line", "line", "line", "return"] for r in rows)
