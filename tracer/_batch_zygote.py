@@ -17,6 +17,10 @@ Protocol over a socketpair:
   `E` the zygote's own CPU seconds (x) and minor faults (n), sent as it exits.
 The zygote exits (killing what is left of its children) when the runner closes its end, and is
 SIGKILLed when the runner dies (`PR_SET_PDEATHSIG`), which in turn kills the running program.
+
+Scratch directories (`--scratch`, the sandbox's /tmp and /dev/shm): the zygote empties them when it
+starts and after each program, once what the program left running is dead and before it forks the
+next one, so no program sees what another wrote there.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from __future__ import annotations
 import array
 import os
 import select
+import shutil
 import socket
 import struct
 import sys
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from tracer._batch_child import close_inherited_fds, prctl
 
@@ -80,11 +85,12 @@ def fast_fork() -> Callable[[], int]:
     return fork
 
 
-def serve(sock: socket.socket, runner_pid: int, start_child: StartChild) -> None:
+def serve(sock: socket.socket, runner_pid: int, start_child: StartChild, scratch: Sequence[str] = ()) -> None:
     """The zygote's whole life (in the process forked from the runner). Never returns.
 
-    One program at a time: fork it, wait for its end, report, kill what it left behind. The loop
-    is kept short on purpose: every page it writes is copied once per fork.
+    One program at a time: fork it, wait for its end, report, kill what it left behind, empty the
+    scratch directories. The loop is kept short on purpose: every page it writes is copied once
+    per fork.
     """
     code = EXIT_SERVER_FAILED
     try:
@@ -97,6 +103,8 @@ def serve(sock: socket.socket, runner_pid: int, start_child: StartChild) -> None
         fork = fast_fork()
         buf = bytearray(FIRST_READ)
         ancillary = socket.CMSG_SPACE(N_FDS * array.array("i").itemsize)
+        for folder in scratch:  # a zygote that replaces a dead one: its program's files go too
+            empty_dir(folder)
         while True:
             request = _recv_request(sock, buf, ancillary)
             if request is None:  # the runner is done (or gone)
@@ -123,6 +131,8 @@ def serve(sock: socket.socket, runner_pid: int, start_child: StartChild) -> None
             _kill_group(pid)  # what it left in its process group (before the runner reuses anything)
             sock.sendall(FRAME.pack(b"X", pid, float(status), usage.ru_maxrss))
             _kill_children(me)  # what the program left behind (reparented here)
+            for folder in scratch:
+                empty_dir(folder)
         code = 0
     except BaseException:  # SIGTERM's SystemExit, a broken socket: end here, never in the runner's code
         pass
@@ -167,6 +177,40 @@ def _kill_children(me: int) -> None:
         if not pids:
             return
         kill_and_reap(pids)
+
+
+def empty_dir(path: str) -> None:
+    """Remove what is in `path` (not `path` itself), as far as this process may; never raises.
+
+    Directories the program made unreadable or unwritable are opened up first (it owned them);
+    symbolic links are removed, never followed.
+    """
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        full = os.path.join(path, name)
+        try:
+            if os.path.isdir(full) and not os.path.islink(full):
+                _open_up(full)
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                os.unlink(full)
+        except (OSError, RecursionError):
+            pass
+
+
+def _open_up(top: str) -> None:
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            os.chmod(folder, 0o700)
+            with os.scandir(folder) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            pass
 
 
 def kill_and_reap(pids) -> None:
@@ -233,13 +277,13 @@ def _length(buf: bytearray) -> int:
 class Zygote(object):
     """The runner's handle on its zygote: start it, send requests, read its frames."""
 
-    def __init__(self, start_child: StartChild) -> None:
+    def __init__(self, start_child: StartChild, scratch: Sequence[str] = ()) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         runner = os.getpid()
         pid = os.fork()
         if pid == 0:
             ours.close()
-            serve(theirs, runner, start_child)  # never returns
+            serve(theirs, runner, start_child, scratch)  # never returns
             os._exit(EXIT_SERVER_FAILED)
         theirs.close()
         self.pid = pid

@@ -80,12 +80,19 @@ def run_batch(
     exclude: Sequence[str] = (),
     max_procs: int = 0,
     max_file_bytes: int = FSIZE_LIMIT_BYTES,
+    scratch: Sequence[str] = (),
 ) -> int:
     """Trace every job of `jobs_path`, appending one line per job to `out_path`; return the exit code.
 
     0: every job has its line in `out_path` (whatever the programs did); 1: the batch could not go
-    on (cannot fork, cannot write); 2: the jobs file or the output cannot be used.
+    on (cannot fork, cannot write); 2: the jobs file or the output cannot be used. `scratch`:
+    directories that only the programs use (a sandbox's /tmp and /dev/shm), emptied before each
+    program; never a directory anything else keeps files in.
     """
+    missing = [folder for folder in scratch if not os.path.isdir(folder)]
+    for folder in missing:
+        log.warning("scratch directory %s does not exist; not emptying it between programs", folder)
+    scratch = [folder for folder in scratch if folder not in missing]
     try:
         runner = BatchRunner(
             backend=backend,
@@ -94,6 +101,7 @@ def run_batch(
             exclude=exclude,
             max_procs=max_procs,
             max_file_bytes=max_file_bytes,
+            scratch=scratch,
         )
         summary = runner.run(str(jobs_path), str(out_path))
     except BatchError as exc:
@@ -309,8 +317,11 @@ class BatchRunner(object):
         exclude: Sequence[str] = (),
         max_procs: int = 0,
         max_file_bytes: int = FSIZE_LIMIT_BYTES,
+        scratch: Sequence[str] = (),
     ) -> None:
         self.backend = backend
+        # Directories only the programs use (a sandbox's /tmp): emptied before each program.
+        self.scratch = tuple(scratch)
         if limits is None:
             from tracer.api import Limits
 
@@ -580,7 +591,7 @@ class BatchRunner(object):
             if self._zygote is not None:
                 self._lost_zygote()
             _flush_parent_streams()
-            self._zygote = Zygote(self._start_child)
+            self._zygote = Zygote(self._start_child, self.scratch)
         return self._zygote
 
     def _start_child(self, payload: bytes, fds: List[int], server_pid: int) -> None:

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("batch", help="trace many programs, each in a forked child")
     p.add_argument("jobs", metavar="JOBS.jsonl")
+    p.add_argument("--scratch", action="append", default=[], metavar="DIR",
+                   help="a directory only the programs use (a sandbox's /tmp), emptied before each "
+                        "program (repeatable; never a shared directory)")
     _add_common(p)
     return parser
 
@@ -108,7 +111,8 @@ def main(argv=None) -> int:
         from .batch import run_batch  # lazily: only the batch runner needs it
 
         return int(run_batch(args.jobs, args.out, backend=args.backend, limits=limits,
-                             include=tuple(args.include), exclude=tuple(args.exclude)))
+                             include=tuple(args.include), exclude=tuple(args.exclude),
+                             scratch=tuple(args.scratch)))
     common = dict(program_id=args.program_id, backend=args.backend, limits=limits,
                   include=tuple(args.include), exclude=tuple(args.exclude), events_as_json=True)
     if args.command == "call":

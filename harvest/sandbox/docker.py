@@ -55,6 +55,8 @@ LABEL_IMAGE = "worldtrace.image"
 
 TRACER_MOUNT = "/opt/worldtrace/tracer"
 OUT_MOUNT = "/out"
+# Directories only the programs write to; the batch runner empties them before each program.
+SCRATCH_ARGS = ("--scratch", "/tmp", "--scratch", "/dev/shm")
 CONTAINER_USER = "1000:1000"  # the catalog images' 'runner'; used when the host side runs as root
 REAP_INTERVAL_S = 300.0
 # The batch runner's own stdout/stderr (not the programs': those go to the stream) is capped.
@@ -226,6 +228,8 @@ class DockerSandbox(Sandbox):
             "command": [
                 "python3",
                 *req.runner_args(f"{OUT_MOUNT}/jobs.jsonl", f"{OUT_MOUNT}/stream.jsonl"),
+                # each program starts with them empty, whatever the one before it left there
+                *SCRATCH_ARGS,
             ],
             "user": user,
             "network_mode": "none",

@@ -26,6 +26,18 @@ HOSTILE = {
     "write_tmp": "open('/tmp/fine', 'w').write('x')\nprint(open('/tmp/fine').read())\n",
     "tamper_jobs": "open('/out/jobs.jsonl', 'a').write('{}')\n",
     "tracer_off": "import sys\nsys.settrace(None)\nx = 1\nprint(x + 1)\n",
+    # Leaves files in /tmp and /dev/shm, a directory it locked, and a link out of /tmp ...
+    "leaves_files": (
+        "import os\n"
+        "open('/tmp/left', 'w').write('x')\n"
+        "open('/dev/shm/left', 'w').write('x')\n"
+        "os.makedirs('/tmp/locked/inner')\n"
+        "open('/tmp/locked/inner/f', 'w').write('x')\n"
+        "os.chmod('/tmp/locked', 0)\n"
+        "os.symlink('/out/jobs.jsonl', '/tmp/link')\n"
+    ),
+    # ... that a later program of the same unit does not see (the runner empties them).
+    "sees_scratch": "import os\nprint(sorted(os.listdir('/tmp')), sorted(os.listdir('/dev/shm')))\n",
 }
 
 
@@ -93,6 +105,8 @@ def test_benign_programs_are_unaffected(traces: dict[str, Any]) -> None:
         ("tamper_jobs", {"exception"}),  # the jobs file is mounted read-only
         ("write_tmp", {"ok"}),
         ("tracer_off", {"ok"}),
+        ("leaves_files", {"ok"}),
+        ("sees_scratch", {"ok"}),
         # every fork fails at the pids/process limits; the bomb ends as an exception or at its deadline
         ("fork_bomb", {"exception", "timeout", "crashed"}),
     ],
@@ -116,6 +130,7 @@ def test_details_of_hostile_outcomes(traces: dict[str, Any]) -> None:
     )
     assert traces["write_tmp"]["stdout"] == "x\n"
     assert traces["tracer_off"]["stdout"] == "2\n"
+    assert traces["sees_scratch"]["stdout"] == "[] []\n", "a program saw files an earlier one left"
     flood = traces["output_flood"]
     assert flood["status"] == "ok" and flood["output_truncated"] is True
     assert len(flood["stdout"]) <= flood["limits"]["max_output_bytes"]

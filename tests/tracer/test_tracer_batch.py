@@ -854,3 +854,36 @@ def test_cruxeval_through_the_batch(tmp_path: Path, cruxeval: list) -> None:
         f"\nCRUXEval, {len(rows_in)} programs through one batch: {run['programs_per_s']:.0f}"
         f" programs/s, {run['cpu_ms_per_program']:.2f} ms CPU per program"
     )
+
+
+def test_scratch_directories_are_emptied_before_each_program(tmp_path: Path) -> None:
+    # `--scratch DIR` (the sandboxes pass their /tmp and /dev/shm): what one program leaves there,
+    # even in a directory it locked, is gone before the next program starts; links are removed,
+    # never followed.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    (scratch / "from-before-the-batch").write_text("x")
+    leaves = """
+        import os
+        def f(d, outside):
+            open(os.path.join(d, 'left'), 'w').write('x')
+            os.makedirs(os.path.join(d, 'locked', 'inner'))
+            open(os.path.join(d, 'locked', 'inner', 'f'), 'w').write('x')
+            os.chmod(os.path.join(d, 'locked', 'inner'), 0)
+            os.chmod(os.path.join(d, 'locked'), 0)
+            os.symlink(outside, os.path.join(d, 'link'))
+            os.symlink(os.path.dirname(outside), os.path.join(d, 'dirlink'))
+            return sorted(os.listdir(d))
+        """
+    sees = "import os\ndef f(d):\n    return sorted(os.listdir(d))\n"
+    args = f"{str(scratch)!r}, {str(outside)!r}"
+    jobs = [call("sees-0", sees, input_text=repr(str(scratch))), call("leaves", leaves, input_text=args),
+            call("sees-1", sees, input_text=repr(str(scratch)))]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10}, scratch=[str(scratch)])
+    assert proc.returncode == 0, proc.stderr
+    assert rows["sees-0"]["return_value"] == "[]"
+    assert rows["leaves"]["return_value"] == "['dirlink', 'left', 'link', 'locked']"
+    assert rows["sees-1"]["return_value"] == "[]"
+    assert outside.read_text() == "keep" and scratch.is_dir() and list(scratch.iterdir()) == []
