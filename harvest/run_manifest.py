@@ -59,6 +59,11 @@ class RunRecord:
 
     @property
     def traces_this_run(self) -> int:
+        """Rows written by this run's units (a test-suite program adds one per traced call)."""
+        return sum(sum(r.counts.values()) for r in self.results)
+
+    @property
+    def programs_this_run(self) -> int:
         return sum(r.n_programs for r in self.results)
 
     @property
@@ -99,6 +104,7 @@ class RunRecord:
                 "wall_time_s": round(self.wall_time_s, 3),
                 "startup_s": round(self.startup_s, 3),
                 "traces_per_s": round(self.traces_this_run / run_time, 2) if self.results else 0.0,
+                "programs_per_s": round(self.programs_this_run / run_time, 2) if self.results else 0.0,
                 "task_time_s": round(task, 3),
                 "sandbox_time_s": round(sandbox, 3),
                 "program_time_s": round(program, 3),

@@ -284,7 +284,7 @@ def _progress_bar(total: int, silent: bool) -> Any:
     from tqdm import tqdm
 
     width = shutil.get_terminal_size((100, 20)).columns  # falls back when the tty reports 0
-    return tqdm(total=total, unit="trace", desc="harvest", file=sys.stderr, ncols=min(width, 120))
+    return tqdm(total=total, unit="program", desc="harvest", file=sys.stderr, ncols=min(width, 120))
 
 
 def _prepare_docker(images: list[str]) -> None:
@@ -338,8 +338,10 @@ def _summary(record: RunRecord, out: Path) -> str:
         f"{units['failed']} failed; images: {', '.join(f'{k} ({v})' for k, v in data['images'].items())}"
     )
     if record.results:
+        traces, programs = record.traces_this_run, record.programs_this_run
+        of = f" of {programs} program{'s' if programs != 1 else ''}" if traces != programs else ""
         lines.append(
-            f"this run: {record.traces_this_run} traces in {timing['wall_time_s']:.1f} s "
+            f"this run: {traces} traces{of} in {timing['wall_time_s']:.1f} s "
             f"({timing['traces_per_s']:.1f} traces/s after {timing['startup_s']:.1f} s start-up) "
             f"on {len(data['nodes'])} node(s)"
         )

@@ -178,7 +178,11 @@ def test_a_repository_test_suite_is_traced(engine, ray_cluster: Cluster, tmp_pat
     calls = [r for r in found if r["program_id"].startswith("six:tests::")]
     assert suite and suite[0]["status"] == "ok"
     assert len(calls) >= 50 and all(r["n_events"] > 0 for r in calls)
-    assert containers_of(engine, run_manifest(out)["run_id"]) == []
+    data = run_manifest(out)
+    assert containers_of(engine, data["run_id"]) == []
+    # The run counts traces (rows), not programs: one test-suite program made all of them.
+    assert data["programs"] == 1 and sum(data["counts_this_run"].values()) == len(found)
+    assert data["timing"]["traces_per_s"] > data["timing"]["programs_per_s"] > 0
 
 
 def test_a_missing_image_fails_its_units_clearly(engine, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
