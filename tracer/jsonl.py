@@ -16,18 +16,8 @@ def _escape_surrogate(match) -> str:
     return "\\\\u%04x" % cp
 
 
-def dumps(obj) -> str:
-    """``obj`` as one line of JSON: non-ASCII kept, lone surrogates escaped (valid UTF-8)."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = _SURROGATE.sub(_escape_surrogate, text)
-    return text
-
-
 def dumps_utf8(obj) -> bytes:
-    """``dumps(obj)`` encoded as UTF-8, encoding once."""
+    """``obj`` as one line of JSON in UTF-8: non-ASCII kept, lone surrogates escaped."""
     return text_utf8(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
 

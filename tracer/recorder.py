@@ -428,33 +428,21 @@ class Recorder:
         thousands of new dicts would otherwise trigger collections that walk them all again
         and again (more than doubling the time), and none of them can form a cycle.
         """
-        enabled = gc.isenabled()
-        if enabled:
-            gc.disable()
-        try:
-            return self._event_dicts()
-        finally:
-            if enabled:
-                gc.enable()
+        return _without_gc(self._event_dicts)
 
     def events_json(self) -> str:
         """The buffered events as the JSON text of ``json.dumps(self.event_dicts(),
         ensure_ascii=False, separators=(",", ":"))``, written straight from the tuples: no
-        per-event dicts (the batch child and the command line write traces this way)."""
-        enabled = gc.isenabled()
-        if enabled:
-            gc.disable()
-        try:
-            return self._events_json()
-        finally:
-            if enabled:
-                gc.enable()
+        per-event dicts (the batch child and the command line write traces this way). The
+        garbage collector is paused as in ``event_dicts``."""
+        return _without_gc(self._events_json)
 
     def _events_json(self) -> str:
         string = _json_string
         parts = []
         append = parts.append
-        # id(code) -> (code, '"function":..,"file":..', file, {lineno: '"source":..'})
+        # id(code) -> (its '"function":..,"file":..,"depth":' text, its file,
+        #               {(kind, lineno): the event's text up to "depth"})
         infos: dict = {}
         source_line = codeinfo.source_line
         for kind, lineno, code, fid, tid, depth, local_delta, arg in self.events:
@@ -510,3 +498,15 @@ class Recorder:
                 "arg": arg,
             })
         return out
+
+
+def _without_gc(build):
+    """``build()`` with the cyclic garbage collector paused (it stays as it was)."""
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        return build()
+    finally:
+        if enabled:
+            gc.enable()

@@ -13,7 +13,7 @@ from tracer_testutil import REPO_ROOT
 
 from tracer import __version__
 from tracer.api import Limits, full_locals, trace_call, trace_script
-from tracer.jsonl import dumps
+from tracer.jsonl import dumps_utf8
 
 STREAM_KEYS = {
     "format", "program_id", "entrypoint", "input", "status", "return_value", "exception_type",
@@ -182,9 +182,8 @@ def test_script_mode(tmp_path: Path, backend: str) -> None:
 
 
 def test_jsonl_escapes_lone_surrogates() -> None:
-    line = dumps({"s": "ok \udcff \ud800 é"})
-    line.encode("utf-8")
-    assert json.loads(line)["s"] == "ok \\xff \\ud800 é"
+    line = dumps_utf8({"s": "ok \udcff \ud800 é"})
+    assert json.loads(line.decode("utf-8"))["s"] == "ok \\xff \\ud800 é"
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -232,7 +231,7 @@ def test_program_named_like_a_stdlib_module_does_not_shadow_it(tmp_path: Path, b
 def test_events_json_is_the_json_of_the_event_dicts() -> None:
     # Strings that JSON must escape, non-ASCII, lone surrogates, absent line numbers, deleted
     # locals: the text written straight from the tuples equals json.dumps of the dicts.
-    from tracer.jsonl import dumps_utf8, text_utf8
+    from tracer.jsonl import text_utf8
     from tracer.recorder import Recorder
     from tracer.render import Renderer
 
