@@ -279,9 +279,15 @@ def apply_limits(setup: ChildSetup) -> None:
 
 
 def run_child(
-    setup: ChildSetup, run: Callable[[Callable[[Dict[str, Any]], None]], Dict[str, Any]]
+    setup: ChildSetup,
+    run: Callable[[Callable[[Dict[str, Any]], None]], Dict[str, Any]],
+    confine: Optional[Callable[[], None]] = None,
 ) -> None:
-    """The child's whole life: sandbox, run `run(emit)`, report its trace, `os._exit`. Never returns."""
+    """The child's whole life: sandbox, run `run(emit)`, report its trace, `os._exit`. Never returns.
+
+    `confine` (the runner's Landlock confinement, see tracer/_landlock.py) is applied last, just
+    before the program runs; if it fails, the job is a harness error rather than an unconfined run.
+    """
     pid = os.getpid()
     code = EXIT_HARNESS_FAILED
     result_fd = -1
@@ -307,6 +313,8 @@ def run_child(
         # whose program ran out of memory still has room to serialise its trace.
         ballast: Optional[mmap.mmap] = mmap.mmap(-1, BALLAST_BYTES)
         apply_limits(setup)
+        if confine is not None:
+            confine()
         random.seed(0)
 
         def emit(trace: Dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
 from tracer._batch_output import TraceWriter, decode_output
 from tracer._batch_zygote import FORK_RETRY_S, Message, Zygote, kill_and_reap
+from tracer._landlock import Confinement
 from tracer.jsonl import RawJSON
 from tracer.stream import FORMAT as STREAM_FORMAT
 from tracer.stream import blank_trace
@@ -81,13 +82,17 @@ def run_batch(
     max_procs: int = 0,
     max_file_bytes: int = FSIZE_LIMIT_BYTES,
     scratch: Sequence[str] = (),
+    confine: bool = False,
 ) -> int:
     """Trace every job of `jobs_path`, appending one line per job to `out_path`; return the exit code.
 
     0: every job has its line in `out_path` (whatever the programs did); 1: the batch could not go
     on (cannot fork, cannot write); 2: the jobs file or the output cannot be used. `scratch`:
     directories that only the programs use (a sandbox's /tmp and /dev/shm), emptied before each
-    program; never a directory anything else keeps files in.
+    program; never a directory anything else keeps files in. `confine`: with Landlock (Linux >=
+    5.13), programs may write files only in the scratch directories, and (Linux >= 6.12) may not
+    signal the runner or the fork server; without it they run unconfined (a warning, and the run
+    record says so).
     """
     missing = [folder for folder in scratch if not os.path.isdir(folder)]
     for folder in missing:
@@ -102,6 +107,7 @@ def run_batch(
             max_procs=max_procs,
             max_file_bytes=max_file_bytes,
             scratch=scratch,
+            confine=confine,
         )
         summary = runner.run(str(jobs_path), str(out_path))
     except BatchError as exc:
@@ -318,10 +324,14 @@ class BatchRunner(object):
         max_procs: int = 0,
         max_file_bytes: int = FSIZE_LIMIT_BYTES,
         scratch: Sequence[str] = (),
+        confine: bool = False,
     ) -> None:
         self.backend = backend
         # Directories only the programs use (a sandbox's /tmp): emptied before each program.
         self.scratch = tuple(scratch)
+        # Landlock: programs may write only in the scratch directories and may not signal the
+        # runner or the fork server (tracer/_landlock.py); None: not asked for.
+        self.confinement: Optional[Confinement] = Confinement(self.scratch) if confine else None
         if limits is None:
             from tracer.api import Limits
 
@@ -368,6 +378,8 @@ class BatchRunner(object):
             log.warning(
                 "no per-program timeout (timeout_s=0): a program that never ends stalls the batch"
             )
+        if self.confinement is not None and not self.confinement.abi:
+            log.warning("programs run unconfined: %s", self.confinement.reason)
         failed = warm_up(backend=self.backend)
         if failed:
             log.debug("warm-up imports that failed: %s", ", ".join(failed))
@@ -454,6 +466,7 @@ class BatchRunner(object):
             "backend": self.backend,
             "limits": _limits_dict(self.limits),
             "pythonhashseed": hash_seed(),
+            "confinement": self.confinement.describe() if self.confinement is not None else None,
             "env": dict(DETERMINISTIC_ENV),
         }
         _append_runinfo(out_path, summary)
@@ -611,7 +624,8 @@ class BatchRunner(object):
                 send(fds[2], {"kind": "harness_error", "error": traceback.format_exc()})
             finally:
                 os._exit(EXIT_HARNESS_FAILED)
-        run_child(setup, work)
+        confinement = self.confinement
+        run_child(setup, work, confinement.apply if confinement is not None and confinement.abi else None)
 
     def _lost_zygote(self) -> None:
         """The fork server died (a program can kill its parent): reap it and what it left."""

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", action="append", default=[], metavar="DIR",
                    help="a directory only the programs use (a sandbox's /tmp), emptied before each "
                         "program (repeatable; never a shared directory)")
+    p.add_argument("--confine", action="store_true",
+                   help="confine each program with Landlock (Linux >= 5.13): it may write files only "
+                        "in the --scratch directories, and (Linux >= 6.12) may not signal the runner")
     _add_common(p)
     return parser
 
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
 
         return int(run_batch(args.jobs, args.out, backend=args.backend, limits=limits,
                              include=tuple(args.include), exclude=tuple(args.exclude),
-                             scratch=tuple(args.scratch)))
+                             scratch=tuple(args.scratch), confine=args.confine))
     common = dict(program_id=args.program_id, backend=args.backend, limits=limits,
                   include=tuple(args.include), exclude=tuple(args.exclude), events_as_json=True)
     if args.command == "call":

@@ -38,6 +38,9 @@ HOSTILE = {
     ),
     # ... that a later program of the same unit does not see (the runner empties them).
     "sees_scratch": "import os\nprint(sorted(os.listdir('/tmp')), sorted(os.listdir('/dev/shm')))\n",
+    # The runner's own files and process (same uid): Landlock keeps the programs off them.
+    "tamper_stream": "open('/out/stream.jsonl', 'a').write('{\"program_id\": \"forged\"}\\n')\n",
+    "kill_runner": "import os, signal\nos.kill(1 if os.getppid() == 1 else os.getppid(), signal.SIGKILL)\n",
 }
 
 
@@ -83,8 +86,20 @@ def traces(
     assert outcome.exit_code == 0
     rows = [json.loads(line) for line in req.output_path.read_text().splitlines()]
     by_id = {row["program_id"]: row for row in rows}
-    assert len(by_id) == len(rows) == len(_jobs()), "a program is missing or traced twice"
+    assert len(by_id) == len(rows) == len(_jobs()), "a program is missing, traced twice or forged"
+    runs = req.output_path.parent / (req.output_path.name + ".runs.jsonl")
+    by_id["<run record>"] = json.loads(runs.read_text().splitlines()[-1])
     return by_id
+
+
+def test_programs_cannot_touch_the_runners_stream_or_signal_it(traces: dict[str, Any]) -> None:
+    confinement = traces["<run record>"]["confinement"]
+    if not confinement["landlock_abi"]:
+        pytest.skip(f"the engine's kernel has no Landlock: {confinement['unavailable']}")
+    assert "forged" not in traces  # the stream is the runner's alone
+    assert traces["tamper_stream"]["exception_type"] == "PermissionError", traces["tamper_stream"]
+    if confinement["signals_scoped"]:
+        assert traces["kill_runner"]["exception_type"] == "PermissionError", traces["kill_runner"]
 
 
 def test_benign_programs_are_unaffected(traces: dict[str, Any]) -> None:

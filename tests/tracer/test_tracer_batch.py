@@ -134,6 +134,7 @@ HOSTILE_JOBS = [
     call(
         "memory-bomb",
         "def f():\n    xs = []\n    while True:\n        xs.append(bytearray(1 << 20))\n",
+        timeout_s=20,  # under load, 200 MB in 1 s is not a given: the limit must be what stops it
     ),
     call(
         "output-flood",
@@ -887,3 +888,46 @@ def test_scratch_directories_are_emptied_before_each_program(tmp_path: Path) -> 
     assert rows["leaves"]["return_value"] == "['dirlink', 'left', 'link', 'locked']"
     assert rows["sees-1"]["return_value"] == "[]"
     assert outside.read_text() == "keep" and scratch.is_dir() and list(scratch.iterdir()) == []
+
+
+def _landlock_abi() -> int:
+    from tracer._landlock import landlock_abi
+
+    return landlock_abi()[0]
+
+
+@pytest.mark.skipif(_landlock_abi() == 0, reason="the kernel has no Landlock (Linux >= 5.13)")
+def test_confined_programs_write_only_in_scratch_and_cannot_signal_the_runner(tmp_path: Path) -> None:
+    scratch, elsewhere = tmp_path / "scratch", tmp_path / "elsewhere"
+    scratch.mkdir()
+    elsewhere.mkdir()
+    writes = """
+        import os, subprocess
+        def f(d):
+            with open(os.path.join(d, 'x'), 'w') as fh:
+                fh.write('x')
+            os.mkdir(os.path.join(d, 'sub'))
+            with open(os.devnull, 'w') as fh:
+                fh.write('x')
+            subprocess.run(['true'], stdout=subprocess.DEVNULL, check=True)
+            return sorted(os.listdir(d))
+        """
+    outside = "def f(d):\n    with open(d + '/x', 'w') as fh:\n        fh.write('x')\n"
+    kills = "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n"
+    jobs = [
+        call("writes", writes, input_text=repr(str(scratch))),
+        call("writes-elsewhere", outside, input_text=repr(str(elsewhere))),
+        call("kills-its-parent", kills),
+        call("good", GOOD, input_text="4"),
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10}, scratch=[str(scratch)], confine=True)
+    assert proc.returncode == 0, proc.stderr
+    assert rows["writes"]["return_value"] == "['sub', 'x']", rows["writes"]
+    assert rows["writes-elsewhere"]["exception_type"] == "PermissionError" and list(elsewhere.iterdir()) == []
+    if _landlock_abi() >= 6:  # signal scoping
+        row = rows["kills-its-parent"]
+        assert (row["status"], row["exception_type"]) == ("exception", "PermissionError"), row
+    assert rows["good"]["return_value"] == "8"
+    record = json.loads((tmp_path / "out.jsonl.runs.jsonl").read_text().splitlines()[-1])
+    assert record["confinement"]["landlock_abi"] == _landlock_abi()
+    assert record["confinement"]["writable"][0] == str(scratch)
