@@ -66,6 +66,18 @@ class RunRecord:
     def programs_this_run(self) -> int:
         return sum(r.n_programs for r in self.results)
 
+    def confinement(self) -> dict[str, Any]:
+        """How this run's programs were confined: units with Landlock, units without (and why)."""
+        confined = [r for r in self.results if r.confinements and all(c.get("landlock_abi") for c in r.confinements)]
+        unconfined = [r for r in self.results if any(not c.get("landlock_abi") for c in r.confinements)]
+        return {
+            "units_confined": len(confined),
+            "units_unconfined": len(unconfined),
+            "landlock_abi": sorted({c["landlock_abi"] for r in confined for c in r.confinements}),
+            "why_unconfined": sorted({str(c.get("unavailable")) for r in unconfined for c in r.confinements
+                                      if not c.get("landlock_abi")}),
+        }
+
     @property
     def complete(self) -> bool:
         return not self.failed_units and not self.interrupted and (
@@ -112,6 +124,7 @@ class RunRecord:
                 "outside_programs_share": round(1 - program / task, 4) if task > 0 else None,
             },
             "nodes": sorted({r.node_id for r in self.results if r.node_id}),
+            "confinement": self.confinement(),
             "failed_units": self.failed_units,
             "unit_results": [asdict(r) for r in self.results],
         }

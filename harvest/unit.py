@@ -57,6 +57,9 @@ class UnitResult:
     node_id: str = ""
     sandbox_failures: list[str] = field(default_factory=list)
     mismatches: int = 0  # rows whose return value differs from the program's expected output
+    # How the batch runs confined the programs (Landlock), one entry per distinct run record value;
+    # empty when the runner was not asked to (the local sandbox)
+    confinements: list[dict[str, Any]] = field(default_factory=list)
 
 
 def unit_work_dir(out_dir: Path, unit_id: str) -> Path:
@@ -150,7 +153,7 @@ def execute_unit(
         _write_rows(stream, [row], append=True)
         done[culprit.program_id] = _summary(row)
 
-    runner_cpu = _runner_cpu_s(stream)
+    runner_cpu, confinements = _run_records(stream)
     from harvest.shard_io import write_unit_shard  # pyarrow only where shards are written
 
     with gc_paused():
@@ -175,6 +178,7 @@ def execute_unit(
         program_time_s=sum(float(row.get("wall_time_s") or 0.0) for row in rows),
         start_stop_s=start_stop,
         runner_cpu_s=runner_cpu,
+        confinements=confinements,
         host_cpu_s=time.process_time() - cpu_started,
         sandbox_failures=failures,
         mismatches=_count_mismatches(unit, done, settings.max_value_chars),
@@ -204,9 +208,11 @@ def _read_stream_lines(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
                 yield row, raw
 
 
-def _runner_cpu_s(stream: Path) -> float:
-    """CPU seconds of this attempt's batch runs (runner and programs), from STREAM.runs.jsonl."""
+def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]]]:
+    """From this attempt's batch run records (STREAM.runs.jsonl): the CPU seconds of the runners
+    and their programs, and how each run confined its programs (see tracer/_landlock.py)."""
     total = 0.0
+    confinements: list[dict[str, Any]] = []
     try:
         with open(f"{stream}.runs.jsonl", "rb") as f:
             for line in f:
@@ -215,9 +221,12 @@ def _runner_cpu_s(stream: Path) -> float:
                     total += float(run.get("runner_cpu_s", 0)) + float(run.get("child_cpu_s", 0))
                 except (ValueError, TypeError, AttributeError):
                     continue  # a torn line of a killed runner
+                confinement = run.get("confinement")
+                if isinstance(confinement, dict) and confinement not in confinements:
+                    confinements.append(confinement)
     except OSError:
         pass
-    return total
+    return total, confinements
 
 
 def crashed_row(

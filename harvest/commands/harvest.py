@@ -345,6 +345,12 @@ def _summary(record: RunRecord, out: Path) -> str:
             f"({timing['traces_per_s']:.1f} traces/s after {timing['startup_s']:.1f} s start-up) "
             f"on {len(data['nodes'])} node(s)"
         )
+    confinement = data["confinement"]
+    if confinement["units_unconfined"]:
+        lines.append(
+            f"WARNING: in {confinement['units_unconfined']} unit(s) the programs ran without Landlock confinement "
+            f"({'; '.join(confinement['why_unconfined'])}): they could write the unit's stream and signal its runner"
+        )
     if data["expected_output_mismatches"]:
         lines.append(f"return values differing from the expected output: {data['expected_output_mismatches']}")
     lines.append("")

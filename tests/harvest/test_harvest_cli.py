@@ -45,3 +45,25 @@ def test_a_bad_programs_file_is_a_clear_error_naming_the_line(tmp_path: Path) ->
 def test_tests_needs_a_repository_image(tmp_path: Path) -> None:
     code, output = invoke("--tests", "--image", "base-py311", "--out", str(tmp_path / "o"))
     assert code == 2 and "not a repository image" in output
+
+
+def test_the_summary_warns_when_programs_ran_unconfined(tmp_path: Path) -> None:
+    from harvest.commands.harvest import _summary
+    from harvest.plan import HarvestSettings
+    from harvest.run_manifest import RunRecord
+    from harvest.unit import UnitResult
+
+    def unit(uid: str, confinements: list) -> UnitResult:
+        return UnitResult(unit_id=uid, image="base-py311", shard=f"unit-{uid}.parquet", n_programs=2,
+                          counts={"ok": 2}, shard_bytes=1, attempt=1, rounds=1, wall_time_s=1.0,
+                          sandbox_time_s=1.0, program_time_s=0.1, confinements=confinements)
+
+    record = RunRecord(run_id="r", command=["worldtrace"], inputs=[], settings=HarvestSettings())
+    record.results = [unit("a", [{"landlock_abi": 7, "writable": ["/tmp"], "signals_scoped": True}])]
+    data = record.to_json()["confinement"]
+    assert (data["units_confined"], data["units_unconfined"], data["landlock_abi"]) == (1, 0, [7])
+    assert "WARNING" not in _summary(record, tmp_path)
+    record.results.append(unit("b", [{"landlock_abi": 0, "unavailable": "Landlock is not available here (x)"}]))
+    data = record.to_json()["confinement"]
+    assert (data["units_confined"], data["units_unconfined"]) == (1, 1)
+    assert "in 1 unit(s) the programs ran without Landlock confinement (Landlock is not available here (x))" in _summary(record, tmp_path)

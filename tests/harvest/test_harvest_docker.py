@@ -196,6 +196,10 @@ def test_a_repository_test_suite_is_traced(engine, ray_cluster: Cluster, tmp_pat
     # The run counts traces (rows), not programs: one test-suite program made all of them.
     assert data["programs"] == 1 and sum(data["counts_this_run"].values()) == len(found)
     assert data["timing"]["traces_per_s"] > data["timing"]["programs_per_s"] > 0
+    # The manifest says how the programs were confined (the containers run on this kernel).
+    abi = landlock_abi()[0]
+    assert data["confinement"]["units_confined"] == (1 if abi else 0)
+    assert data["confinement"]["landlock_abi"] == ([abi] if abi else [])
 
 
 def test_a_missing_image_fails_its_units_clearly(engine, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
