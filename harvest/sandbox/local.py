@@ -59,7 +59,9 @@ class LocalSandbox(Sandbox):
             cmd = [
                 self.python,
                 *req.runner_args(str(req.jobs_path.resolve()), str(req.output_path.resolve())),
-            ]
+                # the programs' own folder (working directory, HOME, TMPDIR): empty for each program
+                "--scratch", str(work / "cwd"),
+            ]  # fmt: skip
             log.debug("unit %s: %s", req.unit_id, cmd)
             stderr_path = work / "runner.stderr"
             started = time.monotonic()

@@ -82,6 +82,20 @@ def test_runner_failure_raises_with_its_stderr(tmp_path: Path) -> None:
     assert info.value.exit_code == 2 and info.value.retryable
 
 
+def test_each_program_starts_in_an_empty_folder(tmp_path: Path) -> None:
+    # The working directory (also HOME and TMPDIR) is the unit's, emptied before every program:
+    # what one program leaves there is not seen by the next.
+    leaves = "import os, tempfile\nopen('here', 'w').write('x')\ntempfile.mkstemp()\nprint(len(os.listdir('.')))\n"
+    sees = "import os\nprint(sorted(os.listdir('.')), sorted(os.listdir(os.environ['TMPDIR'])))\n"
+    jobs = [{"program_id": "leaves", "mode": "script", "source": leaves},
+            {"program_id": "sees", "mode": "script", "source": sees}]
+    req = _request(tmp_path, jobs, program_timeout_s=5)
+    LocalSandbox().run_unit(req)
+    rows = {r["program_id"]: r for r in map(json.loads, req.output_path.read_text().splitlines())}
+    assert rows["leaves"]["stdout"] == "2\n", rows["leaves"]
+    assert rows["sees"]["stdout"] == "[] []\n", rows["sees"]
+
+
 def test_runner_arguments(tmp_path: Path) -> None:
     req = _request(
         tmp_path,
