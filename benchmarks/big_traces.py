@@ -1,6 +1,6 @@
 """What the pipeline around the tracer costs for big traces (tens of thousands of events each).
 
-Prints, for one program whose trace has ~29,000 events, measured in one run on this machine:
+Prints, for one program whose trace has tens of thousands of events, measured in one run on this machine:
 - the traced call in-process (`trace_call(events_as_json=True)`: recording and the JSON text),
 - the batch runner (`python -m tracer batch`): CPU per program of the forked child and of the
   runner (with its fork server), from the run record,
@@ -24,28 +24,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SOURCE = '''def fib(n):
-    if n < 2:
-        return n
-    a = fib(n - 1)
-    b = fib(n - 2)
-    return a + b
+from tracer_workloads import WORKLOADS_SOURCE  # noqa: E402  (beside this script)
 
-
-def sieve(n):
-    flags = [True] * (n + 1)
-    primes = []
-    for i in range(2, n + 1):
-        if flags[i]:
-            primes.append(i)
-            for k in range(i * i, n + 1, i):
-                flags[k] = False
-    return len(primes)
-
-
-def f(n):
-    return fib(n) + sieve(400 * n)
-'''
+# The benchmark's own workloads (benchmarks/tracer_workloads.py), fib and sieve in one call.
+SOURCE = WORKLOADS_SOURCE + "\n\ndef f(n):\n    return fib(n) + sieve(400 * n)\n"
 
 
 def in_process(n: int, reps: int) -> tuple[float, int]:
@@ -96,7 +78,7 @@ def host_side(folder: Path, stream: Path, programs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--programs", type=int, default=12, help="programs in the batch")
-    parser.add_argument("--n", type=int, default=12, help="the program's argument (12: ~29,000 events)")
+    parser.add_argument("--n", type=int, default=12, help="the program's argument (the trace grows with it)")
     parser.add_argument("--reps", type=int, default=5, help="in-process repetitions (fastest kept)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wt-big-") as tmp:

@@ -287,7 +287,6 @@ class _Messages(object):
         if not ok:
             self.garbled = True
             return
-        head = dict(head)
         head["events"] = RawJSON(line)
         self.result = head
 
