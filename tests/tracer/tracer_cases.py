@@ -208,6 +208,51 @@ CASES = [
         ],
     },
     {
+        # settrace passes None for both; the frame returned normally after a caught exception.
+        "name": "return_none_after_a_caught_exception_is_not_an_unwind",
+        "source": "import contextlib\n\ndef f(s):\n    with contextlib.suppress(ValueError): int(s)\n",
+        "entry": "f",
+        "input": "'x'",
+        "status": "ok",
+        "return_value": "None",
+        "events": [
+            ("call", 3, "f", 0, {"s": "'x'"}, None),
+            ("line", 4, "f", 0, {}, None),
+            ("exception", 4, "f", 0, {}, "ValueError: invalid literal for int() with base 10: 'x'"),
+            ("return", 4, "f", 0, {}, "None"),
+        ],
+    },
+    {
+        "name": "stop_iteration_ends_a_one_line_loop_then_return_none",
+        "source": (
+            "class It:\n"
+            "    def __iter__(self):\n"
+            "        return self\n"
+            "    def __next__(self):\n"
+            "        raise StopIteration\n"
+            "\n"
+            "def f():\n"
+            "    for x in It(): pass\n"
+        ),
+        "entry": "f",
+        "input": "",
+        "status": "ok",
+        "return_value": "None",
+        "events": [
+            ("call", 7, "f", 0, {}, None),
+            ("line", 8, "f", 0, {}, None),
+            ("call", 2, "It.__iter__", 1, {"self": "It()"}, None),
+            ("line", 3, "It.__iter__", 1, {}, None),
+            ("return", 3, "It.__iter__", 1, {}, "It()"),
+            ("call", 4, "It.__next__", 1, {"self": "It()"}, None),
+            ("line", 5, "It.__next__", 1, {}, None),
+            ("exception", 5, "It.__next__", 1, {}, "StopIteration: "),
+            ("return", 5, "It.__next__", 1, {}, None),
+            ("exception", 8, "f", 0, {}, "StopIteration: "),
+            ("return", 8, "f", 0, {}, "None"),
+        ],
+    },
+    {
         "name": "closure_and_nested_qualname",
         "source": "def f(k):\n    def add(x):\n        return x + k\n    return add(1)\n",
         "entry": "f",

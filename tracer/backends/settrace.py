@@ -15,12 +15,13 @@ from .base import Backend
 class _FrameTrace:
     """The local trace function of one in-scope frame activation."""
 
-    __slots__ = ("act", "rec", "bound")
+    __slots__ = ("act", "rec", "bound", "exc_lasti")
 
     def __init__(self, act, rec) -> None:
         self.act = act
         self.rec = rec
         self.bound = self.trace
+        self.exc_lasti = -1  # f_lasti at this activation's last exception event
 
     def trace(self, frame, event, arg):
         rec = self.rec
@@ -31,9 +32,16 @@ class _FrameTrace:
             if event == "line":
                 rec.line(act, frame.f_lineno, frame.f_locals, frame)
             elif event == "return":
-                unwind = arg is None and (act.raised or not codeinfo.stopped_at_return(frame.f_code, frame.f_lasti))
+                # settrace passes None both for ``return None`` and for unwinding: the frame
+                # unwinds unless it stopped at a return/yield instruction, or it is still at the
+                # instruction that raised (``throw()`` into a generator raises at its yield).
+                unwind = arg is None and (
+                    not codeinfo.stopped_at_return(frame.f_code, frame.f_lasti)
+                    or (act.raised and frame.f_lasti == self.exc_lasti)
+                )
                 rec.leave(act, frame.f_lineno, arg, unwind)
             elif event == "exception":
+                self.exc_lasti = frame.f_lasti
                 rec.exception(act, frame.f_lineno, arg[1] if arg[1] is not None else arg[0])
         except Exception as exc:
             rec.fail(exc)
