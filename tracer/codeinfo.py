@@ -110,7 +110,7 @@ class LineEffects:
     """
 
     __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
-                 "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads")
+                 "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads", "subscript", "subscr")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -133,6 +133,11 @@ class LineEffects:
         self.ordered_writes: tuple = ()
         self.ordered_both: tuple = ()
         self.ordered_loads: tuple = ()
+        # Reading ``d[k]`` inserts into a ``collections.defaultdict``: a line that subscripts
+        # is checked at run time for a defaultdict among the locals it loads (``subscr``: those
+        # locals in variable order; empty when the line does not subscript).
+        self.subscript = False
+        self.subscr: tuple = ()
 
     def merge(self, other: LineEffects) -> None:
         self.writes |= other.writes
@@ -143,6 +148,7 @@ class LineEffects:
         self.pure_calls |= other.pure_calls
         self.calls += other.calls
         self.pure_callees += other.pure_callees
+        self.subscript = self.subscript or other.subscript
 
 
 _WRITE_OPS = frozenset([
@@ -164,12 +170,14 @@ _MUTATING_OPS = frozenset([
     "EXEC_STMT",
 ])
 # Builtins that never mutate their arguments (any user code they trigger, like __lt__ or
-# __iter__ defined in the program, is in scope and emits events of its own).
+# __iter__ defined in the program, is in scope and emits events of its own). Builtins that
+# consume an iterator or call what they are given are not listed: C-level callables have side
+# effects without events (``list(map(out.append, xs))``, ``sum(iter(stack.pop, 0))``), and
+# ``print`` writes to its ``file``. The lazy ones (map, filter, zip, ...) call nothing yet.
 PURE_BUILTINS = frozenset([
-    "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float",
-    "frozenset", "hex", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min",
-    "oct", "ord", "pow", "print", "range", "repr", "reversed", "round", "set", "sorted", "str", "sum",
-    "tuple", "type", "zip",
+    "abs", "bin", "bool", "chr", "divmod", "enumerate", "filter", "float", "hex", "int",
+    "isinstance", "issubclass", "iter", "len", "map", "oct", "ord", "pow", "range", "repr",
+    "reversed", "round", "str", "type", "zip",
 ])
 
 
@@ -303,7 +311,10 @@ def line_effects(code) -> dict:
             eff.inplace = True
         elif name in _MUTATING_OPS:
             eff.mutating = True
-    if unlined.writes or unlined.loads or unlined.globals or unlined.mutating or unlined.calls or unlined.inplace:
+        elif name == "BINARY_SUBSCR":
+            eff.subscript = True
+    if (unlined.writes or unlined.loads or unlined.globals or unlined.mutating or unlined.calls or unlined.inplace
+            or unlined.subscript):
         for eff in table.values():
             eff.merge(unlined)
     for eff in table.values():
@@ -321,6 +332,7 @@ def line_effects(code) -> dict:
         eff.ordered_writes = in_order(eff.writes)
         eff.ordered_both = in_order(eff.writes | eff.loads)
         eff.ordered_loads = in_order(eff.loads)
+        eff.subscr = eff.ordered_loads if eff.subscript else ()
         if not (eff.mutating or eff.pure_calls):
             eff.simple = eff.ordered_writes
     _EFFECTS[code] = table

@@ -17,6 +17,7 @@ import os
 import sys
 import traceback
 import types
+from collections import defaultdict
 
 from . import codeinfo
 from .render import IMMUTABLE_TYPES, Renderer
@@ -33,8 +34,20 @@ FULL_SCAN = os.environ.get("WORLDTRACE_FULL_SCAN") == "1"
 _BUILTINS = dict(vars(builtins))
 _SMALL_INT = 1 << 60
 
-# Global values a line may read without that making the line's effects unknowable.
-_INERT_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
+
+
+def _inert_global(value) -> bool:
+    """Whether a line may read this global without that making its effects unknowable: a
+    function, class or module. Not a bound builtin method (``push = lst.append``), which
+    mutates the object it is bound to. By type, never ``isinstance`` (a user ``__class__``)."""
+    t = type(value)
+    if t is types.FunctionType or t is types.ModuleType or issubclass(t, type):
+        return True
+    if t is types.BuiltinFunctionType:
+        owner = value.__self__
+        return owner is None or type(owner) is types.ModuleType
+    return False
+
 
 CALL, LINE, RETURN, EXCEPTION = "call", "line", "return", "exception"
 
@@ -77,6 +90,19 @@ class Activation:
 class TracerLimitReached(Exception):
     """Internal: the event budget is spent."""
 
+
+
+def reads_defaultdict(mapping, names: tuple) -> bool:
+    """Whether one of the locals ``names`` is a ``collections.defaultdict`` (a line that
+    subscripts it may have inserted a key without a call or a store)."""
+    for name in names:
+        try:
+            value = mapping[name]
+        except KeyError:
+            continue
+        if issubclass(type(value), defaultdict):  # type(), not isinstance: no __class__ lookup
+            return True
+    return False
 
 class Recorder:
     """Collects normalised events from a backend, bounded by the event budget."""
@@ -168,9 +194,15 @@ class Recorder:
                 delta = self.delta(act, mapping)
             elif eff.inert:
                 delta = None  # the previous line can change nothing (a test, a jump, pass)
+                if eff.subscr and self.renderer.saw_defaultdict and reads_defaultdict(mapping, eff.subscr):
+                    delta = self.line_delta(act, mapping, eff, frame, True)
             else:
                 names = eff.simple
                 last = act.last
+                force = False
+                if eff.subscr and self.renderer.saw_defaultdict and reads_defaultdict(mapping, eff.subscr):
+                    names = None
+                    force = True
                 if names is not None and eff.inplace:
                     # ``x += ...`` on a container may mutate what other names share.
                     for name in names:
@@ -179,7 +211,7 @@ class Recorder:
                             names = None
                             break
                 if names is None:
-                    delta = self.line_delta(act, mapping, eff, frame)
+                    delta = self.line_delta(act, mapping, eff, frame, force)
                 else:
                     # The common case: the line only stores locals (in variable order). Inline,
                     # not through line_delta: a call per store-only line costs settrace ~15%.
@@ -293,7 +325,7 @@ class Recorder:
                 out[name] = None
         return out
 
-    def line_delta(self, act: Activation, mapping, eff, frame) -> dict | None:
+    def line_delta(self, act: Activation, mapping, eff, frame, mutated: bool = False) -> dict | None:
         """Like ``delta``, but only for the variables the previous line can have changed.
 
         From ``eff``, the bytecode analysis of the previous line (``codeinfo.LineEffects``): the locals it
@@ -302,10 +334,11 @@ class Recorder:
         for in-place operators, every other local sharing an object with them (aliases,
         found through the ids each rendering visited). A mutating line that reads a
         mutable global, and any line after another frame ran (a callee), rescans all.
-        None when nothing changed.
+        ``mutated``: treat the line as mutating whatever its bytecode says (it read a
+        defaultdict, see ``reads_defaultdict``). None when nothing changed.
         """
         last = act.last
-        mutating = eff.mutating
+        mutating = eff.mutating or mutated
         if eff.pure_calls and frame is not None:
             g = frame.f_globals
             b = frame.f_builtins
@@ -318,7 +351,7 @@ class Recorder:
                 g = frame.f_globals
                 for gname in eff.globals:
                     gval = g.get(gname)
-                    if gval is not None and type(gval) not in IMMUTABLE_TYPES and not isinstance(gval, _INERT_GLOBAL_TYPES):
+                    if gval is not None and type(gval) not in IMMUTABLE_TYPES and not _inert_global(gval):
                         return self.delta(act, mapping)
             names = eff.ordered_both
             shared = eff.ordered_both if eff.inplace else eff.ordered_loads

@@ -10,8 +10,10 @@ character budget, an items budget and a depth budget; truncation keeps a head an
 
 from __future__ import annotations
 
+import builtins
 import sys
 import types
+from collections import defaultdict as _defaultdict
 from itertools import compress, islice
 from operator import is_, is_not
 
@@ -60,6 +62,51 @@ _FAST_INT_MIN = -_FAST_INT_MAX
 _FUNCTION_TYPES = (types.FunctionType, types.LambdaType)
 _BUILTIN_FUNCTION_TYPES = (types.BuiltinFunctionType, types.BuiltinMethodType)
 
+_WrapperDescriptor = types.WrapperDescriptorType
+_BASE_EXC_STR = BaseException.__dict__["__str__"]
+
+
+def _exc_str_reads() -> dict:
+    """Each builtin exception ``__str__`` (its C slot) -> the attributes it formats besides
+    ``args``, as ``(getter, allowed exact types)``.
+
+    ``str(exc)`` is used only when these hold plain values: ``OSError.__str__`` formats
+    ``filename`` with ``%R`` (a user ``__repr__``), ``SyntaxError.__str__`` its ``msg`` with
+    ``str()``, and ``UnicodeDecodeError.__str__`` reads ``object`` as bytes whatever it is.
+    A slot not listed here (a future builtin) is never trusted: its arguments are rendered.
+    """
+    plain = (int, str, bytes, float, bool, type(None))
+    text = (str,)
+    table = [
+        (BaseException, ()),
+        (AttributeError, ()),  # 3.10+: BaseException's, formats args only
+        (NameError, ()),
+        (ImportError, ()),  # its msg is used only when it is an exact str, else args
+        (OSError, (("errno", plain), ("strerror", plain), ("filename", plain), ("filename2", plain))),
+        (SyntaxError, (("msg", plain), ("filename", plain), ("lineno", plain))),
+        (UnicodeEncodeError, (("encoding", text), ("object", (str,)), ("reason", text))),
+        (UnicodeDecodeError, (("encoding", text), ("object", (bytes,)), ("reason", text))),
+        (UnicodeTranslateError, (("object", (str,)), ("reason", text))),
+    ]
+    group = getattr(builtins, "BaseExceptionGroup", None)
+    if group is not None:  # PYBEHAVIOR: 3.11+ exception groups; %S of their message
+        table.append((group, (("message", text),)))
+    reads = {}
+    for cls, attrs in table:
+        method = _type_dict(cls).get("__str__")
+        if type(method) is not _WrapperDescriptor:
+            continue  # inherited on this version: the base's entry covers it
+        getters = []
+        for name, allowed in attrs:
+            desc = class_lookup(cls, name)
+            if type(desc) not in (_MemberDescriptor, _GetSetDescriptor):
+                break
+            getters.append((desc.__get__, allowed))  # type: ignore[attr-defined]
+        else:
+            reads[method] = tuple(getters)
+    return reads
+
+
 # Bits in an int whose decimal form has about ~1000 digits; above that we do not format.
 _MAX_INT_BITS = 3300
 
@@ -76,7 +123,7 @@ def class_lookup(cls: type, name: str) -> object:
 def type_name(cls: type) -> str:
     """``cls.__name__`` read safely."""
     try:
-        return str(_type_name(cls))
+        return _exact_str(_type_name(cls))
     except Exception:
         return "?"
 
@@ -84,7 +131,7 @@ def type_name(cls: type) -> str:
 def type_qualified_name(cls: type) -> str:
     """``module.QualName`` (just ``QualName`` for builtins), read safely."""
     try:
-        qual = str(_type_qualname(cls))
+        qual = _exact_str(_type_qualname(cls))
         mod = _type_module(cls)
     except Exception:
         return type_name(cls)
@@ -99,7 +146,7 @@ def instance_attrs(obj: object, cls: type) -> list:
     desc = class_lookup(cls, "__dict__")
     if type(desc) is _GetSetDescriptor:
         d = desc.__get__(obj, cls)
-        if isinstance(d, dict):
+        if issubclass(type(d), dict):
             pairs.extend(_dict_items(d))
     seen = set()
     for klass in _type_mro(cls):
@@ -124,10 +171,31 @@ def instance_attrs(obj: object, cls: type) -> list:
     return pairs
 
 
+# Instance attributes left out of the structural rendering of a stdlib class and its
+# subclasses: values that differ between runs (thread ids, OS handles) or with scheduling
+# (whether a started thread has finished yet), so that traces stay deterministic.
+_OMITTED_ATTRS = (
+    ("threading", "Thread", frozenset(["_ident", "_native_id", "_tstate_lock", "_handle", "_is_stopped"])),
+)
+
+
+def omitted_attrs(cls: type) -> frozenset:
+    """The names in ``_OMITTED_ATTRS`` that apply to ``cls`` (empty for almost every class)."""
+    out: frozenset = frozenset()
+    for module, name, names in _OMITTED_ATTRS:
+        base = _stdlib_type(module, name)
+        if type(base) is type and issubclass(cls, base):  # type: ignore[arg-type]
+            out |= names
+    return out
+
+
 def _stdlib_type(module: str, name: str) -> object:
     """A stdlib type if its module is already imported (never import on the program's behalf)."""
     mod = sys.modules.get(module)
     return getattr(mod, name, None) if mod is not None else None
+
+
+_EXC_STR_READS = _exc_str_reads()
 
 
 class _Budget:
@@ -155,6 +223,9 @@ class Renderer:
         self.max_depth = max_depth if max_depth > 0 else sys.maxsize
         self._failed: set = set()
         self._kinds: dict = {}
+        # Whether a collections.defaultdict (or subclass) was rendered: the recorder then checks
+        # the lines that subscript for one (reading a missing key inserts it).
+        self.saw_defaultdict = False
 
     # -- public -------------------------------------------------------------------------
 
@@ -377,8 +448,7 @@ class Renderer:
         except Exception:
             return ""
         cls = type(exc)
-        builtin_str = type_module_is_builtins(cls) or class_lookup(cls, "__str__") is BaseException.__str__
-        if builtin_str and cls is not KeyError and self._plain(args):
+        if cls is not KeyError and self._builtin_str_is_safe(exc, cls, args):
             try:
                 return self._cut(str(exc))
             except Exception:
@@ -393,6 +463,23 @@ class Renderer:
                 return self._cut(a)
             return self.render(a)
         return self.render(args)
+
+    def _builtin_str_is_safe(self, exc: BaseException, cls: type, args: object) -> bool:
+        """Whether ``str(exc)`` is a builtin exception's own ``__str__`` reading only plain
+        values: its ``args`` and the attributes that ``__str__`` formats (``_EXC_STR_READS``)."""
+        method = class_lookup(cls, "__str__")
+        if type(method) is not _WrapperDescriptor:  # a Python-level __str__
+            return False
+        reads = _EXC_STR_READS.get(method)
+        if reads is None or not (method is _BASE_EXC_STR or type_module_is_builtins(cls)):
+            return False
+        if not self._plain(args):
+            return False
+        for getter, allowed in reads:
+            t = type(getter(exc))
+            if not any([t is a for a in allowed]):  # by identity: a metaclass may define __eq__
+                return False
+        return True
 
     # -- internals ------------------------------------------------------------------------
 
@@ -456,6 +543,8 @@ class Renderer:
         if kind is None:
             kind = self._classify(t)
             self._kinds[t] = kind
+            if issubclass(t, _defaultdict):
+                self.saw_defaultdict = True
         return kind(value, depth, budget)
 
     def _int(self, value: int) -> str:
@@ -564,7 +653,7 @@ class Renderer:
         budget.chars -= len(text)
         return text
 
-    def _dict(self, value, depth, budget, open_, close, prefix="", suffix=""):
+    def _dict(self, value, depth, budget, open_, close, prefix="", suffix="", items=None):
         n = dict.__len__(value)
         if n == 0:
             return prefix + open_ + close + suffix
@@ -575,7 +664,7 @@ class Renderer:
         budget.active.add(id(value))
         parts = []
         try:
-            for i, (k, v) in enumerate(_dict_items(value)):
+            for i, (k, v) in enumerate(_dict_items(value) if items is None else items):
                 if i >= head or budget.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
                     break
@@ -655,10 +744,13 @@ class Renderer:
         if t in _BUILTIN_FUNCTION_TYPES:
             return self._render_builtin_function
         if t is types.MethodWrapperType:
-            return lambda v, d, b: self._spend(b, "<method-wrapper %r of %s object>" % (
-                _safe_str(v.__name__), type_name(type(v.__self__))))
+            def method_wrapper_kind(v, d, b):
+                owner = v.__self__
+                self._visit_self(owner, b)
+                return self._spend(b, "<method-wrapper %r of %s object>" % (_safe_str(v.__name__), type_name(type(owner))))
+            return method_wrapper_kind
         if t is types.MethodType:
-            return lambda v, d, b: self._spend(b, "<bound method %s>" % _safe_str(getattr(v.__func__, "__qualname__", "?")))
+            return self._render_method
         if t is types.ModuleType:
             return lambda v, d, b: self._spend(b, "<module %r>" % _safe_str(v.__name__))
         if t in (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType):
@@ -667,11 +759,12 @@ class Renderer:
         special = self._stdlib_kind(t)
         if special is not None:
             return special
-        if issubclass(t, tuple) and isinstance(class_lookup(t, "_fields"), tuple):
+        # Exact type checks: ``isinstance`` would ask a class attribute for its ``__class__``.
+        if issubclass(t, tuple) and type(class_lookup(t, "_fields")) is tuple:
             return self._make_namedtuple(t)
         fields = class_lookup(t, "__dataclass_fields__")
-        if isinstance(fields, dict):
-            return self._make_dataclass(t, fields)
+        if type(fields) is dict:
+            return self._make_dataclass(t, fields)  # type: ignore[arg-type]
         for base, open_, close in ((list, "[", "]"), (tuple, "(", ")")):
             if issubclass(t, base):
                 return lambda v, d, b, open_=open_, close=close, base=base: self._seq(
@@ -686,16 +779,40 @@ class Renderer:
         return self._make_object(t)
 
     def _render_builtin_function(self, v, depth, budget):
-        owner = getattr(v, "__self__", None)
-        fname = _safe_str(getattr(v, "__name__", "?"))
+        owner = v.__self__
+        fname = _safe_str(v.__name__)
         if owner is None or type(owner) is types.ModuleType:
             return self._spend(budget, "<built-in function %s>" % fname)
+        self._visit_self(owner, budget)
         return self._spend(budget, "<built-in method %s of %s object>" % (fname, type_name(type(owner))))
+
+    def _render_method(self, v, depth, budget):
+        func = v.__func__
+        ft = type(func)
+        # Only a real function's name: a callable object's ``__qualname__`` lookup could
+        # reach its ``__getattr__``.
+        if ft is types.FunctionType:
+            qual = func.__qualname__
+        elif ft is types.BuiltinFunctionType:
+            qual = _builtin_qualname(func)
+        else:
+            qual = None
+        self._visit_self(v.__self__, budget)
+        return self._spend(budget, "<bound method %s>" % _safe_str(qual))
+
+    @staticmethod
+    def _visit_self(owner: object, budget: _Budget) -> None:
+        """A bound method shows its ``__self__``: count it as visited, so that calling the
+        method (``push = lst.append; push(1)``) makes the recorder re-read ``lst``. Not a
+        module or a class (``print``, ``dict.fromkeys``): those are not what a call mutates."""
+        ot = type(owner)
+        if ot is not types.ModuleType and not issubclass(ot, type):
+            budget.ids.append(id(owner))
 
     def _stdlib_kind(self, t: type):
         """Renderers for a few stdlib types whose repr is trusted or easy to rebuild."""
         mod = _type_module(t)
-        if mod == "collections":
+        if type(mod) is str and mod == "collections":
             if t is _stdlib_type("collections", "deque"):
                 def deque_kind(v, d, b):
                     maxlen = v.maxlen
@@ -716,28 +833,78 @@ class Renderer:
                         return "Counter()"
                     pairs = sorted(_dict_items(v), key=lambda kv: kv[1] if type(kv[1]) in (int, float) else 0,
                                    reverse=True)
-                    return self._dict(dict(pairs), d, b, "{", "}", prefix="Counter(", suffix=")")
+                    # The sorted pairs, not a new dict: that would hash the keys again.
+                    return self._dict(v, d, b, "{", "}", prefix="Counter(", suffix=")", items=pairs)
                 return counter_kind
             if t is _stdlib_type("collections", "defaultdict"):
                 def dd_kind(v, d, b):
                     factory = self._render(v.default_factory, d + 1, b)
-                    return self._dict(dict(v), d, b, "{", "}", prefix="defaultdict(%s, " % factory, suffix=")")
+                    return self._dict(v, d, b, "{", "}", prefix="defaultdict(%s, " % factory, suffix=")")
                 return dd_kind
+        if t is _stdlib_type("datetime", "datetime") or t is _stdlib_type("datetime", "time"):
+            return self._render_datetime
+        if t is _stdlib_type("datetime", "timezone"):
+            return self._render_timezone
+        if t is _stdlib_type("re", "Pattern"):
+            return self._render_pattern
+        if t is _stdlib_type("re", "Match"):
+            return self._render_match
         trusted = (
-            ("datetime", ("date", "datetime", "time", "timedelta", "timezone")),
+            ("datetime", ("date", "timedelta")),
             ("decimal", ("Decimal",)),
             ("fractions", ("Fraction",)),
-            ("re", ("Pattern", "Match")),
             ("uuid", ("UUID",)),
         )
         for module, names in trusted:
             for tname in names:
                 if t is _stdlib_type(module, tname):
-                    if module == "re" and tname == "Match":
-                        return lambda v, d, b: self._spend(b, "<re.Match object; span=%r, match=%s>" % (
-                            v.span(), self._render(v.group(0), d + 1, b)))
                     return lambda v, d, b: self._spend(b, repr(v))
         return None
+
+    # The reprs of these stdlib types would call repr() on what they hold (a tzinfo, a
+    # timezone's name, a pattern): trusted only when that is None or of an exact builtin
+    # type, else rebuilt around the renderer's own rendering of it.
+
+    def _render_datetime(self, v, depth, budget):
+        tz = v.tzinfo
+        if tz is None or self._plain_timezone(tz):
+            return self._spend(budget, repr(v))
+        naive = repr(v.replace(tzinfo=None))  # keeps fold=1; repr puts tzinfo= last
+        return self._spend(budget, naive[:-1]) + ", tzinfo=" + self._render(tz, depth + 1, budget) + ")"
+
+    @staticmethod
+    def _plain_timezone(tz: object) -> bool:
+        return type(tz) is _stdlib_type("datetime", "timezone") and type(tz.tzname(None)) is str  # type: ignore[attr-defined]
+
+    def _render_timezone(self, v, depth, budget):
+        if self._plain_timezone(v):
+            return self._spend(budget, repr(v))
+        offset = repr(v.utcoffset(None))
+        return self._spend(budget, "datetime.timezone(%s, " % offset) + self._render(v.tzname(None), depth + 1, budget) + ")"
+
+    def _render_pattern(self, v, depth, budget):
+        source = v.pattern
+        st = type(source)
+        if st is str or st is bytes:
+            return self._spend(budget, repr(v))
+        flags = v.flags & ~32 if issubclass(st, str) else v.flags  # re.UNICODE, implied for str
+        text = "re.compile(" + self._render(source, depth + 1, budget)
+        return text + (", %d)" % flags if flags else ")")
+
+    def _render_match(self, v, depth, budget):
+        start, end = v.span()
+        subject = v.string
+        st = type(subject)
+        if st is str or st is bytes:
+            matched = v.group(0)
+        elif issubclass(st, str):
+            matched = str.__getitem__(subject, slice(start, end))
+        elif issubclass(st, bytes):
+            matched = bytes.__getitem__(subject, slice(start, end))
+        else:  # a bytearray, an mmap, a buffer: not read again
+            return self._spend(budget, "<re.Match object; span=(%d, %d)>" % (start, end))
+        return self._spend(budget, "<re.Match object; span=(%d, %d), match=%s>" % (
+            start, end, self._render(matched, depth + 1, budget)))
 
     def _make_exception(self, t: type):
         name = type_name(t)
@@ -756,7 +923,7 @@ class Renderer:
         cls_name = type_name(t)
 
         def enum_kind(v, d, b):
-            attrs = dict(instance_attrs(v, t))
+            attrs = _str_keyed(instance_attrs(v, t))
             member = attrs.get("_name_")
             value = attrs.get("_value_")
             return "<%s.%s: %s>" % (cls_name, _safe_str(member), self._render(value, d + 1, b))
@@ -790,7 +957,7 @@ class Renderer:
         def dc_kind(v, d, b):
             if id(v) in b.active or d >= self.max_depth:
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
-            attrs = dict(instance_attrs(v, t))
+            attrs = _str_keyed(instance_attrs(v, t))
             b.active.add(id(v))
             parts = []
             try:
@@ -808,11 +975,14 @@ class Renderer:
 
     def _make_object(self, t: type):
         cls_name = type_name(t)
+        omit = omitted_attrs(t)
 
         def obj_kind(v, d, b):
             if id(v) in b.active or d >= self.max_depth:
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
             attrs = instance_attrs(v, t)
+            if omit:
+                attrs = [(k, val) for k, val in attrs if not (type(k) is str and k in omit)]
             has_storage = attrs or type(class_lookup(t, "__dict__")) is _GetSetDescriptor or class_lookup(t, "__slots__") is not None
             if not has_storage:
                 return self._spend(b, "<%s object>" % cls_name)
@@ -833,20 +1003,56 @@ class Renderer:
 
 
 def _dc_field_in_repr(field: object) -> bool:
+    """Whether a dataclass field is shown: its ``repr`` flag is never asked for its truth
+    (a user object's ``__bool__``); only an exact ``False`` (or falsy builtin) hides it."""
     try:
-        attrs = dict(instance_attrs(field, type(field)))
+        attrs = _str_keyed(instance_attrs(field, type(field)))
     except Exception:
         return True
-    return bool(attrs.get("repr", True)) and attrs.get("_field_type", None) is not _stdlib_type("dataclasses", "_FIELD_CLASSVAR")
+    flag = attrs.get("repr", True)
+    shown = flag is not False and flag is not None
+    return shown and attrs.get("_field_type", None) is not _stdlib_type("dataclasses", "_FIELD_CLASSVAR")
 
 
 def type_module_is_builtins(cls: type) -> bool:
     try:
-        return _type_module(cls) == "builtins"
+        mod = _type_module(cls)  # a class's __module__ may be any object: compare exact str only
     except Exception:
         return False
+    return type(mod) is str and mod == "builtins"
 
 
 def _safe_str(value: object) -> str:
     """A name-like attribute as text, without calling anything on user objects."""
     return value if type(value) is str else "?"
+
+
+def _builtin_qualname(func) -> str:
+    """A builtin's ``__qualname__`` rebuilt from type-level names (its own getter asks the
+    owner's class for ``__qualname__``, which a metaclass may turn into a property)."""
+    name = _safe_str(func.__name__)
+    owner = func.__self__
+    if owner is None or type(owner) is types.ModuleType:
+        return name
+    cls = owner if issubclass(type(owner), type) else type(owner)
+    try:
+        return "%s.%s" % (_exact_str(_type_qualname(cls)), name)
+    except Exception:
+        return name
+
+
+def _exact_str(value: object) -> str:
+    """An exact ``str`` copy of a str (subclass) without its own ``__str__``; ``?`` otherwise.
+
+    A class's ``__name__``/``__qualname__`` may be a str subclass (the setters accept one).
+    """
+    if type(value) is str:
+        return value  # type: ignore[return-value]
+    if issubclass(type(value), str):
+        return str.__str__(value)  # type: ignore[arg-type]
+    return "?"
+
+
+def _str_keyed(pairs: list) -> dict:
+    """``dict(pairs)`` keeping only exact-str keys (hashing any other key could run user code)."""
+    return {k: v for k, v in pairs if type(k) is str}

@@ -34,6 +34,7 @@ from ..recorder import (
     RETURN,
     Activation,
     Recorder,
+    reads_defaultdict,
 )
 from .base import Backend
 
@@ -355,7 +356,8 @@ class MonitoringBackend(Backend):
         instrumented = self._instrumented
         render_keyed = rec.render_keyed
         render = rec.render
-        refresh = rec.renderer.refresh
+        renderer = rec.renderer
+        refresh = renderer.refresh
         full_delta = rec.delta
         line_delta = rec.line_delta
         fids = rec._fids
@@ -492,10 +494,20 @@ class MonitoringBackend(Backend):
                     eff = act.effects.get(prev)
                     if eff is None:
                         delta = full_delta(act, act.proxy if act.proxy is not None else frame.f_locals)
-                    elif not eff.inert:  # inert: the previous line can change nothing
+                    elif eff.inert:  # the previous line can change nothing, unless it read a defaultdict
+                        if eff.subscr and renderer.saw_defaultdict:
+                            mapping = act.proxy if act.proxy is not None else frame.f_locals
+                            if reads_defaultdict(mapping, eff.subscr):
+                                delta = line_delta(act, mapping, eff, frame, True)
+                    else:
                         names = eff.simple
                         last = act.last
-                        if names is None and not eff.mutating:
+                        force = False
+                        if eff.subscr and renderer.saw_defaultdict and reads_defaultdict(
+                                act.proxy if act.proxy is not None else frame.f_locals, eff.subscr):
+                            names = None
+                            force = True
+                        if names is None and not eff.mutating and not force:
                             # Only calls to pure builtins: the line just stores locals, as
                             # long as those names still mean the builtins.
                             g = frame.f_globals
@@ -516,7 +528,7 @@ class MonitoringBackend(Backend):
                         if mapping is None:
                             mapping = frame.f_locals
                         if names is None:
-                            delta = line_delta(act, mapping, eff, frame)
+                            delta = line_delta(act, mapping, eff, frame, force)
                         else:
                             # The common case: the line only stores locals (in frame order).
                             for name in names:

@@ -1,0 +1,348 @@
+"""Rendering never runs user code, even through stdlib objects holding user objects; it is
+deterministic for threads; a bound method's rendering visits its ``__self__`` (aliases).
+
+Every hook below records that it ran in ``RAN`` instead of raising (the renderer would
+swallow an exception and the test could pass for the wrong reason). The module also runs as
+a script (``python test_tracer_render_usercode.py``) under each CPython 3.8-3.13 that pyenv
+lists, without pytest.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import inspect
+import re
+import sys
+import textwrap
+import threading
+import types
+
+from tracer.api import trace_call
+from tracer.render import Renderer
+
+try:
+    import pytest
+except ImportError:  # run as a script under an interpreter without pytest (see __main__)
+    pytest = None  # type: ignore[assignment]
+
+R = Renderer()
+RAN: list = []
+
+
+def _ran(what: str) -> None:
+    RAN.append(what)
+
+
+def no_user_code(fn, *args):
+    """``fn(*args)``, asserting that no hook of this module ran."""
+    del RAN[:]
+    out = fn(*args)
+    assert RAN == [], RAN
+    return out
+
+
+class Loud:
+    """Every text hook records itself."""
+
+    def __str__(self):
+        _ran("__str__")
+        return "loud"
+
+    def __repr__(self):
+        _ran("__repr__")
+        return "loud"
+
+    def __eq__(self, other):
+        _ran("__eq__")
+        return False
+
+    def __hash__(self):
+        _ran("__hash__")
+        return 0
+
+    def __bool__(self):
+        _ran("__bool__")
+        return True
+
+
+class LoudStr(str):
+    def __str__(self):
+        _ran("str.__str__")
+        return "loud"
+
+    def __repr__(self):
+        _ran("str.__repr__")
+        return "loud"
+
+
+class TZ(datetime.tzinfo):
+    def utcoffset(self, dt):
+        _ran("utcoffset")
+        return datetime.timedelta(0)
+
+    def __repr__(self):
+        _ran("tzinfo.__repr__")
+        return "TZ()"
+
+
+def test_datetime_with_a_user_tzinfo_is_rendered_structurally() -> None:
+    tz = TZ()
+    d = datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=tz)
+    assert no_user_code(R.render, d) == "datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=TZ())"
+    assert no_user_code(R.render, d.replace(fold=1)) == (
+        "datetime.datetime(2020, 1, 2, 3, 4, 5, 6, fold=1, tzinfo=TZ())")
+    assert no_user_code(R.render, datetime.time(1, 2, tzinfo=tz)) == "datetime.time(1, 2, tzinfo=TZ())"
+    # The interpreter's own repr where nothing of the user's can be reached.
+    for value in (datetime.datetime(2020, 1, 1), datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+                  datetime.time(1, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=1), "X")),
+                  datetime.timezone(datetime.timedelta(hours=-2))):
+        assert R.render(value) == repr(value)
+
+
+def test_timezone_named_by_a_str_subclass() -> None:
+    tz = datetime.timezone(datetime.timedelta(hours=1), LoudStr("X"))
+    assert no_user_code(R.render, tz) == "datetime.timezone(datetime.timedelta(seconds=3600), LoudStr('X'))"
+    d = datetime.datetime(2020, 1, 1, tzinfo=tz)
+    assert no_user_code(R.render, d) == (
+        "datetime.datetime(2020, 1, 1, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(seconds=3600), LoudStr('X')))")
+
+
+def test_pattern_of_a_str_subclass() -> None:
+    p = re.compile(LoudStr("ab"))
+    assert no_user_code(R.render, p) == "re.compile(LoudStr('ab'))"
+    assert no_user_code(R.render, re.compile(LoudStr("ab"), re.I)) == "re.compile(LoudStr('ab'), 2)"
+    assert R.render(re.compile("ab", re.I)) == repr(re.compile("ab", re.I))
+    assert R.render(re.compile(b"ab")) == repr(re.compile(b"ab"))
+    m = re.compile("b").search(LoudStr("abc"))
+    assert no_user_code(R.render, m) == "<re.Match object; span=(1, 2), match='b'>"
+
+
+def test_oserror_with_a_user_filename() -> None:
+    e = OSError(2, "No such file")
+    e.filename = Loud()
+    assert no_user_code(R.exception_message, e) == "(2, 'No such file')"
+    assert no_user_code(R.render_exception, e) == "FileNotFoundError: (2, 'No such file')"
+    no_user_code(R.render, e)
+    e.filename, e.strerror = "f.txt", Loud()
+    assert no_user_code(R.exception_message, e) == "(2, 'No such file')"
+    # Plain attributes: what str() says.
+    e = OSError(2, "No such file", "f.txt")
+    assert R.exception_message(e) == str(e) == "[Errno 2] No such file: 'f.txt'"
+
+
+def test_syntaxerror_with_a_user_msg() -> None:
+    e = SyntaxError("bad")
+    e.msg = Loud()
+    assert no_user_code(R.exception_message, e) == "bad"
+    e = SyntaxError("bad", ("f.py", 3, 1, "x"))
+    assert R.exception_message(e) == str(e) == "bad (f.py, line 3)"
+
+
+def test_unicode_errors_and_groups_with_user_attributes() -> None:
+    e = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")
+    assert R.exception_message(e) == str(e)
+    for name, value in (("encoding", LoudStr("x")), ("reason", Loud()), ("object", "not bytes")):
+        e = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")
+        setattr(e, name, value)
+        assert no_user_code(R.exception_message, e) == "('utf-8', b'\\xff', 0, 1, 'bad')"
+    if sys.version_info >= (3, 11):
+        g = BaseExceptionGroup(LoudStr("m"), [ValueError()])  # noqa: F821  (3.11+)
+        g.args = ()
+        assert no_user_code(R.exception_message, g) == ""
+
+
+class SpoofedModule(Exception):
+    __module__ = "builtins"
+
+    def __str__(self):
+        _ran("exception __str__")
+        return "loud"
+
+
+def test_an_exception_claiming_to_be_builtin() -> None:
+    assert no_user_code(R.exception_message, SpoofedModule("x")) == "x"
+
+
+class Callable:
+    def __call__(self, *args):
+        return 0
+
+    def __getattr__(self, name):
+        _ran("__getattr__ " + name)
+        raise AttributeError(name)
+
+
+class Plain:
+    pass
+
+
+def test_method_of_a_callable_object() -> None:
+    m = types.MethodType(Callable(), Plain())
+    assert no_user_code(R.render, m) == "<bound method ?>"
+    assert R.render(Plain().__init__) == "<method-wrapper '__init__' of Plain object>"
+    assert R.render(types.MethodType(test_method_of_a_callable_object, 1)) == (
+        "<bound method test_method_of_a_callable_object>")
+
+
+class ClassProperty:
+    """An object claiming (through a ``__class__`` property) to be a dict or a tuple."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    @property  # type: ignore[misc]
+    def __class__(self):
+        _ran("__class__ property")
+        return object.__getattribute__(self, "cls")
+
+
+class NotADataclass:
+    __dataclass_fields__ = ClassProperty(dict)
+
+
+class NotANamedtuple(tuple):
+    _fields = ClassProperty(tuple)
+
+
+def test_class_attributes_are_checked_by_exact_type() -> None:
+    assert no_user_code(R.render, NotADataclass()) == "NotADataclass()"
+    assert no_user_code(R.render, NotANamedtuple((1, 2))) == "NotANamedtuple((1, 2))"
+
+
+@dataclasses.dataclass
+class WithLoudReprFlag:
+    x: int = dataclasses.field(default=1, repr=Loud())  # type: ignore[call-overload]
+    y: int = dataclasses.field(default=2, repr=False)
+
+
+def test_dataclass_field_repr_flag_is_not_asked_for_its_truth() -> None:
+    assert no_user_code(R.render, WithLoudReprFlag()) == "WithLoudReprFlag(x=1)"
+
+
+class LoudName:
+    pass
+
+
+class LoudModuleMeta(type):
+    pass
+
+
+def test_type_names_and_modules_of_user_types() -> None:
+    cls = type("Named", (), {})
+    cls.__name__ = LoudStr("Named")
+    cls.__qualname__ = LoudStr("Named")
+    assert no_user_code(R.render, cls()) == "Named()"
+    assert no_user_code(R.render, cls) == f"<class '{__name__}.Named'>"
+    mod = type("Mod", (), {"__module__": Loud()})
+    assert no_user_code(R.render, mod()) == "Mod()"
+    assert no_user_code(R.render, mod) == "<class 'Mod'>"
+    exc = type("ModExc", (Exception,), {"__module__": Loud()})
+    assert no_user_code(R.exception_message, exc("x")) == "x"
+
+
+def test_instance_dicts_and_counters_with_user_keys() -> None:
+    obj = Plain()
+    obj.__dict__[Loud()] = 1
+    obj.__dict__["a"] = 2
+    assert no_user_code(R.render, obj) == "Plain(?=1, a=2)"
+    c = collections.Counter({Loud(): 2, "b": 3})
+    assert no_user_code(R.render, c) == "Counter({'b': 3, Loud(): 2})"
+    d = collections.defaultdict(int, {Loud(): 1})
+    no_user_code(R.render, d)
+
+
+class Stop(BaseException):
+    pass
+
+
+class StoppingTZ(datetime.tzinfo):
+    def __repr__(self):
+        raise Stop("raised from inside the renderer")
+
+
+def test_a_base_exception_from_user_code_cannot_escape() -> None:
+    d = datetime.datetime(2020, 1, 1, tzinfo=StoppingTZ())
+    assert R.render(d) == "datetime.datetime(2020, 1, 1, 0, 0, tzinfo=StoppingTZ())"
+
+
+class Worker(threading.Thread):
+    pass
+
+
+def test_threads_render_without_per_run_ids() -> None:
+    for t in (threading.Thread(target=len, args=((),), name="T"), Worker(name="W")):
+        before = R.render(t)
+        t.start()
+        t.join()
+        after = R.render(t)
+        for text in (before, after):
+            for attr in ("_ident", "_native_id", "_tstate_lock", "_handle", "_is_stopped"):
+                assert attr + "=" not in text, text
+            assert str(t.ident) not in text
+        assert f"_name={t.name!r}" in after
+    assert "_ident" not in R.render(threading.current_thread())
+
+
+def _ids(value) -> frozenset:
+    return R.render_keyed(value)[1] or frozenset()
+
+
+def test_a_method_rendering_visits_its_self() -> None:
+    lst, seen, d, obj = [], set(), {}, Plain()
+    for method, owner in ((lst.append, lst), (seen.add, seen), (d.setdefault, d), (lst.__setitem__, lst),
+                          (types.MethodType(len, obj), obj), ([lst.append], lst), ({"k": seen.add}, seen)):
+        assert id(owner) in _ids(method), method
+    # Not modules nor classes: calling ``print`` or ``dict.fromkeys`` mutates neither.
+    for method, owner in ((print, sys.modules["builtins"]), (dict.fromkeys, dict), (sys.getrecursionlimit, sys)):
+        assert id(owner) not in _ids(method), method
+
+
+def test_calling_a_bound_method_re_reads_its_object(backend: str) -> None:
+    source = textwrap.dedent("""\
+        def f():
+            lst = []
+            push = lst.append
+            push(1)
+            seen = set()
+            add = seen.add
+            add(2)
+            return lst, seen
+    """)
+    t = trace_call("prog.py", "f", "", source=source, backend=backend)
+    assert t["status"] == "ok", t
+    after = {e["lineno"]: e["locals"] for e in t["events"] if e["kind"] == "line"}
+    assert after[5].get("lst") == "[1]", after
+    assert after[8].get("seen") == "{2}", after
+
+
+def _run_as_script() -> None:
+    """Every test of this module, without pytest (fixtures: the backends this Python has)."""
+    backends = ["settrace"] + (["monitoring"] if sys.version_info >= (3, 12) else [])
+    for name, fn in sorted(globals().items()):
+        if not name.startswith("test_") or name == "test_under_every_python" or not callable(fn):
+            continue
+        if "backend" in inspect.signature(fn).parameters:
+            for backend in backends:
+                fn(backend=backend)
+        else:
+            fn()
+    print("ok")
+
+
+if pytest is not None:
+    from tracer_testutil import pyenv_pythons, run_in
+
+    PYTHONS = pyenv_pythons()
+
+    @pytest.mark.multipython
+    @pytest.mark.parametrize("version", sorted(PYTHONS))
+    def test_under_every_python(version: str) -> None:
+        proc = run_in(PYTHONS[version], __file__, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip().endswith("ok"), proc.stdout[-3000:]
+
+
+if __name__ == "__main__":
+    _run_as_script()
