@@ -32,6 +32,9 @@ from .stream import blank_trace
 
 DEFAULT_MAX_EVENTS = 100000
 DEFAULT_MAX_OUTPUT_BYTES = 1 << 20
+# A program that catches the timeout (``except BaseException``) gets it again this much later;
+# after that, ``on_hard_timeout`` (if given) ends the run.
+TIMEOUT_GRACE_S = 1.0
 
 
 @dataclasses.dataclass
@@ -179,6 +182,11 @@ class _Run:
         trace["backend_reason"] = reason
         self.backend_obj = None
         self.events_as_json = False
+        self.capture = None  # the _OutputCapture while the program runs
+        self.on_hard_timeout = None
+        self.in_program = False
+        self.alarms = 0
+        self.start = 0.0
 
     def traced(self, fn, *args, **kwargs):
         """Call ``fn`` with tracing on; returns (ok, value_or_exception)."""
@@ -186,7 +194,7 @@ class _Run:
         backend_obj = self.backend_cls(rec)
         self.backend_obj = backend_obj
         deadline = self._arm_deadline()
-        start = time.perf_counter()
+        start = self.start = time.perf_counter()
         started = False
         try:
             try:
@@ -195,9 +203,11 @@ class _Run:
             except Exception as exc:
                 rec.fail(exc)
             try:
+                self.in_program = True
                 value = fn(*args, **kwargs)
                 ok = True
             finally:
+                self.in_program = False
                 if started:
                     try:
                         backend_obj.stop()
@@ -219,6 +229,12 @@ class _Run:
             return None
 
         def on_alarm(signum, frame):
+            if not self.in_program:
+                return  # the program is over: the deadline is being disarmed
+            self.alarms += 1
+            if self.alarms > 1 and self.on_hard_timeout is not None:
+                self.on_hard_timeout(self.abandon())  # does not return (see trace_call)
+            signal.setitimer(signal.ITIMER_REAL, TIMEOUT_GRACE_S)  # in case the program catches this one
             raise _Timeout()
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -231,8 +247,25 @@ class _Run:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
+    def abandon(self) -> dict:
+        """The trace of a program that swallowed its timeout: stop recording where it is."""
+        self.in_program = False
+        if self.backend_obj is not None:
+            try:
+                self.backend_obj.stop()
+            except Exception as exc:
+                self.recorder.fail(exc)
+        self.recorder.active = False
+        if self.capture is not None:
+            self.capture.__exit__(None, None, None)
+        self.trace["wall_time_s"] = round(time.perf_counter() - self.start, 6)
+        self.set_exception(_Timeout(), is_script=False)
+        return self.finish(self.capture)
+
     def set_outcome(self, ok: bool, value, *, is_script: bool) -> None:
         trace = self.trace
+        if self.alarms:  # the deadline passed, whatever the program made of it
+            ok, value = False, _Timeout()
         if ok:
             trace["status"] = "ok"
             if not is_script:
@@ -386,12 +419,19 @@ def trace_call(
     exclude=(),
     capture_output: bool = True,
     events_as_json: bool = False,
+    on_hard_timeout=None,
 ) -> dict:
     """Trace ``ENTRY(input_text)`` from the module in ``file`` (or ``source`` named ``file``).
 
     With ``events_as_json``, the trace's ``events`` are a ``jsonl.RawJSON``: the JSON text of the
     event list, written straight from the recorder (about half the cost of building the event
     dicts and encoding them), for callers that only write the trace out.
+
+    ``limits.timeout_s`` raises an exception into the program at the deadline, and again every
+    ``TIMEOUT_GRACE_S`` while the program keeps catching it. ``on_hard_timeout``, if given, is
+    called with the finished ``timeout`` trace at the second deadline and must not return (the
+    command line writes the trace and exits): an in-process run cannot stop a program that
+    catches every exception any other way.
     """
     limits = limits if limits is not None else Limits()
     try:
@@ -401,10 +441,11 @@ def trace_call(
     except _Rejected as rejected:
         return rejected.trace
     run.events_as_json = events_as_json
+    run.on_hard_timeout = on_hard_timeout
     name = _module_name(file)
     module = _program_module(name, file)
     namespace = module.__dict__
-    capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
+    capture = run.capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
     with _SysState(file, name, module):
         if capture is not None:
             capture.__enter__()
@@ -452,9 +493,10 @@ def trace_script(
     exclude=(),
     capture_output: bool = True,
     events_as_json: bool = False,
+    on_hard_timeout=None,
 ) -> dict:
     """Trace the script at ``path`` (or ``source`` named ``path``) run as ``__main__``
-    (``events_as_json``: as in ``trace_call``)."""
+    (``events_as_json``, ``on_hard_timeout``: as in ``trace_call``)."""
     limits = limits if limits is not None else Limits()
     try:
         run, source = _prepare(
@@ -463,9 +505,10 @@ def trace_script(
     except _Rejected as rejected:
         return rejected.trace
     run.events_as_json = events_as_json
+    run.on_hard_timeout = on_hard_timeout
     module = _program_module("__main__", path)
     namespace = module.__dict__
-    capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
+    capture = run.capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
     with _SysState(path, "__main__", module, argv=[path] + list(argv)):
         if capture is not None:
             capture.__enter__()

@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -80,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--program-id", default=None)
     _add_common(p)
 
-    p = sub.add_parser("run", help="trace SCRIPT run as __main__")
+    p = sub.add_parser("run", help="trace SCRIPT run as __main__",
+                       usage="python -m tracer run SCRIPT [options] [-- SCRIPT_ARGS...]",
+                       description="Options go before `--`; everything after it is the script's argv.")
     p.add_argument("script", metavar="SCRIPT")
-    p.add_argument("script_args", nargs=argparse.REMAINDER, metavar="-- SCRIPT_ARGS")
     p.add_argument("--program-id", default=None)
     _add_common(p)
 
@@ -98,14 +100,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_out(path: str):
-    if path == "-":
-        return sys.stdout, False
-    return open(path, "a", encoding="utf-8"), True
+def _split_script_args(argv: list) -> tuple:
+    """``run``'s own arguments and, after the first ``--``, the script's argv."""
+    positionals = [a for a in argv if not a.startswith("-")]
+    if positionals[:1] == ["run"] and "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+class _Output:
+    """Where the trace goes. For stdout, the JSON gets a private copy of fd 1 and, while the
+    program runs, fd 1 points at stderr: a program writing to fd 1 itself (``os.write(1, ...)``,
+    a subprocess) cannot break the JSON Lines (those bytes are not in the trace's ``stdout``,
+    which is what the program wrote through ``sys.stdout``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.saved_fd = -1
+        if path == "-":
+            sys.stdout.flush()
+            self.saved_fd = os.dup(1)
+            os.dup2(2, 1)
+
+    def write(self, trace: dict) -> None:
+        if self.path == "-":
+            with os.fdopen(os.dup(self.saved_fd), "w", encoding="utf-8") as out:
+                write_trace(out, trace)
+        else:
+            with open(self.path, "a", encoding="utf-8") as out:
+                write_trace(out, trace)
+
+    def close(self) -> None:
+        if self.saved_fd >= 0:
+            os.dup2(self.saved_fd, 1)
+            os.close(self.saved_fd)
+            self.saved_fd = -1
 
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv, script_args = _split_script_args(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     limits = _limits(args)
     if args.command == "batch":
@@ -116,19 +151,23 @@ def main(argv=None) -> int:
         return int(run_batch(args.jobs, args.out, backend=args.backend, limits=limits,
                              include=tuple(args.include), exclude=tuple(args.exclude),
                              scratch=tuple(args.scratch), confine=args.confine))
+    out = _Output(args.out)
+
+    def hard_timeout(trace: dict) -> None:
+        # The program caught its timeout and kept running: write what was recorded, and end.
+        out.write(trace)
+        out.close()
+        os._exit(0)
+
     common = dict(program_id=args.program_id, backend=args.backend, limits=limits,
-                  include=tuple(args.include), exclude=tuple(args.exclude), events_as_json=True)
-    if args.command == "call":
-        trace = trace_call(args.file, args.entry, args.input, **common)
-    else:
-        script_args = list(args.script_args)
-        if script_args and script_args[0] == "--":
-            script_args = script_args[1:]
-        trace = trace_script(args.script, script_args, **common)
-    out, close = _open_out(args.out)
+                  include=tuple(args.include), exclude=tuple(args.exclude), events_as_json=True,
+                  on_hard_timeout=hard_timeout)
     try:
-        write_trace(out, trace)
+        if args.command == "call":
+            trace = trace_call(args.file, args.entry, args.input, **common)
+        else:
+            trace = trace_script(args.script, script_args, **common)
+        out.write(trace)
     finally:
-        if close:
-            out.close()
+        out.close()
     return 0 if trace["status"] != "error" else 2

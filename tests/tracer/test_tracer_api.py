@@ -208,6 +208,47 @@ def test_cli_call_and_run(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["stdout"] == "['x', '--y']\n"
 
 
+def test_cli_run_takes_options_after_the_script(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nfor a in sys.argv[1:]:\n    print(a)\n")
+    proc = _cli("run", str(script), "--backend", "settrace", "--max-events", "3", "--", "--flag", "v", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trace = json.loads(proc.stdout)
+    assert (trace["backend"], trace["n_events"], trace["truncated_reason"]) == ("settrace", 3, "max_events")
+    assert trace["stdout"] == "--flag\nv\n"
+
+
+def test_cli_program_writing_to_fd_1_leaves_the_json_intact(tmp_path: Path) -> None:
+    prog = tmp_path / "prog.py"
+    prog.write_text("import os, sys\ndef f():\n    os.write(1, b'raw\\n')\n    print('via sys')\n    return 1\n")
+    proc = _cli("call", str(prog), "f", "--input", "", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trace = json.loads(proc.stdout)  # one JSON line, nothing else
+    assert (trace["return_value"], trace["stdout"]) == ("1", "via sys\n")
+    assert "raw" in proc.stderr
+
+
+@pytest.mark.parametrize("stubborn", [False, True], ids=["catches-once", "catches-always"])
+def test_cli_timeout_the_program_catches_is_still_a_timeout(tmp_path: Path, stubborn: bool) -> None:
+    prog = tmp_path / "prog.py"
+    prog.write_text(textwrap.dedent(f"""\
+        import time
+        def f():
+            while True:
+                try:
+                    time.sleep(30)
+                except BaseException:
+                    pass
+                if not {stubborn}:
+                    return "caught"
+        """))
+    proc = _cli("call", str(prog), "f", "--input", "", "--timeout", "0.5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trace = json.loads(proc.stdout)
+    assert (trace["status"], trace["return_value"]) == ("timeout", None)
+    assert trace["n_events"] > 0
+
+
 def test_cli_help_and_bad_limits(tmp_path: Path) -> None:
     for sub in ("call", "run", "batch"):
         proc = _cli(sub, "--help", cwd=tmp_path)
