@@ -188,7 +188,8 @@ def program_from_row(row: dict[str, Any], where: str) -> Program:
     keys = ", ".join(sorted(row)) or "none"
     raise InputFormatError(
         f"{where}: unknown row format (keys: {keys}); expected a program "
-        "{'id', 'source', 'entrypoint'?, 'input'?, 'image'?} or a CRUXEval row {'id', 'code', 'input', 'output'}"
+        "{'id', 'source', 'entrypoint'?, 'input'?, 'argv'?, 'image'?, 'output'?} or a CRUXEval row "
+        "{'id', 'code', 'input', 'output'}"
     )
 
 

@@ -24,7 +24,8 @@ PLAN_VERSION = 1  # bump when the way units are formed changes
 class HarvestSettings:
     """Everything about a harvest that decides its traces and how its sandboxes are limited."""
 
-    image: str = DEFAULT_IMAGE
+    image: str = DEFAULT_IMAGE  # for programs that name none: the first of `images`
+    images: tuple[str, ...] = ()  # every image the run was asked for (--image, repeated)
     sandbox: str = "docker"
     backend: str = "auto"
     timeout_s: float = sb.DEFAULT_PROGRAM_TIMEOUT_S  # per program, enforced by the batch runner
@@ -50,6 +51,7 @@ class HarvestSettings:
         data = asdict(self)
         data.pop("unit_timeout_s")  # only decides when the host gives up on a unit
         data.pop("image")  # each unit names its own image
+        data.pop("images")
         return data
 
     def unit_deadline(self, programs: Sequence[Program]) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 DOCKER_RESOURCE = "worldtrace_docker"
 TASK_RETRIES = 3  # for worker deaths and retryable sandbox errors; program failures are rows
 OBJECT_STORE_BYTES = 128 * 1024 * 1024  # only metadata travels through it
+CONNECT_TIMEOUT_S = 10.0  # to reach a cluster's GCS port before handing the address to Ray
 
 
 class UnitFailed(WorldtraceError):
@@ -48,6 +50,7 @@ def start_ray(options: RayOptions, sandbox: str) -> bool:
     # Our workers import the project from the driver's environment (editable install or cwd).
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if options.address:
+        _check_reachable(options.address)
         try:
             ray.init(address=options.address, namespace="worldtrace", **quiet)  # type: ignore[arg-type]
         except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
@@ -70,6 +73,20 @@ def start_ray(options: RayOptions, sandbox: str) -> bool:
         **quiet,  # type: ignore[arg-type]
     )
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, naming the address, when nothing listens at HOST:PORT (Ray retries for minutes)."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # 'auto' and other forms: Ray reads them itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise WorldtraceError(
+            f"cannot reach the Ray cluster at {address}: {exc} (is `ray start --head` running there, "
+            "and is the port open? without --ray-address and RAY_ADDRESS, harvest starts its own Ray)"
+        ) from exc
 
 
 def stop_ray() -> None:

@@ -76,7 +76,8 @@ class ValidationReport:
         out.extend(f"warning: {w}" for w in self.warnings)
         rows = sum(s.rows for s in self.shards)
         events = sum(s.events for s in self.shards)
-        verdict = "valid" if self.ok else f"INVALID ({self.n_problems} problems)"
+        n = self.n_problems
+        verdict = "valid" if self.ok else f"INVALID ({n} problem{'' if n == 1 else 's'})"
         shards = f"{len(self.shards)} shard" + ("" if len(self.shards) == 1 else "s")
         out.append(f"{self.path}: {shards}, {rows} traces, {events} events: {verdict}")
         return out

@@ -215,13 +215,15 @@ def train(
     tokenizer_file: str | Path | None = None,
     resume: bool = True,
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train on `shards`, writing checkpoint.pt, tokenizer.json and metrics.jsonl into `out_dir`.
 
     With `resume` and a checkpoint in `out_dir`, the run continues from its step with its saved
     configuration (only `steps` is taken from `cfg`); the data stream is reseeded by the step.
     Under torchrun every rank trains on its share of the shards (DistributedDataParallel) and
-    rank 0 writes the files. `on_metrics` sees every record written to metrics.jsonl.
+    rank 0 writes the files. `on_metrics` sees every record written to metrics.jsonl;
+    `on_resume` (rank 0) the step of the checkpoint a run resumes from.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +237,8 @@ def train(
         start_step = int(state["step"])
         tokenizer = TraceTokenizer.from_str(state["tokenizer"])
         log.info("resuming %s at step %d", ckpt_path, start_step)
+        if on_resume is not None and run.is_main:
+            on_resume(start_step)
     else:
         if run.is_main:  # one rank fits the BPE, the others read it back
             if tokenizer_file is not None:

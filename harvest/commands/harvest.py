@@ -106,7 +106,8 @@ def command(
 ) -> None:
     """Trace PROGRAMS in sandboxes and write the traces as Parquet shards in --out.
 
-    PROGRAMS are JSON Lines files of programs ({"id", "source", "entrypoint", "input", "image"}),
+    PROGRAMS are JSON Lines files of programs ({"id", "source", "entrypoint"?, "input"?, "argv"?,
+    "image"?, "output"?}),
     CRUXEval files ({"id", "code", "input", "output"}), Python scripts, or folders of both. Units
     of programs run in one container each, on an embedded Ray or on --ray-address. Re-running the
     same command resumes: finished units are skipped, half-done ones are redone, nothing is
@@ -131,6 +132,7 @@ def command(
         found = _programs(programs, chosen_images, tests, sandbox, tests_timeout)
         settings = HarvestSettings(
             image=chosen_images[0],
+            images=chosen_images,
             sandbox=sandbox,
             backend=backend,
             timeout_s=timeout,
@@ -306,6 +308,15 @@ def _prepare_docker(images: list[str]) -> None:
         docker.close()
     if removed:
         log.warning("removed %d containers left behind by dead harvests", removed)
+    from images.catalog import load_catalog
+
+    catalog = load_catalog()
+    unknown = [image for image in missing if image not in catalog]
+    if unknown:
+        raise WorldtraceError(
+            f"image(s) neither in the image catalog nor on this Docker engine: {', '.join(unknown)}; "
+            f"the catalog has: {', '.join(catalog)} (see `worldtrace images list`)"
+        )
     if missing:
         raise WorldtraceError(
             f"image(s) not built on this Docker engine: {', '.join(missing)}; "

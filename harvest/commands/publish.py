@@ -9,6 +9,7 @@ import click
 
 from harvest.errors import WorldtraceError
 from schemas.errors import SchemaError
+from schemas.stream import STATUSES
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*$")
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -36,7 +37,7 @@ class ByteSize(click.ParamType):
 @click.option("--license", "license_", default="unknown", show_default=True, help="License id for the card (e.g. mit, apache-2.0, cc-by-4.0).")
 @click.option("--split", "split_spec", default="train=0.95,test=0.05", show_default=True,
               help="Split fractions by program: NAME=FRACTION,... (names: word characters).")
-@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               help="Keep only traces with this status (repeatable: --status ok --status exception).")
 @click.option("--max-events", type=click.IntRange(min=0), default=None, help="Drop traces with more events than this.")
 @click.option("--shard-size", type=ByteSize(), default="500MB", show_default=True, help="Largest Parquet file.")

@@ -68,7 +68,7 @@ def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) ->
     """
     from schemas.errors import SchemaError
     from trainer.errors import TrainerError
-    from trainer.train import train
+    from trainer.train import CHECKPOINT_NAME, train
 
     cfg = _config(options)
 
@@ -80,10 +80,14 @@ def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) ->
                 f"{record['tokens_per_s']:>9.0f} tok/s{heldout}"
             )
 
+    def resumed(step: int) -> None:
+        if not silent:
+            click.echo(f"resuming from step {step} ({out / CHECKPOINT_NAME})")
+
     try:
         result = train(
             shards, out, cfg, device=options["device"], tokenizer_file=options["tokenizer_file"],
-            resume=options["resume"], on_metrics=show,
+            resume=options["resume"], on_metrics=show, on_resume=resumed,
         )
     except (TrainerError, SchemaError) as e:
         raise click.ClickException(" ".join(str(e).split())) from e

@@ -254,16 +254,33 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
     out_dir = Path(out)
     if os.path.isdir(input_path) and out_dir.resolve().is_relative_to(Path(input_path).resolve()):
         raise PublishError(f"--to {out_dir} is inside {input_path}: its files would be read as input next time")
+    created = not out_dir.exists()
     _prepare_out(out_dir, options.overwrite)
-    stats = DatasetStats()
-    files = write_splits(iter_batches(input_path), out_dir / DATA_DIR, options, stats)
-    if not files:
-        raise PublishError(f"no traces left to publish from {input_path} after the filters ({stats.read} read)")
-    runs = find_run_manifests(input_path, shard_files)
-    local_inputs = [f for f in shard_files if os.path.isfile(f)]
-    _copy_provenance(out_dir, runs, input_path, local_inputs)
-    result = PublishResult(out_dir, files, stats, runs, shard_files)
-    write_card(result, options, published_schema())
-    write_croissant(result, options, published_schema())
-    write_checksums(out_dir)
+    try:
+        stats = DatasetStats()
+        files = write_splits(iter_batches(input_path), out_dir / DATA_DIR, options, stats)
+        if not files:
+            raise PublishError(f"no traces left to publish from {input_path} after the filters ({stats.read} read)")
+        runs = find_run_manifests(input_path, shard_files)
+        local_inputs = [f for f in shard_files if os.path.isfile(f)]
+        _copy_provenance(out_dir, runs, input_path, local_inputs)
+        result = PublishResult(out_dir, files, stats, runs, shard_files)
+        write_card(result, options, published_schema())
+        write_croissant(result, options, published_schema())
+        write_checksums(out_dir)
+    except BaseException:
+        _discard(out_dir, created)
+        raise
     return result
+
+
+def _discard(out: Path, created: bool) -> None:
+    """Remove what a failed publish wrote, so that the next one to `out` is not refused."""
+    for name in OUTPUTS:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    if created:
+        shutil.rmtree(out)  # publish made it: whatever is left (.cache) is ours too

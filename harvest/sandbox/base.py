@@ -68,6 +68,8 @@ class UnitRequest:
     tmpfs_mb: int = DEFAULT_TMPFS_MB
 
     def __post_init__(self) -> None:
+        for name in ("jobs_path", "output_path"):  # relative to the caller's cwd; mounts need absolute
+            object.__setattr__(self, name, Path(getattr(self, name)).absolute())
         for name in ("run_id", "unit_id"):
             value = getattr(self, name)
             if not value or any(c in value for c in "/\\\0\n"):

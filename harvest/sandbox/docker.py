@@ -142,9 +142,12 @@ class DockerSandbox(Sandbox):
         try:
             return str(self.client.api.inspect_image(ref)["Id"])
         except DockerImageNotFound:
-            raise ImageNotFound(
-                f"image {name!r} ({ref}) is not on this engine; build it with `worldtrace images build {name}`"
-            ) from None
+            hint = (
+                f"build it with `worldtrace images build {name}`"
+                if self._catalog is None or name in self._catalog
+                else f"it is not in the image catalog either (the catalog has: {', '.join(self._catalog)})"
+            )
+            raise ImageNotFound(f"image {name!r} ({ref}) is not on this engine; {hint}") from None
         except APIError as exc:
             raise SandboxEngineError(f"cannot inspect image {ref}: {exc}") from exc
 

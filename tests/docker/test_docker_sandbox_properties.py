@@ -129,6 +129,18 @@ def test_stream_is_appended_across_runs(
     assert req.output_path.read_text() == '{"n": 1}\n{"n": 1}\n'
 
 
+def test_relative_paths_work_as_in_docs_sandbox_md(
+    tmp_path: Path, base_image: str, run_id: str, docker_client: Any, fake_tracer: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tracer = fake_tracer("import sys\nout = sys.argv[sys.argv.index('--out') + 1]\nopen(out, 'a').write('{}\\n')\n")
+    monkeypatch.chdir(tmp_path)
+    req = _request(tmp_path, run_id, jobs_path=Path("jobs.jsonl"), output_path=Path("out/u0001.jsonl"))
+    with DockerSandbox(docker_client, tracer_dir=tracer) as sandbox:
+        assert sandbox.run_unit(req).exit_code == 0
+    assert (tmp_path / "out" / "u0001.jsonl").read_text() == "{}\n"
+
+
 def test_unit_deadline_kills_the_container(
     tmp_path: Path, base_image: str, run_id: str, docker_client: Any, fake_tracer: Any
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from harvest.cli import cli
@@ -67,3 +69,26 @@ def test_the_summary_warns_when_programs_ran_unconfined(tmp_path: Path) -> None:
     data = record.to_json()["confinement"]
     assert (data["units_confined"], data["units_unconfined"]) == (1, 1)
     assert "in 1 unit(s) the programs ran without Landlock confinement (Landlock is not available here (x))" in _summary(record, tmp_path)
+
+
+def test_the_run_manifest_names_every_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harvest.commands import harvest as command
+
+    seen: list[dict] = []
+    monkeypatch.setattr(command, "_harvest", lambda units, settings, out, record, *rest: seen.append(record.to_json()))
+    script = tmp_path / "s.py"
+    script.write_text("print(1)\n")
+    invoke(str(script), "--out", str(tmp_path / "o"), "--image", "base-py311", "--image", "base-py313")
+    settings = seen[0]["settings"]
+    assert list(settings["images"]) == ["base-py311", "base-py313"] and settings["image"] == "base-py311"
+    assert seen[0]["images"] == {"base-py311": 1, "base-py313": 1}
+
+
+def test_an_unreachable_ray_address_is_a_quick_clear_error(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("print(1)\n")
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["harvest", str(script), "--out", str(tmp_path / "o"), "--sandbox", "local"],
+                                env={"RAY_ADDRESS": "127.0.0.1:1"})
+    assert result.exit_code == 1 and time.monotonic() - started < 30
+    assert "Error: cannot reach the Ray cluster at 127.0.0.1:1" in result.output

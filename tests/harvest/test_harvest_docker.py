@@ -210,11 +210,13 @@ def test_a_missing_image_fails_its_units_clearly(engine, ray_cluster: Cluster, t
     assert "1 of 1 units failed" in done.stderr and "harvest-run.json" in done.stderr
     data = run_manifest(out)
     assert not data["complete"] and data["units"]["failed"] == 1
-    assert "ImageNotFound" in data["failed_units"][0]["error"] and "worldtrace images build" in data["failed_units"][0]["error"]
+    assert "ImageNotFound" in data["failed_units"][0]["error"] and "not in the image catalog" in data["failed_units"][0]["error"]
     assert shard_files(out) == []
 
 
 def test_a_missing_image_is_reported_before_anything_runs(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     done = run_harvest(REPO / "examples" / "programs", "--out", tmp_path / "out", "--image", "worldtrace-no-such-image:0")
     assert done.returncode == 1
-    assert "not built on this Docker engine: worldtrace-no-such-image:0" in done.stderr
+    # Not a catalog name: say so and list the catalog, rather than suggest building it.
+    assert "neither in the image catalog nor on this Docker engine: worldtrace-no-such-image:0" in done.stderr
+    assert "the catalog has: base-py311" in done.stderr and "images build" not in done.stderr

@@ -53,7 +53,7 @@ def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
     [
         ("{not json", "p.jsonl:2: not valid JSON"),
         ("[1, 2]", "p.jsonl:2: expected a JSON object, got list"),
-        ('{"id": "x"}', "p.jsonl:2: unknown row format (keys: id)"),
+        ('{"id": "x"}', "p.jsonl:2: unknown row format (keys: id); expected a program {'id', 'source', 'entrypoint'?, 'input'?, 'argv'?,"),
         ('{"source": "pass"}', "p.jsonl:2: every program needs a non-empty string 'id'"),
         ('{"id": "x", "source": 3}', "p.jsonl:2: 'source' must be a string, got int"),
         ('{"id": "x", "source": "", "input": "1"}', "p.jsonl:2: 'input' given without an 'entrypoint'"),

@@ -41,6 +41,8 @@ def test_ids_change_with_content_and_trace_settings_but_not_the_origin() -> None
     assert plan_units(edited, settings)[0].unit_id != base[0]
     assert plan_units(programs(3), replace(settings, backend="settrace"))[0].unit_id != base[0]
     assert plan_units(programs(3), replace(settings, unit_timeout_s=5.0))[0].unit_id == base[0]
+    # the run's list of images is for the manifest: each unit's id names its own image already
+    assert plan_units(programs(3), replace(settings, images=("base-py311", "base-py313")))[0].unit_id == base[0]
 
 
 def test_settings_are_validated() -> None:

@@ -74,3 +74,21 @@ def test_refuses_an_output_folder_inside_the_input(sample_shards: Path, tmp_path
     shutil.copytree(sample_shards, shards)
     assert "inside" in _error(["publish", str(shards), "--to", str(shards / "ds")])
     assert not (shards / "ds").exists()
+
+
+def test_an_unknown_status_is_refused_with_the_valid_ones(sample_shards: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(tmp_path / "o"), "--status", "okk"])
+    assert result.exit_code == 2
+    assert "'okk' is not one of 'ok', 'exception', 'timeout', 'memory', 'crashed', 'error'" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_publish_leaves_nothing_behind(sample_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert "no traces left" in _error(["publish", str(sample_shards), "--to", str(out), "--max-events", "0"])
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays, empty, and the next publish is not refused
+    assert "no traces left" in _error(["publish", str(sample_shards), "--to", str(out), "--max-events", "0"])
+    assert out.is_dir() and list(out.iterdir()) == []
+    result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(out), "--split", "train"])
+    assert result.exit_code == 0, result.output

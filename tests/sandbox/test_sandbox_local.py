@@ -113,6 +113,12 @@ def test_runner_arguments(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_relative_paths_are_taken_from_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    req = UnitRequest("r", "u", 0, "i", Path("jobs.jsonl"), Path("out/u.jsonl"))
+    assert (req.jobs_path, req.output_path) == (tmp_path / "jobs.jsonl", tmp_path / "out" / "u.jsonl")
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

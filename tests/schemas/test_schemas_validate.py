@@ -16,7 +16,7 @@ from harvest.cli import cli
 from schemas.convert import stream_to_batches
 from schemas.errors import ShardError
 from schemas.shards import MANIFEST_ENTRIES_DIR, MANIFEST_NAME, write_shard
-from schemas.validate import validate
+from schemas.validate import ValidationReport, validate
 
 
 def make_shards(folder: Path, n: int = 2) -> list[Path]:
@@ -119,7 +119,7 @@ def test_cli_reports_and_exit_codes(tmp_path: Path) -> None:
     first.write_bytes(first.read_bytes()[:100])
     result = runner.invoke(cli, ["validate", str(tmp_path)])
     assert result.exit_code == 1
-    assert "FAIL" in result.output and "INVALID" in result.output
+    assert "FAIL" in result.output and "INVALID (3 problems)" in result.output
     result = runner.invoke(cli, ["validate", str(tmp_path / "missing")])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {tmp_path / 'missing'}: no such file or directory"
@@ -167,3 +167,10 @@ def test_validate_a_remote_copy(tmp_path: Path) -> None:
         assert not validate("memory://wt-validate").ok
     finally:
         fs.rm("/wt-validate", recursive=True)
+
+
+def test_verdict_counts_problems_in_words() -> None:
+    one = ValidationReport(path="d", problems=["no shards"])
+    assert one.lines()[-1].endswith("INVALID (1 problem)")
+    one.problems.append("another")
+    assert one.lines()[-1].endswith("INVALID (2 problems)")

@@ -64,7 +64,14 @@ def test_cli_train_and_eval(harvested: Path, tmp_path: Path) -> None:
         "--vocab-size", "300", "--workers", "0", "--log-every", "1", "--heldout-fraction", "0.25",
     ])
     assert result.exit_code == 0, result.output
-    assert "step      2" in result.output
+    assert "step      2" in result.output and "resuming" not in result.output
+    result = runner.invoke(cli, [
+        "train", str(harvested), "--out", str(out), "--steps", "3", "--device", "cpu", "--workers", "0",
+        "--log-every", "1",
+    ])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"resuming from step 2 ({out / 'checkpoint.pt'})\n")
+    assert "step      3" in result.output
     result = runner.invoke(cli, ["eval", str(out), str(harvested), "--device", "cpu",
                                  "--max-traces", "1", "--frames-per-trace", "1",
                                  "--max-new-tokens", "4", "--json"])
