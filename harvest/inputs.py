@@ -21,7 +21,13 @@ from harvest.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Mode = Literal["call", "script", "pytest"]
-PROGRAM_SUFFIXES = (".jsonl", ".json", ".ndjson")
+# Programs files in a folder. Not .json: a folder of programs often holds other JSON (a harvest's
+# own harvest-run.json, a config); a file given by name is read as JSON Lines whatever its suffix.
+PROGRAM_SUFFIXES = (".jsonl", ".ndjson")
+# Every key a program or CRUXEval row may have (others are reported, not an error: datasets
+# often carry their own metadata).
+ROW_KEYS = frozenset(("id", "program_id", "source", "code", "entrypoint", "input", "argv", "image", "output",
+                      "expected_output"))
 PROJECT_ROOT = "/opt/project"  # where repository images keep the project and its tests
 
 
@@ -73,23 +79,30 @@ class Program:
 
 def load_programs(paths: Sequence[Path]) -> list[Program]:
     """Programs from files and folders, in order; duplicate ids are an error unless identical."""
-    programs: list[Program] = []
+    return unique_per_image(program for path in paths for program in _read_path(path))
+
+
+def unique_per_image(programs: Iterable[Program]) -> list[Program]:
+    """`programs` without repeats of the same program in the same image; a program id used for
+    two different programs in one image is an error naming both. Run it again once each program
+    has its final image: a row naming none and a row naming `--image` then run side by side."""
+    out: list[Program] = []
     seen: dict[tuple[str | None, str], Program] = {}
-    for path in paths:
-        for program in _read_path(path):
-            key = (program.image, program.program_id)
-            earlier = seen.get(key)
-            if earlier is not None:
-                if earlier.content_hash() == program.content_hash():
-                    log.info("skipping %s: same program as %s", program.origin, earlier.origin)
-                    continue
-                raise InputFormatError(
-                    f"{program.origin}: program id {program.program_id!r} is already used by "
-                    f"{earlier.origin} for a different program; ids must be unique per image"
-                )
-            seen[key] = program
-            programs.append(program)
-    return programs
+    for program in programs:
+        key = (program.image, program.program_id)
+        earlier = seen.get(key)
+        if earlier is not None:
+            if earlier.content_hash() == program.content_hash():
+                log.info("skipping %s: same program as %s", program.origin, earlier.origin)
+                continue
+            image = f" in image {program.image!r}" if program.image else ""
+            raise InputFormatError(
+                f"{program.origin}: program id {program.program_id!r} is already used by "
+                f"{earlier.origin} for a different program{image}; ids must be unique per image"
+            )
+        seen[key] = program
+        out.append(program)
+    return out
 
 
 def repository_tests_program(
@@ -133,7 +146,10 @@ def _read_path(path: Path) -> Iterator[Program]:
 
 def read_folder(folder: Path) -> Iterator[Program]:
     """A folder: each top-level `*.py` is a script, each `*.jsonl` a programs file (sorted by name)."""
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+    except OSError as exc:
+        raise InputFormatError(f"{_shown(folder)}: cannot list it ({exc.strerror or exc})") from None
     found = False
     for path in entries:
         if path.is_file() and path.suffix == ".py":
@@ -146,18 +162,34 @@ def read_folder(folder: Path) -> Iterator[Program]:
         raise InputFormatError(f"{folder}: no *.py scripts and no *.jsonl programs files in this folder")
 
 
+def _shown(path: Path) -> str:
+    """`path` for a message, whatever bytes its name has."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def script_program(path: Path, program_id: str) -> Program:
     """A Python file run as `__main__`."""
     try:
-        source = path.read_text(encoding="utf-8")
+        program_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputFormatError(f"{_shown(path)}: the file name is not UTF-8 (it would be the program id)") from None
+    try:
+        source = path.read_text(encoding="utf-8-sig")  # a BOM is allowed, as CPython allows it
     except UnicodeDecodeError as exc:
-        raise InputFormatError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InputFormatError(f"{_shown(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise InputFormatError(f"{_shown(path)}: cannot read it ({exc.strerror or exc})") from None
     return Program(program_id=program_id, mode="script", source=source, origin=str(path))
 
 
 def read_jsonl(path: Path) -> Iterator[Program]:
     """Rows of a JSON Lines file, each a program or a CRUXEval row (detected per row)."""
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise InputFormatError(f"{_shown(path)}: cannot read it ({exc.strerror or exc})") from None
+    unused: set[str] = set()
+    with f:
         any_row = False
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
@@ -174,9 +206,12 @@ def read_jsonl(path: Path) -> Iterator[Program]:
             if not isinstance(row, dict):
                 raise InputFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
             any_row = True
+            unused.update(k for k in row if k not in ROW_KEYS)
             yield program_from_row(row, where)
     if not any_row:
         raise InputFormatError(f"{path}: no programs in this file (empty)")
+    if unused:
+        log.warning("%s: rows have keys that harvest does not read (typos?): %s", _shown(path), ", ".join(sorted(unused)))
 
 
 def program_from_row(row: dict[str, Any], where: str) -> Program:

@@ -45,6 +45,7 @@ class RunRecord:
     units_done_before: int = 0
     programs_planned: int = 0
     counts_before: dict[str, int] = field(default_factory=dict)  # statuses of units done before
+    mismatches_before: int = 0  # expected-output mismatches of units done before (shard metadata)
     results: list[UnitResult] = field(default_factory=list)
     failed_units: list[dict[str, str]] = field(default_factory=list)
     interrupted: bool = False
@@ -111,7 +112,9 @@ class RunRecord:
             },
             "counts": self.counts_total(),
             "counts_this_run": self.counts_this_run(),
-            "expected_output_mismatches": sum(r.mismatches for r in self.results),
+            # Over the whole folder, as `counts` (shards of earlier runs say theirs in their metadata).
+            "expected_output_mismatches": self.mismatches_before + sum(r.mismatches for r in self.results),
+            "expected_output_mismatches_this_run": sum(r.mismatches for r in self.results),
             "timing": {
                 "wall_time_s": round(self.wall_time_s, 3),
                 "startup_s": round(self.startup_s, 3),

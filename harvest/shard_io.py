@@ -20,19 +20,23 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 512
 BATCH_EVENTS = 50_000  # a record batch also ends here (~1 KB of Python objects an event while converted)
 UNIT_ID_KEY = "worldtrace.unit_id"
+MISMATCHES_KEY = "worldtrace.expected_output_mismatches"
 
 
-def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Iterable[dict[str, Any]]) -> int:
+def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Iterable[dict[str, Any]], mismatches: int = 0) -> int:
     """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes.
 
     `rows` may be a generator: they are converted BATCH_ROWS rows or BATCH_EVENTS events at a time.
+    `mismatches` (rows whose return value differs from the expected output) goes into the
+    shard's metadata, so that a resumed harvest can count them over the whole folder.
     """
     _remove_stale_temporaries(out_dir, unit.shard_name)
     sources = {p.program_id: p.source or "" for p in unit.programs}
     batch: list[dict[str, Any]] = []
     events = 0
     number = 0
-    with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata={UNIT_ID_KEY: unit.unit_id}) as writer:
+    metadata = {UNIT_ID_KEY: unit.unit_id, MISMATCHES_KEY: str(mismatches)}
+    with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata=metadata) as writer:
         for number, obj in enumerate(rows, start=1):
             obj = _checked(obj)
             context = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
@@ -68,9 +72,29 @@ def _checked(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def committed_shards(out_dir: Path) -> set[str]:
-    """Names of the shards the folder's manifest records and that exist on disk."""
+    """Names of the shards the folder's manifest records and that exist on disk with the size it
+    records (a shard truncated or replaced since is redone: its unit runs again)."""
     manifest = read_manifest(out_dir) or {}
-    return {name for name in manifest if (out_dir / name).is_file()}
+    found = set()
+    for name, info in manifest.items():
+        try:
+            size = (out_dir / name).stat().st_size
+        except OSError:
+            continue
+        if size != info.bytes:
+            log.warning("%s is %d bytes, its manifest entry says %d: its unit runs again", name, size, info.bytes)
+            continue
+        found.add(name)
+    return found
+
+
+def expected_output_mismatches(paths: Iterable[Path]) -> int:
+    """Rows whose return value differs from the expected output, from the shards' metadata."""
+    total = 0
+    for path in paths:
+        metadata = pq.read_schema(path).metadata or {}
+        total += int(metadata.get(MISMATCHES_KEY.encode(), b"0"))
+    return total
 
 
 def status_counts(paths: Iterable[Path]) -> dict[str, int]:
@@ -90,12 +114,18 @@ def check_no_overlap(out_dir: Path, units: Sequence[WorkUnit], committed: set[st
     next to the old shards would duplicate programs, so the folder must be a new one.
     """
     planned = {unit.shard_name for unit in units}
-    foreign = sorted(name for name in committed if name not in planned)
+    # Also shards on disk that no manifest entry records (a writer killed between renaming its
+    # shard into place and recording it): their traces are in the folder all the same.
+    on_disk = {p.name for p in out_dir.glob("unit-*.parquet")}  # WorkUnit.shard_name
+    foreign = sorted(name for name in committed | on_disk if name not in planned)
     if not foreign:
         return
     wanted = {(unit.image, p.program_id) for unit in units for p in unit.programs}
     for name in foreign:
-        table = pq.read_table(out_dir / name, columns=["image", "program_id"])
+        try:
+            table = pq.read_table(out_dir / name, columns=["image", "program_id"])
+        except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+            raise ConfigError(f"{out_dir / name} cannot be read ({exc}); harvest into a new --out folder") from None
         images = table.column("image").to_pylist()
         ids = table.column("program_id").to_pylist()
         clash = next(((i, p) for i, p in zip(images, ids, strict=True) if (i, p) in wanted), None)

@@ -156,9 +156,10 @@ def execute_unit(
     runner_cpu, confinements = _run_records(stream)
     from harvest.shard_io import write_unit_shard  # pyarrow only where shards are written
 
+    mismatches = _count_mismatches(unit, done, settings.max_value_chars)
     with gc_paused():
         # Stream order, first row of each program (a pytest job's extra traces come before its own).
-        shard_bytes = write_unit_shard(out_dir, unit, unique_rows(stream))
+        shard_bytes = write_unit_shard(out_dir, unit, unique_rows(stream), mismatches)
     shutil.rmtree(work, ignore_errors=True)
     rows = list(done.values())
     counts: dict[str, int] = {}
@@ -181,7 +182,7 @@ def execute_unit(
         confinements=confinements,
         host_cpu_s=time.process_time() - cpu_started,
         sandbox_failures=failures,
-        mismatches=_count_mismatches(unit, done, settings.max_value_chars),
+        mismatches=mismatches,
     )
 
 

@@ -7,7 +7,9 @@ import fcntl
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Any
 import click
 
 from harvest.errors import WorldtraceError
-from harvest.inputs import Program, load_programs, repository_tests_program
+from harvest.inputs import Program, load_programs, repository_tests_program, unique_per_image
 from harvest.options import json_option, out_option, ray_address_option, silent_option
 from harvest.plan import (
     DEFAULT_IMAGE,
@@ -186,7 +188,7 @@ def _programs(
         programs.extend(replace(p, image=image) for p in loaded if not p.image)
     if tests:
         programs.extend(_test_suite(image, tests_timeout) for image in images)
-    return programs
+    return unique_per_image(programs)  # now that each program has its image
 
 
 def _test_suite(image: str, timeout_s: float) -> Program:
@@ -230,6 +232,7 @@ def _harvest(
     done_before = [u for u in units if u.shard_name in committed]
     record.units_done_before = len(done_before)
     record.counts_before = shard_io.status_counts(out / u.shard_name for u in done_before)
+    record.mismatches_before = shard_io.expected_output_mismatches(out / u.shard_name for u in done_before)
     if settings.sandbox == "docker":
         # With the embedded Ray, this engine runs every unit: a missing image is known now.
         _prepare_docker(sorted({u.image for u in todo}) if ray_address is None else [])
@@ -261,6 +264,9 @@ def _harvest(
 
     started_ray = runner.start_ray(runner.RayOptions(address=ray_address, num_cpus=num_cpus), settings.sandbox)
     record.startup_s = time.monotonic() - started
+    # SIGTERM (a scheduler, `kill`, `timeout`) ends the harvest as Ctrl-C does: containers removed,
+    # the record marked interrupted. Installed after ray.init, which sets its own handler.
+    previous_term = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         progress = _progress_bar(sum(len(u) for u in todo), silent)
         runner.run_units(todo, settings, out, record.run_id, on_result, on_failure)
@@ -270,6 +276,8 @@ def _harvest(
             _reap_run(record.run_id)
         raise click.ClickException("interrupted; re-run the same command to resume where it stopped") from None
     finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if progress is not None:
             progress.close()
         record.finished_at = now()
@@ -277,6 +285,14 @@ def _harvest(
         write_run_manifest(out, record)
         if started_ray:
             runner.stop_ray()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _progress_bar(total: int, silent: bool) -> Any:

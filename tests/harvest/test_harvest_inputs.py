@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,52 @@ def test_duplicate_ids_are_an_error_unless_the_program_is_the_same(tmp_path: Pat
     assert len(load_programs([first, same])) == 1
     with pytest.raises(InputFormatError, match=r"c.jsonl:1: program id 'x' is already used by .*a.jsonl:1"):
         load_programs([first, other])
+
+
+def test_an_id_used_with_and_without_an_image_clashes_once_images_are_resolved(tmp_path: Path) -> None:
+    # The row naming no image runs in every --image: next to the row naming base-py313 it would
+    # be a second, different program with the same id in one unit.
+    plain = write_jsonl(tmp_path / "a.jsonl", [{"id": "a", "source": "x = 3"}])
+    named = write_jsonl(tmp_path / "b.jsonl", [{"id": "a", "source": "x = 1", "image": "base-py313"}])
+    assert len(load_programs([plain, named])) == 2  # different images as written
+    from harvest.commands.harvest import _programs
+
+    with pytest.raises(InputFormatError, match=r"program id 'a' is already used by .* for a different program in image 'base-py313'"):
+        _programs((plain, named), ("base-py311", "base-py313"), False, "docker", 60.0)
+    with pytest.raises(InputFormatError, match=r"program id 'a' is already used"):
+        _programs((plain, named), ("local",), False, "local", 60.0)  # local drops the images
+    assert len(_programs((plain, named), ("base-py311",), False, "docker", 60.0)) == 2
+
+
+def test_folders_read_scripts_and_jsonl_only_and_allow_a_bom(tmp_path: Path) -> None:
+    folder = tmp_path / "progs"
+    folder.mkdir()
+    (folder / "bom.py").write_bytes(b"\xef\xbb\xbfprint('hi')\n")
+    (folder / "harvest-run.json").write_text("{not programs", encoding="utf-8")  # e.g. a harvest's own record
+    write_jsonl(folder / "more.jsonl", [{"id": "m", "source": "pass", "entirepoint": "f"}])
+    programs = {p.program_id: p for p in load_programs([folder])}
+    assert sorted(programs) == ["bom", "m"]
+    assert programs["bom"].source == "print('hi')\n"  # CPython runs a file with a BOM
+
+
+def test_unreadable_files_and_undecodable_names_are_clear_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "progs"
+    folder.mkdir()
+    odd = folder / "bytes\udce9name.py"  # a file name that is not UTF-8
+    odd.write_text("pass\n", encoding="utf-8")
+    with pytest.raises(InputFormatError, match=r"bytes\\xe9name.py: the file name is not UTF-8"):
+        load_programs([folder])
+    odd.unlink()
+    locked = folder / "locked.jsonl"
+    write_jsonl(locked, [{"id": "x", "source": "pass"}])
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as a user who can read any file (root)")
+        with pytest.raises(InputFormatError, match=r"locked.jsonl: cannot read it"):
+            load_programs([folder])
+    finally:
+        locked.chmod(0o644)
 
 
 def test_empty_inputs_are_errors(tmp_path: Path) -> None:

@@ -65,17 +65,23 @@ def assert_same_result(out: Path, reference: Path) -> None:
 
 def test_local_sandbox_end_to_end_on_the_examples(ray_cluster: Cluster, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = run_harvest(REPO / "examples" / "programs", "--out", out, "--sandbox", "local", "--ray-address", ray_cluster.address, env=ray_cluster.env)
+    wrong = tmp_path / "wrong.jsonl"  # a program whose expected output is not what it returns
+    wrong.write_text(json.dumps({"id": "wrong", "source": "def f(x):\n    return x\n", "entrypoint": "f", "input": "1", "output": "2"}) + "\n")
+    inputs = [REPO / "examples" / "programs", wrong]
+    done = run_harvest(*inputs, "--out", out, "--sandbox", "local", "--ray-address", ray_cluster.address, env=ray_cluster.env)
     assert done.returncode == 0, done.stderr
     assert f"shards are in {out}/" in done.stdout and f"worldtrace inspect {out}" in done.stdout
     data = manifest(out)
-    assert data["complete"] and data["counts"] == {"exception": 1, "ok": 15}
+    assert data["complete"] and data["counts"] == {"exception": 1, "ok": 16}
+    assert data["expected_output_mismatches"] == 1
     assert data["settings"]["sandbox"] == "local" and data["versions"]["ray"]
-    again = run_harvest(REPO / "examples" / "programs", "--out", out, "--sandbox", "local", "--ray-address", ray_cluster.address, "--json", env=ray_cluster.env)
+    again = run_harvest(*inputs, "--out", out, "--sandbox", "local", "--ray-address", ray_cluster.address, "--json", env=ray_cluster.env)
     assert again.returncode == 0, again.stderr
     rerun = json.loads(again.stdout)
     assert rerun["units"]["ran"] == 0 and rerun["units"]["done_before"] == data["units"]["planned"]
     assert rerun["counts"] == data["counts"]
+    # Over the whole folder, as the counts: the mismatch was found by the first run.
+    assert (rerun["expected_output_mismatches"], rerun["expected_output_mismatches_this_run"]) == (1, 0)
 
 
 def test_a_killed_worker_is_retried_and_the_result_equals_an_uninterrupted_run(
@@ -109,6 +115,26 @@ def test_a_killed_driver_is_resumed_by_running_the_same_command(
     done = run_harvest(*slow_args(slow_jsonl, out, ray_cluster), env=ray_cluster.env)
     assert done.returncode == 0, done.stderr
     assert manifest(out)["units"]["done_before"] >= first
+    assert_same_result(out, reference)
+
+
+def test_sigterm_to_the_driver_is_an_interruption_and_the_same_command_resumes(
+    ray_cluster: Cluster, slow_jsonl: Path, reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(harvest_cmd(*slow_args(slow_jsonl, out, ray_cluster)), env=ray_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not committed_shards(out) if out.exists() else True:
+        assert proc.poll() is None, "the harvest ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)  # polling for the first committed shard, not synchronising
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "interrupted; re-run the same command" in stderr
+    assert manifest(out)["interrupted"] is True
+    done = run_harvest(*slow_args(slow_jsonl, out, ray_cluster), env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
     assert_same_result(out, reference)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import pytest
 from harvest.inputs import Program, load_programs
 from harvest.plan import HarvestSettings, plan_units
 from harvest.sandbox.local import LocalSandbox
-from harvest.shard_io import committed_shards
+from harvest.shard_io import committed_shards, expected_output_mismatches
 from harvest.unit import execute_unit, read_stream, unit_work_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +89,20 @@ def test_expected_outputs_are_checked(tmp_path: Path) -> None:
     wrong = Program(program_id="wrong", mode="call", source="def f(a):\n    return a\n", entrypoint="f", input="1", expected_output="2")
     (unit,) = plan_units([right, wrong], SETTINGS)
     assert execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox()).mismatches == 1
+    # The shard keeps its mismatch count for later runs to add up (a resumed harvest's manifest).
+    assert expected_output_mismatches([tmp_path / unit.shard_name]) == 1
+
+
+def test_a_committed_shard_that_was_truncated_is_redone(tmp_path: Path) -> None:
+    (unit,) = plan_units([call(f"p{i}", "    return x") for i in range(3)], SETTINGS)
+    execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    shard = tmp_path / unit.shard_name
+    with shard.open("r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+    assert committed_shards(tmp_path) == set()  # so the harvest runs the unit again
+    execute_unit(unit, SETTINGS, tmp_path, "run-2", LocalSandbox())
+    assert committed_shards(tmp_path) == {unit.shard_name}
+    assert [r["program_id"] for r in shard_rows(shard)] == ["p0", "p1", "p2"]
 
 
 def _request(unit_id: str, jobs: Path, out: Path):  # type: ignore[no-untyped-def]
@@ -109,6 +124,13 @@ def test_a_differently_planned_harvest_into_the_same_folder_is_refused(tmp_path:
     same = plan_units(programs, replace(SETTINGS, programs_per_unit=2))
     check_no_overlap(tmp_path, same, committed_shards(tmp_path))  # the same plan: fine (resume)
     other = plan_units(programs, replace(SETTINGS, programs_per_unit=3))
+    with pytest.raises(ConfigError, match="already holds a trace of program 'p[0-3]' .*new --out"):
+        check_no_overlap(tmp_path, other, committed_shards(tmp_path))
+    # A shard no manifest entry records (its writer was killed right after renaming it into place)
+    # still holds traces: a differently planned harvest is refused all the same.
+    for entry in tmp_path.glob("_manifest*"):
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    assert committed_shards(tmp_path) == set()
     with pytest.raises(ConfigError, match="already holds a trace of program 'p[0-3]' .*new --out"):
         check_no_overlap(tmp_path, other, committed_shards(tmp_path))
 
