@@ -205,6 +205,8 @@ def read_jsonl(path: Path) -> Iterator[Program]:
                 raise InputFormatError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
             if not isinstance(row, dict):
                 raise InputFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            if ("\\ud" in text or "\\uD" in text) and not _utf8_encodable(row):
+                raise InputFormatError(f"{where}: a string holds a lone surrogate (a \\ud800-\\udfff escape): not text")
             any_row = True
             unused.update(k for k in row if k not in ROW_KEYS)
             yield program_from_row(row, where)
@@ -212,6 +214,16 @@ def read_jsonl(path: Path) -> Iterator[Program]:
         raise InputFormatError(f"{path}: no programs in this file (empty)")
     if unused:
         log.warning("%s: rows have keys that harvest does not read (typos?): %s", _shown(path), ", ".join(sorted(unused)))
+
+
+def _utf8_encodable(row: dict[str, Any]) -> bool:
+    """Whether every string in `row` is valid Unicode text (JSON's \\u escapes can make lone
+    surrogates, which no UTF-8 file, job or shard can hold)."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def program_from_row(row: dict[str, Any], where: str) -> Program:

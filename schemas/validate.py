@@ -204,10 +204,12 @@ def validate_shard(
     return report
 
 
-def validate(path: str | os.PathLike[str]) -> ValidationReport:
+def validate(path: str | os.PathLike[str], seen_ids: dict[str, str] | None = None) -> ValidationReport:
     """Validate every shard `path` (file, directory or glob) names, and the manifests beside them.
 
-    Raises ShardError only when `path` names nothing (missing file, empty glob).
+    `seen_ids` (trace_id -> shard path), shared across calls, also finds a trace stored under
+    two paths (validating several folders together). Raises ShardError only when `path` names
+    nothing (missing file, empty glob).
     """
     fs, files = resolve_shards(path)
     report = ValidationReport(path=os.fspath(path))
@@ -219,7 +221,8 @@ def validate(path: str | os.PathLike[str]) -> ValidationReport:
         if not files:
             report.problems.append(f"no shards (*{SHARD_SUFFIX}) under {os.fspath(path)}")
     manifests: dict[str, dict[str, ShardInfo] | None] = {}
-    seen_ids: dict[str, str] = {}
+    if seen_ids is None:
+        seen_ids = {}
     for directory in directories:
         try:
             manifests[directory] = read_manifest(directory, fs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -27,9 +28,10 @@ def command(paths: tuple[str, ...], as_json: bool, silent: bool) -> None:
         worldtrace validate 'harvest-out/*.parquet' --json
     """
     reports = []
-    for path in paths:
+    seen_ids: dict[str, str] = {}  # across PATHS: a trace stored in two of them is a duplicate
+    for path in dict.fromkeys(paths):  # a path given twice is checked once
         try:
-            report = validate(path)
+            report = validate(path, seen_ids)
         except ShardError as e:
             raise click.ClickException(str(e)) from e
         _refuse_non_shard(path, report)
@@ -48,7 +50,7 @@ def command(paths: tuple[str, ...], as_json: bool, silent: bool) -> None:
 
 def _refuse_non_shard(path: str, report: ValidationReport) -> None:
     """A single named file that is not Parquet at all (and not named .parquet): one error line."""
-    if len(report.shards) != 1 or path.endswith(SHARD_SUFFIX):
+    if len(report.shards) != 1 or path.endswith(SHARD_SUFFIX) or os.path.isdir(path):
         return
     for problem in report.shards[0].problems:
         if problem.startswith(NOT_A_SHARD):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,23 @@ def _field(f: pa.Field, parent_id: str, column: str, path: list[str]) -> mlc.Fie
     )
 
 
+def _date_published(result: PublishResult) -> datetime:
+    """When the data was made, so that publishing the same input twice gives the same bytes:
+    $SOURCE_DATE_EPOCH (the reproducible-builds convention) if set, else the end of the latest
+    harvest run that made the input, else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), UTC)
+    finished = []
+    for run in result.runs:
+        try:
+            finished.append(datetime.fromisoformat(str(run.data.get("finished_at")).replace("Z", "+00:00")))
+        except ValueError:
+            continue
+    stamps = [f if f.tzinfo else f.replace(tzinfo=UTC) for f in finished]
+    return max(stamps).astimezone(UTC).replace(microsecond=0) if stamps else datetime.now(UTC).replace(microsecond=0)
+
+
 def croissant_metadata(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> mlc.Metadata:
     import mlcroissant as mlc
 
@@ -92,7 +110,7 @@ def croissant_metadata(result: PublishResult, options: PublishOptions, schema: p
         license=[options.license],
         url=f"https://huggingface.co/datasets/{options.name}",
         version="1.0.0",
-        date_published=datetime.now(UTC).replace(microsecond=0),
+        date_published=_date_published(result),
         keywords=["code", "python", "execution traces", "code world model"],
         cite_as=f"{options.name}, published with worldtrace {worldtrace_version}",
         conforms_to=[CROISSANT_1_0],

@@ -59,6 +59,7 @@ def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
         ('{"id": "x", "source": 3}', "p.jsonl:2: 'source' must be a string, got int"),
         ('{"id": "x", "source": "", "input": "1"}', "p.jsonl:2: 'input' given without an 'entrypoint'"),
         ('{"id": "x", "code": "def f(): pass"}', "p.jsonl:2: missing 'input'"),
+        ('{"id": "x", "source": "# \\ud800"}', "p.jsonl:2: a string holds a lone surrogate"),
     ],
 )
 def test_bad_rows_name_the_file_and_line(tmp_path: Path, line: str, message: str) -> None:

@@ -92,3 +92,20 @@ def test_a_failed_publish_leaves_nothing_behind(sample_shards: Path, tmp_path: P
     assert out.is_dir() and list(out.iterdir()) == []
     result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(out), "--split", "train"])
     assert result.exit_code == 0, result.output
+
+
+def test_publishing_the_same_input_twice_gives_the_same_bytes(sample_shards: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    shards = tmp_path / "shards"
+    shutil.copytree(sample_shards, shards)
+    run = json.loads((shards / "harvest-run.json").read_text())
+    (shards / "harvest-run.json").write_text(json.dumps({**run, "finished_at": "2026-01-02T03:04:05+00:00"}))
+    sums = []
+    for name in ("o1", "o2"):
+        result = CliRunner().invoke(cli, ["publish", str(shards), "--to", str(tmp_path / name), "--name", "me/traces"])
+        assert result.exit_code == 0, result.output
+        sums.append((tmp_path / name / "checksums.sha256").read_text())
+    assert sums[0] == sums[1]  # croissant.json included: dated by the harvest, not the clock
+    assert json.loads((tmp_path / "o1" / "croissant.json").read_text())["datePublished"].startswith("2026-01-02")

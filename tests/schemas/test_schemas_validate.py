@@ -144,6 +144,22 @@ def test_duplicate_traces_across_shards(tmp_path: Path) -> None:
     assert "2 duplicate trace_ids" in bad.problems[0] and "again.parquet" in bad.problems[0]
 
 
+def test_duplicate_traces_across_paths_and_a_corrupt_shard_of_a_folder(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        make_shards(folder, 1)  # the same traces in both folders
+    runner = CliRunner()
+    result = runner.invoke(cli, ["validate", str(first), str(second)])
+    assert result.exit_code == 1 and "200 duplicate trace_ids" in result.output, result.output
+    assert runner.invoke(cli, ["validate", str(first), str(first)]).exit_code == 0  # the same path twice
+    # A folder's only shard, corrupted: the per-shard report, not a one-line "not a shard" error.
+    (shard,) = first.glob("*.parquet")
+    shard.write_bytes(shard.read_bytes() + b"x")
+    result = runner.invoke(cli, ["validate", str(first)])
+    assert result.exit_code == 1 and "FAIL" in result.output and "differs from the manifest" in result.output
+
+
 def test_duplicate_traces_within_a_shard(tmp_path: Path) -> None:
     lines = [json.dumps(simple_trace(1, "same"))] * 3
     write_shard(tmp_path / "dup.parquet", stream_to_batches(lines, context={"source": SIMPLE_SOURCE, "image": IMAGE}))
