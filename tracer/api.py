@@ -19,7 +19,7 @@ import types
 from .backends.select import BackendUnavailable, choose_backend
 from .env import PYTHON_VERSION
 from .jsonl import RawJSON, text_utf8
-from .recorder import Recorder
+from .recorder import Deadline, Recorder
 from .render import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_ITEMS,
@@ -54,7 +54,7 @@ class Limits:
         return dict(self.__dict__)
 
 
-class _Timeout(BaseException):
+class _Timeout(Deadline):
     """Raised into the program by the in-process deadline (``Limits.timeout_s``)."""
 
 
@@ -208,6 +208,7 @@ class _Run:
                 ok = True
             finally:
                 self.in_program = False
+                rec.check_complete()
                 if started:
                     try:
                         backend_obj.stop()

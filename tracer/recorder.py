@@ -104,6 +104,12 @@ def reads_defaultdict(mapping, names: tuple) -> bool:
             return True
     return False
 
+
+class Deadline(BaseException):
+    """Raised into the program at its in-process deadline (``tracer.api``): a timeout, not an
+    interruption of the trace."""
+
+
 class Recorder:
     """Collects normalised events from a backend, bounded by the event budget."""
 
@@ -429,6 +435,36 @@ class Recorder:
             self.halt()
             return
         events.append(event)
+
+    def caught(self, exc: BaseException) -> None:
+        """An exception escaped a backend callback. The tracer's own failure is recorded (``fail``)
+        and swallowed. The program's own exception, raised while a callback ran (a signal
+        handler's, KeyboardInterrupt, the deadline), is re-raised into the program: recording
+        stops there (``truncated_reason`` "interrupted"), the program goes on as it would untraced."""
+        if isinstance(exc, Exception) and not self._raised_by_program(exc):
+            self.fail(exc)
+            return
+        if self.truncated_reason is None and not isinstance(exc, Deadline):
+            self.truncated_reason = "interrupted"
+        self.halt()
+        raise exc
+
+    def _raised_by_program(self, exc: BaseException) -> bool:
+        """Whether the program's own code (in scope: a signal handler, a finalizer) is on
+        ``exc``'s traceback, below the callback that caught it."""
+        tb = exc.__traceback__
+        while tb is not None:
+            if self.in_scope(tb.tb_frame.f_code):
+                return True
+            tb = tb.tb_next
+        return False
+
+    def check_complete(self) -> None:
+        """After the traced run, in its thread: a frame still on the stack never got its return
+        event, so the interpreter dropped events (the program replaced the trace function or
+        the monitoring tool, or a callback could not run at the recursion limit)."""
+        if self.active and self.truncated_reason is None and self.stacks.get(get_ident()):
+            self.truncated_reason = "events_lost"
 
     def fail(self, exc: BaseException) -> None:
         """The tracer itself failed: stop recording and remember why."""

@@ -845,6 +845,8 @@ class Renderer:
             return self._render_datetime
         if t is _stdlib_type("datetime", "timezone"):
             return self._render_timezone
+        if t is _stdlib_type("functools", "partial"):
+            return self._render_partial
         if t is _stdlib_type("re", "Pattern"):
             return self._render_pattern
         if t is _stdlib_type("re", "Match"):
@@ -881,6 +883,16 @@ class Renderer:
             return self._spend(budget, repr(v))
         offset = repr(v.utcoffset(None))
         return self._spend(budget, "datetime.timezone(%s, " % offset) + self._render(v.tzname(None), depth + 1, budget) + ")"
+
+    def _render_partial(self, v, depth, budget):
+        # The exact type only (``_stdlib_kind``): its func/args/keywords are the C type's own
+        # members. Rendered through the renderer, so the objects it holds count as visited
+        # (``push = partial(list.append, lst); push(1)`` makes the recorder re-read ``lst``).
+        parts = [self._render(v.func, depth + 1, budget)]
+        parts.extend(self._render(a, depth + 1, budget) for a in v.args)
+        parts.extend("%s=%s" % (k, self._render(a, depth + 1, budget)) for k, a in v.keywords.items()
+                     if type(k) is str)
+        return self._spend(budget, "functools.partial(") + ", ".join(parts) + ")"
 
     def _render_pattern(self, v, depth, budget):
         source = v.pattern

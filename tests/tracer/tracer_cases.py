@@ -318,6 +318,23 @@ CASES = [
         ],
     },
     {
+        # A partial renders what it holds, so calling it makes the recorder re-read the list.
+        "name": "partial_holding_a_list_mutates_it",
+        "source": "import functools\n\ndef f():\n    lst = []\n    push = functools.partial(list.append, lst)\n    push(1)\n    return lst\n",
+        "entry": "f",
+        "input": "",
+        "status": "ok",
+        "return_value": "[1]",
+        "events": [
+            ("call", 3, "f", 0, {}, None),
+            ("line", 4, "f", 0, {}, None),
+            ("line", 5, "f", 0, {"lst": "[]"}, None),
+            ("line", 6, "f", 0, {"push": "functools.partial(<method_descriptor object>, [])"}, None),
+            ("line", 7, "f", 0, {"lst": "[1]", "push": "functools.partial(<method_descriptor object>, [1])"}, None),
+            ("return", 7, "f", 0, {}, "[1]"),
+        ],
+    },
+    {
         "name": "closure_and_nested_qualname",
         "source": "def f(k):\n    def add(x):\n        return x + k\n    return add(1)\n",
         "entry": "f",

@@ -197,8 +197,8 @@ class MonitoringBackend(Backend):
             else:
                 proxy = act.proxy = frame.f_locals
                 rec.enter(act, frame.f_lineno, proxy)
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
         return None
 
     def _resume(self, code) -> None:
@@ -216,8 +216,8 @@ class MonitoringBackend(Backend):
             return self.DISABLE
         try:
             self._resume(code)
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
         return None
 
     def _py_throw(self, code, offset, exc):
@@ -226,8 +226,8 @@ class MonitoringBackend(Backend):
             return None
         try:
             self._resume(code)
-        except Exception as err:
-            rec.fail(err)
+        except BaseException as err:
+            rec.caught(err)
         return None
 
     def _leave(self, code, value, unwind: bool, suspend: bool) -> None:
@@ -247,8 +247,8 @@ class MonitoringBackend(Backend):
             return self.DISABLE
         try:
             self._leave(code, value, False, False)
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
         return None
 
     def _py_yield(self, code, offset, value):
@@ -257,8 +257,8 @@ class MonitoringBackend(Backend):
             return self.DISABLE
         try:
             self._leave(code, value, False, True)
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
         return None
 
     def _py_unwind(self, code, offset, exc):
@@ -267,8 +267,8 @@ class MonitoringBackend(Backend):
             return None
         try:
             self._leave(code, None, True, False)
-        except Exception as err:
-            rec.fail(err)
+        except BaseException as err:
+            rec.caught(err)
         return None
 
     def _raise(self, code, offset, exc):
@@ -279,8 +279,8 @@ class MonitoringBackend(Backend):
             act = self._current(code)
             if act is not None:
                 rec.exception(act, act.frame.f_lineno, exc)
-        except Exception as err:
-            rec.fail(err)
+        except BaseException as err:
+            rec.caught(err)
         return None
 
     def _stop_iteration(self, code, offset, value):
@@ -291,8 +291,8 @@ class MonitoringBackend(Backend):
             act = self._current(code)
             if act is not None:
                 rec.exception(act, act.frame.f_lineno, value)
-        except Exception as err:
-            rec.fail(err)
+        except BaseException as err:
+            rec.caught(err)
         return None
 
     def _line(self, code, lineno):
@@ -308,8 +308,8 @@ class MonitoringBackend(Backend):
                 if act.code is code and frame is not None:
                     proxy = act.proxy
                     rec.line(act, lineno, proxy if proxy is not None else frame.f_locals, frame)
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
         return None
 
     def _jump(self, code, src, dest):
@@ -330,8 +330,8 @@ class MonitoringBackend(Backend):
             act = self._current(code)
             if act is not None:
                 rec.line(act, to_line, self._locals(act), act.frame)
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
         return None
 
     # -- the hot path -----------------------------------------------------------------------
@@ -443,8 +443,8 @@ class MonitoringBackend(Backend):
                     return None
                 append((CALL, frame.f_lineno, code, act.fid, tid, depth, delta, None))
                 act.clock = n + 1
-            except Exception as exc:
-                rec.fail(exc)
+            except BaseException as exc:
+                rec.caught(exc)
             return None
 
         def py_return(code, offset, value):
@@ -466,8 +466,8 @@ class MonitoringBackend(Backend):
                             truncate()
                             return None
                         append((RETURN, frame.f_lineno, code, act.fid, act.tid, act.depth, None, text))
-            except Exception as exc:
-                rec.fail(exc)
+            except BaseException as exc:
+                rec.caught(exc)
             return None
 
         def line(code, lineno):
@@ -572,8 +572,8 @@ class MonitoringBackend(Backend):
                     return None
                 append((LINE, lineno, code, act.fid, act.tid, act.depth, delta, None))
                 act.clock = n + 1
-            except Exception as exc:
-                rec.fail(exc)
+            except BaseException as exc:
+                rec.caught(exc)
             return None
 
         ev = mon.events

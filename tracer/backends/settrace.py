@@ -43,8 +43,8 @@ class _FrameTrace:
             elif event == "exception":
                 self.exc_lasti = frame.f_lasti
                 rec.exception(act, frame.f_lineno, arg[1] if arg[1] is not None else arg[0])
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
             return None
         return self.bound
 
@@ -111,6 +111,6 @@ class SettraceBackend(Backend):
                 tracer = _FrameTrace(rec.new_activation(code), rec)
             rec.enter(tracer.act, frame.f_lineno, frame.f_locals)
             return tracer.bound
-        except Exception as exc:
-            rec.fail(exc)
+        except BaseException as exc:
+            rec.caught(exc)
             return None
