@@ -97,7 +97,7 @@ def trace_schema() -> pa.Schema:
         _field("exception_message", pa.string(), "str() of that exception"),
         _field("tracer_error", pa.string(), "what went wrong when the tracer failed"),
         _field("truncated", pa.bool_(), "a recording limit was hit", nullable=False),
-        _field("truncated_reason", DICT_STRING, "max_events, max_trace_bytes, interrupted or events_lost"),
+        _field("truncated_reason", DICT_STRING, "max_events, max_trace_bytes, memory, interrupted or events_lost"),
         _field("stdout", pa.string(), "program stdout (capped)", nullable=False),
         _field("stderr", pa.string(), "program stderr (capped)", nullable=False),
         _field("output_truncated", pa.bool_(), "stdout or stderr hit the cap", nullable=False),

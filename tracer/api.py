@@ -469,10 +469,21 @@ def trace_call(
                     input_text, type(exc).__name__, exc))
             ok, value = run.traced(fn, *args, **kwargs)
             run.set_outcome(ok, value, is_script=False)
+            del args, kwargs, fn
+            value = _released(ok, value)
         finally:
             if capture is not None:
                 capture.__exit__(None, None, None)
     return run.finish(capture)
+
+
+def _released(ok: bool, value) -> None:
+    """Let go of what the program left (its exception's frames and their locals) before the trace
+    is finished: a program that ran out of memory leaves room to write its trace."""
+    if not ok and isinstance(value, BaseException):
+        value.__traceback__ = None
+        value.__context__ = value.__cause__ = None
+    return None
 
 
 def _finish_untraced(run: _Run, capture) -> dict:
@@ -521,6 +532,7 @@ def trace_script(
             else:
                 ok, value = run.traced(exec, code, namespace)
                 run.set_outcome(ok, value, is_script=True)
+                value = _released(ok, value)
         finally:
             if capture is not None:
                 capture.__exit__(None, None, None)

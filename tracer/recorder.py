@@ -20,7 +20,7 @@ import types
 from collections import defaultdict
 
 from . import codeinfo
-from .render import IMMUTABLE_TYPES, Renderer
+from .render import ELIDED, IMMUTABLE_TYPES, Renderer
 
 try:
     from _thread import get_ident
@@ -375,8 +375,11 @@ class Recorder:
                     touched = ids if touched is None else touched | ids
         reorder = False
         if touched is not None:
-            extra = [n for n, entry in last.items()
-                     if entry[2] is not None and n not in names and not touched.isdisjoint(entry[2])]
+            if ELIDED in touched:  # a rendering left out objects: any container may share one
+                extra = [n for n, entry in last.items() if entry[2] is not None and n not in names]
+            else:
+                extra = [n for n, entry in last.items()
+                         if entry[2] is not None and n not in names and not touched.isdisjoint(entry[2])]
             if extra:
                 names = names + tuple(extra)
                 reorder = True
@@ -438,9 +441,15 @@ class Recorder:
 
     def caught(self, exc: BaseException) -> None:
         """An exception escaped a backend callback. The tracer's own failure is recorded (``fail``)
-        and swallowed. The program's own exception, raised while a callback ran (a signal
+        and swallowed (a MemoryError only stops the recording: ``truncated_reason`` "memory").
+        The program's own exception, raised while a callback ran (a signal
         handler's, KeyboardInterrupt, the deadline), is re-raised into the program: recording
         stops there (``truncated_reason`` "interrupted"), the program goes on as it would untraced."""
+        if isinstance(exc, MemoryError):  # the program's memory use: stop recording, let it run on
+            if self.truncated_reason is None:
+                self.truncated_reason = "memory"
+            self.halt()
+            return
         if isinstance(exc, Exception) and not self._raised_by_program(exc):
             self.fail(exc)
             return

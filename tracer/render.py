@@ -24,6 +24,11 @@ DEFAULT_MAX_ITEMS = 100
 DEFAULT_MAX_DEPTH = 8
 
 ELLIPSIS_MARK = "..."
+# In a rendering's ids: it left out items that may be mutable objects, so the ids are not every
+# object the value holds (the recorder then re-reads every container after a line mutating it).
+# A long list or tuple whose shown head and tail are all small scalars is taken to hold scalars
+# only (checking the rest would cost the list, not the budget).
+ELIDED = 0  # never the id of an object
 
 # Type-level accessors that bypass metaclass overrides (a metaclass may define a
 # ``__name__`` property; reading it through ``type``'s own descriptor never runs it).
@@ -201,12 +206,13 @@ _EXC_STR_READS = _exc_str_reads()
 class _Budget:
     """Mutable per-rendering state: characters left, containers on the path (cycles)."""
 
-    __slots__ = ("chars", "active", "ids")
+    __slots__ = ("chars", "active", "ids", "elided")
 
     def __init__(self, chars: int) -> None:
         self.chars = chars
         self.active: set = set()
         self.ids: list = []  # every container / object visited (aliasing checks)
+        self.elided = False  # items left out that may be mutable objects (see ELIDED)
 
 
 class Renderer:
@@ -331,6 +337,8 @@ class Renderer:
         except Exception:
             self._failed.add(t)
             return "<%s object>" % type_name(t), None
+        if budget.elided:
+            budget.ids.append(ELIDED)
         return self._cut(text), (frozenset(budget.ids) if budget.ids else None)
 
     def snapshot(self, value: object) -> tuple | None:
@@ -580,6 +588,7 @@ class Renderer:
         if id(value) in budget.active:
             return empty
         if depth >= self.max_depth or budget.chars <= 0:
+            budget.elided = True  # its items are not visited
             return empty
         return None
 
@@ -610,12 +619,14 @@ class Renderer:
                 return prefix + open_ + fast + close + suffix
         budget.active.add(id(value))
         parts = []
+        shown_head, tail_from = 0, n  # items [shown_head, tail_from) are left out
         try:
             for i in range(head):
                 if budget.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
                     break
                 parts.append(self._render(getitem(value, i), depth + 1, budget))
+                shown_head = i + 1
                 budget.chars -= 2
             else:
                 if tail:
@@ -625,8 +636,12 @@ class Renderer:
                             break
                         parts.append(self._render(getitem(value, i), depth + 1, budget))
                         budget.chars -= 2
+                    else:
+                        tail_from = n - tail
         finally:
             budget.active.discard(id(value))
+        if shown_head < tail_from:
+            budget.elided = True
         return prefix + open_ + ", ".join(parts) + close + suffix
 
     def _fast_items(self, items, budget: _Budget):
@@ -667,6 +682,7 @@ class Renderer:
             for i, (k, v) in enumerate(_dict_items(value) if items is None else items):
                 if i >= head or budget.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
+                    budget.elided = True  # keys and values beyond: not checked (a dict is not sliced)
                     break
                 parts.append(self._render(k, depth + 1, budget) + ": " + self._render(v, depth + 1, budget))
                 budget.chars -= 4
@@ -688,6 +704,7 @@ class Renderer:
             for i, r in enumerate(items(depth, budget)):
                 if i >= head or budget.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
+                    budget.elided = True
                     break
                 parts.append(r)
                 budget.chars -= 2
@@ -952,6 +969,7 @@ class Renderer:
             for i in range(n):
                 if b.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
+                    b.elided = True
                     break
                 label = fields[i] if i < len(fields) and type(fields[i]) is str else "_%d" % i  # type: ignore[index,arg-type]
                 parts.append("%s=%s" % (label, self._render(_tuple_getitem(v, i), d + 1, b)))
@@ -968,6 +986,7 @@ class Renderer:
 
         def dc_kind(v, d, b):
             if id(v) in b.active or d >= self.max_depth:
+                b.elided = b.elided or d >= self.max_depth
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
             attrs = _str_keyed(instance_attrs(v, t))
             b.active.add(id(v))
@@ -976,6 +995,7 @@ class Renderer:
                 for n in names:
                     if b.chars <= 0:
                         parts.append(ELLIPSIS_MARK)
+                        b.elided = True
                         break
                     if n in attrs:
                         parts.append("%s=%s" % (n, self._render(attrs[n], d + 1, b)))
@@ -991,6 +1011,7 @@ class Renderer:
 
         def obj_kind(v, d, b):
             if id(v) in b.active or d >= self.max_depth:
+                b.elided = b.elided or d >= self.max_depth
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
             attrs = instance_attrs(v, t)
             if omit:
@@ -1005,6 +1026,7 @@ class Renderer:
                 for i, (k, val) in enumerate(attrs):
                     if i >= head or b.chars <= 0:
                         parts.append(ELLIPSIS_MARK)
+                        b.elided = True
                         break
                     parts.append("%s=%s" % (_safe_str(k), self._render(val, d + 1, b)))
             finally:

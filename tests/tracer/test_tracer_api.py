@@ -117,6 +117,22 @@ def test_timeout_in_process_keeps_partial_trace(backend: str) -> None:
     assert t["events"][0]["kind"] == "call"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "rows = [[i] for i in range(150)]\n    mid = rows[75]\n    rows[75][0] = 9",
+        "rows = [[[[[[[[[[0]]]]]]]]]]\n    mid = rows[0][0][0][0][0][0][0][0][0]\n    rows[0][0][0][0][0][0][0][0][0][0] = 9",
+    ],
+    ids=["cut-by-items", "cut-by-depth"],
+)
+def test_an_alias_into_what_the_rendering_left_out_is_seen(backend: str, body: str) -> None:
+    # The rendering of rows leaves out (items budget, depth budget) the list `mid` shares: only the
+    # "left out" mark in its ids makes the recorder re-read `mid` after the line that mutates it.
+    t = call(f"def f():\n    {body}\n    return mid\n", backend=backend)
+    line5 = [e for e in t["events"] if e["kind"] == "line" and e["lineno"] == 5]
+    assert line5 and line5[0]["locals"].get("mid") == "[9]", t["events"][-3:]
+
+
 def test_full_locals_folds_deltas(backend: str) -> None:
     t = call("""
         def f():
