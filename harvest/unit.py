@@ -282,6 +282,15 @@ SUMMARY_KEYS = ("program_id", "status", "return_value", "wall_time_s")
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    """What the unit keeps of a row: as the shard will have it (a row the program forged through
+    its report channel, or that is otherwise malformed, becomes an `error` row there too)."""
+    from schemas.convert import check_stream_object
+    from schemas.errors import StreamFormatError
+
+    try:
+        check_stream_object(row)
+    except StreamFormatError:
+        return {"program_id": row.get("program_id"), "status": "error", "return_value": None, "wall_time_s": 0.0}
     return {key: row.get(key) for key in SUMMARY_KEYS}
 
 

@@ -258,6 +258,17 @@ def _set_limit(which: int, value: int) -> None:
         pass
 
 
+def _first_to_go_when_out_of_memory() -> None:
+    """When the sandbox runs out of memory (a program's tmpfs files and shared memory count too,
+    not only its address space), the kernel's OOM killer picks the program, never the runner:
+    raising one's own oom_score_adj needs no privilege (the runner reports the kill as memory)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+
+
 def apply_limits(setup: ChildSetup) -> None:
     """Resource limits of the program (they apply to the tracer in this child too)."""
     if resource is None:
@@ -313,6 +324,7 @@ def run_child(
         # whose program ran out of memory still has room to serialise its trace.
         ballast: Optional[mmap.mmap] = mmap.mmap(-1, BALLAST_BYTES)
         apply_limits(setup)
+        _first_to_go_when_out_of_memory()
         if confine is not None:
             confine()
         random.seed(0)

@@ -85,7 +85,9 @@ def fast_fork() -> Callable[[], int]:
     return fork
 
 
-def serve(sock: socket.socket, runner_pid: int, start_child: StartChild, scratch: Sequence[str] = ()) -> None:
+def serve(
+    sock: socket.socket, runner_pid: int, start_child: StartChild, scratch: Sequence[str] = (), private_ipc: bool = False
+) -> None:
     """The zygote's whole life (in the process forked from the runner). Never returns.
 
     One program at a time: fork it, wait for its end, report, kill what it left behind, empty the
@@ -105,6 +107,8 @@ def serve(sock: socket.socket, runner_pid: int, start_child: StartChild, scratch
         ancillary = socket.CMSG_SPACE(N_FDS * array.array("i").itemsize)
         for folder in scratch:  # a zygote that replaces a dead one: its program's files go too
             empty_dir(folder)
+        if private_ipc:
+            remove_sysv_ipc()
         while True:
             request = _recv_request(sock, buf, ancillary)
             if request is None:  # the runner is done (or gone)
@@ -133,6 +137,8 @@ def serve(sock: socket.socket, runner_pid: int, start_child: StartChild, scratch
             _kill_children(me)  # what the program left behind (reparented here)
             for folder in scratch:
                 empty_dir(folder)
+            if private_ipc:
+                remove_sysv_ipc()
         code = 0
     except BaseException:  # SIGTERM's SystemExit, a broken socket: end here, never in the runner's code
         pass
@@ -177,6 +183,41 @@ def _kill_children(me: int) -> None:
         if not pids:
             return
         kill_and_reap(pids)
+
+
+_IPC_RMID = 0
+_IPC_KINDS = (("shm", "shmid", "shmctl"), ("msg", "msqid", "msgctl"), ("sem", "semid", "semctl"))
+_libc = None
+
+
+def remove_sysv_ipc() -> None:
+    """Remove the System V shared memory segments, message queues and semaphore sets of this
+    user (what a program left: they outlive it, the next programs would see them, and their
+    memory counts against the sandbox). Only in an IPC namespace of the sandbox's own
+    (`--private-ipc`), never on a shared host. Never raises."""
+    global _libc
+    uid = os.getuid()
+    for kind, id_column, call in _IPC_KINDS:
+        try:
+            with open("/proc/sysvipc/" + kind) as f:
+                header = f.readline().split()
+                rows = [line.split() for line in f]
+        except OSError:
+            continue
+        if not rows:
+            continue
+        try:
+            at_id, at_uid = header.index(id_column), header.index("uid")
+            if _libc is None:
+                import ctypes
+
+                _libc = ctypes.CDLL(None, use_errno=True)
+            ctl = getattr(_libc, call)
+            for row in rows:
+                if int(row[at_uid]) == uid:
+                    ctl(int(row[at_id]), 0, _IPC_RMID) if call == "semctl" else ctl(int(row[at_id]), _IPC_RMID, None)
+        except (ValueError, IndexError, OSError, AttributeError):
+            continue
 
 
 def empty_dir(path: str) -> None:
@@ -277,13 +318,13 @@ def _length(buf: bytearray) -> int:
 class Zygote(object):
     """The runner's handle on its zygote: start it, send requests, read its frames."""
 
-    def __init__(self, start_child: StartChild, scratch: Sequence[str] = ()) -> None:
+    def __init__(self, start_child: StartChild, scratch: Sequence[str] = (), private_ipc: bool = False) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         runner = os.getpid()
         pid = os.fork()
         if pid == 0:
             ours.close()
-            serve(theirs, runner, start_child, scratch)  # never returns
+            serve(theirs, runner, start_child, scratch, private_ipc)  # never returns
             os._exit(EXIT_SERVER_FAILED)
         theirs.close()
         self.pid = pid

@@ -2,7 +2,8 @@
 
 A confined program may create, write, remove or truncate files only under the given directories
 (the sandbox's scratch directories) and write to a few harmless devices (/dev/null, /dev/zero,
-/dev/full); reading is not restricted. From Landlock ABI 6 (Linux 6.12) it also may not signal
+/dev/full). It may read files anywhere except in the runner's own top-level folder (`hide`: a
+sandbox's /out, which holds the unit's jobs and the other programs' results). From Landlock ABI 6 (Linux 6.12) it also may not signal
 processes outside its own domain (the batch runner, the fork server) nor connect to abstract Unix
 sockets outside it. Its own children inherit the confinement. Files it already has open (its
 pipes) are not affected.
@@ -29,6 +30,7 @@ PR_SET_NO_NEW_PRIVS = 38
 
 # Filesystem access rights, by the ABI version that introduced them.
 WRITE_FILE = 1 << 1
+READ_FILE = 1 << 2
 REMOVE_DIR, REMOVE_FILE = 1 << 4, 1 << 5
 MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = (1 << n for n in range(6, 13))
 REFER = 1 << 13  # ABI 2
@@ -77,15 +79,37 @@ class Confinement(object):
         if self.abi >= 3:
             handled |= TRUNCATE
         self.handled = handled
+        self.unreadable: list = []
         self.scoped = (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if self.abi >= 6 else 0
+        self._pack()
+        self._file_rights = WRITE_FILE | (TRUNCATE if self.abi >= 3 else 0)
+        self._readable: list = []  # with `hide`: every top-level path but the hidden ones
+
+    def _pack(self) -> None:
         # struct landlock_ruleset_attr: handled_access_fs, handled_access_net (ABI 4), scoped (ABI 6)
         if self.abi >= 6:
-            self._attr = struct.pack("=QQQ", handled, 0, self.scoped)
+            self._attr = struct.pack("=QQQ", self.handled, 0, self.scoped)
         elif self.abi >= 4:
-            self._attr = struct.pack("=QQ", handled, 0)
+            self._attr = struct.pack("=QQ", self.handled, 0)
         else:
-            self._attr = struct.pack("=Q", handled)
-        self._file_rights = WRITE_FILE | (TRUNCATE if self.abi >= 3 else 0)
+            self._attr = struct.pack("=Q", self.handled)
+
+    def hide(self, folder: str) -> bool:
+        """Keep programs from reading files in `folder`, a top-level folder (read access is then
+        granted beneath every other entry of /; listing directories stays allowed). False, and
+        nothing hidden, for any other folder: Landlock cannot take back what a parent allows."""
+        folder = os.path.abspath(folder)
+        if not self.abi or os.path.dirname(folder) != "/" or folder in self.writable_dirs:
+            return False
+        try:
+            entries = sorted(os.listdir("/"))
+        except OSError:
+            return False
+        self.unreadable.append(folder)
+        self._readable = ["/" + name for name in entries if "/" + name not in self.unreadable]
+        self.handled |= READ_FILE
+        self._pack()
+        return True
 
     def describe(self) -> dict:
         """For the run record."""
@@ -95,6 +119,7 @@ class Confinement(object):
             "landlock_abi": self.abi,
             "writable": list(self.writable_dirs) + [d for d in WRITABLE_DEVICES if os.path.exists(d)],
             "signals_scoped": bool(self.scoped & SCOPE_SIGNAL),
+            "unreadable": list(self.unreadable),
         }
 
     def apply(self) -> None:
@@ -114,6 +139,9 @@ class Confinement(object):
             for path in WRITABLE_DEVICES:
                 if os.path.exists(path):
                     self._allow(syscall, ruleset, path, self._file_rights)
+            for path in self._readable:
+                if os.path.exists(path):
+                    self._allow(syscall, ruleset, path, READ_FILE)
             if int(syscall(SYS_RESTRICT_SELF, ruleset, 0)) != 0:
                 raise _error("landlock_restrict_self")
         finally:

@@ -83,6 +83,7 @@ def run_batch(
     max_file_bytes: int = FSIZE_LIMIT_BYTES,
     scratch: Sequence[str] = (),
     confine: bool = False,
+    private_ipc: bool = False,
 ) -> int:
     """Trace every job of `jobs_path`, appending one line per job to `out_path`; return the exit code.
 
@@ -92,7 +93,8 @@ def run_batch(
     program; never a directory anything else keeps files in. `confine`: with Landlock (Linux >=
     5.13), programs may write files only in the scratch directories, and (Linux >= 6.12) may not
     signal the runner or the fork server; without it they run unconfined (a warning, and the run
-    record says so).
+    record says so). `private_ipc`: the runner has an IPC namespace of its own (a container): the
+    System V IPC objects a program leaves are removed before the next one.
     """
     missing = [folder for folder in scratch if not os.path.isdir(folder)]
     for folder in missing:
@@ -108,6 +110,7 @@ def run_batch(
             max_file_bytes=max_file_bytes,
             scratch=scratch,
             confine=confine,
+            private_ipc=private_ipc,
         )
         summary = runner.run(str(jobs_path), str(out_path))
     except BatchError as exc:
@@ -324,8 +327,10 @@ class BatchRunner(object):
         max_file_bytes: int = FSIZE_LIMIT_BYTES,
         scratch: Sequence[str] = (),
         confine: bool = False,
+        private_ipc: bool = False,
     ) -> None:
         self.backend = backend
+        self.private_ipc = private_ipc
         # Directories only the programs use (a sandbox's /tmp): emptied before each program.
         self.scratch = tuple(scratch)
         # Landlock: programs may write only in the scratch directories and may not signal the
@@ -379,6 +384,8 @@ class BatchRunner(object):
             )
         if self.confinement is not None and not self.confinement.abi:
             log.warning("programs run unconfined: %s", self.confinement.reason)
+        if self.confinement is not None:
+            self._hide_own_folder(out_path)
         failed = warm_up(backend=self.backend)
         if failed:
             log.debug("warm-up imports that failed: %s", ", ".join(failed))
@@ -470,6 +477,16 @@ class BatchRunner(object):
         }
         _append_runinfo(out_path, summary)
         return summary
+
+    def _hide_own_folder(self, out_path: str) -> None:
+        """Programs may not read the folder of the output (a sandbox's /out: the jobs of the unit
+        and the rows of the programs before them), when it is a top-level folder of its own."""
+        folder = os.path.dirname(os.path.abspath(out_path))
+        needed = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.prefix, os.getcwd()]
+        if any(os.path.abspath(p) == folder or os.path.abspath(p).startswith(folder + os.sep) for p in needed):
+            return
+        assert self.confinement is not None
+        self.confinement.hide(folder)
 
     def _warm_pytest(self) -> None:
         """Import pytest once in the parent, so that each pytest job's child starts with it."""
@@ -603,7 +620,7 @@ class BatchRunner(object):
             if self._zygote is not None:
                 self._lost_zygote()
             _flush_parent_streams()
-            self._zygote = Zygote(self._start_child, self.scratch)
+            self._zygote = Zygote(self._start_child, self.scratch, self.private_ipc)
         return self._zygote
 
     def _start_child(self, payload: bytes, fds: List[int], server_pid: int) -> None:

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confine", action="store_true",
                    help="confine each program with Landlock (Linux >= 5.13): it may write files only "
                         "in the --scratch directories, and (Linux >= 6.12) may not signal the runner")
+    p.add_argument("--private-ipc", action="store_true",
+                   help="the runner has an IPC namespace of its own (a container): remove the System V "
+                        "IPC objects (shared memory, queues, semaphores) each program leaves")
     _add_common(p)
     return parser
 
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
 
         return int(run_batch(args.jobs, args.out, backend=args.backend, limits=limits,
                              include=tuple(args.include), exclude=tuple(args.exclude),
-                             scratch=tuple(args.scratch), confine=args.confine))
+                             scratch=tuple(args.scratch), confine=args.confine,
+                                     private_ipc=args.private_ipc))
     out = _Output(args.out)
 
     def hard_timeout(trace: dict) -> None:

@@ -57,7 +57,8 @@ TRACER_MOUNT = "/opt/worldtrace/tracer"
 OUT_MOUNT = "/out"
 # Directories only the programs write to: the batch runner empties them before each program, and
 # confines each program (Landlock) to writing there only, without signals to the runner.
-SCRATCH_ARGS = ("--scratch", "/tmp", "--scratch", "/dev/shm", "--confine")
+# /dev/mqueue: POSIX message queues (the container's own); --private-ipc: System V IPC objects.
+SCRATCH_ARGS = ("--scratch", "/tmp", "--scratch", "/dev/shm", "--scratch", "/dev/mqueue", "--confine", "--private-ipc")
 CONTAINER_USER = "1000:1000"  # the catalog images' 'runner'; used when the host side runs as root
 REAP_INTERVAL_S = 300.0
 # The batch runner's own stdout/stderr (not the programs': those go to the stream) is capped.

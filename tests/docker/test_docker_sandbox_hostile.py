@@ -38,6 +38,20 @@ HOSTILE = {
     ),
     # ... that a later program of the same unit does not see (the runner empties them).
     "sees_scratch": "import os\nprint(sorted(os.listdir('/tmp')), sorted(os.listdir('/dev/shm')))\n",
+    # System V IPC objects outlive their program (and their memory counts against the container) ...
+    "leaves_ipc": (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "made = [libc.shmget(0x5EC7, 1 << 20, 0o1600), libc.msgget(0x5EC8, 0o1600), libc.semget(0x5EC9, 1, 0o1600)]\n"
+        "print([m >= 0 for m in made])\n"
+    ),
+    # ... so the runner removes them before the next program (--private-ipc).
+    "sees_ipc": "print([len(open('/proc/sysvipc/' + k).read().splitlines()) - 1 for k in ('shm', 'msg', 'sem')])\n",
+    # The unit's jobs (programs to come) and the rows of the programs before: not for reading.
+    "reads_out": "print(len(open('/out/stream.jsonl').read()))\n",
+    "reads_jobs": "print(len(open('/out/jobs.jsonl').read()))\n",
+    # When the container runs out of memory, the kernel kills a program, not the runner.
+    "oom_score": "print(open('/proc/self/oom_score_adj').read().strip())\n",
     # The runner's own files and process (same uid): Landlock keeps the programs off them.
     "tamper_stream": "open('/out/stream.jsonl', 'a').write('{\"program_id\": \"forged\"}\\n')\n",
     "kill_runner": "import os, signal\nos.kill(1 if os.getppid() == 1 else os.getppid(), signal.SIGKILL)\n",
@@ -98,6 +112,8 @@ def test_programs_cannot_touch_the_runners_stream_or_signal_it(traces: dict[str,
         pytest.skip(f"the engine's kernel has no Landlock: {confinement['unavailable']}")
     assert "forged" not in traces  # the stream is the runner's alone
     assert traces["tamper_stream"]["exception_type"] == "PermissionError", traces["tamper_stream"]
+    for name in ("reads_out", "reads_jobs"):
+        assert traces[name]["exception_type"] == "PermissionError", traces[name]
     if confinement["signals_scoped"]:
         assert traces["kill_runner"]["exception_type"] == "PermissionError", traces["kill_runner"]
 
@@ -122,6 +138,9 @@ def test_benign_programs_are_unaffected(traces: dict[str, Any]) -> None:
         ("tracer_off", {"ok"}),
         ("leaves_files", {"ok"}),
         ("sees_scratch", {"ok"}),
+        ("leaves_ipc", {"ok"}),
+        ("sees_ipc", {"ok"}),
+        ("oom_score", {"ok"}),
         # every fork fails at the pids/process limits; the bomb ends as an exception or at its deadline
         ("fork_bomb", {"exception", "timeout", "crashed"}),
     ],
@@ -146,6 +165,9 @@ def test_details_of_hostile_outcomes(traces: dict[str, Any]) -> None:
     assert traces["write_tmp"]["stdout"] == "x\n"
     assert traces["tracer_off"]["stdout"] == "2\n"
     assert traces["sees_scratch"]["stdout"] == "[] []\n", "a program saw files an earlier one left"
+    assert traces["leaves_ipc"]["stdout"] == "[True, True, True]\n", traces["leaves_ipc"]
+    assert traces["sees_ipc"]["stdout"] == "[0, 0, 0]\n", "a program saw System V IPC objects an earlier one left"
+    assert traces["oom_score"]["stdout"] == "1000\n"
     flood = traces["output_flood"]
     assert flood["status"] == "ok" and flood["output_truncated"] is True
     assert len(flood["stdout"]) <= flood["limits"]["max_output_bytes"]

@@ -84,6 +84,27 @@ def test_a_program_that_kills_the_runner_is_a_crashed_row_and_the_rest_still_run
     assert result.rounds >= 2 and result.sandbox_failures
 
 
+def test_a_forged_report_is_the_programs_error_row_and_the_unit_completes(tmp_path: Path) -> None:
+    # The program writes its own "result" to the report channel (fd 1000), with a wall time that
+    # is not a number: its row is an error row, and the unit's bookkeeping does not choke on it.
+    forger = Program(
+        program_id="forger",
+        mode="script",
+        source=(
+            "import json, os\n"
+            "fake = {'kind': 'result', 'trace': {'status': 'ok', 'wall_time_s': 'slow'}}\n"
+            "os.write(1000, b'{\"kind\": \"ran\"}\\n' + json.dumps(fake).encode() + b'\\n')\n"
+            "os._exit(0)\n"
+        ),
+    )
+    (unit,) = plan_units([call("before", "    return x"), forger, call("after", "    return x * 2", "21")], SETTINGS)
+    result = execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    by_id = {r["program_id"]: r for r in shard_rows(tmp_path / unit.shard_name)}
+    assert by_id["forger"]["status"] == "error"
+    assert (by_id["after"]["status"], by_id["after"]["return_value"]) == ("ok", "42")
+    assert result.counts == {"ok": 2, "error": 1}  # as the shard says
+
+
 def test_expected_outputs_are_checked(tmp_path: Path) -> None:
     right = Program(program_id="right", mode="call", source="def f(a):\n    return [a, 'x']\n", entrypoint="f", input="1", expected_output="[1, 'x']")
     wrong = Program(program_id="wrong", mode="call", source="def f(a):\n    return a\n", entrypoint="f", input="1", expected_output="2")
