@@ -186,18 +186,16 @@ def _kill_children(me: int) -> None:
 
 
 _IPC_RMID = 0
-_IPC_KINDS = (("shm", "shmid", "shmctl"), ("msg", "msqid", "msgctl"), ("sem", "semid", "semctl"))
-_libc = None
+_IPC_KINDS = (("shm", "shmid"), ("msg", "msqid"), ("sem", "semid"))
 
 
 def remove_sysv_ipc() -> None:
-    """Remove the System V shared memory segments, message queues and semaphore sets of this
-    user (what a program left: they outlive it, the next programs would see them, and their
-    memory counts against the sandbox). Only in an IPC namespace of the sandbox's own
-    (`--private-ipc`), never on a shared host. Never raises."""
-    global _libc
-    uid = os.getuid()
-    for kind, id_column, call in _IPC_KINDS:
+    """Remove every System V shared memory segment, message queue and semaphore set (what a
+    program left: they outlive it, the next programs would see them, and their memory counts
+    against the sandbox). Every one, whatever its owner says (a program can hand an object to
+    another uid with IPC_SET; it stays its creator's to remove): so only in an IPC namespace of
+    the sandbox's own (`--private-ipc`), never on a shared host. Never raises."""
+    for kind, id_column in _IPC_KINDS:
         try:
             with open("/proc/sysvipc/" + kind) as f:
                 header = f.readline().split()
@@ -207,15 +205,18 @@ def remove_sysv_ipc() -> None:
         if not rows:
             continue
         try:
-            at_id, at_uid = header.index(id_column), header.index("uid")
-            if _libc is None:
-                import ctypes
+            import ctypes
 
-                _libc = ctypes.CDLL(None, use_errno=True)
-            ctl = getattr(_libc, call)
+            libc = ctypes.CDLL(None, use_errno=True)
+            at_id = header.index(id_column)
             for row in rows:
-                if int(row[at_uid]) == uid:
-                    ctl(int(row[at_id]), 0, _IPC_RMID) if call == "semctl" else ctl(int(row[at_id]), _IPC_RMID, None)
+                ipc_id = int(row[at_id])
+                if kind == "shm":
+                    libc.shmctl(ipc_id, _IPC_RMID, None)
+                elif kind == "msg":
+                    libc.msgctl(ipc_id, _IPC_RMID, None)
+                else:
+                    libc.semctl(ipc_id, 0, _IPC_RMID)
         except (ValueError, IndexError, OSError, AttributeError):
             continue
 

@@ -99,7 +99,7 @@ class Confinement(object):
         granted beneath every other entry of /; listing directories stays allowed). False, and
         nothing hidden, for any other folder: Landlock cannot take back what a parent allows."""
         folder = os.path.abspath(folder)
-        if not self.abi or os.path.dirname(folder) != "/" or folder in self.writable_dirs:
+        if not self.abi or folder == "/" or os.path.dirname(folder) != "/" or folder in self.writable_dirs:
             return False
         try:
             entries = sorted(os.listdir("/"))

@@ -483,10 +483,14 @@ class BatchRunner(object):
         and the rows of the programs before them), when it is a top-level folder of its own."""
         folder = os.path.dirname(os.path.abspath(out_path))
         needed = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.prefix, os.getcwd()]
-        if any(os.path.abspath(p) == folder or os.path.abspath(p).startswith(folder + os.sep) for p in needed):
+        if folder == "/" or any(
+            os.path.abspath(p) == folder or os.path.abspath(p).startswith(folder + os.sep) for p in needed
+        ):
+            log.debug("%s holds what programs need: they may read it", folder)
             return
         assert self.confinement is not None
-        self.confinement.hide(folder)
+        if not self.confinement.hide(folder):
+            log.debug("%s is not a top-level folder: programs may read it", folder)
 
     def _warm_pytest(self) -> None:
         """Import pytest once in the parent, so that each pytest job's child starts with it."""

@@ -14,6 +14,7 @@ import gc
 import itertools
 import json
 import os
+import signal
 import sys
 import traceback
 import types
@@ -109,6 +110,28 @@ class Deadline(BaseException):
     """Raised into the program at its in-process deadline (``tracer.api``): a timeout, not an
     interruption of the trace."""
 
+
+
+def _raised_by_signal_handler(exc: BaseException) -> bool:
+    """Whether a Python signal handler of the program is on ``exc``'s traceback: it ran inside a
+    callback (signals are handled between any two bytecodes) and raised."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    handlers = set()
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+        if code is not None:
+            handlers.add(code)
+    while tb is not None:
+        if tb.tb_frame.f_code in handlers:
+            return True
+        tb = tb.tb_next
+    return False
 
 class Recorder:
     """Collects normalised events from a backend, bounded by the event budget."""
@@ -440,33 +463,24 @@ class Recorder:
         events.append(event)
 
     def caught(self, exc: BaseException) -> None:
-        """An exception escaped a backend callback. The tracer's own failure is recorded (``fail``)
-        and swallowed (a MemoryError only stops the recording: ``truncated_reason`` "memory").
-        The program's own exception, raised while a callback ran (a signal
-        handler's, KeyboardInterrupt, the deadline), is re-raised into the program: recording
-        stops there (``truncated_reason`` "interrupted"), the program goes on as it would untraced."""
-        if isinstance(exc, MemoryError):  # the program's memory use: stop recording, let it run on
-            if self.truncated_reason is None:
-                self.truncated_reason = "memory"
-            self.halt()
-            return
-        if isinstance(exc, Exception) and not self._raised_by_program(exc):
-            self.fail(exc)
+        """An exception escaped a backend callback. The program's own, raised while a callback
+        ran (by a signal handler of the program; KeyboardInterrupt, SystemExit, the deadline:
+        any BaseException), is re-raised into the program: recording stops there
+        (``truncated_reason`` "interrupted"), the program goes on as it would untraced. Anything
+        else is the tracer's failure: recorded (``fail``) and swallowed, except that running out
+        of memory only stops the recording (``truncated_reason`` "memory")."""
+        if isinstance(exc, Exception) and not _raised_by_signal_handler(exc):
+            if isinstance(exc, MemoryError):
+                if self.truncated_reason is None:
+                    self.truncated_reason = "memory"
+                self.halt()
+            else:
+                self.fail(exc)
             return
         if self.truncated_reason is None and not isinstance(exc, Deadline):
             self.truncated_reason = "interrupted"
         self.halt()
         raise exc
-
-    def _raised_by_program(self, exc: BaseException) -> bool:
-        """Whether the program's own code (in scope: a signal handler, a finalizer) is on
-        ``exc``'s traceback, below the callback that caught it."""
-        tb = exc.__traceback__
-        while tb is not None:
-            if self.in_scope(tb.tb_frame.f_code):
-                return True
-            tb = tb.tb_next
-        return False
 
     def check_complete(self) -> None:
         """After the traced run, in its thread: a frame still on the stack never got its return

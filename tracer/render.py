@@ -24,11 +24,13 @@ DEFAULT_MAX_ITEMS = 100
 DEFAULT_MAX_DEPTH = 8
 
 ELLIPSIS_MARK = "..."
-# In a rendering's ids: it left out items that may be mutable objects, so the ids are not every
-# object the value holds (the recorder then re-reads every container after a line mutating it).
-# A long list or tuple whose shown head and tail are all small scalars is taken to hold scalars
-# only (checking the rest would cost the list, not the budget).
+# In a rendering's ids: the items budget or the depth budget left out items that may be mutable
+# objects, so the ids are not every object the value holds (the recorder then re-reads every
+# container after a line mutating it). Not marked: a long list or tuple whose shown head and tail
+# are all small scalars (taken to hold scalars only), left-out items that are scalars or tuples of
+# scalars (checked, up to _SCAN_LEFT_OUT of them), and what the character budget cut.
 ELIDED = 0  # never the id of an object
+_SCAN_LEFT_OUT = 1000
 
 # Type-level accessors that bypass metaclass overrides (a metaclass may define a
 # ``__name__`` property; reading it through ``type``'s own descriptor never runs it).
@@ -53,6 +55,7 @@ _SCALARS = frozenset([int, float, complex, bool, type(None), type(Ellipsis), typ
 
 # Exact immutable scalar types: an unchanged identity means an unchanged rendering.
 IMMUTABLE_TYPES = frozenset([int, float, complex, bool, str, bytes, type(None), range])
+_SCALARS_OR_TUPLE = IMMUTABLE_TYPES | {tuple}
 
 # Item types whose repr the fast path may join at C speed (strings only when short).
 _FAST_KINDS = frozenset([float, type(None)])
@@ -213,6 +216,24 @@ class _Budget:
         self.active: set = set()
         self.ids: list = []  # every container / object visited (aliasing checks)
         self.elided = False  # items left out that may be mutable objects (see ELIDED)
+
+    def left_out(self, items) -> None:
+        """``items`` (an iterable) were left out by the items budget: mark the rendering
+        incomplete unless they are scalars or tuples of scalars (checked up to _SCAN_LEFT_OUT)."""
+        if self.elided:
+            return
+        some = list(islice(items, _SCAN_LEFT_OUT + 1))
+        if len(some) > _SCAN_LEFT_OUT:
+            self.elided = True
+            return
+        kinds = set(map(type, some))
+        if kinds <= IMMUTABLE_TYPES:
+            return
+        if kinds <= _SCALARS_OR_TUPLE and all(
+            set(map(type, item)) <= IMMUTABLE_TYPES for item in some if type(item) is tuple
+        ):
+            return
+        self.elided = True
 
 
 class Renderer:
@@ -587,8 +608,10 @@ class Renderer:
         """Common guard for containers: depth, cycle and exhausted budget."""
         if id(value) in budget.active:
             return empty
-        if depth >= self.max_depth or budget.chars <= 0:
+        if depth >= self.max_depth:
             budget.elided = True  # its items are not visited
+            return empty
+        if budget.chars <= 0:
             return empty
         return None
 
@@ -640,8 +663,8 @@ class Renderer:
                         tail_from = n - tail
         finally:
             budget.active.discard(id(value))
-        if shown_head < tail_from:
-            budget.elided = True
+        if tail and shown_head < tail_from:  # the items budget left out the middle
+            budget.left_out(getitem(value, slice(shown_head, min(tail_from, shown_head + _SCAN_LEFT_OUT + 1))))
         return prefix + open_ + ", ".join(parts) + close + suffix
 
     def _fast_items(self, items, budget: _Budget):
@@ -682,7 +705,9 @@ class Renderer:
             for i, (k, v) in enumerate(_dict_items(value) if items is None else items):
                 if i >= head or budget.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
-                    budget.elided = True  # keys and values beyond: not checked (a dict is not sliced)
+                    if i >= head:
+                        rest = islice(_dict_items(value) if items is None else items, i, i + _SCAN_LEFT_OUT + 1)
+                        budget.left_out(x for kv in rest for x in kv)
                     break
                 parts.append(self._render(k, depth + 1, budget) + ": " + self._render(v, depth + 1, budget))
                 budget.chars -= 4
@@ -704,7 +729,8 @@ class Renderer:
             for i, r in enumerate(items(depth, budget)):
                 if i >= head or budget.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
-                    budget.elided = True
+                    if i >= head:
+                        budget.left_out(set.__iter__(value) if is_set else frozenset.__iter__(value))
                     break
                 parts.append(r)
                 budget.chars -= 2
@@ -969,7 +995,6 @@ class Renderer:
             for i in range(n):
                 if b.chars <= 0:
                     parts.append(ELLIPSIS_MARK)
-                    b.elided = True
                     break
                 label = fields[i] if i < len(fields) and type(fields[i]) is str else "_%d" % i  # type: ignore[index,arg-type]
                 parts.append("%s=%s" % (label, self._render(_tuple_getitem(v, i), d + 1, b)))
@@ -995,7 +1020,6 @@ class Renderer:
                 for n in names:
                     if b.chars <= 0:
                         parts.append(ELLIPSIS_MARK)
-                        b.elided = True
                         break
                     if n in attrs:
                         parts.append("%s=%s" % (n, self._render(attrs[n], d + 1, b)))
@@ -1026,7 +1050,7 @@ class Renderer:
                 for i, (k, val) in enumerate(attrs):
                     if i >= head or b.chars <= 0:
                         parts.append(ELLIPSIS_MARK)
-                        b.elided = True
+                        b.elided = b.elided or i >= head
                         break
                     parts.append("%s=%s" % (_safe_str(k), self._render(val, d + 1, b)))
             finally:

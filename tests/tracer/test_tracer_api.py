@@ -159,6 +159,33 @@ def test_tracer_failure_is_error_but_program_result_is_kept(backend: str, monkey
     assert sys.gettrace() is None
 
 
+def test_user_code_the_tracer_reaches_cannot_raise_into_the_program(backend: str) -> None:
+    # A class body's namespace from __prepare__ is the program's own mapping: the tracer reads
+    # the body's variables through it, and its __getitem__ raises. That is the tracer's failure
+    # (status error), not an exception of the program, which runs on as it would untraced.
+    source = textwrap.dedent("""\
+        class NS(dict):
+            def __getitem__(self, k):
+                if k.startswith("__"):
+                    return dict.__getitem__(self, k)
+                raise RuntimeError("boom")
+
+        class Meta(type):
+            @classmethod
+            def __prepare__(m, name, bases):
+                return NS()
+
+        def f():
+            class C(metaclass=Meta):
+                x = 1
+                y = 2
+            return "done"
+        """)
+    t = call(source, backend=backend)
+    assert (t["status"], t["return_value"]) == ("error", "'done'")
+    assert "boom" in t["tracer_error"]
+
+
 def test_out_of_scope_code_is_not_recorded(tmp_path: Path, backend: str) -> None:
     helper = tmp_path / "lib" / "helper.py"
     helper.parent.mkdir()
