@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         return int(run_batch(args.jobs, args.out, backend=args.backend, limits=limits,
                              include=tuple(args.include), exclude=tuple(args.exclude),
                              scratch=tuple(args.scratch), confine=args.confine,
-                                     private_ipc=args.private_ipc))
+                             private_ipc=args.private_ipc))
     out = _Output(args.out)
 
     def hard_timeout(trace: dict) -> None:
