@@ -196,14 +196,19 @@ def remove_sysv_ipc() -> None:
     another uid with IPC_SET; it stays its creator's to remove): so only in an IPC namespace of
     the sandbox's own (`--private-ipc`), never on a shared host. Never raises."""
     for kind, id_column in _IPC_KINDS:
-        try:
-            with open("/proc/sysvipc/" + kind) as f:
-                header = f.readline().split()
-                rows = [line.split() for line in f]
+        try:  # raw reads: this runs after every program, and every page the zygote writes is copied
+            fd = os.open("/proc/sysvipc/" + kind, os.O_RDONLY)
+            try:
+                data = os.read(fd, 1 << 16)
+            finally:
+                os.close(fd)
         except OSError:
             continue
-        if not rows:
+        if data.count(b"\n") < 2:  # the header alone
             continue
+        with open("/proc/sysvipc/" + kind) as f:
+            header = f.readline().split()
+            rows = [line.split() for line in f]
         try:
             import ctypes
 
