@@ -138,10 +138,13 @@ def format_cwm(cwm: CwmTrace) -> str:
     """The CWM text of a CwmTrace (parse_cwm is its inverse)."""
     _check_plain(cwm.source, "the program source")
     lines = cwm.source.split("\n")
-    if any(line.endswith(START_MARKER) for line in lines):
+    if any(line.rstrip("\r").endswith(START_MARKER) for line in lines):
         raise CwmFormatError(f"the program source already has a line ending in {START_MARKER!r}")
     if cwm.start_line is not None:
-        lines[cwm.start_line - 1] += START_MARKER
+        # Before a CRLF program's "\r", so that the marker ends the line the model sees.
+        line = lines[cwm.start_line - 1]
+        cr = "\r" if line.endswith("\r") else ""
+        lines[cwm.start_line - 1] = line[: len(line) - len(cr)] + START_MARKER + cr
     parts = [BEGIN_OF_TEXT, TRACE_CONTEXT_START, "\n".join(lines), FRAME_SEP]
     anchor: dict[str, str] | None = None  # full locals of the last call/line frame, if reachable
     for frame in cwm.frames:
@@ -201,9 +204,11 @@ def parse_cwm(text: str) -> CwmTrace:
     if not sep:
         raise CwmFormatError("no <|frame_sep|> after the source context")
     lines = context.split("\n")
-    start_line = next((i + 1 for i, line in enumerate(lines) if line.endswith(START_MARKER)), None)
+    start_line = next((i + 1 for i, line in enumerate(lines) if line.rstrip("\r").endswith(START_MARKER)), None)
     if start_line is not None:
-        lines[start_line - 1] = lines[start_line - 1][: -len(START_MARKER)]
+        line = lines[start_line - 1]
+        cr = "\r" if line.endswith("\r") else ""
+        lines[start_line - 1] = line[: len(line) - len(cr) - len(START_MARKER)] + cr
     pieces = rest.split(FRAME_SEP)
     if pieces[-1] != "":
         raise CwmFormatError("the last frame does not end with <|frame_sep|>")

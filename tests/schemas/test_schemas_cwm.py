@@ -237,3 +237,11 @@ def test_script_marks_its_first_executed_line() -> None:
     text = assert_roundtrip(trace, source)
     assert text.startswith('<|begin_of_text|><|trace_context_start|>"""Doc."""  # << START_OF_TRACE\nimport os\n')
     assert parse_cwm(text).start_line == 1
+
+
+def test_a_crlf_program_gets_the_start_marker_before_its_carriage_return() -> None:
+    source = NESTED_SOURCE.replace("\n", "\r\n")
+    text = render_cwm(nested_trace(), source=source)
+    assert "def f(x):  # << START_OF_TRACE\r\n" in text  # not "def f(x):\r  # << ..."
+    cwm = parse_cwm(text)
+    assert cwm.source == source and cwm.start_line == trace_to_cwm(nested_trace(), source=source).start_line
