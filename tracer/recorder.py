@@ -18,7 +18,6 @@ import signal
 import sys
 import traceback
 import types
-from collections import defaultdict
 
 from . import codeinfo
 from .render import ELIDED, IMMUTABLE_TYPES, Renderer
@@ -91,19 +90,6 @@ class Activation:
 class TracerLimitReached(Exception):
     """Internal: the event budget is spent."""
 
-
-
-def reads_defaultdict(mapping, names: tuple) -> bool:
-    """Whether one of the locals ``names`` is a ``collections.defaultdict`` (a line that
-    subscripts it may have inserted a key without a call or a store)."""
-    for name in names:
-        try:
-            value = mapping[name]
-        except KeyError:
-            continue
-        if issubclass(type(value), defaultdict):  # type(), not isinstance: no __class__ lookup
-            return True
-    return False
 
 
 class Deadline(BaseException):
@@ -223,13 +209,13 @@ class Recorder:
                 delta = self.delta(act, mapping)
             elif eff.inert:
                 delta = None  # the previous line can change nothing (a test, a jump, pass)
-                if eff.subscr and self.renderer.saw_defaultdict and reads_defaultdict(mapping, eff.subscr):
+                if eff.subscr and self.renderer.saw_defaultdict:
                     delta = self.line_delta(act, mapping, eff, frame, True)
             else:
                 names = eff.simple
                 last = act.last
                 force = False
-                if eff.subscr and self.renderer.saw_defaultdict and reads_defaultdict(mapping, eff.subscr):
+                if eff.subscr and self.renderer.saw_defaultdict:  # a subscript may have read one
                     names = None
                     force = True
                 if names is not None and eff.inplace:
@@ -364,7 +350,7 @@ class Recorder:
         found through the ids each rendering visited). A mutating line that reads a
         mutable global, and any line after another frame ran (a callee), rescans all.
         ``mutated``: treat the line as mutating whatever its bytecode says (it read a
-        defaultdict, see ``reads_defaultdict``). None when nothing changed.
+        defaultdict once one was rendered in this trace). None when nothing changed.
         """
         last = act.last
         mutating = eff.mutating or mutated

@@ -133,6 +133,27 @@ def test_an_alias_into_what_the_rendering_left_out_is_seen(backend: str, body: s
     assert line5 and line5[0]["locals"].get("mid") == "[9]", t["events"][-3:]
 
 
+def test_reading_a_defaultdict_held_by_an_attribute_is_a_change(backend: str) -> None:
+    source = textwrap.dedent("""\
+        from collections import defaultdict
+
+        class G:
+            def __init__(self):
+                self.adj = defaultdict(list)
+
+            def walk(self, u):
+                for nb in self.adj[u]:
+                    pass
+                return len(self.adj)
+
+        def f():
+            return G().walk(1)
+        """)
+    t = call(source, backend=backend)
+    after = [e for e in t["events"] if e["function"] == "G.walk" and e["kind"] == "line" and e["lineno"] == 10]
+    assert after and after[0]["locals"].get("self") == "G(adj=defaultdict(<class 'list'>, {1: []}))", after
+
+
 def test_full_locals_folds_deltas(backend: str) -> None:
     t = call("""
         def f():

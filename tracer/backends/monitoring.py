@@ -34,7 +34,6 @@ from ..recorder import (
     RETURN,
     Activation,
     Recorder,
-    reads_defaultdict,
 )
 from .base import Backend
 
@@ -497,16 +496,14 @@ class MonitoringBackend(Backend):
                     elif eff.inert:  # the previous line can change nothing, unless it read a defaultdict
                         if eff.subscr and renderer.saw_defaultdict:
                             mapping = act.proxy if act.proxy is not None else frame.f_locals
-                            if reads_defaultdict(mapping, eff.subscr):
-                                delta = line_delta(act, mapping, eff, frame, True)
+                            delta = line_delta(act, mapping, eff, frame, True)
                     else:
                         names = eff.simple
                         last = act.last
-                        force = False
-                        if eff.subscr and renderer.saw_defaultdict and reads_defaultdict(
-                                act.proxy if act.proxy is not None else frame.f_locals, eff.subscr):
+                        # A subscript may have read a defaultdict (a local's, self's, a global's).
+                        force = bool(eff.subscr) and renderer.saw_defaultdict
+                        if force:
                             names = None
-                            force = True
                         if names is None and not eff.mutating and not force:
                             # Only calls to pure builtins: the line just stores locals, as
                             # long as those names still mean the builtins.
