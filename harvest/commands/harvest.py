@@ -272,6 +272,8 @@ def _harvest(
         runner.run_units(todo, settings, out, record.run_id, on_result, on_failure)
     except KeyboardInterrupt:
         record.interrupted = True
+        # Said at once: shutting Ray down with tasks in flight can still end the process badly.
+        click.echo("interrupted: stopping; re-run the same command to resume where it stopped", err=True)
         if settings.sandbox == "docker":
             _reap_run(record.run_id)
         raise click.ClickException("interrupted; re-run the same command to resume where it stopped") from None
