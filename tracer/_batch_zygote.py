@@ -204,11 +204,10 @@ def remove_sysv_ipc() -> None:
                 os.close(fd)
         except OSError:
             continue
-        if data.count(b"\n") < 2:  # the header alone
+        lines = data.decode("ascii", "replace").splitlines()
+        if len(lines) < 2:  # the header alone
             continue
-        with open("/proc/sysvipc/" + kind) as f:
-            header = f.readline().split()
-            rows = [line.split() for line in f]
+        header, rows = lines[0].split(), [line.split() for line in lines[1:]]
         try:
             import ctypes
 

@@ -98,12 +98,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         unknown = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and p.name != ".cache")
         if unknown:
             raise PublishError(f"{out} holds files publish did not write ({', '.join(unknown[:3])}); not touching it")
-        for name in OUTPUTS:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        _remove_outputs(out)
     (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
 
 
@@ -274,13 +269,18 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
     return result
 
 
-def _discard(out: Path, created: bool) -> None:
-    """Remove what a failed publish wrote, so that the next one to `out` is not refused."""
+def _remove_outputs(out: Path) -> None:
+    """Remove what publish writes in `out` (and nothing else)."""
     for name in OUTPUTS:
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+
+
+def _discard(out: Path, created: bool) -> None:
+    """Remove what a failed publish wrote, so that the next one to `out` is not refused."""
+    _remove_outputs(out)
     if created:
         shutil.rmtree(out)  # publish made it: whatever is left (.cache) is ours too

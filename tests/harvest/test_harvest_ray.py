@@ -102,12 +102,7 @@ def test_a_killed_driver_is_resumed_by_running_the_same_command(
     ray_cluster: Cluster, slow_jsonl: Path, reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen(harvest_cmd(*slow_args(slow_jsonl, out, ray_cluster)), env=ray_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not committed_shards(out) if out.exists() else True:
-        assert proc.poll() is None, "the harvest ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)  # polling for the first committed shard, not synchronising
+    proc = _harvest_past_its_first_shard(slow_jsonl, out, ray_cluster)
     proc.kill()
     proc.wait()
     first = len(committed_shards(out))
@@ -122,12 +117,7 @@ def test_sigterm_to_the_driver_is_an_interruption_and_the_same_command_resumes(
     ray_cluster: Cluster, slow_jsonl: Path, reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen(harvest_cmd(*slow_args(slow_jsonl, out, ray_cluster)), env=ray_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not committed_shards(out) if out.exists() else True:
-        assert proc.poll() is None, "the harvest ended before it could be stopped"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)  # polling for the first committed shard, not synchronising
+    proc = _harvest_past_its_first_shard(slow_jsonl, out, ray_cluster)
     proc.terminate()
     _, stderr = proc.communicate(timeout=120)
     # Exit 1 with our message; Ray's shutdown with tasks in flight may also log its own errors.
@@ -156,6 +146,18 @@ def test_two_nodes_share_the_work(ray_cluster: Cluster, tmp_path: Path) -> None:
     finally:
         node.stop()
         ray_cluster.nodes.remove(node)
+
+
+def _harvest_past_its_first_shard(slow_jsonl: Path, out: Path, cluster: Cluster) -> subprocess.Popen[str]:
+    """The slow harvest, started and still running once it has committed its first shard."""
+    proc = subprocess.Popen(harvest_cmd(*slow_args(slow_jsonl, out, cluster)), env=cluster.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not committed_shards(out) if out.exists() else True:
+        assert proc.poll() is None, "the harvest ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)  # polling for the first committed shard, not synchronising
+    return proc
 
 
 def _wait_for_half_done_unit(out: Path, proc: subprocess.Popen[str]) -> int:
