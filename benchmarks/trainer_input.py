@@ -30,6 +30,7 @@ from trainer.config import ModelConfig, TrainConfig  # noqa: E402
 from trainer.data import TraceDataset  # noqa: E402
 from trainer.model import TraceLM  # noqa: E402
 from trainer.packing import IGNORE_INDEX, PackedDataset  # noqa: E402
+from trainer.tokenizer import single_threaded_worker  # noqa: E402
 from trainer.train import autocast, fit_tokenizer, make_optimizer, resolve_device  # noqa: E402
 
 TARGET_RATIO = 10.0
@@ -68,7 +69,9 @@ def harvest_corpus(corpus: Path, out: Path) -> Path:
 def loader(shards: list[str], cfg: TrainConfig, tokenizer, workers: int) -> DataLoader:
     traces = TraceDataset(shards, cfg.data, split="all", epochs=None)
     rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
-    return DataLoader(rows, batch_size=cfg.batch_size, num_workers=workers)
+    return DataLoader(
+        rows, batch_size=cfg.batch_size, num_workers=workers, worker_init_fn=single_threaded_worker
+    )
 
 
 def measure_pipeline(batches, n_rows: int, batch_size: int, seq_len: int) -> tuple[float, float]:

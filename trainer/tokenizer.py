@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,18 @@ def cwm_special_tokens() -> list[str]:
     from schemas.cwm import CWM_SPECIAL_TOKENS
 
     return [*CWM_SPECIAL_TOKENS, PAD_TOKEN]
+
+
+def single_threaded_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: BPE on one thread in each worker process.
+
+    A worker is forked from a parent whose tokenizer thread pool already ran (fitting the BPE),
+    and the pool's threads do not survive the fork. `tokenizers` notices and turns parallelism
+    off in the child, unless TOKENIZERS_PARALLELISM=true is set, as many Hugging Face set-ups do:
+    then the first batch encoded in a worker waits forever. The variable is read at every
+    encode, so setting it here, in the child, is enough; the workers are the parallelism.
+    """
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 class TraceTokenizer:

@@ -25,7 +25,7 @@ from trainer.data import TraceDataset
 from trainer.errors import CheckpointError, TrainerError
 from trainer.model import TraceLM
 from trainer.packing import IGNORE_INDEX, PackedDataset, cwm_texts
-from trainer.tokenizer import TraceTokenizer, train_tokenizer
+from trainer.tokenizer import TraceTokenizer, single_threaded_worker, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +273,9 @@ def train(
         rank=run.rank, world_size=run.world_size,
     )
     rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
-    if cfg.num_workers:  # one tokenizer thread per worker process: the workers are the parallelism
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     loader = DataLoader(
-        rows, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda"
+        rows, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
+        worker_init_fn=single_threaded_worker,
     )
     batches = _batches(loader)
 

@@ -117,3 +117,21 @@ def test_a_tokenizer_file_is_used_as_given(trained_run: Path, harvested: Path, t
     given = trained_run / "tokenizer.json"
     train([harvested], tmp_path, tiny_config(steps=1), device="cpu", tokenizer_file=given)
     assert load_checkpoint(tmp_path)["tokenizer"] == load_checkpoint(trained_run)["tokenizer"]
+
+
+def test_workers_run_when_tokenizers_parallelism_is_forced_on(harvested: Path, tmp_path: Path) -> None:
+    """TOKENIZERS_PARALLELISM=true (common in Hugging Face set-ups) used to hang the first batch of
+    every DataLoader worker: the BPE thread pool that fitted the tokenizer does not survive fork."""
+    code = (
+        "import sys; from pathlib import Path; from tests.trainer.conftest import tiny_config; "
+        "from trainer.train import train; "
+        "train([Path(sys.argv[1])], Path(sys.argv[2]), tiny_config(steps=2, num_workers=1), device='cpu')"
+    )
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "true", "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(harvested), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=180, env=env, cwd=repo,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2]
