@@ -54,7 +54,13 @@ class Chunk:
 
 def split_frames(ids: list[int], frame_sep_id: int) -> tuple[list[int], list[list[int]]]:
     """(context, frames): each ends with a frame separator; trailing tokens join the last frame."""
-    cuts = [i + 1 for i, t in enumerate(ids) if t == frame_sep_id]
+    cuts, at = [], -1
+    try:
+        while True:  # list.index scans in C: several times faster than enumerating the tokens
+            at = ids.index(frame_sep_id, at + 1)
+            cuts.append(at + 1)
+    except ValueError:
+        pass
     if not cuts:
         return ids, []
     context = ids[: cuts[0]]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -14,6 +16,10 @@ from trainer.errors import TrainerError
 log = logging.getLogger(__name__)
 
 PAD_TOKEN = "<|pad|>"
+
+# Pieces of text between markers, memoised: source lines and most locals repeat from frame to frame.
+# The memo is emptied when it holds more than this many pieces (about 30 MB).
+MEMO_PIECES = 1 << 16
 
 
 def cwm_special_tokens() -> list[str]:
@@ -48,6 +54,9 @@ class TraceTokenizer:
         self.bos_id = self._id("<|begin_of_text|>")
         self.eos_id = self._id("<|end_of_text|>")
         self.frame_sep_id = self._id("<|frame_sep|>")
+        self._added_ids = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items()}
+        self._split = self._piecewise_split()
+        self._memo: dict[str, list[int]] = {}
 
     def _id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
@@ -59,8 +68,46 @@ class TraceTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
+    def _piecewise_split(self) -> Callable[[str], list[str]] | None:
+        """`re.split` at the added tokens (markers), where encoding the pieces between them one by
+        one gives exactly the ids of encoding the whole text: a byte-level BPE without normaliser,
+        prefix space or dropout, whose added tokens match literally, as `train_tokenizer` makes.
+        None for any other tokenizer (a file given with --tokenizer), which is encoded whole."""
+        config = json.loads(self.tokenizer.to_str())
+        pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
+        plain = (
+            config.get("normalizer") is None
+            and pre.get("type") == "ByteLevel" and pre.get("add_prefix_space") is False
+            and model.get("type") == "BPE" and model.get("dropout") in (None, 0.0)
+        )
+        added = self.tokenizer.get_added_tokens_decoder().values()
+        if not plain or any(t.lstrip or t.rstrip or t.single_word for t in added):
+            return None
+        by_length = sorted(self._added_ids, key=len, reverse=True)  # longest match first
+        return re.compile("(" + "|".join(map(re.escape, by_length)) + ")").split
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        """Ids of each text, markers included as their ids (no BOS/EOS added)."""
+        if self._split is None:
+            return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        memo = self._memo
+        if len(memo) > MEMO_PIECES:
+            memo.clear()
+        split = [self._split(text) for text in texts]  # text, marker, text, marker, ..., text
+        missing = list({p for pieces in split for p in pieces[0::2] if p and p not in memo})
+        if missing:
+            encoded = self.tokenizer.encode_batch(missing, add_special_tokens=False)
+            memo.update(zip(missing, (e.ids for e in encoded)))
+        added, out = self._added_ids, []
+        for pieces in split:
+            ids: list[int] = []
+            for i, piece in enumerate(pieces):
+                if i & 1:
+                    ids.append(added[piece])
+                elif piece:
+                    ids += memo[piece]
+            out.append(ids)
+        return out
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -103,3 +103,53 @@ def test_a_user_tokenizer_without_the_markers_gets_them(texts: list[str]) -> Non
     wrapped = TraceTokenizer(plain)
     for token in CWM_SPECIAL_TOKENS:
         assert len(wrapped.encode(token)) == 1
+
+
+TRICKY = [
+    "<|frame_sep|><|line_sep|>{}<|action_sep|>",  # markers side by side, at both ends
+    "  x = 'é€😀'\r\n<|frame_sep|> y<|frame_sep|>\t\n",  # spaces and controls around markers
+    "<|frame_sep|<|frame_sep|>|>",  # a broken marker next to a real one
+]
+
+
+def test_piecewise_encoding_gives_the_ids_of_the_whole_text(
+    tokenizer: TraceTokenizer, texts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces between markers are encoded once and remembered: the ids must be those of the whole."""
+    import trainer.tokenizer
+
+    monkeypatch.setattr(trainer.tokenizer, "MEMO_PIECES", 40)  # the memo fills and empties
+    fresh = TraceTokenizer.from_str(tokenizer.to_str())
+    assert fresh._split is not None  # the memoised path is the one under test
+    all_texts = TRICKY + texts
+    got = [ids for i in range(0, len(all_texts), 7) for ids in fresh.encode_batch(all_texts[i : i + 7])]
+    whole = fresh.tokenizer.encode_batch(all_texts, add_special_tokens=False)
+    assert got == [e.ids for e in whole]
+    assert 0 < len(fresh._memo) <= 40 + 7 * max(t.count("<|") + 1 for t in all_texts)
+
+
+def test_a_tokenizer_of_another_kind_is_encoded_whole(texts: list[str]) -> None:
+    """Metaspace prepends its marker to the first piece only: encoding piece by piece would
+    differ, so tokenizers other than a plain byte-level BPE are never split."""
+    import re
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    first = Tokenizer(models.BPE())
+    first.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    first.train_from_iterator(
+        texts[:20], trainers.BpeTrainer(vocab_size=300, special_tokens=list(CWM_SPECIAL_TOKENS),
+                                        show_progress=False)
+    )
+    wrapped = TraceTokenizer(first)
+    assert wrapped._split is None
+    text = texts[0]
+    whole = first.encode(text, add_special_tokens=False).ids
+    assert wrapped.encode_batch([text]) == [whole]
+    markers = re.compile("(" + "|".join(map(re.escape, CWM_SPECIAL_TOKENS)) + ")")
+    piecewise = [
+        i
+        for n, piece in enumerate(markers.split(text))
+        for i in ([first.token_to_id(piece)] if n % 2 else first.encode(piece, add_special_tokens=False).ids)
+    ]
+    assert piecewise != whole
