@@ -49,7 +49,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: chosen for the device at run time
     log_every: int = 10
     ckpt_every: int = 500
     eval_every: int = 0  # steps between held-out loss measurements; 0 = never

@@ -192,6 +192,16 @@ class Distributed:
             dist.barrier()
 
 
+def default_workers(device: torch.device, world_size: int = 1) -> int:
+    """DataLoader workers when none are given. On CUDA enough to keep a GPU fed (BPE runs on one
+    thread per worker): up to 8 per rank, leaving each rank a core of its own. On CPU 2: there the
+    model step is the bottleneck and wants the cores."""
+    if device.type != "cuda":
+        return 2
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+    return max(1, min(8, cpus // world_size - 1))
+
+
 def init_distributed(device: str) -> Distributed:
     """Join the process group that torchrun describes (WORLD_SIZE > 1), else a single process."""
     dev = resolve_device(device)
@@ -273,8 +283,12 @@ def train(
         rank=run.rank, world_size=run.world_size,
     )
     rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
+    workers = cfg.num_workers
+    if workers is None:
+        workers = default_workers(dev, run.world_size)
+        log.info("%d DataLoader workers per rank", workers)
     loader = DataLoader(
-        rows, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
+        rows, batch_size=cfg.batch_size, num_workers=workers, pin_memory=dev.type == "cuda",
         worker_init_fn=single_threaded_worker,
     )
     batches = _batches(loader)

@@ -14,6 +14,19 @@ from harvest.options import out_option, silent_option
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
 
 
+def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """`auto` (None: the trainer picks for the device) or a count >= 0."""
+    if value == "auto":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a count >= 0")
+    return count
+
+
 @click.command("train")
 @click.argument("shards", nargs=-1, required=True)
 @out_option(help="Run directory: checkpoint.pt, tokenizer.json, config.json, metrics.jsonl.")
@@ -45,8 +58,8 @@ DEVICES = click.Choice(["auto", "cpu", "cuda"])
               help="Skip traces with more events than this.")
 @click.option("--heldout-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Share of programs (by hash of program_id) kept out for `worldtrace eval`.")
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
-              help="DataLoader worker processes.")
+@click.option("--workers", default="auto", show_default=True, callback=_workers,
+              help="DataLoader worker processes per rank; auto: up to 8 on CUDA, 2 on CPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--ckpt-every", type=click.IntRange(1), default=500, show_default=True)

@@ -115,6 +115,7 @@ TINY = {
     "min_lr": 3e-4,
     "warmup_steps": 5,
     "log_every": 1,
+    "num_workers": 0,
     "ckpt_every": 10,
     "eval_every": 10,
     "eval_rows": 16,

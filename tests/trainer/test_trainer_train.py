@@ -135,3 +135,28 @@ def test_workers_run_when_tokenizers_parallelism_is_forced_on(harvested: Path, t
     )
     assert done.returncode == 0, done.stderr
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2]
+
+
+def test_workers_default_to_what_the_device_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.train import default_workers
+
+    assert default_workers(torch.device("cpu")) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_workers(torch.device("cuda")) == 8
+    assert default_workers(torch.device("cuda"), world_size=4) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert default_workers(torch.device("cuda")) == 1
+
+
+def test_workers_option_takes_auto_or_a_count(harvested: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from harvest.cli import cli
+
+    common = ["train", str(harvested), "--steps", "1", "--device", "cpu", "--seq-len", "256",
+              "--layers", "1", "--heads", "2", "--d-model", "16", "--vocab-size", "300", "-s"]
+    bad = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "bad"), "--workers", "many"])
+    assert bad.exit_code == 2 and "'many' is neither 'auto' nor a count" in bad.output
+    done = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "auto")])
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["num_workers"] is None
