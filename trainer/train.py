@@ -299,7 +299,10 @@ def train(
 
     model.train()
     step, last_loss = start_step, float("nan")
-    window_loss, window_steps, window_tokens = 0.0, 0, 0
+    # The loss is summed on the device and read once per log line: reading it every step (.item())
+    # would make the CPU wait for the GPU at each step instead of queueing the next one.
+    window_loss = torch.zeros((), device=dev)
+    window_steps, window_tokens = 0, 0
     window_start = time.perf_counter()
     metrics = metrics_path.open("a", encoding="utf-8") if run.is_main else None
     try:
@@ -316,7 +319,7 @@ def train(
                     with autocast(dev):
                         _, loss = ddp(**batch)
                     (loss / cfg.grad_accum).backward()
-                window_loss += loss.item() / cfg.grad_accum
+                window_loss += loss.detach().float() / cfg.grad_accum
                 window_tokens += batch["input_ids"].numel() * run.world_size
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -325,7 +328,7 @@ def train(
             window_steps += 1
             validate = cfg.eval_every > 0 and step % cfg.eval_every == 0
             if step % cfg.log_every == 0 or step == cfg.steps or validate:
-                last_loss = _mean_over_ranks(window_loss / window_steps, run)
+                last_loss = _mean_over_ranks(window_loss.item() / window_steps, run)
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": step,
@@ -345,7 +348,8 @@ def train(
                     metrics.flush()
                     if on_metrics is not None:
                         on_metrics(record)
-                window_loss, window_steps, window_tokens = 0.0, 0, 0
+                window_loss = torch.zeros((), device=dev)
+                window_steps, window_tokens = 0, 0
                 window_start = time.perf_counter()
             if run.is_main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
                 save_checkpoint(ckpt_path, model, optimizer, step, cfg, tokenizer)
