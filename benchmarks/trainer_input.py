@@ -2,7 +2,7 @@
 shards -> rows (Parquet read, CWM rendering, BPE, packing, collation) and of a training step
 (forward, backward, AdamW) of the default model on the chosen device.
 
-    .venv/bin/python benchmarks/trainer_input.py [SHARDS] [--device auto] [--workers 0]
+    .venv/bin/python benchmarks/trainer_input.py [SHARDS] [--device auto] [--workers 0|N|auto]
         [--seq-len 512] [--batch-size 16] [--rows 512] [--steps 10] [--corpus cruxeval.jsonl]
 
 Without SHARDS, the CRUXEval programs are traced on the host (tracer.api) and written as one
@@ -31,7 +31,13 @@ from trainer.data import TraceDataset  # noqa: E402
 from trainer.model import TraceLM  # noqa: E402
 from trainer.packing import IGNORE_INDEX, PackedDataset  # noqa: E402
 from trainer.tokenizer import single_threaded_worker  # noqa: E402
-from trainer.train import autocast, fit_tokenizer, make_optimizer, resolve_device  # noqa: E402
+from trainer.train import (  # noqa: E402
+    autocast,
+    default_workers,
+    fit_tokenizer,
+    make_optimizer,
+    resolve_device,
+)
 
 TARGET_RATIO = 10.0
 
@@ -74,9 +80,11 @@ def loader(shards: list[str], cfg: TrainConfig, tokenizer, workers: int) -> Data
     )
 
 
-def measure_pipeline(batches, n_rows: int, batch_size: int, seq_len: int) -> tuple[float, float]:
-    """(tokens/s, share of positions with a loss) over n_rows rows after one warm-up batch."""
-    next(batches)
+def measure_pipeline(batches, n_rows: int, seq_len: int, workers: int) -> tuple[float, float]:
+    """(tokens/s, share of positions with a loss) over n_rows rows, timed once every worker has
+    delivered its first batches (the start-up of the worker processes is not the steady rate)."""
+    for _ in range(2 * max(workers, 1)):  # DataLoader's prefetch: 2 batches per worker
+        next(batches)
     started, rows, trained = time.perf_counter(), 0, 0
     while rows < n_rows:
         batch = next(batches)
@@ -114,7 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shards", nargs="*")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", default="0",
+                        help="DataLoader processes, or auto (as `worldtrace train`: 8 on CUDA)")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rows", type=int, default=512, help="rows the pipeline produces, timed")
@@ -123,6 +132,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    workers = default_workers(device) if args.workers == "auto" else int(args.workers)
     cfg = TrainConfig(model=ModelConfig(seq_len=args.seq_len), batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards
@@ -137,8 +147,8 @@ def main() -> None:
         tokenizer = fit_tokenizer(shards, cfg)
         print(f"BPE ({tokenizer.vocab_size} tokens) trained in {time.perf_counter() - started:.1f}s")
 
-        batches = iter(loader(shards, cfg, tokenizer, args.workers))
-        pipeline, trained_share = measure_pipeline(batches, args.rows, args.batch_size, args.seq_len)
+        batches = iter(loader(shards, cfg, tokenizer, workers))
+        pipeline, trained_share = measure_pipeline(batches, args.rows, args.seq_len, workers)
         model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, seq_len=args.seq_len)
         model = TraceLM(model_cfg).to(device)
         model_speed = measure_model(model, cfg, next(batches), device, args.steps)
@@ -147,7 +157,7 @@ def main() -> None:
     ratio = pipeline / model_speed
     print(f"device: {name}; model {model.num_params() / 1e6:.2f}M parameters, "
           f"{args.batch_size} x {args.seq_len} tokens per step")
-    print(f"input pipeline ({args.workers} workers): {pipeline:12,.0f} tokens/s "
+    print(f"input pipeline ({workers} workers): {pipeline:12,.0f} tokens/s "
           f"({trained_share:.0%} of positions carry loss)")
     print(f"model step:                  {model_speed:12,.0f} tokens/s")
     verdict = "OK" if ratio >= TARGET_RATIO else "BELOW TARGET"
