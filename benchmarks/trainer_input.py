@@ -29,8 +29,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from trainer.config import ModelConfig, TrainConfig  # noqa: E402
 from trainer.data import TraceDataset  # noqa: E402
 from trainer.model import TraceLM  # noqa: E402
-from trainer.packing import IGNORE_INDEX, PackedDataset  # noqa: E402
-from trainer.tokenizer import single_threaded_worker  # noqa: E402
+from trainer.packing import IGNORE_INDEX, PackedDataset, batch_loader  # noqa: E402
 from trainer.train import (  # noqa: E402
     autocast,
     default_workers,
@@ -74,10 +73,7 @@ def harvest_corpus(corpus: Path, out: Path) -> Path:
 
 def loader(shards: list[str], cfg: TrainConfig, tokenizer, workers: int) -> DataLoader:
     traces = TraceDataset(shards, cfg.data, split="all", epochs=None)
-    rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
-    return DataLoader(
-        rows, batch_size=cfg.batch_size, num_workers=workers, worker_init_fn=single_threaded_worker
-    )
+    return batch_loader(PackedDataset(traces, tokenizer, cfg.model.seq_len), cfg.batch_size, workers)
 
 
 def measure_pipeline(batches, n_rows: int, seq_len: int, workers: int) -> tuple[float, float]:

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from schemas.cwm import render_cwm
 from schemas.errors import CwmFormatError
 from trainer.data import TraceDataset
-from trainer.tokenizer import TraceTokenizer
+from trainer.tokenizer import TraceTokenizer, single_threaded_worker
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +176,48 @@ class PackedDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return pack(self.chunks(), self.seq_len, self.tokenizer.pad_id)
+
+
+FIELDS = ("input_ids", "targets", "doc_ids")
+
+
+class PackedBatches(IterableDataset):
+    """Batches of `batch_size` packed rows whose three tensors are views of one tensor.
+
+    A DataLoader worker hands each batch to the training process through shared memory, one
+    segment per tensor storage, and the segments' system calls, not the packing, capped the
+    workers (about twice the batches per second with one storage instead of three).
+    """
+
+    def __init__(self, rows: PackedDataset, batch_size: int) -> None:
+        self.rows = rows
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        batch: list[dict[str, torch.Tensor]] = []
+        for row in self.rows:
+            batch.append(row)
+            if len(batch) == self.batch_size:
+                yield stack_rows(batch)
+                batch = []
+        if batch:
+            yield stack_rows(batch)
+
+
+def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The rows stacked field by field into one (3, rows, seq_len) tensor; a dict of its views."""
+    out = torch.empty((len(FIELDS), len(rows), rows[0]["input_ids"].shape[0]), dtype=torch.long)
+    for i, name in enumerate(FIELDS):
+        torch.stack([row[name] for row in rows], out=out[i])
+    return {name: out[i] for i, name in enumerate(FIELDS)}
+
+
+def batch_loader(
+    rows: PackedDataset, batch_size: int, workers: int, *, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader of packed batches: `workers` processes, each packing whole batches of its share
+    of the traces, BPE on one thread in each (see `single_threaded_worker`)."""
+    return DataLoader(
+        PackedBatches(rows, batch_size), batch_size=None, num_workers=workers,
+        pin_memory=pin_memory, worker_init_fn=single_threaded_worker,
+    )

@@ -24,8 +24,8 @@ from trainer.config import TrainConfig, train_config_from_dict
 from trainer.data import TraceDataset
 from trainer.errors import CheckpointError, TrainerError
 from trainer.model import TraceLM
-from trainer.packing import IGNORE_INDEX, PackedDataset, cwm_texts
-from trainer.tokenizer import TraceTokenizer, single_threaded_worker, train_tokenizer
+from trainer.packing import IGNORE_INDEX, PackedDataset, batch_loader, cwm_texts
+from trainer.tokenizer import TraceTokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +287,7 @@ def train(
     if workers is None:
         workers = default_workers(dev, run.world_size)
         log.info("%d DataLoader workers per rank", workers)
-    loader = DataLoader(
-        rows, batch_size=cfg.batch_size, num_workers=workers, pin_memory=dev.type == "cuda",
-        worker_init_fn=single_threaded_worker,
-    )
+    loader = batch_loader(rows, cfg.batch_size, workers, pin_memory=dev.type == "cuda")
     batches = _batches(loader)
 
     validation = heldout_rows(shards, cfg, tokenizer) if cfg.eval_every and run.is_main else []

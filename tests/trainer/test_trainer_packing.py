@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from schemas.cwm import CWM_SPECIAL_TOKENS, FRAME_SEP
 from trainer.config import DataConfig
@@ -153,3 +154,23 @@ def test_a_tokenizer_of_another_kind_is_encoded_whole(texts: list[str]) -> None:
         for i in ([first.token_to_id(piece)] if n % 2 else first.encode(piece, add_special_tokens=False).ids)
     ]
     assert piecewise != whole
+
+
+def test_batches_are_the_collated_rows_in_one_storage(harvested: Path, tokenizer: TraceTokenizer) -> None:
+    from torch.utils.data import default_collate
+
+    from trainer.packing import FIELDS, PackedBatches
+
+    def rows() -> PackedDataset:
+        return PackedDataset(TraceDataset([harvested], DataConfig(), split="all"), tokenizer, seq_len=64)
+
+    expected = list(rows())
+    batches = list(PackedBatches(rows(), batch_size=5))
+    assert [b["input_ids"].shape[0] for b in batches] == [5] * (len(expected) // 5) + (
+        [len(expected) % 5] if len(expected) % 5 else []
+    )
+    for n, batch in enumerate(batches):
+        want = default_collate(expected[5 * n : 5 * n + 5])
+        assert all(torch.equal(batch[f], want[f]) for f in FIELDS)
+        storages = {batch[f].untyped_storage().data_ptr() for f in FIELDS}
+        assert len(storages) == 1  # one shared-memory segment per batch from a worker
