@@ -1,7 +1,9 @@
-"""Read the programs to harvest: JSON Lines of programs, CRUXEval rows, script folders, test suites.
+"""Read the programs to harvest: JSON Lines of programs, CRUXEval and MBPP rows, script folders,
+test suites.
 
 Every reader yields `Program`s. The format of a file is detected from its rows, not its name:
-a row with `source` is a program, a row with `code` and `output` is CRUXEval. A malformed file is a
+a row with `source` is a program, a row with `code` and `test_list` is MBPP (the code and its
+asserts run as a script), any other row with `code` is CRUXEval. A malformed file is a
 `InputFormatError` naming the file and line; a program that fails to compile or run is not an
 input error: it is traced and becomes a row with its status.
 """
@@ -24,10 +26,11 @@ Mode = Literal["call", "script", "pytest"]
 # Programs files in a folder. Not .json: a folder of programs often holds other JSON (a harvest's
 # own harvest-run.json, a config); a file given by name is read as JSON Lines whatever its suffix.
 PROGRAM_SUFFIXES = (".jsonl", ".ndjson")
-# Every key a program or CRUXEval row may have (others are reported, not an error: datasets
+# Every key a program, CRUXEval or MBPP row may have (others are reported, not an error: datasets
 # often carry their own metadata).
 ROW_KEYS = frozenset(("id", "program_id", "source", "code", "entrypoint", "input", "argv", "image", "output",
-                      "expected_output"))
+                      "expected_output", "task_id", "text", "test_list", "test_setup_code",
+                      "challenge_test_list"))
 PROJECT_ROOT = "/opt/project"  # where repository images keep the project and its tests
 
 
@@ -230,13 +233,15 @@ def program_from_row(row: dict[str, Any], where: str) -> Program:
     """One JSON object as a Program; `where` ("file:line") prefixes every error."""
     if "source" in row:
         return _program_row(row, where)
+    if "code" in row and "test_list" in row:
+        return _mbpp_row(row, where)
     if "code" in row:
         return _cruxeval_row(row, where)
     keys = ", ".join(sorted(row)) or "none"
     raise InputFormatError(
         f"{where}: unknown row format (keys: {keys}); expected a program "
-        "{'id', 'source', 'entrypoint'?, 'input'?, 'argv'?, 'image'?, 'output'?} or a CRUXEval row "
-        "{'id', 'code', 'input', 'output'}"
+        "{'id', 'source', 'entrypoint'?, 'input'?, 'argv'?, 'image'?, 'output'?}, a CRUXEval row "
+        "{'id', 'code', 'input', 'output'} or an MBPP row {'task_id', 'code', 'test_list'}"
     )
 
 
@@ -278,6 +283,29 @@ def _cruxeval_row(row: dict[str, Any], where: str) -> Program:
         entrypoint="f",
         input=_string(row, "input", where, required=True),
         expected_output=_string(row, "output", where),
+        image=_string(row, "image", where),
+        origin=where,
+    )
+
+
+def _mbpp_row(row: dict[str, Any], where: str) -> Program:
+    """An MBPP task as a script: its code, its `test_setup_code`, then its `test_list` asserts
+    (a failed assert makes a trace with status `exception`). The id is `mbpp_<task_id>`."""
+    task = row.get("task_id")
+    if "id" not in row and "program_id" not in row and task is not None:
+        row = {**row, "id": f"mbpp_{task}"}
+    program_id = _id(row, where)
+    code = _string(row, "code", where, required=True)
+    tests = row["test_list"]
+    if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+        raise InputFormatError(f"{where}: 'test_list' must be a list of strings (assert statements)")
+    setup = _string(row, "test_setup_code", where) or ""
+    assert code is not None
+    parts = [code.rstrip("\r\n"), setup.rstrip("\r\n"), *tests]
+    return Program(
+        program_id=program_id,
+        mode="script",
+        source="\n".join(p for p in parts if p) + "\n",
         image=_string(row, "image", where),
         origin=where,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,30 @@ def test_cruxeval_rows_call_f_and_keep_the_expected_output(tmp_path: Path) -> No
     assert (program.mode, program.entrypoint, program.input, program.expected_output) == ("call", "f", "'x'", "'x'")
 
 
+def test_mbpp_rows_run_their_code_then_their_asserts_as_a_script(tmp_path: Path) -> None:
+    row = {"task_id": 7, "text": "Add.", "code": "def add(a, b):\r\n\treturn a + b\r\n",
+           "test_setup_code": "import math", "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"],
+           "challenge_test_list": []}
+    path = write_jsonl(tmp_path / "mbpp.jsonl", [row, {**row, "task_id": 8, "test_setup_code": ""}])
+    first, second = load_programs([path])
+    assert (first.program_id, first.mode, first.entrypoint) == ("mbpp_7", "script", None)
+    assert first.source == "def add(a, b):\r\n\treturn a + b\nimport math\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n"
+    assert second.source == "def add(a, b):\r\n\treturn a + b\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n"
+
+
+def test_the_mbpp_corpus_reads_as_scripts(mbpp: list[dict]) -> None:
+    from harvest.inputs import program_from_row
+
+    programs = [program_from_row(row, f"mbpp.jsonl:{n}") for n, row in enumerate(mbpp, start=1)]
+    assert all(p.mode == "script" for p in programs)
+    assert len({p.program_id for p in programs}) == len(mbpp)
+    for program, row in zip(programs, mbpp):
+        assert program.source is not None and program.source.endswith(row["test_list"][-1] + "\n")
+        with warnings.catch_warnings():  # some tasks write regexes as '\w' (a DeprecationWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            compile(program.source, program.program_id, "exec")
+
+
 def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
     programs = load_programs([EXAMPLES])
     modes = {p.program_id: p.mode for p in programs}
@@ -59,6 +84,8 @@ def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
         ('{"id": "x", "source": 3}', "p.jsonl:2: 'source' must be a string, got int"),
         ('{"id": "x", "source": "", "input": "1"}', "p.jsonl:2: 'input' given without an 'entrypoint'"),
         ('{"id": "x", "code": "def f(): pass"}', "p.jsonl:2: missing 'input'"),
+        ('{"task_id": 3, "code": "", "test_list": "assert 1"}', "p.jsonl:2: 'test_list' must be a list of strings"),
+        ('{"code": "", "test_list": []}', "p.jsonl:2: every program needs a non-empty string 'id'"),
         ('{"id": "x", "source": "# \\ud800"}', "p.jsonl:2: a string holds a lone surrogate"),
     ],
 )
