@@ -87,6 +87,16 @@ def _json(value: Any) -> str:
     return json.dumps(value).replace("<|", "<\\u007c")
 
 
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
+
+
+def _json_locals(shown: dict[str, str]) -> str:
+    """`_json` of a dict of str to str, written directly: the same text several times faster
+    (rendering was a third of the trainer's input pipeline)."""
+    text = "{" + ", ".join(_quote(k) + ": " + _quote(v) for k, v in shown.items()) + "}"
+    return text.replace("<|", "<\\u007c")
+
+
 def _check_plain(text: str, what: str) -> None:
     match = _ANY_TOKEN.search(text)
     if match:
@@ -147,10 +157,13 @@ def format_cwm(cwm: CwmTrace) -> str:
         lines[cwm.start_line - 1] = line[: len(line) - len(cr)] + START_MARKER + cr
     parts = [BEGIN_OF_TEXT, TRACE_CONTEXT_START, "\n".join(lines), FRAME_SEP]
     anchor: dict[str, str] | None = None  # full locals of the last call/line frame, if reachable
+    checked: set[str] = set()  # source lines already checked (loops repeat them)
     for frame in cwm.frames:
-        _check_plain(frame.source_line, "a source line")
-        if "\n" in frame.source_line:
-            raise CwmFormatError("a source line contains a newline")
+        if frame.source_line not in checked:
+            _check_plain(frame.source_line, "a source line")
+            if "\n" in frame.source_line:
+                raise CwmFormatError("a source line contains a newline")
+            checked.add(frame.source_line)
         token = _KIND_TOKEN[frame.kind]
         if frame.kind in ("call", "line"):
             state = frame.locals or {}
@@ -162,7 +175,7 @@ def format_cwm(cwm: CwmTrace) -> str:
                     raise CwmFormatError(f"{name!r} has the rendered value '..', ambiguous in CWM text")
                 else:
                     shown[name] = value
-            parts += [token, _json(shown), ACTION_SEP, frame.source_line, "\n", FRAME_SEP]
+            parts += [token, _json_locals(shown), ACTION_SEP, frame.source_line, "\n", FRAME_SEP]
             anchor = state
         else:
             parts += [token, ACTION_SEP, frame.source_line, "\n", ARG_SEP, _json(frame.arg), FRAME_SEP]

@@ -245,3 +245,18 @@ def test_a_crlf_program_gets_the_start_marker_before_its_carriage_return() -> No
     assert "def f(x):  # << START_OF_TRACE\r\n" in text  # not "def f(x):\r  # << ..."
     cwm = parse_cwm(text)
     assert cwm.source == source and cwm.start_line == trace_to_cwm(nested_trace(), source=source).start_line
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        {},
+        {"x": "1"},
+        {"s": "'a\"b\\\\c'", "t": "\t\n\r\x00\x1f", "u": "é€😀", "lone": "\ud800", "tok": "<|frame_sep|> <|"},
+        {"<|k|>": "..", "é": "'x'"},
+    ],
+)
+def test_locals_json_is_the_text_json_dumps_writes(shown: dict) -> None:
+    from schemas.cwm import _json, _json_locals
+
+    assert _json_locals(shown) == _json(shown)
