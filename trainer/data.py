@@ -96,6 +96,12 @@ def shuffled(items: Iterable[Any], buffer_size: int, rng: random.Random) -> Iter
     yield from buffer
 
 
+# A consumer's share of an epoch can be empty (the filters keep nothing in the pieces it drew this
+# epoch) and the next epoch's not: it stops only after this many empty epochs in a row, when its
+# share is empty for good (fewer matching traces than consumers, or none at all), rather than spin.
+EMPTY_EPOCHS_TO_STOP = 10
+
+
 def consumer_slot(rank: int, world_size: int) -> tuple[int, int]:
     """(this consumer's index, number of consumers) over distributed ranks x DataLoader workers."""
     info = get_worker_info()
@@ -145,12 +151,14 @@ class TraceDataset(IterableDataset):
         return itertools.count() if self.epochs is None else range(self.epochs)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        empty = 0
         for epoch in self.epoch_numbers():
             n_rows = 0
             for row in self.iter_epoch(epoch):
                 n_rows += 1
                 yield row
-            if n_rows == 0:  # nothing here for this consumer: cycling epochs would spin forever
+            empty = empty + 1 if n_rows == 0 else 0
+            if empty == EMPTY_EPOCHS_TO_STOP:
                 return
 
     def iter_epoch(self, epoch: int) -> Iterator[dict[str, Any]]:

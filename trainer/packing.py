@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from schemas.cwm import render_cwm
 from schemas.errors import CwmFormatError
-from trainer.data import TraceDataset
+from trainer.data import EMPTY_EPOCHS_TO_STOP, TraceDataset
 from trainer.tokenizer import TraceTokenizer, single_threaded_worker
 
 log = logging.getLogger(__name__)
@@ -141,13 +141,16 @@ class PackedDataset(IterableDataset):
         self.dropped = 0  # traces of the current epoch that gave no chunk
 
     def chunks(self) -> Iterator[Chunk]:
-        """Chunks of every epoch the trace dataset runs; stops if a whole epoch yields none."""
+        """Chunks of every epoch the trace dataset runs; stops after EMPTY_EPOCHS_TO_STOP epochs
+        in a row without one (this consumer's share is empty for good)."""
+        empty = 0
         for epoch in self.traces.epoch_numbers():
             n_chunks = 0
             for chunk in self._epoch_chunks(epoch):
                 n_chunks += 1
                 yield chunk
-            if n_chunks == 0:
+            empty = empty + 1 if n_chunks == 0 else 0
+            if empty == EMPTY_EPOCHS_TO_STOP:
                 return
             if self.dropped:
                 log.warning(

@@ -165,13 +165,24 @@ def heldout_loss(
     return total / max(count, 1)
 
 
+NO_TRAINING_ROWS = (
+    "no training rows: no trace passed the filters (status, length, split), or every "
+    "program's source is longer than max_context_share x seq_len tokens"
+)
+
+
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
     """The loader's rows; the dataset cycles epochs, so running dry means nothing matched."""
     yield from loader
-    raise TrainerError(
-        "no training rows: no trace passed the filters (status, length, split), or every "
-        "program's source is longer than max_context_share x seq_len tokens"
-    )
+    raise TrainerError(NO_TRAINING_ROWS)
+
+
+def _require_training_rows(shards: Sequence[str | Path], cfg: TrainConfig, tokenizer: TraceTokenizer) -> None:
+    """Fail at once, not after every consumer has read its share several times, when the
+    training split gives no chunk at all (reads up to the first chunk: usually one row group)."""
+    traces = TraceDataset(shards, cfg.data, split="train", epochs=1, rank=0, world_size=1)
+    if next(PackedDataset(traces, tokenizer, cfg.model.seq_len).chunks(), None) is None:
+        raise TrainerError(NO_TRAINING_ROWS)
 
 
 @dataclass(frozen=True)
@@ -282,6 +293,7 @@ def train(
         shards, cfg.data, split="train", seed=cfg.seed + start_step, epochs=None,
         rank=run.rank, world_size=run.world_size,
     )
+    _require_training_rows(shards, cfg, tokenizer)
     rows = PackedDataset(traces, tokenizer, cfg.model.seq_len)
     workers = cfg.num_workers
     if workers is None:

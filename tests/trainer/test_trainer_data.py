@@ -112,3 +112,29 @@ def test_bad_path_is_a_clear_error(tmp_path: Path) -> None:
         TraceDataset([tmp_path / "missing"])
     with pytest.raises(ShardError, match="no Parquet shards"):
         TraceDataset([tmp_path])
+
+
+def test_a_consumer_with_an_empty_share_in_one_epoch_goes_on_to_the_next(harvested: Path) -> None:
+    """Pieces are dealt anew every epoch: a consumer whose pieces hold no matching trace this
+    epoch must not stop for good (it ended the stream, and training said 'no training rows')."""
+    from trainer.packing import PackedDataset, cwm_texts
+    from trainer.tokenizer import train_tokenizer
+
+    only_raising = DataConfig(statuses=("exception",))
+    per_epoch = sum(1 for _ in TraceDataset([harvested], only_raising, split="all"))
+    assert 0 < per_epoch < 20  # few matching traces: some consumers draw none in some epochs
+    texts = list(cwm_texts(TraceDataset([harvested], only_raising, split="all")))
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    for rank in range(4):
+        endless = TraceDataset([harvested], only_raising, split="all", epochs=None, rank=rank, world_size=4)
+        assert sum(1 for _ in itertools.islice(endless, 5 * per_epoch)) == 5 * per_epoch
+        chunks = PackedDataset(
+            TraceDataset([harvested], only_raising, split="all", epochs=None, rank=rank, world_size=4),
+            tokenizer, seq_len=256,
+        ).chunks()
+        assert sum(1 for _ in itertools.islice(chunks, 5 * per_epoch)) == 5 * per_epoch
+
+
+def test_a_consumer_whose_share_stays_empty_stops(harvested: Path) -> None:
+    nothing = DataConfig(statuses=("timeout",))
+    assert list(TraceDataset([harvested], nothing, split="all", epochs=None)) == []

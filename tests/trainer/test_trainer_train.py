@@ -160,3 +160,13 @@ def test_workers_option_takes_auto_or_a_count(harvested: Path, tmp_path: Path) -
     done = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "auto")])
     assert done.exit_code == 0, done.output
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["num_workers"] is None
+
+
+def test_no_training_rows_is_an_error_before_any_step(harvested: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    cfg = tiny_config(steps=2)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, statuses=("timeout",)))
+    with pytest.raises(TrainerError, match="no training rows"):
+        train([harvested], tmp_path, cfg, device="cpu")
+    assert not (tmp_path / "checkpoint.pt").exists()
