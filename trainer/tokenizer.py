@@ -49,6 +49,12 @@ class TraceTokenizer:
         if missing:
             log.warning("tokenizer lacks %s; adding them as special tokens", missing)
             tokenizer.add_special_tokens(missing)
+        if tokenizer.padding is not None or tokenizer.truncation is not None:
+            # Rows are packed and padded here; a file's own padding or truncation would put pad
+            # ids inside the traces or cut them.
+            log.warning("tokenizer: its padding/truncation settings are turned off")
+            tokenizer.no_padding()
+            tokenizer.no_truncation()
         self.tokenizer = tokenizer
         self.pad_id = self._id(PAD_TOKEN)
         self.bos_id = self._id("<|begin_of_text|>")
@@ -81,7 +87,9 @@ class TraceTokenizer:
             and model.get("type") == "BPE" and model.get("dropout") in (None, 0.0)
         )
         added = self.tokenizer.get_added_tokens_decoder().values()
-        if not plain or any(t.lstrip or t.rstrip or t.single_word for t in added):
+        # Non-special added tokens are matched after the special ones, in the gaps: one regex
+        # over both would cut a marker that overlaps one of them. `train_tokenizer` adds none.
+        if not plain or any(t.lstrip or t.rstrip or t.single_word or not t.special for t in added):
             return None
         by_length = sorted(self._added_ids, key=len, reverse=True)  # longest match first
         return re.compile("(" + "|".join(map(re.escape, by_length)) + ")").split

@@ -174,3 +174,28 @@ def test_batches_are_the_collated_rows_in_one_storage(harvested: Path, tokenizer
         assert all(torch.equal(batch[f], want[f]) for f in FIELDS)
         storages = {batch[f].untyped_storage().data_ptr() for f in FIELDS}
         assert len(storages) == 1  # one shared-memory segment per batch from a worker
+
+
+def test_a_tokenizer_files_padding_and_truncation_are_turned_off(tokenizer: TraceTokenizer, texts: list[str]) -> None:
+    from tokenizers import Tokenizer
+
+    padded = Tokenizer.from_str(tokenizer.to_str())
+    padded.enable_padding(pad_id=tokenizer.pad_id, pad_token="<|pad|>", length=4096)
+    padded.enable_truncation(max_length=8)
+    wrapped = TraceTokenizer(padded)
+    whole = [e.ids for e in tokenizer.tokenizer.encode_batch(texts[:5], add_special_tokens=False)]
+    assert wrapped.encode_batch(texts[:5]) == whole
+    assert all(tokenizer.pad_id not in ids for ids in whole)
+
+
+def test_added_tokens_that_are_not_special_are_encoded_whole(tokenizer: TraceTokenizer) -> None:
+    """tokenizers matches the markers first, then other added tokens in the gaps: one overlapping
+    a marker ("x<|") would be cut differently piece by piece."""
+    from tokenizers import Tokenizer
+
+    extended = Tokenizer.from_str(tokenizer.to_str())
+    extended.add_tokens(["x<|"])
+    wrapped = TraceTokenizer(extended)
+    assert wrapped._split is None
+    text = "x<|frame_sep|>y"
+    assert wrapped.encode_batch([text]) == [extended.encode(text, add_special_tokens=False).ids]
