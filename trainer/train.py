@@ -106,6 +106,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a worldtrace trainer checkpoint")
+    try:
+        train_config_from_dict(state["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its configuration is not one this trainer reads ({exc})") from exc
     return state
 
 
@@ -114,8 +118,16 @@ def model_from_checkpoint(
 ) -> tuple[TraceLM, TraceTokenizer, TrainConfig]:
     cfg = train_config_from_dict(state["config"])
     model = TraceLM(cfg.model).to(device)
-    model.load_state_dict(state["model"])
+    _load_weights(model, state)
     return model, TraceTokenizer.from_str(state["tokenizer"]), cfg
+
+
+def _load_weights(model: TraceLM, state: dict[str, Any]) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # shapes or names that do not match the saved configuration
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"the checkpoint's weights do not fit its model configuration: {first}") from exc
 
 
 @dataclass(frozen=True)
@@ -131,12 +143,24 @@ def trim_metrics(path: Path, last_step: int) -> None:
     """Drop records past `last_step` (written after the checkpoint a run resumes from)."""
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    steps = [_metrics_step(line) for line in lines]
+    kept = [line for line, step in zip(lines, steps) if step is not None and step <= last_step]
+    if any(line.strip() and step is None for line, step in zip(lines, steps)):
+        log.warning("%s: dropped lines that are not metrics records (a run killed while writing?)", path)
     if len(kept) != len(lines):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
         os.replace(tmp, path)
+
+
+def _metrics_step(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def heldout_rows(
@@ -164,6 +188,9 @@ def heldout_loss(
     model.train()
     return total / max(count, 1)
 
+
+# What a resumed run takes from its command line rather than from the checkpoint.
+RUN_TIME_SETTINGS = ("steps", "num_workers", "log_every", "ckpt_every", "eval_every")
 
 NO_TRAINING_ROWS = (
     "no training rows: no trace passed the filters (status, length, split), or every "
@@ -241,7 +268,9 @@ def train(
     """Train on `shards`, writing checkpoint.pt, tokenizer.json and metrics.jsonl into `out_dir`.
 
     With `resume` and a checkpoint in `out_dir`, the run continues from its step with its saved
-    configuration (only `steps` is taken from `cfg`); the data stream is reseeded by the step.
+    configuration, except the run-time settings (RUN_TIME_SETTINGS: steps, workers, how often to
+    log, checkpoint and validate), taken from `cfg`; the data stream is reseeded by the step.
+    Without `resume`, a checkpoint already in `out_dir` is removed first.
     Under torchrun every rank trains on its share of the shards (DistributedDataParallel) and
     rank 0 writes the files. `on_metrics` sees every record written to metrics.jsonl;
     `on_resume` (rank 0) the step of the checkpoint a run resumes from.
@@ -254,13 +283,18 @@ def train(
     start_step, state = 0, None
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, dev)
-        cfg = dataclasses.replace(train_config_from_dict(state["config"]), steps=cfg.steps)
+        # The saved model, data and optimisation settings, with this command's run-time settings.
+        now = {name: getattr(cfg, name) for name in RUN_TIME_SETTINGS}
+        cfg = dataclasses.replace(train_config_from_dict(state["config"]), **now)
         start_step = int(state["step"])
         tokenizer = TraceTokenizer.from_str(state["tokenizer"])
         log.info("resuming %s at step %d", ckpt_path, start_step)
         if on_resume is not None and run.is_main:
             on_resume(start_step)
     else:
+        if run.is_main and ckpt_path.exists():  # --no-resume: the old run's checkpoint must not outlive it
+            ckpt_path.unlink()
+            log.info("not resuming: removed %s of the previous run", ckpt_path)
         if run.is_main:  # one rank fits the BPE, the others read it back
             if tokenizer_file is not None:
                 tokenizer = TraceTokenizer.load(tokenizer_file)
@@ -282,7 +316,7 @@ def train(
     model = TraceLM(cfg.model).to(dev)
     optimizer = make_optimizer(model, cfg)
     if state is not None:
-        model.load_state_dict(state["model"])
+        _load_weights(model, state)
         optimizer.load_state_dict(state["optimizer"])
     log.info("model: %.2fM parameters on %s", model.num_params() / 1e6, dev)
     ddp: torch.nn.Module = model

@@ -66,7 +66,9 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | No
 @click.option("--eval-every", type=click.IntRange(0), default=0, show_default=True,
               help="Log the loss on held-out programs every N steps (0: never).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from DIR/checkpoint.pt when it exists.")
+              help="Continue from DIR/checkpoint.pt when it exists (model, data and optimiser "
+                   "settings from the checkpoint; steps, workers and the log/ckpt/eval cadence "
+                   "from this command). --no-resume removes that checkpoint and starts over.")
 @silent_option
 def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) -> None:
     """Train a small decoder-only transformer on the CWM text of the traces in SHARDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -163,10 +164,52 @@ def test_workers_option_takes_auto_or_a_count(harvested: Path, tmp_path: Path) -
 
 
 def test_no_training_rows_is_an_error_before_any_step(harvested: Path, tmp_path: Path) -> None:
-    import dataclasses
-
     cfg = tiny_config(steps=2)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, statuses=("timeout",)))
     with pytest.raises(TrainerError, match="no training rows"):
         train([harvested], tmp_path, cfg, device="cpu")
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_resume_takes_its_run_time_settings_from_the_command(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    changed = tiny_config(steps=34, log_every=2, ckpt_every=100, num_workers=0)
+    changed = dataclasses.replace(changed, model=dataclasses.replace(changed.model, n_layer=3))
+    train([harvested], run, changed, device="cpu")
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["steps"], saved["log_every"], saved["ckpt_every"]) == (34, 2, 100)
+    assert saved["model"]["n_layer"] == tiny_config().model.n_layer  # the model stays the saved one
+    assert [r["step"] for r in metrics(run)][30:] == [32, 34]
+
+
+def test_a_half_written_metrics_line_does_not_stop_a_resume(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 31, "loss": 1.2')  # killed while writing
+    train([harvested], run, tiny_config(steps=31), device="cpu")
+    assert [r["step"] for r in metrics(run)] == list(range(1, 32))
+
+
+def test_no_resume_removes_the_old_checkpoint_first(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg = tiny_config(steps=2)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, statuses=("timeout",)))
+    with pytest.raises(TrainerError, match="no training rows"):  # the new run fails early
+        train([harvested], run, cfg, device="cpu", resume=False)
+    assert not (run / "checkpoint.pt").exists()  # no old checkpoint beside the new run's files
+
+
+def test_a_checkpoint_that_does_not_fit_this_trainer_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    from trainer.train import model_from_checkpoint
+
+    state = load_checkpoint(trained_run)
+    newer = {**state, "config": {**state["config"], "label_smoothing": 0.1}}
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match="configuration is not one this trainer reads"):
+        load_checkpoint(tmp_path / "newer.pt")
+    wider = {**state, "config": {**state["config"], "model": {**state["config"]["model"], "d_model": 128}}}
+    with pytest.raises(CheckpointError, match="weights do not fit its model configuration"):
+        model_from_checkpoint(wider, torch.device("cpu"))
