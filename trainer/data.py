@@ -23,7 +23,7 @@ from trainer.config import DataConfig
 Split = Literal["train", "heldout", "all"]
 
 # The columns a CWM rendering and the filters need; everything else (stdout, timings, ...) is never read.
-REQUIRED_COLUMNS = ("program_id", "status", "n_events", "source", "events")
+REQUIRED_COLUMNS = ("program_id", "status", "n_events", "source", "events", "truncated")
 OPTIONAL_COLUMNS = (
     "trace_id",
     "entrypoint",
@@ -31,7 +31,6 @@ OPTIONAL_COLUMNS = (
     "return_value",
     "exception_type",
     "exception_message",
-    "truncated",
 )
 
 
@@ -138,14 +137,18 @@ class TraceDataset(IterableDataset):
             rank = torch.distributed.get_rank() if distributed else 0
             world_size = torch.distributed.get_world_size() if distributed else 1
         self.rank, self.world_size = rank, world_size
-        # Read every footer once here, not again in each rank and DataLoader worker.
-        self.row_groups = [open_shard(fs, name).metadata.num_row_groups for fs, name in self.files]
-        fs, first = self.files[0]
-        names = set(open_shard(fs, first).schema_arrow.names)
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
-        if missing:
-            raise ShardError(f"{first} lacks the trace columns {missing}")
-        self.columns = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in names]
+        # Read every footer once here, not again in each rank and DataLoader worker; a shard
+        # without the columns a rendering needs is an error now, not in a worker later.
+        shards = [(name, open_shard(fs, name)) for fs, name in self.files]
+        self.row_groups = [shard.metadata.num_row_groups for _, shard in shards]
+        in_all = set(OPTIONAL_COLUMNS)
+        for name, shard in shards:
+            names = set(shard.schema_arrow.names)
+            missing = [c for c in REQUIRED_COLUMNS if c not in names]
+            if missing:
+                raise ShardError(f"{name} lacks the trace columns {missing}")
+            in_all &= names
+        self.columns = [*REQUIRED_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in in_all)]
 
     def epoch_numbers(self) -> Iterable[int]:
         return itertools.count() if self.epochs is None else range(self.epochs)

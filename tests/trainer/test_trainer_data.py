@@ -138,3 +138,14 @@ def test_a_consumer_with_an_empty_share_in_one_epoch_goes_on_to_the_next(harvest
 def test_a_consumer_whose_share_stays_empty_stops(harvested: Path) -> None:
     nothing = DataConfig(statuses=("timeout",))
     assert list(TraceDataset([harvested], nothing, split="all", epochs=None)) == []
+
+
+def test_every_shard_is_checked_for_the_columns_a_rendering_needs(harvested: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    first, second = sorted(harvested.glob("*.parquet"))[:2]
+    (tmp_path / "a.parquet").write_bytes(first.read_bytes())
+    table = pq.read_table(second)
+    pq.write_table(table.drop_columns(["events"]), tmp_path / "b.parquet")
+    with pytest.raises(ShardError, match=r"b\.parquet lacks the trace columns \['events'\]"):
+        TraceDataset([tmp_path], split="all")
