@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -95,10 +95,32 @@ def shuffled(items: Iterable[Any], buffer_size: int, rng: random.Random) -> Iter
     yield from buffer
 
 
+T = TypeVar("T")
+
 # A consumer's share of an epoch can be empty (the filters keep nothing in the pieces it drew this
 # epoch) and the next epoch's not: it stops only after this many empty epochs in a row, when its
 # share is empty for good (fewer matching traces than consumers, or none at all), rather than spin.
 EMPTY_EPOCHS_TO_STOP = 10
+
+
+def run_epochs(
+    epochs: Iterable[int],
+    one_epoch: Callable[[int], Iterable[T]],
+    after_epoch: Callable[[int], None] | None = None,
+) -> Iterator[T]:
+    """The items of `one_epoch(e)` for each epoch e, until EMPTY_EPOCHS_TO_STOP empty epochs in a
+    row; `after_epoch(e)` after each epoch (but the one it stops at)."""
+    empty = 0
+    for epoch in epochs:
+        n_items = 0
+        for item in one_epoch(epoch):
+            n_items += 1
+            yield item
+        empty = empty + 1 if n_items == 0 else 0
+        if empty == EMPTY_EPOCHS_TO_STOP:
+            return
+        if after_epoch is not None:
+            after_epoch(epoch)
 
 
 def consumer_slot(rank: int, world_size: int) -> tuple[int, int]:
@@ -154,15 +176,7 @@ class TraceDataset(IterableDataset):
         return itertools.count() if self.epochs is None else range(self.epochs)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        empty = 0
-        for epoch in self.epoch_numbers():
-            n_rows = 0
-            for row in self.iter_epoch(epoch):
-                n_rows += 1
-                yield row
-            empty = empty + 1 if n_rows == 0 else 0
-            if empty == EMPTY_EPOCHS_TO_STOP:
-                return
+        return run_epochs(self.epoch_numbers(), self.iter_epoch)
 
     def iter_epoch(self, epoch: int) -> Iterator[dict[str, Any]]:
         """This consumer's share of one epoch, shuffled."""

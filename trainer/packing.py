@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from schemas.cwm import render_cwm
 from schemas.errors import CwmFormatError
-from trainer.data import EMPTY_EPOCHS_TO_STOP, TraceDataset
+from trainer.data import TraceDataset, run_epochs
 from trainer.tokenizer import TraceTokenizer, single_threaded_worker
 
 log = logging.getLogger(__name__)
@@ -141,23 +141,16 @@ class PackedDataset(IterableDataset):
         self.dropped = 0  # traces of the current epoch that gave no chunk
 
     def chunks(self) -> Iterator[Chunk]:
-        """Chunks of every epoch the trace dataset runs; stops after EMPTY_EPOCHS_TO_STOP epochs
-        in a row without one (this consumer's share is empty for good)."""
-        empty = 0
-        for epoch in self.traces.epoch_numbers():
-            n_chunks = 0
-            for chunk in self._epoch_chunks(epoch):
-                n_chunks += 1
-                yield chunk
-            empty = empty + 1 if n_chunks == 0 else 0
-            if empty == EMPTY_EPOCHS_TO_STOP:
-                return
-            if self.dropped:
-                log.warning(
-                    "epoch %d: %d traces dropped: no frames, or a context over %d tokens",
-                    epoch, self.dropped, self.max_context,
-                )
-                self.dropped = 0
+        """Chunks of every epoch the trace dataset runs (see `run_epochs` for when it stops)."""
+        return run_epochs(self.traces.epoch_numbers(), self._epoch_chunks, self._report_dropped)
+
+    def _report_dropped(self, epoch: int) -> None:
+        if self.dropped:
+            log.warning(
+                "epoch %d: %d traces dropped: no frames, or a context over %d tokens",
+                epoch, self.dropped, self.max_context,
+            )
+            self.dropped = 0
 
     def _epoch_chunks(self, epoch: int) -> Iterator[Chunk]:
         """Tokenise traces a batch at a time (the Rust tokenizer is much faster on batches)."""
