@@ -83,8 +83,12 @@ class CwmTrace:
 
 
 def _json(value: Any) -> str:
+    return _no_markers(json.dumps(value))
+
+
+def _no_markers(json_text: str) -> str:
     # Escape '<|' inside JSON strings (as <\u007c) so values never contain a special token.
-    return json.dumps(value).replace("<|", "<\\u007c")
+    return json_text.replace("<|", "<\\u007c")
 
 
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
@@ -93,8 +97,7 @@ _quote = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str 
 def _json_locals(shown: dict[str, str]) -> str:
     """`_json` of a dict of str to str, written directly: the same text several times faster
     (rendering was a third of the trainer's input pipeline)."""
-    text = "{" + ", ".join(_quote(k) + ": " + _quote(v) for k, v in shown.items()) + "}"
-    return text.replace("<|", "<\\u007c")
+    return _no_markers("{" + ", ".join(_quote(k) + ": " + _quote(v) for k, v in shown.items()) + "}")
 
 
 def _check_plain(text: str, what: str) -> None:

@@ -186,7 +186,12 @@ def _kill_children(me: int) -> None:
 
 
 _IPC_RMID = 0
-_IPC_KINDS = (("shm", "shmid"), ("msg", "msqid"), ("sem", "semid"))
+# /proc/sysvipc file, its id column, and how to remove one object of that kind with libc
+_IPC_KINDS = (
+    ("shm", "shmid", lambda libc, ipc_id: libc.shmctl(ipc_id, _IPC_RMID, None)),
+    ("msg", "msqid", lambda libc, ipc_id: libc.msgctl(ipc_id, _IPC_RMID, None)),
+    ("sem", "semid", lambda libc, ipc_id: libc.semctl(ipc_id, 0, _IPC_RMID)),
+)
 
 
 def remove_sysv_ipc() -> None:
@@ -195,7 +200,8 @@ def remove_sysv_ipc() -> None:
     against the sandbox). Every one, whatever its owner says (a program can hand an object to
     another uid with IPC_SET; it stays its creator's to remove): so only in an IPC namespace of
     the sandbox's own (`--private-ipc`), never on a shared host. Never raises."""
-    for kind, id_column in _IPC_KINDS:
+    libc = None
+    for kind, id_column, remove in _IPC_KINDS:
         try:  # raw reads: this runs after every program, and every page the zygote writes is copied
             fd = os.open("/proc/sysvipc/" + kind, os.O_RDONLY)
             try:
@@ -205,22 +211,16 @@ def remove_sysv_ipc() -> None:
         except OSError:
             continue
         lines = data.decode("ascii", "replace").splitlines()
-        if len(lines) < 2:  # the header alone
+        if len(lines) < 2:  # the header alone: the usual case, no libc needed
             continue
-        header, rows = lines[0].split(), [line.split() for line in lines[1:]]
         try:
-            import ctypes
+            if libc is None:
+                import ctypes
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            at_id = header.index(id_column)
-            for row in rows:
-                ipc_id = int(row[at_id])
-                if kind == "shm":
-                    libc.shmctl(ipc_id, _IPC_RMID, None)
-                elif kind == "msg":
-                    libc.msgctl(ipc_id, _IPC_RMID, None)
-                else:
-                    libc.semctl(ipc_id, 0, _IPC_RMID)
+                libc = ctypes.CDLL(None, use_errno=True)
+            at_id = lines[0].split().index(id_column)
+            for line in lines[1:]:
+                remove(libc, int(line.split()[at_id]))
         except (ValueError, IndexError, OSError, AttributeError):
             continue
 
