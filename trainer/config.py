@@ -45,6 +45,9 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
+    # The step at which the cosine decay reaches min_lr (0: `steps`). A run saves it resolved, so
+    # a resume with a larger --steps goes on at min_lr instead of stretching the schedule again.
+    decay_steps: int = 0
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0

@@ -50,10 +50,12 @@ def autocast(device: torch.device) -> Any:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to `lr`, then cosine decay to `min_lr` at `steps`."""
+    """Linear warm-up to `lr`, then cosine decay to `min_lr` at `decay_steps` (or `steps`), then
+    `min_lr`."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    horizon = cfg.decay_steps or cfg.steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
@@ -283,15 +285,19 @@ def train(
     start_step, state = 0, None
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, dev)
-        # The saved model, data and optimisation settings, with this command's run-time settings.
-        now = {name: getattr(cfg, name) for name in RUN_TIME_SETTINGS}
-        cfg = dataclasses.replace(train_config_from_dict(state["config"]), **now)
         start_step = int(state["step"])
+        if cfg.steps < start_step:
+            raise TrainerError(
+                f"{ckpt_path} is at step {start_step}, past --steps {cfg.steps}: give a larger "
+                "--steps to go on, or --no-resume to start over"
+            )
+        cfg = _resumed_config(train_config_from_dict(state["config"]), cfg)
         tokenizer = TraceTokenizer.from_str(state["tokenizer"])
         log.info("resuming %s at step %d", ckpt_path, start_step)
         if on_resume is not None and run.is_main:
             on_resume(start_step)
     else:
+        cfg = dataclasses.replace(cfg, decay_steps=cfg.decay_steps or cfg.steps)
         if run.is_main and ckpt_path.exists():  # --no-resume: the old run's checkpoint must not outlive it
             ckpt_path.unlink()
             log.info("not resuming: removed %s of the previous run", ckpt_path)
@@ -405,6 +411,17 @@ def train(
         if run.owns_group:
             dist.destroy_process_group()
     return TrainResult(run.rank, step, ckpt_path, metrics_path, last_loss)
+
+
+def _resumed_config(saved: TrainConfig, command: TrainConfig) -> TrainConfig:
+    """The saved model, data and optimisation settings with the command's run-time settings.
+
+    The learning-rate schedule keeps its saved horizon (checkpoints from before `decay_steps`
+    decayed at their `steps`), unless the command sets `decay_steps` itself.
+    """
+    now = {name: getattr(command, name) for name in RUN_TIME_SETTINGS}
+    horizon = command.decay_steps or saved.decay_steps or saved.steps
+    return dataclasses.replace(saved, decay_steps=horizon, **now)
 
 
 def _mean_over_ranks(value: float, run: Distributed) -> float:

@@ -44,6 +44,9 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | No
               help="Peak learning rate (cosine decay to lr/10).")
 @click.option("--warmup", type=click.IntRange(0), default=100, show_default=True,
               help="Linear warm-up steps.")
+@click.option("--decay-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Step at which the cosine decay reaches lr/10, then stays there (0: --steps). "
+                   "A resume keeps its run's own unless this is given.")
 @click.option("--layers", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--heads", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--d-model", type=click.IntRange(8), default=256, show_default=True,
@@ -68,7 +71,8 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | No
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from DIR/checkpoint.pt when it exists (model, data and optimiser "
                    "settings from the checkpoint; steps, workers and the log/ckpt/eval cadence "
-                   "from this command). --no-resume removes that checkpoint and starts over.")
+                   "from this command; a larger --steps goes on at the decayed learning rate). "
+                   "--no-resume removes that checkpoint and starts over.")
 @silent_option
 def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) -> None:
     """Train a small decoder-only transformer on the CWM text of the traces in SHARDS
@@ -126,6 +130,7 @@ def _config(options: dict[str, Any]) -> Any:
                         heldout_fraction=options["heldout_fraction"]),
         steps=options["steps"], batch_size=options["batch_size"], grad_accum=options["grad_accum"],
         lr=options["lr"], min_lr=options["lr"] / 10, warmup_steps=options["warmup"],
+        decay_steps=options["decay_steps"],
         seed=options["seed"], num_workers=options["workers"], log_every=options["log_every"],
         ckpt_every=options["ckpt_every"], eval_every=options["eval_every"],
         vocab_size=options["vocab_size"],

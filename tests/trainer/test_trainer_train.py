@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.trainer.conftest import tiny_config
+from tests.trainer.conftest import TINY, tiny_config
 from trainer.config import train_config_from_dict
 from trainer.errors import CheckpointError, TrainerError
 from trainer.train import load_checkpoint, lr_at, resolve_device, train
+
+TINY_MIN_LR = TINY["min_lr"]
 
 
 def metrics(run: Path) -> list[dict]:
@@ -124,7 +126,7 @@ def test_workers_run_when_tokenizers_parallelism_is_forced_on(harvested: Path, t
     """TOKENIZERS_PARALLELISM=true (common in Hugging Face set-ups) used to hang the first batch of
     every DataLoader worker: the BPE thread pool that fitted the tokenizer does not survive fork."""
     code = (
-        "import sys; from pathlib import Path; from tests.trainer.conftest import tiny_config; "
+        "import sys; from pathlib import Path; from tests.trainer.conftest import TINY, tiny_config; "
         "from trainer.train import train; "
         "train([Path(sys.argv[1])], Path(sys.argv[2]), tiny_config(steps=2, num_workers=1), device='cpu')"
     )
@@ -181,6 +183,47 @@ def test_a_resume_takes_its_run_time_settings_from_the_command(trained_run: Path
     assert (saved["steps"], saved["log_every"], saved["ckpt_every"]) == (34, 2, 100)
     assert saved["model"]["n_layer"] == tiny_config().model.n_layer  # the model stays the saved one
     assert [r["step"] for r in metrics(run)][30:] == [32, 34]
+
+
+def test_a_resume_with_more_steps_goes_on_at_the_decayed_learning_rate(
+    trained_run: Path, harvested: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert metrics(run)[29]["lr"] > TINY_MIN_LR  # step 30 was the last one of the decay
+    train([harvested], run, tiny_config(steps=33), device="cpu")
+    assert [r["lr"] for r in metrics(run)[30:]] == [pytest.approx(TINY_MIN_LR)] * 3
+    assert json.loads((run / "config.json").read_text())["decay_steps"] == 30
+    assert train_config_from_dict(load_checkpoint(run)["config"]).decay_steps == 30
+
+
+def test_a_checkpoint_without_decay_steps_keeps_its_schedule(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    del state["config"]["decay_steps"]  # as the trainer saved it before the setting existed
+    torch.save(state, run / "checkpoint.pt")
+    train([harvested], run, tiny_config(steps=32), device="cpu")
+    assert [r["lr"] for r in metrics(run)[30:]] == [pytest.approx(TINY_MIN_LR)] * 2
+
+
+def test_a_resume_given_decay_steps_stretches_the_schedule(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg = tiny_config(steps=32, decay_steps=60)
+    train([harvested], run, cfg, device="cpu")
+    assert [r["lr"] for r in metrics(run)[30:]] == [pytest.approx(lr_at(30, cfg)), pytest.approx(lr_at(31, cfg))]
+    assert metrics(run)[30]["lr"] > 2 * TINY_MIN_LR
+
+
+def test_steps_below_the_checkpoint_is_an_error(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = (run / "config.json").read_text()
+    with pytest.raises(TrainerError, match="at step 30, past --steps 20"):
+        train([harvested], run, tiny_config(steps=20, log_every=5), device="cpu")
+    assert (run / "config.json").read_text() == config
+    assert len(metrics(run)) == 30
 
 
 def test_a_half_written_metrics_line_does_not_stop_a_resume(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
