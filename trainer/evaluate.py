@@ -9,7 +9,6 @@ event kind, the source line, and each variable's value (return/exception frames:
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from schemas.cwm import (
     RETURN_SEP,
     UNCHANGED,
 )
+from trainer.config import TrainConfig
 from trainer.data import Split, TraceDataset
 from trainer.errors import TrainerError
 from trainer.packing import cwm_texts, split_frames
@@ -117,6 +117,11 @@ class KindScore:
         }
 
 
+def max_context_tokens(cfg: TrainConfig) -> int:
+    """The longest context training keeps (a longer one drops the trace; see PackedDataset)."""
+    return int(cfg.data.max_context_share * (cfg.model.seq_len + 1))
+
+
 def prompts(
     ids: list[int], frame_sep_id: int, seq_len: int, n_targets: int, max_new: int,
     rng: random.Random,
@@ -157,11 +162,17 @@ def evaluate(
     traces = TraceDataset(shards, cfg.data, split=split, seed=seed, rank=0, world_size=1)
     rng = random.Random(seed)
     pairs: list[tuple[list[int], list[int]]] = []
-    n_traces = 0
-    for text in itertools.islice(cwm_texts(traces), max_traces):
-        n_traces += 1
+    n_traces = long_context = 0
+    sep, seq_len, max_context = tokenizer.frame_sep_id, cfg.model.seq_len, max_context_tokens(cfg)
+    for text in cwm_texts(traces):
+        if n_traces == max_traces:
+            break
         ids = tokenizer.encode(text)
-        sep, seq_len = tokenizer.frame_sep_id, cfg.model.seq_len
+        context = ids.index(sep) + 1 if sep in ids else len(ids)
+        if context > max_context:  # as in training: dropped (not counted against max_traces)
+            long_context += 1
+            continue
+        n_traces += 1
         pairs += prompts(ids, sep, seq_len, frames_per_trace, max_new_tokens, rng)
     per_kind: dict[str, KindScore] = {}
     total = KindScore()
@@ -180,12 +191,14 @@ def evaluate(
     if total.frames == 0:
         raise TrainerError(
             f"no {split} frames to evaluate in {', '.join(map(str, shards))} "
-            f"(held-out fraction {cfg.data.heldout_fraction}, {n_traces} traces matched)"
+            f"(held-out fraction {cfg.data.heldout_fraction}, {n_traces} traces matched, "
+            f"{long_context} dropped for a context over {max_context} tokens)"
         )
     return {
         "checkpoint": str(checkpoint),
         "split": split,
         "traces": n_traces,
+        "traces_long_context": long_context,
         "overall": total.report(),
         "per_kind": {kind: score.report() for kind, score in sorted(per_kind.items())},
     }

@@ -53,7 +53,9 @@ def command(checkpoint: str, shards: tuple[str, ...], as_json: bool, **options: 
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"{report['traces']} {report['split']} traces, checkpoint {report['checkpoint']}")
+    dropped = report["traces_long_context"]
+    note = f" ({dropped} more dropped, as in training: context too long)" if dropped else ""
+    click.echo(f"{report['traces']} {report['split']} traces{note}, checkpoint {report['checkpoint']}")
     rows = [("overall", report["overall"])] + list(report["per_kind"].items())
     click.echo(f"{'event kind':<10}" + "".join(f"{h:>15}" for h in HEADERS))
     for name, scores in rows:

@@ -6,13 +6,17 @@ import json
 import random
 from pathlib import Path
 
+import torch
 from click.testing import CliRunner
 
 from harvest.cli import cli
 from schemas.cwm import parse_cwm
+from trainer.config import train_config_from_dict
 from trainer.data import TraceDataset
 from trainer.evaluate import RETURN_VALUE, evaluate, parse_frame, prompts
 from trainer.packing import cwm_texts
+from trainer.tokenizer import TraceTokenizer
+from trainer.train import load_checkpoint
 
 SEP = 99
 
@@ -53,6 +57,26 @@ def test_eval_reports_accuracies_per_event_kind(trained_run: Path, harvested: Pa
             assert scores[name] is None or 0.0 <= scores[name] <= 1.0
     # 30 steps are enough to learn what kind of frame comes next most of the time
     assert report["overall"]["kind_accuracy"] > 0.5
+
+
+def test_eval_drops_the_traces_training_drops_for_a_long_context(trained_run: Path, harvested: Path,
+                                                                  tmp_path: Path) -> None:
+    state = load_checkpoint(trained_run)
+    tokenizer = TraceTokenizer.from_str(state["tokenizer"])
+    cfg = train_config_from_dict(state["config"])
+    sep = tokenizer.frame_sep_id
+    contexts = sorted(
+        tokenizer.encode(text).index(sep) + 1
+        for text in cwm_texts(TraceDataset([harvested], cfg.data, split="heldout"))
+    )
+    cut = contexts[len(contexts) // 2]  # about half of the held-out traces have a longer context
+    kept = sum(n <= cut for n in contexts)
+    assert 0 < kept < len(contexts)
+    state["config"]["data"]["max_context_share"] = (cut + 0.5) / (cfg.model.seq_len + 1)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    report = evaluate(tmp_path / "checkpoint.pt", [harvested], device="cpu", max_traces=1000,
+                      frames_per_trace=1, max_new_tokens=4)
+    assert (report["traces"], report["traces_long_context"]) == (kept, len(contexts) - kept)
 
 
 def test_cli_train_and_eval(harvested: Path, tmp_path: Path) -> None:
