@@ -455,6 +455,18 @@ class Recorder:
         (``truncated_reason`` "interrupted"), the program goes on as it would untraced. Anything
         else is the tracer's failure: recorded (``fail``) and swallowed, except that running out
         of memory only stops the recording (``truncated_reason`` "memory")."""
+        if isinstance(exc, RecursionError):
+            # The program's stack is at the recursion limit: it gets the RecursionError here,
+            # a few frames before it would untraced, as when the interpreter cannot start a
+            # callback at the limit. Swallowed, the program would recurse on past the limit
+            # (on 3.8 into "Cannot recover from stack overflow").
+            if self.truncated_reason is None:
+                self.truncated_reason = "events_lost"
+            try:
+                self.halt()
+            except RecursionError:  # no room for the backend's hook: the callbacks see this
+                self.active = False
+            raise exc
         if isinstance(exc, Exception) and not _raised_by_signal_handler(exc):
             if isinstance(exc, MemoryError):
                 if self.truncated_reason is None:

@@ -22,6 +22,10 @@ from .env import PYBEHAVIOR
 DEFAULT_MAX_VALUE_CHARS = 1000
 DEFAULT_MAX_ITEMS = 100
 DEFAULT_MAX_DEPTH = 8
+# A depth budget up to this cannot exhaust the interpreter's stack by itself (a few frames per
+# level): a RecursionError while rendering within it means the program's stack is at its limit,
+# and it goes to the program (Recorder.caught) instead of becoming an opaque rendering.
+STACK_SAFE_DEPTH = 100
 
 ELLIPSIS_MARK = "..."
 # In a rendering's ids: the items budget or the depth budget left out items that may be mutable
@@ -270,6 +274,8 @@ class Renderer:
         try:
             text = self._render(value, 0, _Budget(self.max_value_chars))
         except RecursionError:
+            if self.max_depth <= STACK_SAFE_DEPTH:
+                raise  # not the value's nesting: the program's stack is at its limit
             return "<%s object>" % type_name(t)
         except Exception:
             self._failed.add(t)
@@ -354,6 +360,8 @@ class Renderer:
         try:
             text = self._render(value, 0, budget)
         except RecursionError:
+            if self.max_depth <= STACK_SAFE_DEPTH:
+                raise  # not the value's nesting: the program's stack is at its limit
             return "<%s object>" % type_name(t), None
         except Exception:
             self._failed.add(t)

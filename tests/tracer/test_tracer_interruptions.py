@@ -54,6 +54,23 @@ RECURSION = """\
         return out, x + 1
     """
 
+RECURSION_RENDERING = """\
+    def r(n, acc):
+        acc = acc + [n, {"k": [n]}]
+        return r(n + 1, acc[-3:])
+
+    def pad(k):
+        if k:
+            return pad(k - 1)
+        try:
+            r(0, [])
+        except RecursionError:
+            return "RE"
+
+    def f(x):
+        return pad(PAD)
+    """
+
 SETTRACE_OFF = """\
     import sys
 
@@ -91,11 +108,23 @@ def test_a_signal_handlers_exception_reaches_the_program(version: str, backend: 
 
 @pytest.mark.parametrize("version, backend", COMBOS, ids=[f"{v}-{b}" for v, b in COMBOS])
 def test_events_lost_at_the_recursion_limit_are_flagged(version: str, backend: str, tmp_path: Path) -> None:
-    if version == "3.8":
-        pytest.skip("3.8 aborts ('Cannot recover from stack overflow') under settrace: a documented residual")
     trace = _trace(version, backend, RECURSION, tmp_path)
     assert (trace["status"], trace["return_value"]) == ("ok", "('RE', 2)")
     assert trace["truncated"] and trace["truncated_reason"] == "events_lost"
+    assert trace["tracer_error"] is None
+
+
+@pytest.mark.parametrize("version, backend", COMBOS, ids=[f"{v}-{b}" for v, b in COMBOS])
+def test_a_recursion_error_inside_a_callback_goes_to_the_program(version: str, backend: str, tmp_path: Path) -> None:
+    """Wherever the limit is hit in the tracer's own code (rendering a list, at several depths),
+    the program gets its RecursionError, as untraced: neither swallowed (on 3.8 the program then
+    recursed on into "Cannot recover from stack overflow") nor an opaque rendering."""
+    for pad in range(4):
+        trace = _trace(version, backend, RECURSION_RENDERING.replace("PAD", str(pad)), tmp_path)
+        assert (trace["status"], trace["return_value"], trace["tracer_error"]) == ("ok", "'RE'", None)
+        assert trace["truncated_reason"] == "events_lost"
+        rendered = [v for e in trace["events"] for v in (e["locals"] or {}).values() if v]
+        assert not any(v.endswith(" object>") for v in rendered)
 
 
 @pytest.mark.parametrize("version", sorted(PYTHONS))
