@@ -20,7 +20,7 @@ import traceback
 import types
 
 from . import codeinfo
-from .render import ELIDED, IMMUTABLE_TYPES, Renderer
+from .render import ELIDED, Renderer, is_immutable_type
 
 try:
     from _thread import get_ident
@@ -366,7 +366,7 @@ class Recorder:
                 g = frame.f_globals
                 for gname in eff.globals:
                     gval = g.get(gname)
-                    if gval is not None and type(gval) not in IMMUTABLE_TYPES and not _inert_global(gval):
+                    if gval is not None and not is_immutable_type(type(gval)) and not _inert_global(gval):
                         return self.delta(act, mapping)
             names = eff.ordered_both
             shared = eff.ordered_both if eff.inplace else eff.ordered_loads

@@ -71,8 +71,19 @@ _TABLE = "table"  # marks a table key (see Renderer.render_keyed)
 _FAST_INT_MAX = 1 << 3300
 _FAST_INT_MIN = -_FAST_INT_MAX
 
-_FUNCTION_TYPES = (types.FunctionType, types.LambdaType)
-_BUILTIN_FUNCTION_TYPES = (types.BuiltinFunctionType, types.BuiltinMethodType)
+# The same sets by the ids of their types. A set (or dict) lookup of a class hashes it and may
+# compare it, which runs its metaclass's ``__hash__``/``__eq__``: user code when a program's
+# metaclass defines them. The types of arbitrary values are therefore looked up by id (an int);
+# the builtin types here live as long as the interpreter, so their ids are never reused.
+_IMMUTABLE_IDS = frozenset(map(id, IMMUTABLE_TYPES))
+_SCALAR_IDS = frozenset(map(id, _SCALARS))
+_SCALARS_OR_TUPLE_IDS = frozenset(map(id, _SCALARS_OR_TUPLE))
+_FAST_KINDS_IDS = frozenset(map(id, _FAST_KINDS))
+_INT_BOOL_IDS = frozenset(map(id, _INT_BOOL))
+_STR_ONLY_IDS = frozenset(map(id, _STR_ONLY))
+_SEQ_IDS = frozenset(map(id, _SEQ_TYPES))
+_STR_ID = id(str)
+
 
 _WrapperDescriptor = types.WrapperDescriptorType
 _BASE_EXC_STR = BaseException.__dict__["__str__"]
@@ -201,6 +212,23 @@ def omitted_attrs(cls: type) -> frozenset:
     return out
 
 
+def type_ids(items) -> set:
+    """The ids of the types of the sequence ``items`` (see _IMMUTABLE_IDS: never the types
+    themselves); one id when all the items have the type of the first, the common case."""
+    if not items:
+        return set()
+    first = type(items[0])
+    for item in items:
+        if type(item) is not first:
+            return set(map(id, map(type, items)))
+    return {id(first)}
+
+
+def is_immutable_type(t: type) -> bool:
+    """Whether ``t`` is one of IMMUTABLE_TYPES, without hashing ``t``."""
+    return id(t) in _IMMUTABLE_IDS
+
+
 def _stdlib_type(module: str, name: str) -> object:
     """A stdlib type if its module is already imported (never import on the program's behalf)."""
     mod = sys.modules.get(module)
@@ -230,11 +258,11 @@ class _Budget:
         if len(some) > _SCAN_LEFT_OUT:
             self.elided = True
             return
-        kinds = set(map(type, some))
-        if kinds <= IMMUTABLE_TYPES:
+        kinds = type_ids(some)
+        if kinds <= _IMMUTABLE_IDS:
             return
-        if kinds <= _SCALARS_OR_TUPLE and all(
-            set(map(type, item)) <= IMMUTABLE_TYPES for item in some if type(item) is tuple
+        if kinds <= _SCALARS_OR_TUPLE_IDS and all(
+            type_ids(item) <= _IMMUTABLE_IDS for item in some if type(item) is tuple
         ):
             return
         self.elided = True
@@ -252,7 +280,9 @@ class Renderer:
         self.max_value_chars = max_value_chars if max_value_chars > 0 else sys.maxsize
         self.max_items = max_items if max_items > 0 else sys.maxsize
         self.max_depth = max_depth if max_depth > 0 else sys.maxsize
-        self._failed: set = set()
+        # Types whose rendering failed once, and the rendering function of each type seen; both
+        # by id(type) -> (type, ...), the type kept so that its id is not reused meanwhile.
+        self._failed: dict = {}
         self._kinds: dict = {}
         # Whether a collections.defaultdict (or subclass) was rendered: the recorder then checks
         # the lines that subscript for one (reading a missing key inserts it).
@@ -278,7 +308,7 @@ class Renderer:
                 raise  # not the value's nesting: the program's stack is at its limit
             return "<%s object>" % type_name(t)
         except Exception:
-            self._failed.add(t)
+            self._failed[id(t)] = t
             return "<%s object>" % type_name(t)
         return self._cut(text)
 
@@ -292,7 +322,7 @@ class Renderer:
         immutable scalars (see ``unchanged``), and ``MUTABLE`` for everything else.
         """
         t = type(value)
-        if t in IMMUTABLE_TYPES:
+        if id(t) in _IMMUTABLE_IDS:
             return self.render(value), None, value
         if t is list or t is tuple:
             n = len(value)  # type: ignore[arg-type]
@@ -300,16 +330,16 @@ class Renderer:
                 # The hot case (a mutated list of numbers): the interpreter's own repr, when
                 # every item is a small exact scalar, is exactly what the item-by-item path
                 # produces.
-                kinds = set(map(type, value))  # type: ignore[call-overload]
-                if len(kinds) == 1 or kinds == _INT_BOOL or kinds == _SEQ_TYPES:
+                kinds = type_ids(value)
+                if len(kinds) == 1 or kinds == _INT_BOOL_IDS or kinds == _SEQ_IDS:
                     ok = False
-                    if kinds <= _INT_BOOL:
+                    if kinds <= _INT_BOOL_IDS:
                         ok = _FAST_INT_MIN < min(value) and max(value) < _FAST_INT_MAX  # type: ignore[type-var,call-overload]
-                    elif kinds == _STR_ONLY:
+                    elif kinds == _STR_ONLY_IDS:
                         ok = max(map(len, value)) <= _FAST_STR_LEN  # type: ignore[call-overload]
-                    elif kinds <= _FAST_KINDS:
+                    elif kinds <= _FAST_KINDS_IDS:
                         ok = True
-                    elif kinds <= _SEQ_TYPES and self.max_depth > 1 and all(map(self._flat_scalars, value)):  # type: ignore[call-overload]
+                    elif kinds <= _SEQ_IDS and self.max_depth > 1 and all(map(self._flat_scalars, value)):  # type: ignore[call-overload]
                         # A table (a list of lists of small scalars, e.g. a matrix): likewise,
                         # keyed by its rows' items so that a changed cell re-renders one row.
                         reprs = list(map(repr, value))  # type: ignore[call-overload]
@@ -346,14 +376,14 @@ class Renderer:
             return False
         if n == 0:
             return True
-        kinds = set(map(type, seq))
-        if len(kinds) != 1 and kinds != _INT_BOOL:
+        kinds = type_ids(seq)
+        if len(kinds) != 1 and kinds != _INT_BOOL_IDS:
             return False
-        if kinds <= _INT_BOOL:
+        if kinds <= _INT_BOOL_IDS:
             return _FAST_INT_MIN < min(seq) and max(seq) < _FAST_INT_MAX
-        if kinds == _STR_ONLY:
+        if kinds == _STR_ONLY_IDS:
             return max(map(len, seq)) <= _FAST_STR_LEN
-        return kinds <= _FAST_KINDS
+        return kinds <= _FAST_KINDS_IDS
 
     def _render_ids(self, value: object, t: type) -> tuple:
         budget = _Budget(self.max_value_chars)
@@ -364,7 +394,7 @@ class Renderer:
                 raise  # not the value's nesting: the program's stack is at its limit
             return "<%s object>" % type_name(t), None
         except Exception:
-            self._failed.add(t)
+            self._failed[id(t)] = t
             return "<%s object>" % type_name(t), None
         if budget.elided:
             budget.ids.append(ELIDED)
@@ -387,7 +417,7 @@ class Renderer:
         else:
             head, tail = self._items_plan(n)
             items = tuple(value[:head]) + tuple(value[n - tail:])  # type: ignore[index]
-        if not set(map(type, items)) <= IMMUTABLE_TYPES:
+        if not type_ids(items) <= _IMMUTABLE_IDS:
             return None
         return (id(value), t, n, items, None)
 
@@ -424,7 +454,7 @@ class Renderer:
             # Same object (the ids feed the alias checks), same type, same items.
             if id(row) == row_id and type(row) is row_type and len(row) == len(items) and all(map(is_, items, row)):
                 continue
-            if type(row) not in _SEQ_TYPES or not self._flat_scalars(row):
+            if id(type(row)) not in _SEQ_IDS or not self._flat_scalars(row):
                 return self.render_keyed(value)
             if new_rows is None:
                 new_rows, reprs = list(rows), list(reprs)
@@ -449,7 +479,7 @@ class Renderer:
             elif tv is str:
                 if len(v) > _FAST_STR_LEN:
                     return self.render_keyed(value)
-            elif tv not in _FAST_KINDS:
+            elif id(tv) not in _FAST_KINDS_IDS:
                 return self.render_keyed(value)
             reprs[i] = repr(v)
         text = "[" + ", ".join(reprs) + "]"
@@ -523,7 +553,7 @@ class Renderer:
     def _plain(self, value: object, depth: int = 0) -> bool:
         """True when ``value`` is built only of exact builtin scalars/containers (safe str())."""
         t = type(value)
-        if t in IMMUTABLE_TYPES:
+        if id(t) in _IMMUTABLE_IDS:
             return True
         if depth < 3 and (t is tuple or t is list):
             return all(self._plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
@@ -547,16 +577,16 @@ class Renderer:
 
     def _render(self, value: object, depth: int, budget: _Budget) -> str:
         t = type(value)
-        if t in _SCALARS:
-            if t is int:
-                return self._spend(budget, self._int(value))  # type: ignore[arg-type]
-            return self._spend(budget, repr(value))
+        if t is int:
+            return self._spend(budget, self._int(value))  # type: ignore[arg-type]
         if t is str:
             return self._spend(budget, self._str(value))  # type: ignore[arg-type]
+        if id(t) in _SCALAR_IDS:
+            return self._spend(budget, repr(value))
         if t is bytes:
             return self._spend(budget, self._bytes(value))  # type: ignore[arg-type]
         budget.ids.append(id(value))
-        if t in self._failed:
+        if self._failed and self._failed.get(id(t)) is t:
             return self._spend(budget, "<%s object>" % type_name(t))
         if t is list:
             return self._seq(value, depth, budget, "[", "]", t)
@@ -576,13 +606,12 @@ class Renderer:
             return self._set(value, depth, budget, "frozenset({", "})")
         if t is bytearray:
             return self._spend(budget, "bytearray(%s)" % self._bytes(bytes(value)))  # type: ignore[arg-type]
-        kind = self._kinds.get(t)
-        if kind is None:
-            kind = self._classify(t)
-            self._kinds[t] = kind
+        entry = self._kinds.get(id(t))
+        if entry is None or entry[0] is not t:
+            entry = self._kinds[id(t)] = (t, self._classify(t))
             if issubclass(t, _defaultdict):
                 self.saw_defaultdict = True
-        return kind(value, depth, budget)
+        return entry[1](value, depth, budget)
 
     def _int(self, value: int) -> str:
         if value.bit_length() <= _MAX_INT_BITS:
@@ -681,16 +710,16 @@ class Renderer:
         The common case (lists of ints, floats, short strings) at C speed; exactly what the
         item-by-item path produces when the budget is not exhausted.
         """
-        kinds = set(map(type, items))
-        if len(kinds) != 1 and kinds != _INT_BOOL:
+        kinds = type_ids(items)
+        if len(kinds) != 1 and kinds != _INT_BOOL_IDS:
             return None
-        if kinds <= _INT_BOOL:
+        if kinds <= _INT_BOOL_IDS:
             if not (_FAST_INT_MIN < min(items) and max(items) < _FAST_INT_MAX):
                 return None  # huge ints take the _int path (digit estimate)
-        elif str in kinds:
+        elif _STR_ID in kinds:
             if max(map(len, items)) > _FAST_STR_LEN:
                 return None
-        elif not kinds <= _FAST_KINDS:
+        elif not kinds <= _FAST_KINDS_IDS:
             return None
         try:
             text = ", ".join(map(repr, items))
@@ -781,7 +810,8 @@ class Renderer:
     # -- non-builtin types: chosen once per type --------------------------------------------
 
     def _classify(self, t: type):
-        """Pick the rendering function for type ``t`` (cached per type)."""
+        """Pick the rendering function for type ``t`` (cached per type). ``t`` is compared by
+        identity and ``issubclass`` only (see _IMMUTABLE_IDS)."""
         name = type_name(t)
         if issubclass(t, BaseException):
             return self._make_exception(t)
@@ -790,9 +820,9 @@ class Renderer:
             return self._make_enum(t)
         if issubclass(t, type):
             return lambda v, d, b: self._spend(b, "<class '%s'>" % type_qualified_name(v))
-        if t in _FUNCTION_TYPES:
+        if t is types.FunctionType:
             return lambda v, d, b: self._spend(b, "<function %s>" % _safe_str(v.__qualname__))
-        if t in _BUILTIN_FUNCTION_TYPES:
+        if t is types.BuiltinFunctionType or t is types.BuiltinMethodType:
             return self._render_builtin_function
         if t is types.MethodWrapperType:
             def method_wrapper_kind(v, d, b):
@@ -804,8 +834,8 @@ class Renderer:
             return self._render_method
         if t is types.ModuleType:
             return lambda v, d, b: self._spend(b, "<module %r>" % _safe_str(v.__name__))
-        if t in (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType):
-            kind = {types.GeneratorType: "generator", types.CoroutineType: "coroutine"}.get(t, "async_generator")
+        if t is types.GeneratorType or t is types.CoroutineType or t is types.AsyncGeneratorType:
+            kind = "generator" if t is types.GeneratorType else "coroutine" if t is types.CoroutineType else "async_generator"
             return lambda v, d, b: self._spend(b, "<%s object %s>" % (kind, _safe_str(v.__qualname__)))
         special = self._stdlib_kind(t)
         if special is not None:
@@ -882,7 +912,7 @@ class Renderer:
                 def counter_kind(v, d, b):
                     if not v:
                         return "Counter()"
-                    pairs = sorted(_dict_items(v), key=lambda kv: kv[1] if type(kv[1]) in (int, float) else 0,
+                    pairs = sorted(_dict_items(v), key=lambda kv: kv[1] if type(kv[1]) is int or type(kv[1]) is float else 0,
                                    reverse=True)
                     # The sorted pairs, not a new dict: that would hash the keys again.
                     return self._dict(v, d, b, "{", "}", prefix="Counter(", suffix=")", items=pairs)

@@ -242,6 +242,62 @@ def test_type_names_and_modules_of_user_types() -> None:
     assert no_user_code(R.exception_message, exc("x")) == "x"
 
 
+class HashingMeta(type):
+    """A metaclass whose classes hash and compare by user code: a set or dict lookup of such a
+    class (the renderer's type checks) would run it."""
+
+    def __hash__(cls):
+        _ran("metaclass __hash__")
+        return 1
+
+    def __eq__(cls, other):
+        _ran("metaclass __eq__")
+        return False
+
+
+class Hashed(metaclass=HashingMeta):
+    def __init__(self, x):
+        self.x = x
+
+
+class HashedList(list, metaclass=HashingMeta):
+    pass
+
+
+def test_types_are_never_hashed_or_compared() -> None:
+    assert no_user_code(R.render, Hashed(1)) == "Hashed(x=1)"
+    assert no_user_code(R.render, [Hashed(1), Hashed(2)]) == "[Hashed(x=1), Hashed(x=2)]"
+    assert no_user_code(R.render, (1, Hashed(3))) == "(1, Hashed(x=3))"
+    assert no_user_code(R.render, {Hashed(4)}).startswith("{Hashed(x=4)")
+    assert no_user_code(R.render, {"k": [Hashed(5)] * 150}).startswith("{'k': [Hashed(x=5)")
+    assert no_user_code(R.render_keyed, [Hashed(6), 1])[0] == "[Hashed(x=6), 1]"
+    assert no_user_code(R.render, HashedList([1, 2])) == "HashedList([1, 2])"
+    assert no_user_code(R.render, Hashed) == f"<class '{__name__}.Hashed'>"
+    assert no_user_code(R.render, collections.Counter({"a": Hashed(7)})) == "Counter({'a': Hashed(x=7)})"
+
+
+def test_tracing_a_program_with_a_hashing_metaclass_changes_nothing(backend: str) -> None:
+    source = textwrap.dedent("""\
+        calls = []
+        class Meta(type):
+            def __hash__(cls):
+                calls.append("hash")
+                return 1
+            def __eq__(cls, other):
+                calls.append("eq")
+                return False
+        class P(metaclass=Meta):
+            def __init__(self, x):
+                self.x = x
+        def f(n):
+            p = P(n)
+            q = [p, P(n + 1)]
+            return len(calls), q
+    """)
+    t = trace_call("prog.py", "f", "1", source=source, backend=backend)
+    assert (t["status"], t["return_value"]) == ("ok", "(0, [P(x=1), P(x=2)])"), t
+
+
 def test_instance_dicts_and_counters_with_user_keys() -> None:
     obj = Plain()
     obj.__dict__[Loud()] = 1
