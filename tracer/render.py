@@ -671,12 +671,13 @@ class Renderer:
         head, tail = self._items_plan(n)
         fast = self._fast_items(getitem(value, slice(0, head)), budget)
         if fast is not None:
-            if tail and budget.chars > 0:
+            if not tail:
+                return prefix + open_ + fast + close + suffix
+            if budget.chars > 0:
                 fast_tail = self._fast_items(getitem(value, slice(n - tail, n)), budget)
                 if fast_tail is not None:
                     return prefix + open_ + fast + ", " + ELLIPSIS_MARK + ", " + fast_tail + close + suffix
-            elif not tail:
-                return prefix + open_ + fast + close + suffix
+            budget.chars += len(fast)  # the item-by-item path below charges the head itself
         budget.active.add(id(value))
         parts = []
         shown_head, tail_from = 0, n  # items [shown_head, tail_from) are left out

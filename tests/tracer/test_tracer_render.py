@@ -230,6 +230,15 @@ def _random_value(rng, depth: int = 0):
     return items if shape == "list" else tuple(items)
 
 
+def test_a_fast_head_then_a_mixed_tail_is_charged_once() -> None:
+    """A long list whose head takes the C-speed join but whose tail does not: the head must not
+    be charged to the character budget twice (it was cut at 51 items, with no tail)."""
+    value = list(range(100000, 100125)) + [1, "a"] * 12 + [2]
+    expected = "[" + ", ".join(map(repr, value[:75])) + ", ..., " + ", ".join(map(repr, value[-25:])) + "]"
+    assert len(expected) < 1000
+    assert Renderer().render(value) == expected == _ItemByItem().render(value)
+
+
 @pytest.mark.parametrize("chars, items", [(1000, 100), (60, 100), (1000, 7), (0, 0)])
 def test_fast_paths_render_exactly_like_the_item_by_item_path(chars: int, items: int) -> None:
     """render_keyed's repr() shortcuts (lists, tables, dicts of small scalars) and refresh's
