@@ -110,7 +110,8 @@ class LineEffects:
     """
 
     __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
-                 "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads", "subscript", "subscr")
+                 "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads", "subscript", "subscr",
+                 "continued", "global_attrs", "rebound", "ordered_rebound")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -138,6 +139,17 @@ class LineEffects:
         # locals in variable order; empty when the line does not subscript).
         self.subscript = False
         self.subscr: tuple = ()
+        # The line goes on with a value an earlier line left on the stack (``(xs\n.append(1))``,
+        # a method chain over several lines): what it mutates is not among the names it reads.
+        self.continued = False
+        # Globals whose attributes the line reads (``Registry.items.append(x)``): a class,
+        # function or module can hold state that locals alias.
+        self.global_attrs: set = set()
+        # Locals the line reads after storing them (``x = y; x += [1]``, a one-line ``for``
+        # loop's variable): their new object may be mutated on the line itself. Not ``x += 1``,
+        # which reads before it stores. ``ordered_rebound``: the same in variable order.
+        self.rebound: set = set()
+        self.ordered_rebound: tuple = ()
 
     def merge(self, other: LineEffects) -> None:
         self.writes |= other.writes
@@ -148,6 +160,7 @@ class LineEffects:
         self.pure_calls |= other.pure_calls
         self.calls += other.calls
         self.pure_callees += other.pure_callees
+        self.global_attrs |= other.global_attrs
         self.subscript = self.subscript or other.subscript
 
 
@@ -160,6 +173,15 @@ _LOAD_OPS = frozenset([
     "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF",
 ])
 _GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"])
+_ATTR_OPS = frozenset(["LOAD_ATTR", "LOAD_METHOD"])
+# Instructions that work on a value already on the stack: a line starting with one of them
+# continues an expression of an earlier line.
+_CONTINUING_OPS = frozenset([
+    "LOAD_ATTR", "LOAD_METHOD", "BINARY_SUBSCR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR",
+    "DELETE_ATTR", "CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX",
+    "CALL_METHOD", "PRECALL",
+])
+_TRANSPARENT_OPS = frozenset(["EXTENDED_ARG", "NOP", "RESUME", "CACHE"])
 # Iteration (FOR_ITER) and suspension (YIELD/SEND/await) are not listed: in-scope code
 # they run emits its own events (which forces a full rescan), and a suspended frame is
 # rescanned when it resumes.
@@ -173,10 +195,12 @@ _MUTATING_OPS = frozenset([
 # __iter__ defined in the program, is in scope and emits events of its own). Builtins that
 # consume an iterator or call what they are given are not listed: C-level callables have side
 # effects without events (``list(map(out.append, xs))``, ``sum(iter(stack.pop, 0))``), and
-# ``print`` writes to its ``file``. The lazy ones (map, filter, zip, ...) call nothing yet.
+# ``print`` writes to its ``file``. Nor the lazy ones that call what they are given (map,
+# filter, two-argument iter): the same line can consume them without a call (``a, b =
+# map(stack.pop, xs)``, ``[*map(...)]``, ``x in map(...)``, an inlined comprehension).
 PURE_BUILTINS = frozenset([
-    "abs", "bin", "bool", "chr", "divmod", "enumerate", "filter", "float", "hex", "int",
-    "isinstance", "issubclass", "iter", "len", "map", "oct", "ord", "pow", "range", "repr",
+    "abs", "bin", "bool", "chr", "divmod", "enumerate", "float", "hex", "int",
+    "isinstance", "issubclass", "len", "oct", "ord", "pow", "range", "repr",
     "reversed", "round", "str", "type", "zip",
 ])
 
@@ -281,10 +305,18 @@ def line_effects(code) -> dict:
         return table
     table = {}
     unlined = LineEffects()
+    prev_line, prev_name, prev_argval = None, None, None
     for line, name, argval, null in _instruction_lines(code):
         eff = table.get(line) if line is not None else unlined
         if eff is None:
             eff = table[line] = LineEffects()
+        if name in _TRANSPARENT_OPS:
+            continue
+        if line is not None and line != prev_line and name in _CONTINUING_OPS:
+            eff.continued = True
+        if name in _ATTR_OPS and prev_name in _GLOBAL_OPS and prev_line == line and isinstance(prev_argval, str):
+            eff.global_attrs.add(prev_argval)
+        prev_line, prev_name, prev_argval = line, name, argval
         if name in _WRITE_OPS:
             if isinstance(argval, tuple):
                 eff.writes.update(a for a in argval if isinstance(a, str))
@@ -292,12 +324,18 @@ def line_effects(code) -> dict:
                 eff.writes.add(argval)
         elif name == "STORE_FAST_LOAD_FAST" and isinstance(argval, tuple):
             eff.writes.add(argval[0])
+            if argval[1] in eff.writes:
+                eff.rebound.add(argval[1])
             eff.loads.add(argval[1])
         elif name in _LOAD_OPS:
             if isinstance(argval, tuple):
-                eff.loads.update(a for a in argval if isinstance(a, str))
-            elif isinstance(argval, str):
-                eff.loads.add(argval)
+                loaded = [a for a in argval if isinstance(a, str)]
+            else:
+                loaded = [argval] if isinstance(argval, str) else []
+            for a in loaded:
+                if a in eff.writes:  # stored earlier on this line (offset order)
+                    eff.rebound.add(a)
+            eff.loads.update(loaded)
         elif name in _GLOBAL_OPS:
             if isinstance(argval, str):
                 eff.globals.add(argval)
@@ -314,7 +352,7 @@ def line_effects(code) -> dict:
         elif name == "BINARY_SUBSCR":
             eff.subscript = True
     if (unlined.writes or unlined.loads or unlined.globals or unlined.mutating or unlined.calls or unlined.inplace
-            or unlined.subscript):
+            or unlined.subscript or unlined.global_attrs):
         for eff in table.values():
             eff.merge(unlined)
     for eff in table.values():
@@ -332,6 +370,7 @@ def line_effects(code) -> dict:
         eff.ordered_writes = in_order(eff.writes)
         eff.ordered_both = in_order(eff.writes | eff.loads)
         eff.ordered_loads = in_order(eff.loads)
+        eff.ordered_rebound = in_order(eff.rebound)
         eff.subscr = eff.ordered_loads if eff.subscript else ()
         if not (eff.mutating or eff.pure_calls):
             eff.simple = eff.ordered_writes

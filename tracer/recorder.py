@@ -20,7 +20,7 @@ import traceback
 import types
 
 from . import codeinfo
-from .render import ELIDED, Renderer, is_immutable_type
+from .render import ELIDED, Renderer, is_immutable_type, type_module
 
 try:
     from _thread import get_ident
@@ -58,6 +58,11 @@ _json_string = getattr(json.encoder, "c_encode_basestring", None) or json.encode
 # their frames and the garbage collector has little to walk):
 #   (kind, lineno, code, frame id, thread number, depth, locals delta or None, arg)
 
+_dict_items = dict.items
+_dict_contains = dict.__contains__
+_ANY_CONTAINER = frozenset([ELIDED])  # ids that alias every container local (see line_delta)
+_CO_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function body (fast locals)
+
 # An activation's ``prev_line`` right after its call event (which read every local): when
 # no other event came in between, its first line event has nothing new to read.
 _ENTERED = -(1 << 62)
@@ -66,8 +71,8 @@ _ENTERED = -(1 << 62)
 class Activation:
     """One activation of an in-scope frame (a resumed generator keeps its activation)."""
 
-    __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "raised",
-                 "prev_line", "clock", "effects")
+    __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "rescan",
+                 "raised", "prev_line", "clock", "effects")
 
     def __init__(self, fid: int, tid: int, code, effects: dict, module_level: bool) -> None:
         self.fid = fid
@@ -84,6 +89,9 @@ class Activation:
         self.frame = None  # the live frame, held only while it runs (monitoring backend)
         self.proxy = None  # 3.13: the frame's f_locals proxy, a live view
         self.module_level = module_level
+        # Module and class bodies read their names by LOAD_NAME (from a dict the line analysis
+        # does not see through): every line event rescans them. They are short.
+        self.rescan = module_level or not (code.co_flags & _CO_OPTIMIZED)
         self.raised = False  # last event of this activation was an exception
 
 
@@ -143,6 +151,7 @@ class Recorder:
         # the rest of the program runs untraced at full speed.
         self.on_halt = None
         self._scope_by_code: dict = {}
+        self._state_holders: dict = {}  # id -> (global, whether it is the program's: _holds_state)
         self._effects: dict = {}
 
     # -- scope --------------------------------------------------------------------------
@@ -199,7 +208,7 @@ class Recorder:
         act.prev_line = lineno
         events = self.events
         n = len(events)
-        if prev is None or n != act.clock or act.module_level or FULL_SCAN:
+        if prev is None or n != act.clock or act.rescan or FULL_SCAN:
             delta = self.delta(act, mapping)
         elif prev is _ENTERED:
             delta = None  # nothing ran since the call event read every local
@@ -219,10 +228,11 @@ class Recorder:
                     names = None
                     force = True
                 if names is not None and eff.inplace:
-                    # ``x += ...`` on a container may mutate what other names share.
+                    # ``x += ...`` on a container may mutate what other names share (a name not
+                    # seen yet may be bound on the line itself: ``for r in rows: r += [0]``).
                     for name in names:
                         entry = last.get(name)
-                        if entry is not None and entry[2] is not None:
+                        if entry is None or entry[2] is not None or name in eff.ordered_rebound:
                             names = None
                             break
                 if names is None:
@@ -306,7 +316,10 @@ class Recorder:
         refresh = self.renderer.refresh
         seen = 0
         module_level = act.module_level
-        for name, value in mapping.items():
+        # A class body's namespace can be the program's dict subclass (``__prepare__``): read
+        # it as a dict, never through methods it overrides.
+        as_dict = type(mapping) is not dict and issubclass(type(mapping), dict)
+        for name, value in (_dict_items(mapping) if as_dict else mapping.items()):
             if module_level and name[:2] == "__":
                 continue
             seen += 1
@@ -335,7 +348,8 @@ class Recorder:
                 out[name] = text
             last[name] = (key, text, ids)
         if seen != len(last):
-            for name in [n for n in last if n not in mapping]:
+            has = _dict_contains if as_dict else type(mapping).__contains__
+            for name in [n for n in last if not has(mapping, n)]:
                 del last[name]
                 out[name] = None
         return out
@@ -370,18 +384,28 @@ class Recorder:
                         return self.delta(act, mapping)
             names = eff.ordered_both
             shared = eff.ordered_both if eff.inplace else eff.ordered_loads
+            # What the line mutated may be reachable from no name it reads: a value an earlier
+            # line left on the stack, or a class, function or module of the program.
+            unattributed = eff.continued or (
+                bool(eff.global_attrs) and frame is not None and self._holds_state(eff.global_attrs, frame.f_globals)
+            )
         else:
             names = eff.ordered_writes
             shared = names if eff.inplace else ()
+            unattributed = False
         # Objects the line may have mutated in place: any other local showing one of them
         # (an alias) must be re-read as well.
-        touched = None
+        touched = _ANY_CONTAINER if unattributed else None
         for n in shared:
             entry = last.get(n)
             if entry is not None:
                 ids = entry[2]
                 if ids is not None:
                     touched = ids if touched is None else touched | ids
+        # A name the line binds and then mutates through (``for r in rows: r += [0]``,
+        # ``first = next(it); first.append(1)``): its new object's aliases are found after it
+        # is re-read, below.
+        rebound = eff.ordered_rebound if (mutating or eff.inplace) else ()
         reorder = False
         if touched is not None:
             if ELIDED in touched:  # a rendering left out objects: any container may share one
@@ -397,7 +421,20 @@ class Recorder:
         out = None
         render = self.render_keyed
         refresh = self.renderer.refresh
-        for name in names:
+        todo = list(names)
+        i = 0
+        while True:
+            if i == len(todo):
+                if not rebound:
+                    break
+                more = self._aliases_of(rebound, last, todo)
+                rebound = ()
+                if not more:
+                    break
+                todo += more
+                reorder = True
+            name = todo[i]
+            i += 1
             try:
                 value = mapping[name]
             except KeyError:
@@ -439,6 +476,51 @@ class Recorder:
             order = codeinfo.variable_order(act.code)
             out = {k: out[k] for k in sorted(out, key=lambda k: (order.get(k, len(order)), k))}
         return out
+
+    @staticmethod
+    def _aliases_of(names, last: dict, exclude: list) -> list:
+        """The container locals not in ``exclude`` that share an object with the current
+        renderings of ``names``."""
+        ids = None
+        for n in names:
+            entry = last.get(n)
+            if entry is not None and entry[2] is not None:
+                ids = entry[2] if ids is None else ids | entry[2]
+        if ids is None:
+            return []
+        if ELIDED in ids:
+            return [n for n, entry in last.items() if entry[2] is not None and n not in exclude]
+        return [n for n, entry in last.items()
+                if entry[2] is not None and n not in exclude and not ids.isdisjoint(entry[2])]
+
+    def _holds_state(self, names, g: dict) -> bool:
+        """Whether one of the globals ``names`` is a function, class or module of the program
+        (in scope), whose attributes can hold objects that locals alias."""
+        cache = self._state_holders
+        for name in names:
+            value = g.get(name)
+            if value is None:
+                continue
+            entry = cache.get(id(value))
+            if entry is None or entry[0] is not value:
+                entry = cache[id(value)] = (value, self._program_object(value))
+            if entry[1]:
+                return True
+        return False
+
+    def _program_object(self, value) -> bool:
+        t = type(value)
+        if t is types.FunctionType:
+            return bool(self.scope(value.__code__.co_filename))
+        if t is types.ModuleType:
+            file = value.__dict__.get("__file__")
+            return type(file) is str and bool(self.scope(file))
+        if issubclass(t, type):
+            name = type_module(value)
+            module = sys.modules.get(name) if type(name) is str else None
+            file = module.__dict__.get("__file__") if type(module) is types.ModuleType else None
+            return type(file) is not str or bool(self.scope(file))
+        return False
 
     def _emit(self, event: tuple) -> None:
         events = self.events

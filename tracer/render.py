@@ -41,6 +41,7 @@ _SCAN_LEFT_OUT = 1000
 _type_name = type.__dict__["__name__"].__get__
 _type_qualname = type.__dict__["__qualname__"].__get__
 _type_module = type.__dict__["__module__"].__get__
+type_module = _type_module  # a class's __module__, without its metaclass's code
 _type_mro = type.__dict__["__mro__"].__get__
 _type_dict = type.__dict__["__dict__"].__get__
 _GetSetDescriptor = type(type.__dict__["__dict__"])
@@ -163,14 +164,17 @@ def type_qualified_name(cls: type) -> str:
     return "%s.%s" % (mod, qual)
 
 
-def instance_attrs(obj: object, cls: type) -> list:
-    """The (name, value) pairs of ``obj``'s instance dict and filled slots, no user code run."""
+def instance_attrs(obj: object, cls: type, visited: list | None = None) -> list:
+    """The (name, value) pairs of ``obj``'s instance dict and filled slots, no user code run;
+    the instance dict's id goes to ``visited`` (``d = obj.__dict__`` aliases it)."""
     pairs = []
     desc = class_lookup(cls, "__dict__")
     if type(desc) is _GetSetDescriptor:
         d = desc.__get__(obj, cls)
         if issubclass(type(d), dict):
             pairs.extend(_dict_items(d))
+            if visited is not None:
+                visited.append(id(d))
     seen = set()
     for klass in _type_mro(cls):
         slots = _type_dict(klass).get("__slots__")
@@ -178,7 +182,7 @@ def instance_attrs(obj: object, cls: type) -> list:
             continue
         if type(slots) is str:
             slots = (slots,)
-        if type(slots) not in (tuple, list):
+        if type(slots) is not tuple and type(slots) is not list:
             continue
         for name in slots:
             if type(name) is not str or name in seen or name in ("__dict__", "__weakref__"):
@@ -833,6 +837,14 @@ class Renderer:
             return method_wrapper_kind
         if t is types.MethodType:
             return self._render_method
+        if t is memoryview:
+            def memoryview_kind(v, d, b):
+                try:
+                    b.ids.append(id(v.obj))  # a write through it changes what it exposes
+                except ValueError:  # released
+                    pass
+                return self._spend(b, "<memoryview object>")
+            return memoryview_kind
         if t is types.ModuleType:
             return lambda v, d, b: self._spend(b, "<module %r>" % _safe_str(v.__name__))
         if t is types.GeneratorType or t is types.CoroutineType or t is types.AsyncGeneratorType:
@@ -1052,7 +1064,7 @@ class Renderer:
             if id(v) in b.active or d >= self.max_depth:
                 b.elided = b.elided or d >= self.max_depth
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
-            attrs = _str_keyed(instance_attrs(v, t))
+            attrs = _str_keyed(instance_attrs(v, t, b.ids))
             b.active.add(id(v))
             parts = []
             try:
@@ -1076,7 +1088,7 @@ class Renderer:
             if id(v) in b.active or d >= self.max_depth:
                 b.elided = b.elided or d >= self.max_depth
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
-            attrs = instance_attrs(v, t)
+            attrs = instance_attrs(v, t, b.ids)
             if omit:
                 attrs = [(k, val) for k, val in attrs if not (type(k) is str and k in omit)]
             has_storage = attrs or type(class_lookup(t, "__dict__")) is _GetSetDescriptor or class_lookup(t, "__slots__") is not None

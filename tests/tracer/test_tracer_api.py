@@ -181,20 +181,37 @@ def test_tracer_failure_is_error_but_program_result_is_kept(backend: str, monkey
 
 
 def test_user_code_the_tracer_reaches_cannot_raise_into_the_program(backend: str) -> None:
-    # A class body's namespace from __prepare__ is the program's own mapping: the tracer reads
-    # the body's variables through it, and its __getitem__ raises. That is the tracer's failure
-    # (status error), not an exception of the program, which runs on as it would untraced.
-    source = textwrap.dedent("""\
-        class NS(dict):
+    # A class body's namespace from __prepare__ is the program's own mapping. A dict subclass is
+    # read as a dict (its overridden methods are never called); any other mapping only through
+    # its methods, and when they raise that is the tracer's failure (status error), not an
+    # exception of the program, which runs on as it would untraced.
+    template = textwrap.dedent("""\
+        import collections.abc
+
+        class NS(BASE):
+            def __init__(self):
+                self.d = {}
             def __getitem__(self, k):
                 if k.startswith("__"):
-                    return dict.__getitem__(self, k)
+                    return self.d[k]
+                raise RuntimeError("boom")
+            def __setitem__(self, k, v):
+                self.d[k] = v
+            def __delitem__(self, k):
+                del self.d[k]
+            def __iter__(self):
+                return iter(self.d)
+            def __len__(self):
+                return len(self.d)
+            def items(self):
                 raise RuntimeError("boom")
 
         class Meta(type):
             @classmethod
             def __prepare__(m, name, bases):
                 return NS()
+            def __new__(m, name, bases, ns):
+                return super().__new__(m, name, bases, dict(ns.d) if hasattr(ns, "d") else ns)
 
         def f():
             class C(metaclass=Meta):
@@ -202,9 +219,24 @@ def test_user_code_the_tracer_reaches_cannot_raise_into_the_program(backend: str
                 y = 2
             return "done"
         """)
-    t = call(source, backend=backend)
+    t = call(template.replace("BASE", "collections.abc.MutableMapping"), backend=backend)
     assert (t["status"], t["return_value"]) == ("error", "'done'")
     assert "boom" in t["tracer_error"]
+    subclass = textwrap.dedent("""\
+        class NS(dict):
+            def __getitem__(self, k):
+                if k.startswith("__"):
+                    return dict.__getitem__(self, k)
+                raise RuntimeError("boom")
+            def items(self):
+                raise RuntimeError("boom")
+            def __contains__(self, k):
+                raise RuntimeError("boom")
+        """)
+    t = call(subclass + template[template.index("class Meta"):], backend=backend)
+    assert (t["status"], t["return_value"], t["tracer_error"]) == ("ok", "'done'", None)
+    body = [e["locals"] for e in t["events"] if e["function"] == "f.<locals>.C"]
+    assert {"x": "1"} in body, body
 
 
 def test_out_of_scope_code_is_not_recorded(tmp_path: Path, backend: str) -> None:

@@ -485,7 +485,7 @@ class MonitoringBackend(Backend):
                 act.prev_line = lineno
                 n = len(events)
                 delta = None
-                if prev is None or n != act.clock or act.module_level or full_scan:
+                if prev is None or n != act.clock or act.rescan or full_scan:
                     delta = full_delta(act, act.proxy if act.proxy is not None else frame.f_locals)
                 elif prev is _ENTERED:
                     pass  # nothing ran since the call event read every local
@@ -515,10 +515,11 @@ class MonitoringBackend(Backend):
                             else:
                                 names = eff.ordered_writes
                         if names is not None and eff.inplace:
-                            # ``x += ...`` on a container may mutate what other names share.
+                            # ``x += ...`` on a container may mutate what other names share (a name not
+                            # seen yet may be bound on the line itself: ``for r in rows: r += [0]``).
                             for name in names:
                                 entry = last.get(name)
-                                if entry is not None and entry[2] is not None:
+                                if entry is None or entry[2] is not None or name in eff.ordered_rebound:
                                     names = None
                                     break
                         mapping = act.proxy

@@ -1,0 +1,163 @@
+"""The per-line analysis (re-read only what the previous line can have changed) never misses a
+change: programs written to slip past it give exactly the events of full rescans, under each
+backend of every CPython 3.8-3.13 that pyenv lists.
+
+Each program mutates an object through a path the names on the line do not show: an alias of
+a class or function attribute, a class body's names, a lazy builtin consumed on the same line,
+a name bound and mutated on one line, a method call split over lines, an instance's
+``__dict__``, a memoryview. The module also runs as a script (stdlib only).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tracer import recorder
+from tracer.api import trace_call
+
+PROGRAMS = {
+    "class_and_function_attributes": """\
+class Reg:
+    items = []
+
+def helper():
+    pass
+helper.cache = {}
+
+def f():
+    loc = Reg.items
+    c = helper.cache
+    Reg.items.append(1)
+    helper.cache['k'] = 1
+    n = 0
+    return loc, c
+""",
+    "class_body": """\
+def f():
+    class C:
+        x = []
+        y = x
+        y.append(1)
+        z = 0
+    return C.x
+""",
+    "lazy_builtins_consumed_on_the_line": """\
+def f():
+    stack = [1, 2, 3, 4, 5, 6, 7]
+    a, b = map(stack.pop, [0, 0])
+    n = 0
+    x = [*map(stack.pop, [0])]
+    n = 1
+    y = 9 in map(stack.pop, [0, 0])
+    n = 2
+    out = []
+    r = [v for v in map(out.append, [1, 2])]
+    n = 3
+    kept = list(filter(None, iter(stack.pop, 6)))
+    return stack, out, kept
+""",
+    "bound_and_mutated_on_one_line": """\
+def f():
+    rows = [[1], [2], [3]]
+    for r in rows: r += [0]
+    n = 0
+    y = [1]
+    x = y; x += [2]
+    n = 1
+    z = [5]
+    w = None
+    if (w := z) is not None: w += [6]
+    n = 2
+    grid = [[1], [2]]
+    it = iter(grid)
+    first = next(it); first.append(5)
+    n = 3
+    total = 0
+    for k in range(3): total += k
+    return rows, y, z, grid, total
+""",
+    "method_call_over_lines": """\
+def f():
+    b = []
+    v = (b
+         .append(7))
+    n = 0
+    q = [3, 1, 2]
+    (q
+     .sort())
+    n = 1
+    return b, q
+""",
+    "instance_dict_and_memoryview": """\
+class O:
+    pass
+
+def f():
+    o = O()
+    o.x = 1
+    dct = o.__dict__
+    dct['y'] = 2
+    n = 0
+    o.z = 3
+    n = 1
+    ba = bytearray(b'abc')
+    mv = memoryview(ba)
+    mv[0] = 65
+    n = 2
+    return o, ba
+""",
+}
+
+
+def backends() -> list:
+    return ["settrace"] + (["monitoring"] if sys.version_info >= (3, 12) else [])
+
+
+def problems(backend: str) -> list:
+    """Where the analysed trace differs from the full-rescan trace, per program."""
+    found = []
+    for name, source in sorted(PROGRAMS.items()):
+        traces = []
+        for full in (False, True):
+            recorder.FULL_SCAN = full
+            try:
+                t = trace_call(name + ".py", "f", "", source=source, backend=backend)
+            finally:
+                recorder.FULL_SCAN = False
+            if t["status"] != "ok":
+                found.append({"program": name, "backend": backend, "status": t["status"],
+                              "error": t.get("tracer_error") or t.get("exception_message")})
+            traces.append(t["events"])
+        for i, (a, b) in enumerate(zip(*traces)):
+            if a != b:
+                found.append({"program": name, "backend": backend, "event": i, "line": a["lineno"],
+                              "analysed": a["locals"], "full_scan": b["locals"]})
+                break
+        else:
+            if len(traces[0]) != len(traces[1]):
+                found.append({"program": name, "backend": backend, "lengths": [len(t) for t in traces]})
+    return found
+
+
+def test_the_analysis_sees_what_full_rescans_see() -> None:
+    for backend in backends():
+        assert problems(backend) == [], json.dumps(problems(backend), indent=1)
+
+
+if "pytest" in sys.modules:
+    import pytest
+    from tracer_testutil import pyenv_pythons, run_in
+
+    PYTHONS = pyenv_pythons()
+
+    @pytest.mark.multipython
+    @pytest.mark.parametrize("version", sorted(PYTHONS))
+    def test_under_every_python(version: str) -> None:
+        proc = run_in(PYTHONS[version], __file__, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout) == [], proc.stdout[-3000:]
+
+
+if __name__ == "__main__":
+    sys.stdout.write(json.dumps([p for b in backends() for p in problems(b)]) + "\n")
