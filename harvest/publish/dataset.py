@@ -7,8 +7,9 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -89,7 +90,8 @@ def published_schema() -> pa.Schema:
     return pa.schema([f.with_type(_plain(f.type)) for f in schema], metadata=schema.metadata)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an `out` that publish may not replace (before any work is done)."""
     if out.exists() and not out.is_dir():
         raise PublishError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -98,8 +100,19 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         unknown = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and p.name != ".cache")
         if unknown:
             raise PublishError(f"{out} holds files publish did not write ({', '.join(unknown[:3])}); not touching it")
-        _remove_outputs(out)
-    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def _check_not_nested(input_path: str, shard_files: list[str], out: Path) -> None:
+    """Refuse an `out` inside the input folder, or input shards inside `out`."""
+    target = out.resolve()
+    if os.path.isdir(input_path) and target.is_relative_to(Path(input_path).resolve()):
+        raise PublishError(f"--to {out} is inside {input_path}: its files would be read as input next time")
+    inside = [f for f in shard_files if os.path.isfile(f) and Path(f).resolve().is_relative_to(target)]
+    if inside:
+        raise PublishError(
+            f"the input {inside[0]} is inside --to {out}: publishing would replace the files it reads"
+            " (publish to another folder)"
+        )
 
 
 def _digest(text: str) -> int:
@@ -247,40 +260,60 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
     if not shard_files:
         raise ConfigError(f"{input_path}: no .parquet shards found")
     out_dir = Path(out)
-    if os.path.isdir(input_path) and out_dir.resolve().is_relative_to(Path(input_path).resolve()):
-        raise PublishError(f"--to {out_dir} is inside {input_path}: its files would be read as input next time")
-    created = not out_dir.exists()
-    _prepare_out(out_dir, options.overwrite)
+    _check_not_nested(input_path, shard_files, out_dir)
+    _check_out(out_dir, options.overwrite)
+    # Everything is written into a hidden sibling folder and moved into `out` only once it is
+    # complete, so a failed publish (an error, no traces left, Ctrl-C) leaves `out` as it was.
+    target = out_dir.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.publishing-"))
     try:
+        (staging / DATA_DIR).mkdir()
         stats = DatasetStats()
-        files = write_splits(iter_batches(input_path), out_dir / DATA_DIR, options, stats)
+        files = write_splits(iter_batches(input_path), staging / DATA_DIR, options, stats)
         if not files:
             raise PublishError(f"no traces left to publish from {input_path} after the filters ({stats.read} read)")
         runs = find_run_manifests(input_path, shard_files)
         local_inputs = [f for f in shard_files if os.path.isfile(f)]
-        _copy_provenance(out_dir, runs, input_path, local_inputs)
-        result = PublishResult(out_dir, files, stats, runs, shard_files)
-        write_card(result, options, published_schema())
-        write_croissant(result, options, published_schema())
-        write_checksums(out_dir)
+        _copy_provenance(staging, runs, input_path, local_inputs)
+        staged = PublishResult(staging, files, stats, runs, shard_files)
+        write_card(staged, options, published_schema())
+        write_croissant(staged, options, published_schema())
+        write_checksums(staging)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    moved = {
+        split: [replace(f, path=out_dir / f.path.relative_to(staging)) for f in written]
+        for split, written in files.items()
+    }
+    return PublishResult(out_dir, moved, stats, runs, shard_files)
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace what publish wrote in `out` (nothing else) with the outputs in `staging`.
+
+    The old outputs are first moved aside (renames within one folder), then the new ones moved in;
+    if that fails, the old ones are moved back.
+    """
+    out.mkdir(exist_ok=True)  # `out` is resolved: its parent is `staging`'s
+    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.replaced-"))
+    moved_aside: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in OUTPUTS:
+            if os.path.lexists(out / name):
+                os.replace(out / name, aside / name)
+                moved_aside.append(name)
+        for name in OUTPUTS:
+            if os.path.lexists(staging / name):
+                os.replace(staging / name, out / name)
+                moved_in.append(name)
     except BaseException:
-        _discard(out_dir, created)
+        for name in moved_in:
+            os.replace(out / name, staging / name)
+        for name in moved_aside:
+            os.replace(aside / name, out / name)
         raise
-    return result
-
-
-def _remove_outputs(out: Path) -> None:
-    """Remove what publish writes in `out` (and nothing else)."""
-    for name in OUTPUTS:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-
-
-def _discard(out: Path, created: bool) -> None:
-    """Remove what a failed publish wrote, so that the next one to `out` is not refused."""
-    _remove_outputs(out)
-    if created:
-        shutil.rmtree(out)  # publish made it: whatever is left (.cache) is ours too
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -109,3 +109,29 @@ def test_publishing_the_same_input_twice_gives_the_same_bytes(sample_shards: Pat
         sums.append((tmp_path / name / "checksums.sha256").read_text())
     assert sums[0] == sums[1]  # croissant.json included: dated by the harvest, not the clock
     assert json.loads((tmp_path / "o1" / "croissant.json").read_text())["datePublished"].startswith("2026-01-02")
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_overwrite_keeps_the_published_dataset(sample_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(out), "--split", "train"])
+    assert result.exit_code == 0, result.output
+    before = _tree(out)
+    assert "no traces left" in _error(
+        ["publish", str(sample_shards), "--to", str(out), "--overwrite", "--status", "memory"]
+    )
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"], "temporary folders left behind"
+
+
+def test_refuses_input_inside_the_output_folder(sample_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(out), "--split", "train"])
+    assert result.exit_code == 0, result.output
+    before = _tree(out)
+    for shards in (out / "data", out / "data" / "*.parquet"):
+        assert "inside --to" in _error(["publish", str(shards), "--to", str(out), "--overwrite"])
+    assert _tree(out) == before
