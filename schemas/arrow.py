@@ -141,6 +141,23 @@ def program_schema() -> pa.Schema:
     )
 
 
+def plain_strings(type_: pa.DataType) -> pa.DataType:
+    """The type with dictionary-encoded strings replaced by plain ones, at any depth (how a published
+    dataset stores them: Parquet dictionary-encodes them on disk anyway, and plain types load in every tool)."""
+    if pa.types.is_dictionary(type_):
+        return plain_strings(type_.value_type)
+    if pa.types.is_list(type_):
+        return pa.list_(type_.value_field.with_type(plain_strings(type_.value_type)))
+    if pa.types.is_struct(type_):
+        return pa.struct([type_.field(i).with_type(plain_strings(type_.field(i).type)) for i in range(type_.num_fields)])
+    return type_
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with every dictionary-encoded string stored plain (plain_strings), metadata kept."""
+    return pa.schema([f.with_type(plain_strings(f.type)) for f in schema], metadata=schema.metadata)
+
+
 def same_fields(actual: pa.Schema, expected: pa.Schema) -> list[str]:
     """Differences between two schemas' fields (names, types, nullability), as messages."""
     problems: list[str] = []

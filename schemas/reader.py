@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from schemas.arrow import same_fields, shard_schema, trace_schema
+from schemas.arrow import plain_schema, plain_strings, same_fields, shard_schema, trace_schema
 from schemas.errors import ShardError
 from schemas.event_sources import restore_event_sources
 
@@ -139,12 +139,32 @@ def open_shard(fs: pafs.FileSystem, path: str) -> TraceShardFile:
 
 
 def schema_problems(schema: pa.Schema) -> list[str]:
-    """How a shard's stored schema differs from shard_schema() (a shard written before
-    events' source lines were left out, with trace_schema(), is fine too)."""
+    """How a shard's stored schema differs from shard_schema(); none for a schema that differs
+    only in ways every reader handles: a shard written before events' source lines were left
+    out (trace_schema()), or a published dataset's file (strings plain, not dictionary-encoded)."""
     problems = same_fields(schema, shard_schema())
-    if problems and not same_fields(schema, trace_schema()):
+    if not problems:
+        return []
+    plain = plain_schema(schema)
+    if any(not same_fields(plain, plain_schema(expected)) for expected in (shard_schema(), trace_schema())):
         return []
     return problems
+
+
+def with_trace_types(rows: _Rows) -> _Rows:
+    """`rows` with every trace column stored plain (a published dataset's strings) cast back to
+    its dictionary type in trace_schema(), so every file gives the same types; others untouched."""
+    expected = trace_schema()
+    schema = rows.schema
+    changed = False
+    for at, stored in enumerate(rows.schema):
+        if stored.name not in expected.names:
+            continue
+        want = expected.field(stored.name).type
+        if not stored.type.equals(want) and plain_strings(stored.type).equals(plain_strings(want)):
+            schema = schema.set(at, stored.with_type(want))
+            changed = True
+    return rows.cast(schema) if changed else rows
 
 
 def iter_batches(
@@ -153,7 +173,8 @@ def iter_batches(
     columns: Sequence[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of trace rows from every shard `path` names, one row group at a time."""
+    """Record batches of trace rows from every shard `path` names, one row group at a time
+    (a published dataset's plain strings cast to the trace schema's dictionary types)."""
     fs, files = resolve_shards(path)
     for file in files:
         shard = open_shard(fs, file)
@@ -165,7 +186,8 @@ def iter_batches(
             # One row group at a time: each has its own dictionaries, and pyarrow cannot build a
             # nested batch whose dictionary columns span two of them.
             for group in range(shard.num_row_groups):
-                yield from shard.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group])
+                for batch in shard.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group]):
+                    yield with_trace_types(batch)
         except (OSError, pa.ArrowException) as e:
             raise ShardError(f"{file}: unreadable ({e})") from e
 
@@ -194,6 +216,7 @@ def read_table(
         table = pq.read_table(files, filesystem=fs, columns=read, filters=filters)
         if "events" in table.schema.names and "source" in table.schema.names:
             table = restore_event_sources(table)
+        table = with_trace_types(table)
     except (OSError, pa.ArrowException) as e:
         raise ShardError(f"{path}: unreadable ({e})") from e
     return table.select(wanted) if wanted else table
@@ -258,4 +281,5 @@ __all__ = [
     "resolve_shards",
     "schema_problems",
     "shard_paths",
+    "with_trace_types",
 ]

@@ -25,7 +25,7 @@ from harvest.publish.writer import (
     SplitWriter,
     WrittenFile,
 )
-from schemas.arrow import trace_schema
+from schemas.arrow import plain_schema, trace_schema
 from schemas.reader import iter_batches, resolve_shards
 
 logger = logging.getLogger(__name__)
@@ -72,22 +72,9 @@ class PublishResult:
     input_files: list[str]
 
 
-def _plain(type_: pa.DataType) -> pa.DataType:
-    """The type with dictionary-encoded strings replaced by plain ones (Parquet dictionary-encodes
-    them on disk anyway; plain types load in every tool)."""
-    if pa.types.is_dictionary(type_):
-        return _plain(type_.value_type)
-    if pa.types.is_list(type_):
-        return pa.list_(type_.value_field.with_type(_plain(type_.value_type)))
-    if pa.types.is_struct(type_):
-        return pa.struct([type_.field(i).with_type(_plain(type_.field(i).type)) for i in range(type_.num_fields)])
-    return type_
-
-
 def published_schema() -> pa.Schema:
     """The Arrow schema of the published Parquet files: the trace schema, strings plain."""
-    schema = trace_schema()
-    return pa.schema([f.with_type(_plain(f.type)) for f in schema], metadata=schema.metadata)
+    return plain_schema(trace_schema())
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -236,3 +236,25 @@ def test_croissant_records_load_with_mlcroissant(sample_shards: Path, tmp_path: 
             e["kind"] for e in row["events"]
         ]
         assert [e["traces/events/lineno"] for e in record["traces/events"]] == [e["lineno"] for e in row["events"]]
+
+
+def test_the_project_reads_validates_and_republishes_a_published_dataset(
+    published: Path, sample_shards: Path, tmp_path: Path
+) -> None:
+    from schemas.arrow import trace_schema
+    from schemas.reader import iter_batches, iter_traces
+    from schemas.validate import validate
+
+    data = published / "data"
+    assert {row["trace_id"]: row for row in iter_traces(data)} == _input_rows(sample_shards)
+    for batch in iter_batches(data):  # the same types as a harvest's shards give
+        assert batch.schema.equals(trace_schema())
+    assert read_table(data).schema.field("status").type == trace_schema().field("status").type
+    report = validate(data)
+    assert report.ok, report.lines()
+    out = tmp_path / "again"
+    _publish(data, out, "--split", SPLIT)
+    for name in ("train", "test"):
+        (first,) = data.glob(f"{name}-*.parquet")
+        (second,) = (out / "data").glob(f"{name}-*.parquet")
+        assert first.read_bytes() == second.read_bytes()

@@ -69,6 +69,26 @@ def test_missing_and_foreign(tmp_path: Path) -> None:
         list(iter_traces(tmp_path / "y.parquet"))
 
 
+def test_plain_strings_read_back_as_the_trace_schema(tmp_path: Path) -> None:
+    """A published dataset stores dictionary-encoded strings plain: readers accept and cast them;
+    any other type change is still not the trace schema."""
+    from schemas.arrow import plain_schema, trace_schema
+    from schemas.reader import schema_problems
+
+    shard = make(tmp_path, "a.parquet", range(3))
+    table = read_table(shard)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pq.write_table(table.cast(plain_schema(table.schema)), plain / "p.parquet")
+    assert schema_problems(pq.read_schema(plain / "p.parquet")) == []
+    assert list(iter_traces(plain)) == list(iter_traces(shard))
+    assert [b.schema.equals(trace_schema()) for b in iter_batches(plain)] == [True]
+    assert read_table(plain).schema.equals(table.schema)
+    at = table.schema.get_field_index("schema_version")
+    wrong = table.schema.set(at, table.schema.field(at).with_type(pa.int64()))
+    assert "column 'schema_version' has type int64, expected int16" in schema_problems(plain_schema(wrong))
+
+
 def test_full_state_of_locals() -> None:
     trace = stream_object([
         event("call", 1, "def f(a):", {"a": "1"}),
