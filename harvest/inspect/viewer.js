@@ -58,19 +58,21 @@
   var shownFile = null;
 
   // --- state: the fold of the locals deltas per frame, and the call stack per thread -------------
+  // Variables live in Maps: a plain {} would answer `name in values` for constructor, toString,
+  // __proto__... and hide variables named so.
   var applied = -1, states = {}, stacks = {};
   function reset() { applied = -1; states = {}; stacks = {}; }
   function apply(i) {
     var ev = events[i];
-    var st = states[ev[FRAME]] || (states[ev[FRAME]] = { names: [], values: {} });
+    var st = states[ev[FRAME]] || (states[ev[FRAME]] = { names: [], values: new Map() });
     var locals = ev[LOCALS];
     for (var j = 0; j < locals.length; j++) {
       var name = locals[j][0], value = locals[j][1];
       if (value === null) {
-        if (name in st.values) { delete st.values[name]; st.names.splice(st.names.indexOf(name), 1); }
+        if (st.values.has(name)) { st.values.delete(name); st.names.splice(st.names.indexOf(name), 1); }
       } else {
-        if (!(name in st.values)) st.names.push(name);
-        st.values[name] = value;
+        if (!st.values.has(name)) st.names.push(name);
+        st.values.set(name, value);
       }
     }
     var stack = stacks[ev[THREAD]] || (stacks[ev[THREAD]] = []);
@@ -94,8 +96,8 @@
     var framesEl = document.getElementById("wt-frames");
     framesEl.textContent = "";
     var stack = stacks[ev[THREAD]] || [];
-    var changed = {};
-    ev[LOCALS].forEach(function (pair) { changed[pair[0]] = true; });
+    var changed = new Set();
+    ev[LOCALS].forEach(function (pair) { changed.add(pair[0]); });
     for (var k = 0; k < stack.length; k++) {
       var f = stack[k], current = k === stack.length - 1;
       var box = el("div", "wt-frame" + (current ? " wt-frame-current" : ""));
@@ -104,15 +106,15 @@
       var name = el("div", "wt-frame-name", f.func + " ");
       name.appendChild(el("small", null, "line " + f.lineno + " \u00b7 frame " + f.frame + (ev[THREAD] ? " \u00b7 thread " + ev[THREAD] : "")));
       box.appendChild(name);
-      var st = states[f.frame] || { names: [], values: {} };
+      var st = states[f.frame] || { names: [], values: new Map() };
       if (!st.names.length) box.appendChild(el("div", "wt-empty", "no locals"));
       else {
         var table = el("table");
         st.names.forEach(function (v) {
-          var tr = el("tr", current && changed[v] ? "wt-changed" : null);
+          var tr = el("tr", current && changed.has(v) ? "wt-changed" : null);
           tr.setAttribute("data-name", v);
           tr.appendChild(el("td", "wt-name", v));
-          tr.appendChild(el("td", "wt-value", st.values[v]));
+          tr.appendChild(el("td", "wt-value", st.values.get(v)));
           table.appendChild(tr);
         });
         box.appendChild(table);

@@ -153,3 +153,36 @@ def test_a_script_trace_starts_at_the_module_and_keeps_its_source(browser: objec
             assert (step, line) == (index, steps[index].lineno)
             assert variables == dict(steps[index].locals)
     assert variables["total"] == "3"
+
+
+def test_variables_named_like_object_properties_are_shown(browser: object, tmp_path: Path) -> None:
+    """Names such as constructor or __proto__ are variables like any other (not a plain {}'s keys)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from schemas.convert import stream_object_to_row
+    from tracer.api import trace_script
+
+    names = ["constructor", "toString", "valueOf", "hasOwnProperty", "__proto__", "__defineGetter__"]
+    body = "".join(f"    {name} = {i}\n" for i, name in enumerate(names))
+    source = f"def f():\n{body}    del constructor\n    del __proto__\n    return toString\n\nf()\n"
+    stream = trace_script("props.py", source=source, program_id="props")
+    trace = stream_object_to_row(stream, {"source": source, "image": "local"})
+    steps = list(iter_steps(trace["events"]))
+    page = tmp_path / "props.html"
+    page.write_text(render_html(trace), encoding="utf-8")
+    driver = browser  # type: ignore[assignment]
+    driver.get(page.as_uri())
+    viewer = driver.find_element(By.ID, "wt-viewer")
+    seen: set[str] = set()
+    for index, step in enumerate(steps):
+        if index:
+            viewer.send_keys(Keys.ARROW_RIGHT)
+        assert int(viewer.get_attribute("data-step")) == index
+        rows = driver.find_elements(By.CSS_SELECTOR, ".wt-frame-current tr[data-name]")
+        variables = {r.get_attribute("data-name"): r.find_element(By.CSS_SELECTOR, ".wt-value").text for r in rows}
+        assert variables == dict(step.locals)
+        changed = {r.get_attribute("data-name") for r in rows if "wt-changed" in r.get_attribute("class")}
+        assert changed == {item["name"] for item in trace["events"][index]["locals"]} & set(variables)
+        seen |= set(variables)
+    assert set(names) <= seen
