@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from harvest.inspect.steps import Step, iter_steps, program_file
+from harvest.inspect.steps import Step, iter_steps, program_file, program_lines
 from harvest.inspect.text import TextStyle, header, render_step
 
 HELP = "→/n/space next · ←/p back · g go to step · Home/b first · End/e last · q quit"
@@ -37,7 +37,7 @@ def page_trace(trace: Mapping[str, Any], style: TextStyle, start: int = 0) -> No
     if steps.total == 0:
         click.echo(header(trace) + "\n(no events)")
         return
-    source_lines = trace["source"].splitlines()
+    source_lines = program_lines(trace["source"])
     main_file = program_file(trace)
     index = max(0, min(start, steps.total - 1))
     while True:

@@ -90,3 +90,12 @@ def program_file(trace: Mapping[str, Any]) -> str | None:
     """The file name the program's own code has in the events (the entry frame's file)."""
     events = trace.get("events") or []
     return events[0]["file"] if events else None
+
+
+def program_lines(source: str) -> list[str]:
+    """The program's lines as the events number them: split at "\\n" only (not at the form feeds,
+    \\x1c-\\x1e, \\x85 or \\u2028 that str.splitlines also breaks at), a CRLF line's "\\r" dropped."""
+    lines = source.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]

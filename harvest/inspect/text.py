@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from harvest.inspect.steps import Step, program_file
+from harvest.inspect.steps import Step, program_file, program_lines
 
 CONTEXT_LINES = 3
 MAX_VALUE = 200
@@ -97,7 +97,7 @@ def render_steps(
 ) -> Iterable[str]:
     """The blocks of `steps` (from iter_steps over this trace's events), one string each."""
     style = style or TextStyle()
-    source_lines = trace["source"].splitlines()
+    source_lines = program_lines(trace["source"])
     main_file = program_file(trace)
     total = len(trace["events"])
     for step in steps:

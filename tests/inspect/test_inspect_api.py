@@ -85,3 +85,34 @@ def test_selected_traces_equal_the_readers_rows(sample_shards: Path) -> None:
         for trace in find_traces(sample_shards, program_id=program):
             assert trace == expected[trace["trace_id"]]
     assert find_traces(sample_shards)[0] == next(iter(expected.values()))
+
+
+@pytest.mark.parametrize("separator", ["\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_text_and_pager_mark_the_executed_line_whatever_the_line_breaks(
+    separator: str, newline: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python numbers lines at "\\n" only: a form feed or \\u2028 inside a line (a string, a comment)
+    must not shift the marked line, as str.splitlines would."""
+    from harvest.inspect.text import render_steps
+    from schemas.convert import stream_object_to_row
+    from tracer.api import trace_script
+
+    source = newline.join(
+        ["a = 1", f"b = '{separator}'  # {separator}", "c = 3", "d = 4", "e = 5", ""]
+    )
+    stream = trace_script("lines.py", source=source, program_id="lines")
+    row = stream_object_to_row(stream, {"source": source, "image": "local"})
+    line_steps = [s for s in iter_steps(row["events"]) if s.kind == "line" and s.lineno >= 3]
+    assert [s.lineno for s in line_steps] == [3, 4, 5]
+    blocks = list(render_steps(row, line_steps))
+    keys = iter(["n"] * len(row["events"]) + ["q"])
+    monkeypatch.setattr(click, "getchar", lambda: next(keys))
+    monkeypatch.setattr(click, "clear", lambda: print("<clear>"))
+    page_trace(row, TextStyle(), start=line_steps[0].index)
+    screens = [s for s in capsys.readouterr().out.split("<clear>") if s.strip()]
+    for step, block, screen in zip(line_steps, blocks, screens, strict=False):
+        expected = f"→ {step.lineno:>4}  {'abcde'[step.lineno - 1]} = {step.lineno}"
+        for text in (block, screen):
+            (marked,) = [line for line in text.split("\n") if line.startswith("→ ")]
+            assert marked == expected, text
