@@ -6,6 +6,7 @@ import json
 import sys
 from itertools import islice
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -95,7 +96,8 @@ def _show(
         from harvest.inspect.html import render_html
 
         target = out or Path(f"trace-{trace['trace_id'][:12]}.html")
-        target.write_text(render_html(trace), encoding="utf-8")
+        with _open_out(target) as f:
+            f.write(render_html(trace))
         click.echo(f"wrote {target}", err=True)
         return
     if fmt == "cwm":
@@ -120,7 +122,16 @@ def _emit(text: str, out: Path | None) -> None:
     if out is None:
         click.echo(text)
     else:
-        out.write_text(text + "\n", encoding="utf-8")
+        with _open_out(out) as f:
+            f.write(text + "\n")
+
+
+def _open_out(path: Path) -> TextIO:
+    """`path` open for writing, or a ClickException naming it (a missing folder, no permission)."""
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as e:
+        raise click.ClickException(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def _emit_text(trace: dict, out: Path | None, start: int, stop: int | None, style: TextStyle) -> None:
@@ -131,7 +142,7 @@ def _emit_text(trace: dict, out: Path | None, start: int, stop: int | None, styl
     if start >= max(total, 1):
         raise click.ClickException(f"--steps starts at {start + 1} but the trace has {total} steps")
     blocks = render_steps(trace, islice(iter_steps(trace["events"]), start, stop), style)
-    stream = out.open("w", encoding="utf-8") if out is not None else None
+    stream = _open_out(out) if out is not None else None
     try:
         click.echo(header(trace), file=stream, color=style.color)
         for block in blocks:

@@ -113,6 +113,14 @@ def test_inspect_bad_input_is_one_error_line(sample_shards: Path, tmp_path: Path
     assert "no .parquet shards" in error("inspect", str(empty), "--where", "true")
 
 
+@pytest.mark.parametrize("fmt", ["text", "cwm", "json", "html"])
+def test_an_unwritable_out_is_one_error_line_naming_it(sample_shards: Path, tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / "no-such-folder" / "x.out"
+    line = error("inspect", str(sample_shards), "--format", fmt, "--out", str(target))
+    assert f"cannot write {target}" in line and "No such file or directory" in line
+    assert not target.parent.exists()
+
+
 def test_query_views_and_formats(sample_shards: Path) -> None:
     rows = read_table(sample_shards).to_pylist()
     got = json.loads(run("query", str(sample_shards), "SELECT count(*) AS n FROM traces", "-f", "json"))
