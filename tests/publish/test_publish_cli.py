@@ -135,3 +135,64 @@ def test_refuses_input_inside_the_output_folder(sample_shards: Path, tmp_path: P
     for shards in (out / "data", out / "data" / "*.parquet"):
         assert "inside --to" in _error(["publish", str(shards), "--to", str(out), "--overwrite"])
     assert _tree(out) == before
+
+
+class _FakeHub:
+    """HfApi stand-in: records upload_folder's arguments, or fails like an unreachable Hub."""
+
+    calls: list[dict] = []
+    error: Exception | None = None
+
+    def __init__(self, token: str) -> None:
+        pass
+
+    def create_repo(self, repo_id: str, **kwargs: object) -> None:
+        if _FakeHub.error is not None:
+            raise _FakeHub.error
+
+    def upload_folder(self, **kwargs: object) -> object:
+        from types import SimpleNamespace
+
+        _FakeHub.calls.append(kwargs)
+        return SimpleNamespace(commit_url=f"https://huggingface.co/datasets/{kwargs['repo_id']}/commit/1")
+
+
+def test_push_without_a_network_is_one_error_line(
+    sample_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+
+    # the HTTP client huggingface_hub uses (httpx2 or httpx): its errors are HfHubHTTPError's base
+    http_error = next(base for base in HfHubHTTPError.__mro__[1:] if base.__name__ == "HTTPError")
+    client = importlib.import_module(http_error.__module__.split(".")[0])
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHub)
+    monkeypatch.setattr(_FakeHub, "error", client.ConnectError("[Errno -2] Name or service not known"))
+    result = CliRunner().invoke(
+        cli, ["publish", str(sample_shards), "--to", str(tmp_path / "o"), "--push", "me/traces"], env={"HF_TOKEN": "hf_x"}
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "upload to me/traces failed: cannot reach the Hub" in line and "Name or service not known" in line
+
+
+def test_push_replaces_the_data_files_of_an_earlier_publish(
+    sample_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fnmatch
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHub)
+    monkeypatch.setattr(_FakeHub, "calls", [])
+    result = CliRunner().invoke(
+        cli, ["publish", str(sample_shards), "--to", str(tmp_path / "o"), "--push", "me/traces"], env={"HF_TOKEN": "hf_x"}
+    )
+    assert result.exit_code == 0, result.output
+    (call,) = _FakeHub.calls
+    stale = ["data/train-00001-of-00002.parquet", "data/validation-00000-of-00001.parquet", "provenance/run-old.json"]
+    for name in stale:
+        assert any(fnmatch.fnmatch(name, p) for p in call["delete_patterns"]), name
+    assert not any(fnmatch.fnmatch(name, p) for p in call["delete_patterns"] for name in ("README.md", ".gitattributes"))
