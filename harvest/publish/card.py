@@ -83,6 +83,16 @@ def _counter_table(title: str, counts: dict[str, int]) -> list[str]:
     return lines
 
 
+def _first_split(splits: list[str]) -> str:
+    return "train" if "train" in splits else splits[0]
+
+
+def _data_files_snippet(splits: list[str]) -> list[str]:
+    """A commented load_dataset("parquet", data_files=...) call naming every split's files."""
+    files = [f'#     "{name}": "path/to/this/folder/data/{name}-*.parquet",' for name in splits]
+    return ['# ds = load_dataset("parquet", data_files={', *files, "# })"]
+
+
 def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> str:
     stats = result.stats.to_json()
     ev = stats["events_per_trace"]
@@ -119,8 +129,9 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         "from datasets import load_dataset",
         "",
         f'ds = load_dataset("{repo}")  # the Hub repo id, or the path of this folder',
-        '# or: load_dataset("parquet", data_dir="path/to/this/folder/data")',
-        'trace = ds["train"][0]',
+        "# or from the files, split by split (a bare data_dir finds only splits named train, test or validation):",
+        *_data_files_snippet(list(result.files)),
+        f'trace = ds["{_first_split(list(result.files))}"][0]',
         'print(trace["source"])',
         'for event in trace["events"][:5]:',
         '    print(event["kind"], event["lineno"], event["source"], event["locals"])',

@@ -9,6 +9,17 @@ from dataclasses import dataclass
 from harvest.errors import ConfigError
 
 SPLIT_NAME = re.compile(r"^\w+$", re.ASCII)
+# `datasets` refuses these as split names (in any case): "all" is its union of every split.
+RESERVED_SPLIT_NAMES = frozenset({"all"})
+
+
+def _check_name(name: str) -> None:
+    if not SPLIT_NAME.match(name):
+        raise ConfigError(f"--split: split name {name!r} must be word characters only ([A-Za-z0-9_])")
+    if name.lower() in RESERVED_SPLIT_NAMES:
+        raise ConfigError(
+            f"--split: {name!r} cannot be a split name: Hugging Face datasets reserves it for the union of all splits"
+        )
 
 
 @dataclass(frozen=True)
@@ -27,10 +38,10 @@ class SplitSpec:
             name = name.strip()
             if not sep:
                 if len(text.split(",")) == 1 and SPLIT_NAME.match(name):
+                    _check_name(name)
                     return cls((name,), (1.0,))
                 raise ConfigError(f"--split {text!r}: expected NAME=FRACTION pairs, e.g. train=0.95,test=0.05")
-            if not SPLIT_NAME.match(name):
-                raise ConfigError(f"--split: split name {name!r} must be word characters only ([A-Za-z0-9_])")
+            _check_name(name)
             if name in names:
                 raise ConfigError(f"--split: split {name!r} given twice")
             try:

@@ -38,6 +38,8 @@ def test_bad_split_names_and_fractions(sample_shards: Path, tmp_path: Path) -> N
     out = str(tmp_path / "o")
     assert "word characters" in _error(["publish", str(sample_shards), "--to", out, "--split", "tr-ain=1"])
     assert "sum to" in _error(["publish", str(sample_shards), "--to", out, "--split", "train=0.5,test=0.4"])
+    for spec in ("train=0.5,all=0.5", "ALL=1", "all"):  # datasets' union of every split
+        assert "reserves" in _error(["publish", str(sample_shards), "--to", out, "--split", spec])
 
 
 def test_refuses_a_non_empty_output_folder(sample_shards: Path, tmp_path: Path) -> None:

@@ -258,3 +258,28 @@ def test_the_project_reads_validates_and_republishes_a_published_dataset(
         (first,) = data.glob(f"{name}-*.parquet")
         (second,) = (out / "data").glob(f"{name}-*.parquet")
         assert first.read_bytes() == second.read_bytes()
+
+
+def test_the_cards_loading_snippet_loads_every_split(sample_shards: Path, tmp_path: Path) -> None:
+    """Custom split names survive the card's file-based loading line (a bare data_dir drops them)."""
+    from functools import partial
+
+    from datasets import load_dataset
+
+    out = tmp_path / "ds"
+    _publish(sample_shards, out, "--split", "first=0.5,second=0.5")
+    card = (out / "README.md").read_text()
+    snippet = card.split("## Loading")[1].split("```python\n")[1].split("```")[0]
+    code = []
+    for line in snippet.splitlines():
+        if line.startswith(("from datasets", "ds = load_dataset(")):
+            continue  # the import is given below; the Hub id is not a folder here
+        if line.startswith(("# ds =", "#     ", "# })")):
+            line = line[2:]
+        code.append(line.replace("path/to/this/folder", str(out)))
+    scope = {"load_dataset": partial(load_dataset, cache_dir=str(tmp_path / "hf-cache"))}
+    exec("\n".join(code), scope)
+    loaded = scope["ds"]
+    assert set(loaded) == {"first", "second"}
+    assert sum(split.num_rows for split in loaded.values()) == len(_input_rows(sample_shards))
+    assert scope["trace"] == loaded["first"][0]
