@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from harvest.errors import ConfigError, WorldtraceError
 from harvest.publish.provenance import RunManifest, find_run_manifests, find_shard_manifests
@@ -26,7 +27,7 @@ from harvest.publish.writer import (
     WrittenFile,
 )
 from schemas.arrow import plain_schema, trace_schema
-from schemas.reader import iter_batches, resolve_shards
+from schemas.reader import filesystem_for, iter_batches, resolve_shards
 
 logger = logging.getLogger(__name__)
 
@@ -215,15 +216,44 @@ def write_checksums(out: Path) -> Path:
     return target
 
 
+def _local_input(input_path: str) -> tuple[str, str] | None:
+    """(the input's local path, the folder it names or lies in: the folder, a file's folder, a
+    glob's fixed part), both absolute; None for a remote input."""
+    fs, inner = filesystem_for(input_path)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return None
+    root = inner
+    if any(c in root for c in "*?["):
+        while any(c in root for c in "*?["):
+            root = os.path.dirname(root)
+    elif not os.path.isdir(root):
+        root = os.path.dirname(root)
+    return inner, os.path.realpath(root)
+
+
 def _copy_provenance(out: Path, runs: list[RunManifest], input_path: str, shard_files: list[str]) -> None:
+    """Copy the run manifests and list the local input shards in provenance/inputs.json, by paths
+    relative to the input's folder (the same input gives the same bytes wherever it lies)."""
     folder = out / PROVENANCE_DIR
     folder.mkdir(exist_ok=True)
     for run in runs:
         shutil.copyfile(run.path, folder / f"run-{run.run_id}.json")
+    local = _local_input(input_path)
+    if local is None:  # a URI: no local shard or manifest to list
+        shown_input, root = input_path, ""
+    else:
+        path, root = local
+        shown_input = Path(os.path.relpath(path, os.path.dirname(root))).as_posix()
+
+    def relative(file: str | Path) -> str:
+        return Path(os.path.relpath(os.path.realpath(file), root)).as_posix()
+
     inputs = {
-        "input": input_path,
-        "shards": [{"file": f, "sha256": sha256_file(Path(f)), "bytes": os.path.getsize(f)} for f in shard_files],
-        "shard_manifests": [str(p) for p in find_shard_manifests(input_path, shard_files)],
+        "input": shown_input,
+        "shards": [
+            {"file": relative(f), "sha256": sha256_file(Path(f)), "bytes": os.path.getsize(f)} for f in shard_files
+        ],
+        "shard_manifests": [relative(p) for p in find_shard_manifests(input_path, shard_files)],
     }
     (folder / "inputs.json").write_text(json.dumps(inputs, indent=1) + "\n", encoding="utf-8")
 

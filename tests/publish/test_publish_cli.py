@@ -198,3 +198,23 @@ def test_push_replaces_the_data_files_of_an_earlier_publish(
     for name in stale:
         assert any(fnmatch.fnmatch(name, p) for p in call["delete_patterns"]), name
     assert not any(fnmatch.fnmatch(name, p) for p in call["delete_patterns"] for name in ("README.md", ".gitattributes"))
+
+
+def test_the_same_input_elsewhere_gives_the_same_bytes_and_no_host_path(sample_shards: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    sums = []
+    for where in (tmp_path / "a" / "shards", tmp_path / "b" / "deeper" / "shards"):
+        shutil.copytree(sample_shards, where)
+        out = where.parent / "ds"
+        result = CliRunner().invoke(cli, ["publish", str(where), "--to", str(out), "--name", "me/traces"])
+        assert result.exit_code == 0, result.output
+        sums.append((out / "checksums.sha256").read_text())
+        for file in out.rglob("*"):
+            if file.is_file() and file.suffix != ".parquet":
+                assert str(tmp_path) not in file.read_text(), file
+    assert sums[0] == sums[1]
+    inputs = json.loads((tmp_path / "a" / "ds" / "provenance" / "inputs.json").read_text())
+    assert inputs["input"] == "shards"
+    assert sorted(s["file"] for s in inputs["shards"]) == sorted(p.name for p in sample_shards.glob("*.parquet"))
