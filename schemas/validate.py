@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import posixpath
@@ -19,6 +20,7 @@ from schemas.shards import TEMP_MARK, ShardInfo, read_manifest, schema_version_o
 from schemas.stream import EVENT_KINDS, STATUSES
 
 _HASH_CHUNK = 1 << 20
+_GLOB_CHARS = "*?["
 NOT_A_SHARD = "not a Parquet shard"
 
 
@@ -234,13 +236,19 @@ def validate(path: str | os.PathLike[str], seen_ids: dict[str, str] | None = Non
         manifest = manifests.get(directory)
         entry = manifest.get(name) if manifest else None
         report.shards.append(validate_shard(fs, file, entry, manifest is not None, seen_ids))
-    # Directory-level: manifest entries whose file is gone, leftovers of interrupted writers.
-    if target.type == pafs.FileType.Directory:
+    # Directory-level: manifest entries whose file is gone (for a glob, those it would match),
+    # leftovers of interrupted writers.
+    is_directory = target.type == pafs.FileType.Directory
+    is_glob = not is_directory and any(c in inner for c in _GLOB_CHARS)
+    if is_directory or is_glob:
         present = set(files)
         for directory, manifest in manifests.items():
             for name in sorted(manifest or {}):
-                if f"{directory}/{name}" not in present:
-                    report.problems.append(f"{directory}/{name}: listed in the manifest but missing")
+                entry_path = f"{directory}/{name}"
+                if entry_path not in present and (is_directory or fnmatch.fnmatchcase(entry_path, inner)):
+                    report.problems.append(f"{entry_path}: listed in the manifest but missing")
+            if not is_directory:
+                continue
             selector = pafs.FileSelector(directory, allow_not_found=True)
             for item in fs.get_file_info(selector):
                 base = posixpath.basename(item.path)

@@ -86,6 +86,15 @@ def test_manifest_and_directory_disagree(tmp_path: Path) -> None:
     assert any("not listed" in p for p in report.shards[0].problems)
 
 
+def test_a_glob_notices_a_shard_missing_from_its_manifest(tmp_path: Path) -> None:
+    second = make_shards(tmp_path, 3)[1]
+    second.unlink()
+    report = validate(str(tmp_path / "*.parquet"))
+    assert report.problems == [f"{second}: listed in the manifest but missing"]
+    assert validate(str(tmp_path / "shard-[02].parquet")).ok  # an entry the glob does not match is not missing
+    assert not validate(str(tmp_path / "shard-[01].parquet")).ok
+
+
 def test_foreign_parquet_and_wrong_version(tmp_path: Path) -> None:
     pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "foreign.parquet")
     report = validate(tmp_path / "foreign.parquet")
