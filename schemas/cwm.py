@@ -122,6 +122,9 @@ def trace_to_cwm(trace: Mapping[str, Any], *, source: str | None = None) -> CwmT
     """The CWM view of a trace row (or a stream object, given `source`)."""
     program = source if source is not None else trace["source"]
     events = trace["events"]
+    if not events:
+        # Nothing ran (a syntax error, a failed import): no entry frame to mark and no frame to show.
+        raise CwmFormatError("the trace has no events, and a CWM trace needs at least its entry frame")
     frames = []
     for event, state in zip(events, iter_full_locals(events)):
         kind = event["kind"]

@@ -183,6 +183,21 @@ def test_unrenderable_and_unparsable() -> None:
             parse_cwm(bad)
 
 
+def test_a_trace_without_events_is_not_a_cwm_trace() -> None:
+    """A program that never ran (a syntax error) has no entry frame: not a complete CWM trace,
+    so training skips it like any trace CWM cannot express."""
+    trace = stream_object([], status="exception", exception_type="SyntaxError", n_events=0)
+    with pytest.raises(CwmFormatError, match="no events"):
+        render_cwm(trace, source="def f(:\n    pass\n")
+    pytest.importorskip("torch")
+    from trainer.packing import cwm_texts
+
+    row = {**trace, "source": "def f(:\n    pass\n", "trace_id": "t0"}
+    assert list(cwm_texts([row, {**simple_trace(3), "source": SIMPLE_SOURCE}])) == [
+        render_cwm(simple_trace(3), source=SIMPLE_SOURCE)
+    ]
+
+
 def test_dotdot_value_is_refused_when_ambiguous() -> None:
     trace = stream_object([event("call", 1, "def f(x):", {"x": "1"}), event("line", 2, "    y = 2", {"z": ".."})])
     with pytest.raises(CwmFormatError, match="ambiguous"):
