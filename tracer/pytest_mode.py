@@ -289,7 +289,7 @@ class CallRecorder(Recorder):
     def _begin(self, act: Any, mapping: Any) -> None:
         self.events = []
         self._fids = itertools.count(1)
-        self.thread_numbers = {get_ident(): 0}
+        self.reset_thread_numbers()
         act.fid = 0
         act.tid = 0
         entry = codeinfo.qualname(act.code)

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
 import types
 
@@ -145,7 +146,9 @@ class Recorder:
         self.truncated_reason: str | None = None
         self.error: str | None = None
         self.stacks: dict = {}
-        self.thread_numbers: dict = {}
+        self.thread_numbers: dict = {}  # get_ident() -> thread number (see thread_number)
+        self._thread_local = threading.local()
+        self._thread_count = itertools.count()
         self._fids = itertools.count()
         # Set by the backend: called once when recording stops early (budget, failure) so
         # the rest of the program runs untraced at full speed.
@@ -172,16 +175,34 @@ class Recorder:
         ident = get_ident()
         st = self.stacks.get(ident)
         if st is None:
-            st = self.stacks.setdefault(ident, [])
-            self.thread_numbers.setdefault(ident, len(self.thread_numbers))
+            self.thread_number()
+            st = self.stacks[ident]
         return st
+
+    def thread_number(self) -> int:
+        """The calling thread's number (in order of first event), asked whenever its stack is
+        empty: a thread that ended leaves its ident to the next one started, which must not
+        get the ended thread's number (a thread-local value tells them apart)."""
+        ident = get_ident()
+        local = self._thread_local
+        number = getattr(local, "number", None)
+        if number is None:
+            number = local.number = next(self._thread_count)
+        self.thread_numbers[ident] = number
+        self.stacks.setdefault(ident, [])
+        return number
+
+    def reset_thread_numbers(self) -> None:
+        """Number threads afresh, the calling one 0."""
+        self.thread_numbers = {}
+        self._thread_local = threading.local()
+        self._thread_count = itertools.count()
+        self.thread_number()
 
     def new_activation(self, code) -> Activation:
         ident = get_ident()
-        tid = self.thread_numbers.get(ident)
-        if tid is None:
-            self.stack()
-            tid = self.thread_numbers[ident]
+        st = self.stacks.get(ident)
+        tid = self.thread_numbers[ident] if st else self.thread_number()
         info = self._effects.get(id(code))
         if info is None or info[0] is not code:
             info = self._effects[id(code)] = (code, codeinfo.line_effects(code), code.co_name == "<module>")

@@ -267,6 +267,28 @@ def test_threads_are_traced(backend: str) -> None:
     assert work and {e["thread_id"] for e in work} == {1} and work[0]["depth"] == 0
 
 
+def test_threads_that_reuse_an_ended_threads_ident_get_their_own_number(backend: str) -> None:
+    # CPython hands an ended thread's ident to the next thread started: six threads one after
+    # the other usually share one ident, and each is a thread of its own in the trace.
+    t = call("""
+        import threading
+        def work(i):
+            return i
+        def f():
+            for i in range(6):
+                th = threading.Thread(target=work, args=(i,))
+                th.start()
+                th.join()
+            return 6
+    """, backend=backend)
+    by_thread = {}
+    for e in t["events"]:
+        if e["function"] == "work" and e["kind"] == "call":
+            by_thread.setdefault(e["thread_id"], []).append(e["locals"]["i"])
+    assert by_thread == {n: [str(n - 1)] for n in range(1, 7)}, by_thread
+    assert {e["thread_id"] for e in t["events"] if e["function"] == "f"} == {0}
+
+
 def test_script_mode(tmp_path: Path, backend: str) -> None:
     script = tmp_path / "s.py"
     script.write_text("import sys\nprint(sys.argv[1:])\nif sys.argv[1:] == ['bad']:\n    raise SystemExit(2)\n")

@@ -403,10 +403,8 @@ class MonitoringBackend(Backend):
                         self._disabled_codes += 1
                         return DISABLE
                 ident = get_ident()
-                tid = thread_numbers.get(ident)
-                if tid is None:
-                    rec.stack()
-                    tid = thread_numbers[ident]
+                st = stacks.get(ident)
+                tid = thread_numbers[ident] if st else rec.thread_number()
                 frame = _getframe(1)
                 act = Activation(next(fids), tid, code, info[1], info[3])
                 act.frame = frame

@@ -14,4 +14,8 @@ def main():
     # start and join on one line: the main thread's next event comes after the worker's
     # events, so the golden trace does not depend on thread scheduling.
     t.start(); t.join()  # noqa: E702
+    # A second thread, started after the first ended, usually gets its ident: it is a thread
+    # of its own (thread_id 2), not the first one again.
+    u = threading.Thread(target=work, args=(box, 2))
+    u.start(); u.join()  # noqa: E702
     return box
