@@ -40,8 +40,8 @@ class ByteSize(click.ParamType):
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               help="Keep only traces with this status (repeatable: --status ok --status exception).")
 @click.option("--max-events", type=click.IntRange(min=0), default=None, help="Drop traces with more events than this.")
-@click.option("--shard-size", type=ByteSize(), default="500MB", show_default=True, help="Largest Parquet file.")
-@click.option("--row-group-size", type=ByteSize(), default="100MB", show_default=True, help="Largest row group (in memory).")
+@click.option("--shard-size", type=ByteSize(), default="500MB", show_default=True, help="Target Parquet file size: a file is closed once it reaches it (its last row group can take it past).")
+@click.option("--row-group-size", type=ByteSize(), default="100MB", show_default=True, help="Target row group size, as Arrow data in memory: a row group is cut once its rows reach it.")
 @click.option("--description", default=None, help="A paragraph for the dataset card.")
 @click.option("--overwrite", is_flag=True, help="Replace a dataset previously published in OUT.")
 @click.option("--push", "repo_id", default=None, metavar="REPO_ID", help="Upload to this Hugging Face dataset repo (needs HF_TOKEN or a login).")

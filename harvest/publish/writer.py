@@ -27,9 +27,9 @@ class WrittenFile:
 class SplitWriter:
     """Rows of one split into `data/{split}-{i:05d}-of-{n:05d}.parquet`.
 
-    Row groups are cut when the buffered rows reach `row_group_bytes` in memory (Arrow size, an
-    upper bound of their compressed size); a new file starts once a file reaches `shard_bytes`
-    on disk. Files are written under hidden temporary names and renamed by finish(), when the
+    Row groups are cut once the buffered rows reach `row_group_bytes` in memory (Arrow size; the
+    last incoming batch can take them past it); a new file starts once a file reaches
+    `shard_bytes` on disk (so a file can exceed it by its last row group). Both are targets. Files are written under hidden temporary names and renamed by finish(), when the
     total `n` is known.
     """
 
