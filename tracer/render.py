@@ -216,6 +216,32 @@ def omitted_attrs(cls: type) -> frozenset:
     return out
 
 
+# Iterators that call what they were given when consumed (``m = map(out.append, xs)``, later
+# ``list(m)``): their renderings visit the objects those callables are bound to. By exact type;
+# ``__reduce__`` of these builtins is C code that hands back their function and iterators.
+_LAZY_ITERATORS = (map, filter, zip, enumerate, type(iter(int, 0)))
+_LAZY_ITERATOR_IDS = frozenset(map(id, _LAZY_ITERATORS))
+
+
+def _visit_callables(it: object, ids: list, depth: int) -> None:
+    """Append to ``ids`` the objects the callables inside lazy iterator ``it`` are bound to."""
+    t = type(it)
+    if depth > 4 or id(t) not in _LAZY_ITERATOR_IDS:
+        return
+    try:
+        parts = t.__reduce__(it)[1]
+    except Exception:
+        return
+    for part in parts if type(parts) is tuple else ():
+        pt = type(part)
+        if pt is types.BuiltinMethodType or pt is types.MethodType:
+            owner = part.__self__
+            if owner is not None and type(owner) is not types.ModuleType:
+                ids.append(id(owner))
+        elif id(pt) in _LAZY_ITERATOR_IDS:
+            _visit_callables(part, ids, depth + 1)
+
+
 def type_ids(items) -> set:
     """The ids of the types of the sequence ``items`` (see _IMMUTABLE_IDS: never the types
     themselves); one id when all the items have the type of the first, the common case."""
@@ -837,6 +863,11 @@ class Renderer:
             return method_wrapper_kind
         if t is types.MethodType:
             return self._render_method
+        if id(t) in _LAZY_ITERATOR_IDS:
+            def lazy_iterator_kind(v, d, b):
+                _visit_callables(v, b.ids, 0)  # a later ``list(it)`` calls them
+                return self._spend(b, "<%s object>" % name)
+            return lazy_iterator_kind
         if t is memoryview:
             def memoryview_kind(v, d, b):
                 try:

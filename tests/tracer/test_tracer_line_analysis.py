@@ -4,8 +4,8 @@ backend of every CPython 3.8-3.13 that pyenv lists.
 
 Each program mutates an object through a path the names on the line do not show: an alias of
 a class or function attribute, a class body's names, a lazy builtin consumed on the same line,
-a name bound and mutated on one line, a method call split over lines, an instance's
-``__dict__``, a memoryview. The module also runs as a script (stdlib only).
+a name bound and mutated on one line, a method call split over lines, a ``map`` stored and
+consumed later, an instance's ``__dict__``, a memoryview. The module also runs as a script (stdlib only).
 """
 
 from __future__ import annotations
@@ -88,6 +88,21 @@ def f():
      .sort())
     n = 1
     return b, q
+""",
+    "lazy_iterators_consumed_later": """\
+def f():
+    out = []
+    m = map(out.append, [1, 2])
+    r = list(m)
+    n = 0
+    stack = [1, 2, 3]
+    it = iter(stack.pop, 1)
+    z = zip(map(out.append, [3]), [0])
+    r = list(it)
+    n = 1
+    s = sum(1 for _ in z)
+    n = 2
+    return out, stack
 """,
     "instance_dict_and_memoryview": """\
 class O:
