@@ -416,27 +416,14 @@ class Recorder:
             unattributed = False
         # Objects the line may have mutated in place: any other local showing one of them
         # (an alias) must be re-read as well.
-        touched = _ANY_CONTAINER if unattributed else None
-        for n in shared:
-            entry = last.get(n)
-            if entry is not None:
-                ids = entry[2]
-                if ids is not None:
-                    touched = ids if touched is None else touched | ids
+        extra = self._aliases_of(shared, last, names, unattributed) if shared or unattributed else None
+        reorder = bool(extra)
+        if extra:
+            names = names + tuple(extra)
         # A name the line binds and then mutates through (``for r in rows: r += [0]``,
         # ``first = next(it); first.append(1)``): its new object's aliases are found after it
         # is re-read, below.
         rebound = eff.ordered_rebound if (mutating or eff.inplace) else ()
-        reorder = False
-        if touched is not None:
-            if ELIDED in touched:  # a rendering left out objects: any container may share one
-                extra = [n for n, entry in last.items() if entry[2] is not None and n not in names]
-            else:
-                extra = [n for n, entry in last.items()
-                         if entry[2] is not None and n not in names and not touched.isdisjoint(entry[2])]
-            if extra:
-                names = names + tuple(extra)
-                reorder = True
         if not names:
             return None
         out = None
@@ -499,10 +486,11 @@ class Recorder:
         return out
 
     @staticmethod
-    def _aliases_of(names, last: dict, exclude: list) -> list:
+    def _aliases_of(names, last: dict, exclude, everything: bool = False) -> list:
         """The container locals not in ``exclude`` that share an object with the current
-        renderings of ``names``."""
-        ids = None
+        renderings of ``names`` (all of them with ``everything``, or when a rendering left
+        objects out: any container may share one of those)."""
+        ids = _ANY_CONTAINER if everything else None
         for n in names:
             entry = last.get(n)
             if entry is not None and entry[2] is not None:
