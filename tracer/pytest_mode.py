@@ -245,6 +245,8 @@ class CallRecorder(Recorder):
         self.call: Optional[_Call] = None
         self.counts: Dict[str, int] = {}
         self.n_traces = 0
+        self.interruptions = 0  # times recording stopped and was started again (resume)
+        self.errors: List[str] = []  # tracer failures, one per interrupted recording
 
     def enter(self, act: Any, lineno: int, mapping: Any) -> None:
         if self.call is None and not self.stack():
@@ -319,7 +321,30 @@ class CallRecorder(Recorder):
                 parts.extend("%s=%s" % (k, render(v)) for k, v in kwargs.items() if type(k) is str)
         return ", ".join(parts)
 
-    def _finish(self, call: _Call, value: Any, unwind: bool) -> None:
+    def resume(self) -> None:
+        """Recording stopped (a RecursionError at the limit, a program that removed the trace
+        function, a tracer failure): end the call it stopped in, as a trace flagged with why
+        (its outcome unknown), and get ready to record the next one."""
+        self.interruptions += 1
+        reason = self.truncated_reason or "events_lost"
+        if self.error is not None:
+            self.errors.append(self.error)
+        call = self.call
+        if call is not None and call.keep:
+            trace = self._finish(call, None, True, emit=False)
+            trace["status"] = "error"
+            trace["tracer_error"] = self.error or "recording stopped before the call returned (%s)" % reason
+            trace["truncated"] = True
+            trace["truncated_reason"] = reason
+            self.on_trace(trace)
+        self.call = None
+        self.events = []
+        self.stacks.clear()
+        self.error = None
+        self.truncated_reason = None
+        self.active = True
+
+    def _finish(self, call: _Call, value: Any, unwind: bool, emit: bool = True) -> Dict[str, Any]:
         nodeid = call.nodeid or ""
         n = self.counts.get(nodeid, 0)
         self.counts[nodeid] = n + 1
@@ -343,7 +368,9 @@ class CallRecorder(Recorder):
             trace["status"] = "error"
             trace["tracer_error"] = self.error
         self.n_traces += 1
-        self.on_trace(trace)
+        if emit:
+            self.on_trace(trace)
+        return trace
 
 
 def _base_trace(
@@ -397,11 +424,29 @@ def run_pytest_job(
     renderer = Renderer(limits.max_value_chars, limits.max_items, limits.max_depth)
     recorder = CallRecorder(renderer, scope, limits.max_events, emit, make_trace)
 
+    backends = [backend_cls(recorder)]
+
+    def rearm() -> None:
+        """Before each test: if recording stopped during an earlier one (see CallRecorder.resume),
+        start it again with a fresh backend, so one test cannot end tracing for the rest."""
+        current = backends[-1]
+        if recorder.active and current.installed():
+            return
+        try:
+            current.stop()
+        except Exception:
+            pass
+        recorder.resume()
+        fresh = backend_cls(recorder)
+        fresh.start()
+        backends.append(fresh)
+
     class NodeTracker(object):
         """Tells the recorder which test is running (calls outside a test are not traced)."""
 
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
+            rearm()
             recorder.nodeid = item.nodeid
             try:
                 yield
@@ -409,10 +454,9 @@ def run_pytest_job(
                 recorder.nodeid = None
 
     args = [job.file] + list(job.argv) + ["-p", "no:cacheprovider"]
-    tracer_backend = backend_cls(recorder)
     started = time.perf_counter()
     try:
-        tracer_backend.start()
+        backends[0].start()
     except Exception as exc:
         return _error(summary, "cannot start the %s backend: %s" % (backend_cls.name, exc))
     try:
@@ -424,7 +468,7 @@ def run_pytest_job(
         summary["exception_message"] = renderer.exception_message(exc)
     finally:
         try:
-            tracer_backend.stop()
+            backends[-1].stop()
         except Exception as exc:
             recorder.fail(exc)
         sys.stdout.flush()
@@ -441,9 +485,18 @@ def run_pytest_job(
                 getattr(code, "name", "code"),
                 value,
             )
-    if recorder.error is not None:
+    if not recorder.active:  # stopped during the last test: end its call's trace too
+        recorder.resume()
+    if recorder.interruptions:
+        # Recording stopped inside some tests and was started again at the next one: what ran
+        # in between is missing (the interrupted calls' traces say so).
+        summary["truncated"] = True
+        summary["truncated_reason"] = "events_lost"
+    errors = recorder.errors + ([recorder.error] if recorder.error is not None else [])
+    if errors:
         summary["status"] = "error"
-        summary["tracer_error"] = recorder.error
+        more = " (and %d more)" % (len(errors) - 1) if len(errors) > 1 else ""
+        summary["tracer_error"] = errors[0] + more
     return summary
 
 

@@ -15,7 +15,7 @@ from tracer_testutil import pyenv_pythons
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PACKAGE = {
-    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, total\n\nVERSION = add(0, 1)\n",
+    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, recurse, total\n\nVERSION = add(0, 1)\n",
     "mypkg/core.py": """
         def add(a, b):
             c = a + b
@@ -39,6 +39,10 @@ PACKAGE = {
 
         def fail(msg):
             raise ValueError(msg)
+
+
+        def recurse(n):
+            return recurse(n + 1)
         """,
     "mypkg/tests/test_inside.py": """
         from mypkg import add
@@ -87,6 +91,35 @@ PACKAGE = {
         def test_slow():
             assert mypkg.add(1, 1) == 2
             time.sleep(600)
+        """,
+    "interrupt/test_interrupt.py": """
+        import sys
+
+        import pytest
+
+        import mypkg
+
+
+        def test_first():
+            assert mypkg.add(1, 2) == 3
+
+
+        def test_recursion_limit():
+            with pytest.raises(RecursionError):
+                mypkg.recurse(0)
+
+
+        def test_after_recursion():
+            assert mypkg.add(3, 4) == 7
+
+
+        def test_trace_off():
+            sys.settrace(None)
+            assert mypkg.add(5, 6) == 11
+
+
+        def test_after_trace_off():
+            assert mypkg.add(7, 8) == 15
         """,
     "other/test_other.py": """
         import json
@@ -212,6 +245,31 @@ def test_pytest_job_traces_each_top_level_call(tmp_path: Path) -> None:
     assert not any("::<" in pid for pid in rows)
 
 
+def check_interrupted(rows: dict, backend: str) -> None:
+    """One test cannot end the recording for the tests after it: a RecursionError at the limit
+    inside a traced call, or a test that removes the trace function."""
+    t = "job::interrupt/test_interrupt.py::"
+    assert rows[t + "test_first::0"]["return_value"] == "3"
+    stopped = rows[t + "test_recursion_limit::0"]
+    assert (stopped["status"], stopped["truncated_reason"]) == ("error", "events_lost"), stopped["tracer_error"]
+    assert "recording stopped" in stopped["tracer_error"]
+    assert rows[t + "test_after_recursion::0"]["return_value"] == "7"
+    assert rows[t + "test_after_trace_off::0"]["return_value"] == "15"
+    if backend == "monitoring":  # sys.settrace(None) does not touch sys.monitoring
+        assert rows[t + "test_trace_off::0"]["return_value"] == "11"
+    job = rows["job"]
+    assert (job["status"], job["truncated"], job["truncated_reason"]) == ("ok", True, "events_lost")
+    assert job["tracer_error"] is None
+
+
+def test_recording_starts_again_at_the_next_test(tmp_path: Path) -> None:
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [{"program_id": "job", "mode": "pytest", "file": "interrupt", "package": "mypkg"}],
+                    backend="settrace")  # fmt: skip
+    check_interrupted(rows, "settrace")
+
+
 def test_pytest_job_resume_writes_only_missing_traces(tmp_path: Path) -> None:
     make_repo(tmp_path)
     job = {"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"}
@@ -329,7 +387,9 @@ def test_pytest_job_with_the_monitoring_backend(tmp_path: Path) -> None:
             pytest.skip("needs Python >= 3.12 with pytest (set WORLDTRACE_PYTEST_PYTHON, or pyenv 3.12+)")
         python, path = found[newest], (_pure_python_pytest(tmp_path / "lent-pytest"),)
     make_repo(tmp_path)
-    rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"}],
+    rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"},
+                               {"program_id": "job", "mode": "pytest", "file": "interrupt", "package": "mypkg"}],
                     python=python, backend="monitoring", path=path)  # fmt: skip
     check_rows(rows, "named")
+    check_interrupted(rows, "monitoring")
     assert {r["backend"] for r in rows.values()} == {"monitoring"}

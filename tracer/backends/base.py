@@ -26,3 +26,7 @@ class Backend:
 
     def stats(self) -> dict:
         return {}
+
+    def installed(self) -> bool:
+        """Whether the backend still receives events (the program may have removed it)."""
+        return True

@@ -106,6 +106,11 @@ class MonitoringBackend(Backend):
         mon.set_events(tool, ev.PY_START | ev.PY_THROW | ev.PY_UNWIND | ev.RAISE)
         self.recorder.on_halt = self._halt
 
+    def installed(self) -> bool:
+        tool = self.tool
+        mon = sys.monitoring
+        return tool is not None and mon.get_tool(tool) == _TOOL_NAME and mon.get_events(tool) != 0
+
     def _halt(self) -> None:
         # Recording stopped early: switch every event off so the program runs at full speed.
         if self.tool is None:

@@ -93,6 +93,9 @@ class SettraceBackend(Backend):
     def stats(self) -> dict:
         return {"calls_seen": self._calls}
 
+    def installed(self) -> bool:
+        return sys.gettrace() == self._global
+
     def _global(self, frame, event, arg):
         rec = self.recorder
         if not rec.active:
