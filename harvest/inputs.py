@@ -52,6 +52,7 @@ class Program:
     file: str | None = None  # path inside the image (pytest mode: the test folder or file)
     expected_output: str | None = None  # CRUXEval's `output`, kept for checking
     package: tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
+    cwd: str | None = None  # pytest mode: the folder pytest runs in
     timeout_s: float | None = None  # None: the harvest's --timeout
     origin: str = ""  # "path/to/file.jsonl:12", for messages
 
@@ -70,6 +71,8 @@ class Program:
             job["argv"] = list(self.argv)
         if self.package:
             job["package"] = list(self.package)
+        if self.cwd is not None:
+            job["cwd"] = self.cwd
         if self.timeout_s is not None:
             job["timeout_s"] = self.timeout_s
         return job
@@ -117,19 +120,21 @@ def repository_tests_program(
 ) -> Program:
     """The pytest job that traces a repository image's own test suite (`--tests`).
 
-    `tests` are pytest paths relative to the project folder `root` inside the image; calls into
-    `packages` (import names) are traced, one trace per top-level call.
+    `tests` are pytest's arguments as the image's build ran them in the project folder `root`
+    (paths relative to it, and options such as `--ignore=tests/x.py`); the job runs pytest there
+    too. Calls into `packages` (import names) are traced, one trace per top-level call.
     """
-    if not tests:
+    first = next((i for i, arg in enumerate(tests) if not arg.startswith("-")), None)
+    if first is None:
         raise ConfigError(f"image {image!r} lists no tests to run")
-    paths = [t if t.startswith("/") else f"{root.rstrip('/')}/{t}" for t in tests]
     return Program(
         program_id=f"{image}:tests",
         mode="pytest",
         image=image,
-        file=paths[0],
-        argv=tuple(paths[1:]),
+        file=tests[first],
+        argv=tuple(tests[:first]) + tuple(tests[first + 1 :]),
         package=tuple(packages),
+        cwd=root,
         timeout_s=timeout_s,
         origin=f"--tests of image {image}",
     )

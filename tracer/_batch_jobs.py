@@ -19,6 +19,7 @@ KNOWN_KEYS = frozenset(
         "argv",
         "timeout_s",
         "package",
+        "cwd",
         "meta",
     )
 )
@@ -45,6 +46,7 @@ class Job:
     argv: Tuple[str, ...] = ()
     timeout_s: Optional[float] = None
     package: Tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
+    cwd: Optional[str] = None  # pytest mode: the folder pytest runs in (None: the runner's)
     lineno: int = 0  # where the job came from (1-based line of the jobs file)
 
 
@@ -98,6 +100,9 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
     file = _opt_str(raw, "file", program_id)
     entrypoint = _opt_str(raw, "entrypoint", program_id)
     input_text = _opt_str(raw, "input", program_id)
+    cwd = _opt_str(raw, "cwd", program_id)
+    if cwd is not None and (mode != "pytest" or not cwd):
+        raise JobError("`cwd` is a non-empty folder, for `pytest` jobs only", program_id)
     argv = raw.get("argv", [])
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise JobError("`argv` must be a list of strings, got %s" % _show(argv), program_id)
@@ -159,6 +164,7 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
         argv=tuple(argv),
         timeout_s=timeout_s,
         package=tuple(package),
+        cwd=cwd,
         lineno=lineno,
     )
 

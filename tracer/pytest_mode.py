@@ -403,6 +403,12 @@ def run_pytest_job(
         import pytest
     except ImportError as exc:
         return _error(summary, "pytest is not installed in this interpreter: %s" % exc)
+    if job.cwd is not None:  # as the project's own `cd ROOT && python -m pytest ...`
+        try:
+            os.chdir(job.cwd)
+        except OSError as exc:
+            return _error(summary, "invalid job: cannot run in `cwd` %s: %s" % (job.cwd, exc.strerror))
+        sys.path.insert(0, os.getcwd())  # `python -m pytest` puts its folder first on sys.path
     with _test_dirs_on_path(job.file):  # where pytest will import from (rootdir-relative imports)
         packages = list(job.package) or infer_packages(job.file)
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harvest.errors import ConfigError
 from harvest.inputs import InputFormatError, load_programs, repository_tests_program
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,13 +170,19 @@ def test_empty_inputs_are_errors(tmp_path: Path) -> None:
         load_programs([tmp_path / "missing.jsonl"])
 
 
-def test_test_suite_job_points_into_the_project_folder() -> None:
-    program = repository_tests_program("toolz", ["toolz/tests", "extra"], ["toolz"])
+def test_test_suite_job_runs_in_the_project_folder() -> None:
+    """As the image's build ran its suite (`cd /opt/project && python3 -m pytest ARGS`): the
+    arguments as the catalog gives them, options included, in the project folder."""
+    program = repository_tests_program("idna", ["tests", "--ignore=tests/test_idna_properties.py"], ["idna"])
     assert program.job() == {
-        "program_id": "toolz:tests",
+        "program_id": "idna:tests",
         "mode": "pytest",
-        "file": "/opt/project/toolz/tests",
-        "argv": ["/opt/project/extra"],
-        "package": ["toolz"],
+        "file": "tests",
+        "argv": ["--ignore=tests/test_idna_properties.py"],
+        "package": ["idna"],
+        "cwd": "/opt/project",
         "timeout_s": 900.0,
     }
+    assert repository_tests_program("x", ["-q", "t.py"], ["x"]).job()["file"] == "t.py"
+    with pytest.raises(ConfigError, match="lists no tests"):
+        repository_tests_program("x", ["-q"], ["x"])

@@ -500,6 +500,9 @@ def test_parse_job_names_the_problem() -> None:
         parse_job(json.dumps({"program_id": "s", "file": "a.py", "timeout_s": 2}), 1).mode
         == "script"
     )
+    assert parse_job(json.dumps({"program_id": "t", "mode": "pytest", "file": "tests", "cwd": "/p"}), 1).cwd == "/p"
+    with pytest.raises(JobError, match="`cwd` is a non-empty folder, for `pytest` jobs only"):
+        parse_job(json.dumps({"program_id": "c", "file": "a.py", "cwd": "/p"}), 1)
 
 
 def test_missing_jobs_file_or_output_folder_is_a_usage_error(tmp_path: Path) -> None:

@@ -121,6 +121,19 @@ PACKAGE = {
         def test_after_trace_off():
             assert mypkg.add(7, 8) == 15
         """,
+    "project/data.txt": "42\n",
+    "project/tests/test_cwd.py": """
+        import mypkg
+
+
+        def test_reads_a_file_of_the_project():
+            with open("data.txt") as f:  # relative: the project folder is the working directory
+                assert mypkg.add(int(f.read()), 1) == 43
+        """,
+    "project/tests/test_ignored.py": """
+        def test_never_collected():
+            raise AssertionError("--ignore did not apply")
+        """,
     "other/test_other.py": """
         import json
 
@@ -268,6 +281,21 @@ def test_recording_starts_again_at_the_next_test(tmp_path: Path) -> None:
     rows = run_jobs(tmp_path, [{"program_id": "job", "mode": "pytest", "file": "interrupt", "package": "mypkg"}],
                     backend="settrace")  # fmt: skip
     check_interrupted(rows, "settrace")
+
+
+def test_a_pytest_job_runs_in_its_cwd(tmp_path: Path) -> None:
+    """`cwd`: pytest runs in the project folder, as the project's own `cd ROOT && python -m pytest
+    tests --ignore=tests/x.py` does (relative paths in options and in the tests resolve there)."""
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [
+        {"program_id": "cwd", "mode": "pytest", "file": "tests", "argv": ["--ignore=tests/test_ignored.py"],
+         "package": "mypkg", "cwd": str(tmp_path / "project")},
+        {"program_id": "nowhere", "mode": "pytest", "file": "tests", "package": "mypkg", "cwd": str(tmp_path / "no")},
+    ])  # fmt: skip
+    assert rows["cwd"]["status"] == "ok" and rows["cwd"]["return_value"] == "0", rows["cwd"]["stdout"]
+    assert rows["cwd::tests/test_cwd.py::test_reads_a_file_of_the_project::0"]["return_value"] == "43"
+    assert rows["nowhere"]["status"] == "error" and "cannot run in `cwd`" in rows["nowhere"]["tracer_error"]
 
 
 def test_pytest_job_resume_writes_only_missing_traces(tmp_path: Path) -> None:
