@@ -55,6 +55,7 @@ LABEL_IMAGE = "worldtrace.image"
 
 TRACER_MOUNT = "/opt/worldtrace/tracer"
 OUT_MOUNT = "/out"
+SANDBOX_HOSTNAME = "sandbox"  # every container's host name (see _container_options)
 # Directories only the programs write to: the batch runner empties them before each program, and
 # confines each program (Landlock) to writing there only, without signals to the runner.
 # /dev/mqueue: POSIX message queues (the container's own); --private-ipc: System V IPC objects.
@@ -269,6 +270,9 @@ class DockerSandbox(Sandbox):
                 "TMPDIR": "/tmp",
             },
             "working_dir": "/tmp",
+            # Not the container id, which Docker would make the host name (and $HOSTNAME): a
+            # program that reads it would trace differently in every run.
+            "hostname": SANDBOX_HOSTNAME,
             "labels": {
                 LABEL_RUN: req.run_id,
                 LABEL_UNIT: req.unit_id,

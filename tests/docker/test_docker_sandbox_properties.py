@@ -10,7 +10,7 @@ import pytest
 
 from harvest.errors import ImageNotFound, RunnerFailed, UnitDeadlineExceeded
 from harvest.sandbox import UnitRequest
-from harvest.sandbox.docker import DockerSandbox
+from harvest.sandbox.docker import SANDBOX_HOSTNAME, DockerSandbox
 
 pytestmark = pytest.mark.docker
 
@@ -180,13 +180,15 @@ def test_missing_image_is_an_infrastructure_error(
 def test_programs_see_the_same_deterministic_world(
     tmp_path: Path, base_image: str, run_id: str, docker_client: Any
 ) -> None:
-    """Hash seed, set order, time zone and locale: equal across containers and equal to LocalSandbox."""
+    """Hash seed, set order, time zone and locale: equal across containers and equal to LocalSandbox;
+    the host name (which Docker makes the container id, and puts in $HOSTNAME) equal across containers."""
     from harvest.sandbox.local import LocalSandbox
 
     source = (
-        "import locale, sys, time\n"
+        "import locale, os, socket, sys, time\n"
         "print(hash('worldtrace'), list({'alpha', 'beta', 'gamma', 'delta'}), time.tzname,\n"
         "      locale.getpreferredencoding(False), sys.flags.hash_randomization)\n"
+        "print(socket.gethostname(), os.environ.get('HOSTNAME'))\n"
     )
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"program_id": "world", "mode": "script", "source": source}) + "\n")
@@ -199,5 +201,6 @@ def test_programs_see_the_same_deterministic_world(
     local = UnitRequest(run_id, "local", 0, "-", jobs, tmp_path / "local" / "stream.jsonl")
     LocalSandbox().run_unit(local)
     outputs.append(json.loads(local.output_path.read_text())["stdout"])
-    assert outputs[0] == outputs[1] == outputs[2], outputs
+    assert outputs[0] == outputs[1] and outputs[0].splitlines()[0] == outputs[2].splitlines()[0], outputs
     assert "('UTC', 'UTC') UTF-8 0" in outputs[0]
+    assert outputs[0].splitlines()[1] == f"{SANDBOX_HOSTNAME} {SANDBOX_HOSTNAME}"
