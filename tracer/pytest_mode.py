@@ -266,7 +266,7 @@ class CallRecorder(Recorder):
         # Line events count against the call's budget like every other event (and are not
         # worked out at all for a call that is not kept or whose budget is spent).
         call = self.call
-        if call is None or not call.keep:
+        if call is None or not call.keep or act.tid != call.act.tid:
             return
         if 0 < self.per_call_events <= len(self.events):
             call.truncated = True
@@ -281,7 +281,9 @@ class CallRecorder(Recorder):
 
     def _emit(self, event: tuple) -> None:
         call = self.call
-        if call is None or not call.keep:
+        # Only the calling thread's events: what other threads do meanwhile (a background
+        # thread's loop) is not this call's, and would make its trace depend on scheduling.
+        if call is None or not call.keep or event[4] != call.act.tid:
             return
         if 0 < self.per_call_events <= len(self.events):
             call.truncated = True  # keep tracing (no DISABLE): the next call has its own budget
@@ -411,10 +413,6 @@ def run_pytest_job(
         sys.path.insert(0, os.getcwd())  # `python -m pytest` puts its folder first on sys.path
     with _test_dirs_on_path(job.file):  # where pytest will import from (rootdir-relative imports)
         packages = list(job.package) or infer_packages(job.file)
-        try:
-            package_roots(packages)
-        except (LookupError, ImportError, ValueError) as exc:
-            return _error(summary, "invalid job: %s" % exc)
     if not packages:
         return _error(
             summary, "invalid job: no package to trace: give `package` (the test files import none)"
@@ -491,6 +489,13 @@ def run_pytest_job(
                 getattr(code, "name", "code"),
                 value,
             )
+    # A package named in the job may become importable only once pytest has run its ini
+    # `pythonpath` or a conftest: one that no test imported and that is still not importable is
+    # a mistake in the job (a typo), not a suite that calls nothing.
+    ran = code is not None and int(code) in PYTEST_RAN
+    missing = [name for name in packages if name not in sys.modules and not package_roots([name], strict=False)]
+    if ran and missing:
+        return _error(summary, "invalid job: package %r is not importable here (and no test imported it)" % missing[0])
     if not recorder.active:  # stopped during the last test: end its call's trace too
         recorder.resume()
     if recorder.interruptions:

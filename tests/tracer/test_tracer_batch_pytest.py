@@ -15,7 +15,7 @@ from tracer_testutil import pyenv_pythons
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PACKAGE = {
-    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, recurse, total\n\nVERSION = add(0, 1)\n",
+    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, hold, recurse, total\n\nVERSION = add(0, 1)\n",
     "mypkg/core.py": """
         def add(a, b):
             c = a + b
@@ -43,6 +43,12 @@ PACKAGE = {
 
         def recurse(n):
             return recurse(n + 1)
+
+
+        def hold(started, release):
+            started.set()
+            release.wait(30)
+            return "held"
         """,
     "mypkg/tests/test_inside.py": """
         from mypkg import add
@@ -120,6 +126,33 @@ PACKAGE = {
 
         def test_after_trace_off():
             assert mypkg.add(7, 8) == 15
+        """,
+    "threads/test_threads.py": """
+        import threading
+
+        import mypkg
+
+
+        def test_overlap():
+            started, release = threading.Event(), threading.Event()
+            worker = threading.Thread(target=mypkg.hold, args=(started, release))
+            worker.start()
+            started.wait(30)
+            assert mypkg.add(1, 2) == 3  # while the worker's call is being recorded
+            release.set()
+            worker.join()
+        """,
+    "srcproj/pytest.ini": "[pytest]\npythonpath = src\n",
+    "srcproj/src/srcpkg/__init__.py": """
+        def double(x):
+            return 2 * x
+        """,
+    "srcproj/tests/test_src.py": """
+        import srcpkg
+
+
+        def test_double():
+            assert srcpkg.double(4) == 8
         """,
     "project/data.txt": "42\n",
     "project/tests/test_cwd.py": """
@@ -296,6 +329,29 @@ def test_a_pytest_job_runs_in_its_cwd(tmp_path: Path) -> None:
     assert rows["cwd"]["status"] == "ok" and rows["cwd"]["return_value"] == "0", rows["cwd"]["stdout"]
     assert rows["cwd::tests/test_cwd.py::test_reads_a_file_of_the_project::0"]["return_value"] == "43"
     assert rows["nowhere"]["status"] == "error" and "cannot run in `cwd`" in rows["nowhere"]["tracer_error"]
+
+
+def test_a_call_holds_only_its_own_threads_events(tmp_path: Path) -> None:
+    """A call into the package made by another thread while a call is being recorded is not
+    part of that call's trace (nor a trace of its own: one call is recorded at a time)."""
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [{"program_id": "job", "mode": "pytest", "file": "threads", "package": "mypkg"}])
+    held = rows["job::threads/test_threads.py::test_overlap::0"]
+    assert (held["entrypoint"], held["return_value"]) == ("hold", "'held'")
+    assert {e["function"] for e in held["events"]} == {"hold"}
+    assert len({e["thread_id"] for e in held["events"]}) == 1
+    assert "job::threads/test_threads.py::test_overlap::1" not in rows
+
+
+def test_a_package_that_pytest_makes_importable(tmp_path: Path) -> None:
+    """A src layout that only pytest's `pythonpath` ini setting puts on sys.path."""
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [{"program_id": "src", "mode": "pytest", "file": "tests", "package": "srcpkg",
+                                "cwd": str(tmp_path / "srcproj")}])  # fmt: skip
+    assert rows["src"]["status"] == "ok", rows["src"]["tracer_error"]
+    assert rows["src::tests/test_src.py::test_double::0"]["return_value"] == "8"
 
 
 def test_pytest_job_resume_writes_only_missing_traces(tmp_path: Path) -> None:
