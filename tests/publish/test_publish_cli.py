@@ -208,7 +208,9 @@ def test_the_same_input_elsewhere_gives_the_same_bytes_and_no_host_path(sample_s
     for where in (tmp_path / "a" / "shards", tmp_path / "b" / "deeper" / "shards"):
         shutil.copytree(sample_shards, where)
         out = where.parent / "ds"
-        result = CliRunner().invoke(cli, ["publish", str(where), "--to", str(out), "--name", "me/traces"])
+        # The sample shards have no run manifest: without SOURCE_DATE_EPOCH the date would be the clock's.
+        runner = CliRunner(env={"SOURCE_DATE_EPOCH": "1700000000"})
+        result = runner.invoke(cli, ["publish", str(where), "--to", str(out), "--name", "me/traces"])
         assert result.exit_code == 0, result.output
         sums.append((out / "checksums.sha256").read_text())
         for file in out.rglob("*"):
