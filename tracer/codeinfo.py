@@ -111,7 +111,7 @@ class LineEffects:
 
     __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
                  "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads", "subscript", "subscr",
-                 "continued", "global_attrs", "rebound", "ordered_rebound")
+                 "continued", "global_attrs", "class_attrs", "calls_type", "rebound", "ordered_rebound")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -145,6 +145,11 @@ class LineEffects:
         # Globals whose attributes the line reads (``Registry.items.append(x)``): a class,
         # function or module can hold state that locals alias.
         self.global_attrs: set = set()
+        # The line reads an attribute of an object's class (``type(obj).items``,
+        # ``obj.__class__.items``): class state that locals may alias, which no rendering of
+        # the object shows. ``calls_type``: the line calls the builtin ``type``.
+        self.class_attrs = False
+        self.calls_type = False
         # Locals the line reads after storing them (``x = y; x += [1]``, a one-line ``for``
         # loop's variable): their new object may be mutated on the line itself. Not ``x += 1``,
         # which reads before it stores. ``ordered_rebound``: the same in variable order.
@@ -161,6 +166,7 @@ class LineEffects:
         self.calls += other.calls
         self.pure_callees += other.pure_callees
         self.global_attrs |= other.global_attrs
+        self.class_attrs = self.class_attrs or other.class_attrs
         self.subscript = self.subscript or other.subscript
 
 
@@ -245,6 +251,9 @@ def _instruction_lines(code) -> list:
                 argval = varname(arg) if varname is not None else deref_names[arg]
             elif kind == "pair":
                 argval = (varname(arg >> 4), varname(arg & 15))
+            elif kind == "attr":
+                # PYBEHAVIOR: load_attr_has_method_flag
+                argval = names[arg >> 1] if PYBEHAVIOR.load_attr_has_method_flag and name == "LOAD_ATTR" else names[arg]
             elif kind == "global" and varname is not None:  # 3.11+: low bit = push NULL
                 argval = names[arg >> 1]
                 null = bool(arg & 1)
@@ -286,6 +295,8 @@ for _name in ("STORE_DEREF", "DELETE_DEREF", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD
     _ARG_KINDS[_name] = "deref"
 for _name in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST"):
     _ARG_KINDS[_name] = "pair"
+for _name in ("LOAD_ATTR", "LOAD_METHOD"):
+    _ARG_KINDS[_name] = "attr"
 for _name in ("STORE_NAME", "DELETE_NAME", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"):
     _ARG_KINDS[_name] = "name"
 _ARG_KINDS["LOAD_GLOBAL"] = "global"
@@ -314,8 +325,13 @@ def line_effects(code) -> dict:
             continue
         if line is not None and line != prev_line and name in _CONTINUING_OPS:
             eff.continued = True
-        if name in _ATTR_OPS and prev_name in _GLOBAL_OPS and prev_line == line and isinstance(prev_argval, str):
-            eff.global_attrs.add(prev_argval)
+        if name in _ATTR_OPS:
+            if prev_name in _GLOBAL_OPS and prev_line == line and isinstance(prev_argval, str):
+                eff.global_attrs.add(prev_argval)
+            if argval == "__class__" or (eff.calls_type and prev_name is not None and prev_name.startswith("CALL")):
+                eff.class_attrs = True
+        elif name in _GLOBAL_OPS and argval == "type":
+            eff.calls_type = True
         prev_line, prev_name, prev_argval = line, name, argval
         if name in _WRITE_OPS:
             if isinstance(argval, tuple):
@@ -352,7 +368,7 @@ def line_effects(code) -> dict:
         elif name == "BINARY_SUBSCR":
             eff.subscript = True
     if (unlined.writes or unlined.loads or unlined.globals or unlined.mutating or unlined.calls or unlined.inplace
-            or unlined.subscript or unlined.global_attrs):
+            or unlined.subscript or unlined.global_attrs or unlined.class_attrs):
         for eff in table.values():
             eff.merge(unlined)
     for eff in table.values():

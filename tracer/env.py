@@ -57,6 +57,10 @@ class PYBEHAVIOR:
     # before, an instruction belongs to the last line start before it.
     has_co_positions = PYVERSION >= (3, 11)
 
+    # LOAD_ATTR's oparg carries a "load a method" flag in its low bit, the name index above it
+    # (3.12+; before, LOAD_METHOD was an opcode of its own).
+    load_attr_has_method_flag = PYVERSION >= (3, 12)
+
     # A suspended ``yield from`` / ``await`` leaves f_lasti on the instruction before
     # YIELD_FROM (3.8-3.10); later versions use SEND + YIELD_VALUE.
     has_yield_from_opcode = PYVERSION < (3, 11)

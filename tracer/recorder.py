@@ -407,7 +407,7 @@ class Recorder:
             shared = eff.ordered_both if eff.inplace else eff.ordered_loads
             # What the line mutated may be reachable from no name it reads: a value an earlier
             # line left on the stack, or a class, function or module of the program.
-            unattributed = eff.continued or (
+            unattributed = eff.continued or eff.class_attrs or (
                 bool(eff.global_attrs) and frame is not None and self._holds_state(eff.global_attrs, frame.f_globals)
             )
         else:

@@ -33,6 +33,21 @@ def f():
     n = 0
     return loc, c
 """,
+    "class_attributes_through_an_object": """\
+class Reg:
+    items = []
+    marks = {}
+
+def f():
+    r = Reg()
+    loc = Reg.items
+    seen = Reg.marks
+    type(r).items.append(1)
+    n = 0
+    r.__class__.marks['k'] = 2
+    n = 1
+    return loc, seen
+""",
     "class_body": """\
 def f():
     class C:
