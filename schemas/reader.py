@@ -151,20 +151,24 @@ def schema_problems(schema: pa.Schema) -> list[str]:
     return problems
 
 
-def with_trace_types(rows: _Rows) -> _Rows:
-    """`rows` with every trace column stored plain (a published dataset's strings) cast back to
-    its dictionary type in trace_schema(), so every file gives the same types; others untouched."""
+def trace_types(schema: pa.Schema) -> pa.Schema | None:
+    """`schema` with every trace column stored plain (a published dataset's strings) given its
+    dictionary type in trace_schema(); None when no column needs it."""
     expected = trace_schema()
-    schema = rows.schema
-    changed = False
-    for at, stored in enumerate(rows.schema):
+    target = None
+    for at, stored in enumerate(schema):
         if stored.name not in expected.names:
             continue
         want = expected.field(stored.name).type
         if not stored.type.equals(want) and plain_strings(stored.type).equals(plain_strings(want)):
-            schema = schema.set(at, stored.with_type(want))
-            changed = True
-    return rows.cast(schema) if changed else rows
+            target = (schema if target is None else target).set(at, stored.with_type(want))
+    return target
+
+
+def with_trace_types(rows: _Rows) -> _Rows:
+    """`rows` cast to the trace schema's types (see trace_types), so every file gives the same."""
+    target = trace_types(rows.schema)
+    return rows if target is None else rows.cast(target)
 
 
 def iter_batches(
@@ -185,9 +189,13 @@ def iter_batches(
         try:
             # One row group at a time: each has its own dictionaries, and pyarrow cannot build a
             # nested batch whose dictionary columns span two of them.
+            read_as: pa.Schema | None = None  # the batches' schema, and what to cast it to
+            target: pa.Schema | None = None
             for group in range(shard.num_row_groups):
                 for batch in shard.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group]):
-                    yield with_trace_types(batch)
+                    if read_as is None or not batch.schema.equals(read_as):  # once, not per batch
+                        read_as, target = batch.schema, trace_types(batch.schema)
+                    yield batch if target is None else batch.cast(target)
         except (OSError, pa.ArrowException) as e:
             raise ShardError(f"{file}: unreadable ({e})") from e
 
@@ -281,5 +289,6 @@ __all__ = [
     "resolve_shards",
     "schema_problems",
     "shard_paths",
+    "trace_types",
     "with_trace_types",
 ]
