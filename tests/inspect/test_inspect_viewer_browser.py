@@ -55,16 +55,29 @@ def _state(driver: object) -> tuple[int, int, dict[str, str], str]:
     return step, line, variables, page.find_element(By.ID, "wt-event").text
 
 
+def _open(driver: object, trace: dict, page: Path) -> list:
+    """Write `trace`'s HTML stepper to `page`, open it; the steps of the trace (Python's view)."""
+    page.write_text(render_html(trace), encoding="utf-8")
+    driver.get(page.as_uri())  # type: ignore[attr-defined]
+    return list(iter_steps(trace["events"]))
+
+
+def _script_trace(name: str, source: str) -> dict:
+    """A trace row of `source` run as a script (traced here, in this interpreter)."""
+    from schemas.convert import stream_object_to_row
+    from tracer.api import trace_script
+
+    stream = trace_script(f"{name}.py", source=source, program_id=name)
+    return stream_object_to_row(stream, {"source": source, "image": "local"})
+
+
 def test_stepping_with_keys_and_buttons_shows_the_trace(browser: object, sample_shards: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     (trace,) = find_traces(sample_shards, program_id="nested")
-    steps = list(iter_steps(trace["events"]))
-    page = tmp_path / "viewer.html"
-    page.write_text(render_html(trace), encoding="utf-8")
     driver = browser  # type: ignore[assignment]
-    driver.get(page.as_uri())
+    steps = _open(driver, trace, tmp_path / "viewer.html")
     viewer = driver.find_element(By.ID, "wt-viewer")
     assert _state(driver)[:3] == (0, steps[0].lineno, dict(steps[0].locals))
     presses = 0
@@ -113,11 +126,8 @@ def test_deleted_variables_leave_and_hostile_values_stay_text(
     # a value that would end the embedded <script> or inject markup if it were not escaped
     hostile = "'</script><img src=x onerror=alert(1)>'"
     trace["events"][0]["locals"][0]["value"] = hostile
-    steps = list(iter_steps(trace["events"]))
-    page = tmp_path / "hostile.html"
-    page.write_text(render_html(trace), encoding="utf-8")
     driver = browser  # type: ignore[assignment]
-    driver.get(page.as_uri())
+    steps = _open(driver, trace, tmp_path / "hostile.html")
     assert _state(driver)[2] == {"words": hostile}
     assert not driver.find_elements(By.CSS_SELECTOR, "img")
     viewer = driver.find_element(By.ID, "wt-viewer")
@@ -132,17 +142,10 @@ def test_a_script_trace_starts_at_the_module_and_keeps_its_source(browser: objec
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from schemas.convert import stream_object_to_row
-    from tracer.api import trace_script
-
     source = "total = 0\nfor i in range(3):\n    total += i\nprint(total)\n"
-    stream = trace_script("script.py", source=source, program_id="script")
-    trace = stream_object_to_row(stream, {"source": source, "image": "local"})
-    steps = list(iter_steps(trace["events"]))
-    page = tmp_path / "script.html"
-    page.write_text(render_html(trace), encoding="utf-8")
+    trace = _script_trace("script", source)
     driver = browser  # type: ignore[assignment]
-    driver.get(page.as_uri())
+    steps = _open(driver, trace, tmp_path / "script.html")
     assert len(driver.find_elements(By.CSS_SELECTOR, ".wt-line")) == len(source.splitlines())
     assert driver.find_element(By.CSS_SELECTOR, "#wt-output .wt-stdout").text == "3"
     viewer = driver.find_element(By.ID, "wt-viewer")
@@ -160,19 +163,12 @@ def test_variables_named_like_object_properties_are_shown(browser: object, tmp_p
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from schemas.convert import stream_object_to_row
-    from tracer.api import trace_script
-
     names = ["constructor", "toString", "valueOf", "hasOwnProperty", "__proto__", "__defineGetter__"]
     body = "".join(f"    {name} = {i}\n" for i, name in enumerate(names))
     source = f"def f():\n{body}    del constructor\n    del __proto__\n    return toString\n\nf()\n"
-    stream = trace_script("props.py", source=source, program_id="props")
-    trace = stream_object_to_row(stream, {"source": source, "image": "local"})
-    steps = list(iter_steps(trace["events"]))
-    page = tmp_path / "props.html"
-    page.write_text(render_html(trace), encoding="utf-8")
+    trace = _script_trace("props", source)
     driver = browser  # type: ignore[assignment]
-    driver.get(page.as_uri())
+    steps = _open(driver, trace, tmp_path / "props.html")
     viewer = driver.find_element(By.ID, "wt-viewer")
     seen: set[str] = set()
     for index, step in enumerate(steps):

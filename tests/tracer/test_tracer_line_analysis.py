@@ -177,16 +177,15 @@ def test_the_analysis_sees_what_full_rescans_see() -> None:
 
 if "pytest" in sys.modules:
     import pytest
-    from tracer_testutil import pyenv_pythons, run_in
+    from tracer_testutil import pyenv_pythons, script_stdout
 
     PYTHONS = pyenv_pythons()
 
     @pytest.mark.multipython
     @pytest.mark.parametrize("version", sorted(PYTHONS))
     def test_under_every_python(version: str) -> None:
-        proc = run_in(PYTHONS[version], __file__, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert json.loads(proc.stdout) == [], proc.stdout[-3000:]
+        stdout = script_stdout(PYTHONS[version], __file__)
+        assert json.loads(stdout) == [], stdout[-3000:]
 
 
 if __name__ == "__main__":

@@ -388,16 +388,15 @@ def _run_as_script() -> None:
 
 
 if pytest is not None:
-    from tracer_testutil import pyenv_pythons, run_in
+    from tracer_testutil import pyenv_pythons, script_stdout
 
     PYTHONS = pyenv_pythons()
 
     @pytest.mark.multipython
     @pytest.mark.parametrize("version", sorted(PYTHONS))
     def test_under_every_python(version: str) -> None:
-        proc = run_in(PYTHONS[version], __file__, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stdout.strip().endswith("ok"), proc.stdout[-3000:]
+        stdout = script_stdout(PYTHONS[version], __file__)
+        assert stdout.strip().endswith("ok"), stdout[-3000:]
 
 
 if __name__ == "__main__":

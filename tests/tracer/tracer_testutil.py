@@ -66,5 +66,13 @@ def run_in(python: str, *args: str, timeout: float = 600, extra_env: dict | None
     )
 
 
+def script_stdout(python: str, script: str, timeout: float = 300) -> str:
+    """Run a tests/tracer module as a script (its checks without pytest) under `python`; its
+    stdout, once it has exited cleanly."""
+    proc = run_in(python, script, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def host_python() -> str:
     return sys.executable
