@@ -187,7 +187,7 @@ _CONTINUING_OPS = frozenset([
     "DELETE_ATTR", "CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX",
     "CALL_METHOD", "PRECALL",
 ])
-_TRANSPARENT_OPS = frozenset(["EXTENDED_ARG", "NOP", "RESUME", "CACHE"])
+_TRANSPARENT_OPS = frozenset(["EXTENDED_ARG", "NOP", "RESUME"])  # (CACHE entries are never listed)
 # Iteration (FOR_ITER) and suspension (YIELD/SEND/await) are not listed: in-scope code
 # they run emits its own events (which forces a full rescan), and a suspended frame is
 # rescanned when it resumes.

@@ -428,12 +428,12 @@ def run_pytest_job(
     renderer = Renderer(limits.max_value_chars, limits.max_items, limits.max_depth)
     recorder = CallRecorder(renderer, scope, limits.max_events, emit, make_trace)
 
-    backends = [backend_cls(recorder)]
+    backends = [backend_cls(recorder)]  # the one in use (a test may make it start again: rearm)
 
     def rearm() -> None:
         """Before each test: if recording stopped during an earlier one (see CallRecorder.resume),
         start it again with a fresh backend, so one test cannot end tracing for the rest."""
-        current = backends[-1]
+        current = backends[0]
         if recorder.active and current.installed():
             return
         try:
@@ -441,9 +441,8 @@ def run_pytest_job(
         except Exception:
             pass
         recorder.resume()
-        fresh = backend_cls(recorder)
-        fresh.start()
-        backends.append(fresh)
+        backends[0] = backend_cls(recorder)
+        backends[0].start()
 
     class NodeTracker(object):
         """Tells the recorder which test is running (calls outside a test are not traced)."""
@@ -472,7 +471,7 @@ def run_pytest_job(
         summary["exception_message"] = renderer.exception_message(exc)
     finally:
         try:
-            backends[-1].stop()
+            backends[0].stop()
         except Exception as exc:
             recorder.fail(exc)
         sys.stdout.flush()
