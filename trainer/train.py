@@ -231,6 +231,14 @@ class Distributed:
         if self.world_size > 1:
             dist.barrier()
 
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank (each passes its own; only rank 0's is kept)."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def default_workers(device: torch.device, world_size: int = 1) -> int:
     """DataLoader workers when none are given. On CUDA enough to keep a GPU fed (BPE runs on one
@@ -301,21 +309,24 @@ def train(
         if run.is_main and ckpt_path.exists():  # --no-resume: the old run's checkpoint must not outlive it
             ckpt_path.unlink()
             log.info("not resuming: removed %s of the previous run", ckpt_path)
-        if run.is_main:  # one rank fits the BPE, the others read it back
+        # One rank fits the BPE and sends it to the others over the process group. (They once read
+        # it back from tokenizer.json, which rank 0 was by then rewriting: a rank could read it empty.)
+        fitted = None
+        if run.is_main:
             if tokenizer_file is not None:
-                tokenizer = TraceTokenizer.load(tokenizer_file)
+                fitted = TraceTokenizer.load(tokenizer_file).to_str()
             else:
-                tokenizer = fit_tokenizer(shards, cfg)
-            tokenizer.save(out / "tokenizer.json")
-        run.barrier()
-        tokenizer = tokenizer if run.is_main else TraceTokenizer.load(out / "tokenizer.json")
+                fitted = fit_tokenizer(shards, cfg).to_str()
+        tokenizer = TraceTokenizer.from_str(run.from_main(fitted))
     if cfg.model.vocab_size != tokenizer.vocab_size:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
         )
     if run.is_main:
         trim_metrics(metrics_path, start_step)
-        tokenizer.save(out / "tokenizer.json")
+        tmp = out / ".tokenizer.json.tmp"
+        tokenizer.save(tmp)
+        os.replace(tmp, out / "tokenizer.json")
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
