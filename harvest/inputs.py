@@ -54,6 +54,7 @@ class Program:
     package: tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
     cwd: str | None = None  # pytest mode: the folder pytest runs in
     timeout_s: float | None = None  # None: the harvest's --timeout
+    test_timeout_s: float | None = None  # pytest mode: each test's limit (None: none)
     origin: str = ""  # "path/to/file.jsonl:12", for messages
 
     def job(self) -> dict[str, Any]:
@@ -75,6 +76,8 @@ class Program:
             job["cwd"] = self.cwd
         if self.timeout_s is not None:
             job["timeout_s"] = self.timeout_s
+        if self.test_timeout_s is not None:
+            job["test_timeout_s"] = self.test_timeout_s
         return job
 
     def content_hash(self) -> str:
@@ -117,12 +120,15 @@ def repository_tests_program(
     packages: Sequence[str],
     timeout_s: float = 900.0,
     root: str = PROJECT_ROOT,
+    test_timeout_s: float | None = 60.0,
 ) -> Program:
     """The pytest job that traces a repository image's own test suite (`--tests`).
 
     `tests` are pytest's arguments as the image's build ran them in the project folder `root`
     (paths relative to it, and options such as `--ignore=tests/x.py`); the job runs pytest there
-    too. Calls into `packages` (import names) are traced, one trace per top-level call.
+    too. Calls into `packages` (import names) are traced, one trace per top-level call. The whole
+    suite has `timeout_s`, each test `test_timeout_s` (a test that hangs or ends the process is
+    lost, not the tests after it: see schemas/batch_jobs.md).
     """
     first = next((i for i, arg in enumerate(tests) if not arg.startswith("-")), None)
     if first is None:
@@ -136,6 +142,7 @@ def repository_tests_program(
         package=tuple(packages),
         cwd=root,
         timeout_s=timeout_s,
+        test_timeout_s=test_timeout_s,
         origin=f"--tests of image {image}",
     )
 

@@ -291,10 +291,11 @@ def apply_limits(setup: ChildSetup) -> None:
 
 def run_child(
     setup: ChildSetup,
-    run: Callable[[Callable[[Dict[str, Any]], None]], Dict[str, Any]],
+    run: Callable[[Callable[[Dict[str, Any]], None], Callable[[Dict[str, Any]], None]], Dict[str, Any]],
     confine: Optional[Callable[[], None]] = None,
 ) -> None:
-    """The child's whole life: sandbox, run `run(emit)`, report its trace, `os._exit`. Never returns.
+    """The child's whole life: sandbox, run `run(emit, note)`, report its trace, `os._exit`. Never
+    returns. `emit` reports an extra trace, `note` any other message (a pytest job's progress).
 
     `confine` (the runner's Landlock confinement, see tracer/_landlock.py) is applied last, just
     before the program runs; if it fails, the job is a harness error rather than an unconfined run.
@@ -333,7 +334,11 @@ def run_child(
             if os.getpid() == pid:
                 send(result_fd, {"kind": "trace", "trace": trace})
 
-        trace = run(emit)
+        def note(message: Dict[str, Any]) -> None:
+            if os.getpid() == pid:
+                send(result_fd, message)
+
+        trace = run(emit, note)
         quick = os.getpid() == pid and quick_report(trace, setup.deadline)
         if os.getpid() == pid and not quick:  # the program is over: the parent waits for the report
             _write_all(result_fd, RAN_LINE)

@@ -18,6 +18,7 @@ KNOWN_KEYS = frozenset(
         "input",
         "argv",
         "timeout_s",
+        "test_timeout_s",
         "package",
         "cwd",
         "meta",
@@ -47,6 +48,10 @@ class Job:
     timeout_s: Optional[float] = None
     package: Tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
     cwd: Optional[str] = None  # pytest mode: the folder pytest runs in (None: the runner's)
+    test_timeout_s: Optional[float] = None  # pytest mode: each test's wall-clock limit
+    # pytest mode, set by the runner only: node ids not to run (tests that already ran, or ended
+    # an earlier child of the job), when it starts pytest again after a test ended the process.
+    skip_tests: Tuple[str, ...] = ()
     lineno: int = 0  # where the job came from (1-based line of the jobs file)
 
 
@@ -106,18 +111,10 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
     argv = raw.get("argv", [])
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise JobError("`argv` must be a list of strings, got %s" % _show(argv), program_id)
-    timeout_s = raw.get("timeout_s")
-    if timeout_s is not None:
-        if (
-            isinstance(timeout_s, bool)
-            or not isinstance(timeout_s, (int, float))
-            or not math.isfinite(timeout_s)
-            or timeout_s <= 0
-        ):
-            raise JobError(
-                "`timeout_s` must be a positive number, got %s" % _show(timeout_s), program_id
-            )
-        timeout_s = float(timeout_s)
+    timeout_s = _opt_seconds(raw, "timeout_s", program_id)
+    test_timeout_s = _opt_seconds(raw, "test_timeout_s", program_id)
+    if test_timeout_s is not None and mode != "pytest":
+        raise JobError("`test_timeout_s` is for `pytest` jobs only (use `timeout_s`)", program_id)
     package = raw.get("package", [])
     if isinstance(package, str):
         package = [package]
@@ -165,8 +162,18 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
         timeout_s=timeout_s,
         package=tuple(package),
         cwd=cwd,
+        test_timeout_s=test_timeout_s,
         lineno=lineno,
     )
+
+
+def _opt_seconds(raw: Dict[str, Any], key: str, program_id: str) -> Optional[float]:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise JobError("`%s` must be a positive number, got %s" % (key, _show(value)), program_id)
+    return float(value)
 
 
 def _opt_str(raw: Dict[str, Any], key: str, program_id: str) -> Optional[str]:

@@ -10,6 +10,7 @@ A re-run with the same `out` skips the program ids already there.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import linecache
@@ -58,6 +59,7 @@ KILL_GRACE_MIN_S = 1.0  # the parent kills at timeout + grace, grace = 50% withi
 KILL_GRACE_MAX_S = 5.0
 REPORT_GRACE_S = 10.0  # more time for a child whose trace has started to arrive
 MAX_MESSAGE_BYTES = 1 << 30  # a larger trace is dropped (status error), not held in memory
+MAX_TEST_RESTARTS = 20  # a pytest job starts pytest again at most this often (tests that end it)
 PR_SET_CHILD_SUBREAPER = 36
 
 # Modules the warm parent imports once, so that children start with them loaded (a fork, not an import).
@@ -220,7 +222,10 @@ class _Capture(object):
 class _Messages(object):
     """The child's report channel: newline-separated JSON messages."""
 
-    __slots__ = ("buf", "scanned", "on_trace", "result", "head", "harness_error", "garbled", "ran", "oversize")
+    __slots__ = (
+        "buf", "scanned", "on_trace", "result", "head", "harness_error", "garbled", "ran", "oversize",
+        "test_running", "test_started", "tests_done",
+    )  # fmt: skip
 
     def __init__(self, on_trace: Callable[[Dict[str, Any]], bool]) -> None:
         self.buf = bytearray()
@@ -233,6 +238,10 @@ class _Messages(object):
         self.garbled = False
         self.ran = False  # the program has ended; the trace is being serialised
         self.oversize = False  # a message beyond MAX_MESSAGE_BYTES: the rest is read and dropped
+        # A pytest job's progress: the test running (since when), and the tests that ended.
+        self.test_running: Optional[str] = None
+        self.test_started = 0.0
+        self.tests_done: List[str] = []
 
     def add(self, chunk: bytes) -> None:
         if self.oversize:
@@ -270,6 +279,12 @@ class _Messages(object):
                     self.result = msg["trace"]
             elif kind == "ran":
                 self.ran = True
+            elif kind == "test" and isinstance(msg.get("nodeid"), str):
+                self.test_running = msg["nodeid"]
+                self.test_started = time.perf_counter()
+            elif kind == "test_done" and msg.get("nodeid") == self.test_running:
+                self.tests_done.append(msg["nodeid"])
+                self.test_running = None
             elif kind == "harness_error":
                 self.harness_error = msg.get("error")
 
@@ -304,6 +319,7 @@ class _Outcome(object):
         self.wall_time_s = 0.0
         self.fork_s = 0.0
         self.server_lost = False  # the fork server died while the child ran (and took it along)
+        self.test_timed_out = False  # a pytest job's test ran past its deadline (and grace)
 
 
 def _signal_name(signum: int) -> str:
@@ -521,6 +537,57 @@ class BatchRunner(object):
         Extra traces the job makes (a `pytest` job: one per traced call) go to `write_extra` as
         they arrive, except those whose id is in `done`.
         """
+        if job.mode == "pytest":
+            return self._run_pytest_job(job, done, write_extra)
+        return self._run_child(job, done, write_extra)[0]
+
+    def _run_pytest_job(
+        self, job: Job, done: Any, write_extra: Optional[Callable[[Dict[str, Any]], None]]
+    ) -> Dict[str, Any]:
+        """A pytest job: when a test ends the child (a crash, `os._exit`, killed past its
+        deadline), pytest runs again in a new child without the tests that ran and that one,
+        up to MAX_TEST_RESTARTS times and within the job's own deadline, as pytest-xdist
+        replaces a crashed worker. The job's row is the last child's, noting each lost test."""
+        started = time.perf_counter()
+        total_s = float(_with_timeout(self.limits, job.timeout_s).timeout_s or 0)
+        finished: List[str] = []
+        lost: List[Tuple[str, str]] = []  # (node id, how it ended its child)
+        outputs: List[Tuple[str, str, bool]] = []
+        attempt = job
+        while True:
+            trace, msgs, outcome = self._run_child(attempt, done, write_extra)
+            outputs.append((trace["stdout"], trace["stderr"], bool(trace["output_truncated"])))
+            finished.extend(msgs.tests_done)
+            culprit = msgs.test_running
+            left_s = total_s - (time.perf_counter() - started) if total_s > 0 else None
+            if (
+                msgs.result is not None
+                or culprit is None
+                or (outcome.timed_out and not outcome.test_timed_out)
+                or len(lost) >= MAX_TEST_RESTARTS
+                or (left_s is not None and left_s < 1.0)
+            ):
+                break
+            if outcome.test_timed_out:
+                how = "ran past test_timeout_s=%g and did not stop; killed" % (job.test_timeout_s or 0)
+            else:
+                how = "%s: %s" % (trace["status"], trace.get("exception_message") or trace.get("tracer_error"))
+            lost.append((culprit, how))
+            log.info("%s: test %s ended pytest's process (%s); starting pytest again without it",
+                     job.program_id, culprit, how)  # fmt: skip
+            attempt = dataclasses.replace(
+                job, skip_tests=tuple(finished) + tuple(nodeid for nodeid, _ in lost), timeout_s=left_s
+            )
+        if lost:
+            _note_lost_tests(trace, lost, outputs, int(self.limits.max_output_bytes or 0))
+        trace["wall_time_s"] = round(time.perf_counter() - started, 6)
+        trace["limits"] = _limits_dict(_with_timeout(self.limits, job.timeout_s))
+        return trace
+
+    def _run_child(
+        self, job: Job, done: Any, write_extra: Optional[Callable[[Dict[str, Any]], None]]
+    ) -> Tuple[Dict[str, Any], _Messages, _Outcome]:
+        """Run `job` in a forked child: (its trace, what it reported, how it ended)."""
         prefix = job.program_id + "::"
 
         def on_extra(trace: Dict[str, Any]) -> bool:
@@ -542,11 +609,7 @@ class BatchRunner(object):
         timeout_s = float(ldict.get("timeout_s") or 0)
         # The tracer raises its own timeout inside the program (keeping the partial trace); the
         # parent's kill is the backstop for programs that ignore it (C loops, swallowed exceptions).
-        kill_after = (
-            timeout_s + min(KILL_GRACE_MAX_S, max(KILL_GRACE_MIN_S, 0.5 * timeout_s))
-            if timeout_s > 0
-            else 0.0
-        )
+        kill_after = _kill_after(timeout_s)
         cap = int(ldict.get("max_output_bytes") or 0)
         memory_mb = int(ldict.get("memory_mb") or 0)
         out_r, out_w = os.pipe()
@@ -581,7 +644,8 @@ class BatchRunner(object):
         out, err, msgs = _Capture(cap), _Capture(cap), _Messages(on_extra)
         try:
             self._supervise(
-                pid, t0, kill_after, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome
+                pid, t0, kill_after, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome,
+                _kill_after(job.test_timeout_s or 0.0),
             )
         finally:
             self._current = None
@@ -591,7 +655,7 @@ class BatchRunner(object):
                 self._lost_zygote()
         outcome.wall_time_s = time.perf_counter() - t0
         self.fork_times.append(outcome.fork_s)
-        return self._finish(job, ldict, outcome, out, err, msgs, memory_mb)
+        return self._finish(job, ldict, outcome, out, err, msgs, memory_mb), msgs, outcome
 
     def _spawn(self, payload: bytes, write_fds: List[int], outcome: _Outcome) -> int:
         """Have the fork server fork the job's child; return its pid. Closes `write_fds`."""
@@ -674,8 +738,10 @@ class BatchRunner(object):
         sinks: Dict[int, Any],
         res_fd: int,
         outcome: _Outcome,
+        test_kill_after: float = 0.0,
     ) -> None:
-        """Drain the child's pipes until it ends or its deadline passes; then kill its group.
+        """Drain the child's pipes until it ends or its deadline passes (or, in a pytest job, the
+        running test's `test_kill_after`); then kill its group.
 
         The fork server reports the child's end (wait status, peak memory); a child that has
         reported its trace is not waited for (it only has `os._exit` left to do).
@@ -703,6 +769,12 @@ class BatchRunner(object):
                     if wait <= 0:
                         outcome.timed_out = True
                         break
+                if test_kill_after > 0 and msgs.test_running is not None:
+                    test_wait = msgs.test_started + test_kill_after - time.perf_counter()
+                    if test_wait <= 0:
+                        outcome.timed_out = outcome.test_timed_out = True
+                        break
+                    wait = test_wait if wait is None else min(wait, test_wait)
                 watch = open_fds + ([zygote.fileno()] if zygote.alive else [])
                 ready, _, _ = select.select(watch, [], [], wait)
                 for fd in ready:
@@ -792,6 +864,8 @@ class BatchRunner(object):
                 "killed with the batch runner's fork server, which died while the program ran"
                 " (a program can kill its parent process)"
             )
+        if outcome.test_timed_out:
+            return "timeout", "a test did not stop at its test_timeout_s; killed after %.1fs" % outcome.wall_time_s
         if outcome.timed_out:
             return "timeout", "did not stop at its %gs timeout; killed after %.1fs" % (
                 float(ldict.get("timeout_s") or 0),
@@ -886,10 +960,13 @@ class BatchRunner(object):
 
 def _job_work(
     job: Job, backend: str, limits: Any, include: Sequence[str], exclude: Sequence[str]
-) -> Callable[[Callable[[Dict[str, Any]], None]], Dict[str, Any]]:
-    """What the child runs for `job`: a function of `emit` (for extra traces) returning the trace."""
+) -> Callable[..., Dict[str, Any]]:
+    """What the child runs for `job`: a function of `emit` (extra traces) and `note` (progress
+    messages) returning the trace."""
 
-    def work(emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    def work(
+        emit: Callable[[Dict[str, Any]], None], note: Callable[[Dict[str, Any]], None]
+    ) -> Dict[str, Any]:
         from tracer import api
 
         common = dict(
@@ -912,10 +989,52 @@ def _job_work(
         from tracer import pytest_mode
 
         return pytest_mode.run_pytest_job(
-            job, emit, backend=backend, limits=limits, include=include, exclude=exclude
+            job, emit, note=note, backend=backend, limits=limits, include=include, exclude=exclude
         )
 
     return work
+
+
+def _kill_after(timeout_s: float) -> float:
+    """When the runner kills a child whose own deadline is `timeout_s` (0: never): a grace
+    period later, for the in-process deadline to end it with its trace first."""
+    if timeout_s <= 0:
+        return 0.0
+    return timeout_s + min(KILL_GRACE_MAX_S, max(KILL_GRACE_MIN_S, 0.5 * timeout_s))
+
+
+def _note_lost_tests(
+    trace: Dict[str, Any], lost: List[Tuple[str, str]], outputs: List[Tuple[str, str, bool]], cap: int
+) -> None:
+    """The row of a pytest job that ran in several children: every child's output, a note for
+    each test that ended one, and pytest's exit code counting those tests as failed."""
+    notes = [
+        "worldtrace: test %s ended pytest's process (%s); pytest ran again without it and the tests before it\n"
+        % (nodeid, how)
+        for nodeid, how in lost
+    ]
+    stdout, stderr, truncated = "", "", False
+    for i, (out, err, cut) in enumerate(outputs):
+        note = notes[i] if i < len(notes) else ""
+        stdout += out + ("\n" if note and out and not out.endswith("\n") else "") + note
+        stderr += err + ("\n" if note and err and not err.endswith("\n") else "") + note
+        truncated = truncated or cut
+    if cap > 0:
+        stdout, cut_out = _cap_text(stdout, cap)
+        stderr, cut_err = _cap_text(stderr, cap)
+        truncated = truncated or cut_out or cut_err
+    trace["stdout"], trace["stderr"], trace["output_truncated"] = stdout, stderr, truncated
+    trace["truncated"] = True  # the lost tests' calls after the last traced one are missing
+    trace["truncated_reason"] = trace.get("truncated_reason") or "events_lost"
+    if trace.get("status") == "ok" and trace.get("return_value") == "0":
+        trace["return_value"] = "1"  # as pytest-xdist reports a test that crashed its worker
+
+
+def _cap_text(text: str, cap: int) -> Tuple[str, bool]:
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= cap:
+        return text, False
+    return data[:cap].decode("utf-8", "ignore"), True
 
 
 def _take_end(frames: List[Message], pid: int, outcome: _Outcome) -> bool:

@@ -13,13 +13,15 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tracer import codeinfo
 from tracer.backends.select import BackendUnavailable, choose_backend
-from tracer.recorder import Recorder
+from tracer.recorder import Deadline, Recorder
 from tracer.render import Renderer, type_qualified_name
 from tracer.scope import _TRACER_DIR, CachedScope
 from tracer.stream import blank_trace
@@ -209,10 +211,51 @@ def infer_packages(test_path: str) -> List[str]:
     return packages
 
 
+class TestTimeout(Deadline):
+    """Raised into a test at its deadline (`test_timeout_s`): the test fails, pytest goes on."""
+
+    __test__ = False  # not a test class, wherever pytest meets the name
+
+
+class _TestDeadline(object):
+    """Each test's wall-clock limit, raised into it from SIGALRM as pytest-timeout's signal method
+    does. A test that catches it, or waits where signals do not reach, is killed by the runner a
+    grace period later (then pytest starts again without it, see batch.py)."""
+
+    def __init__(self, seconds: Optional[float], recorder: "CallRecorder") -> None:
+        self.seconds = seconds or 0.0
+        self.recorder = recorder
+        self.handler = self._on_alarm  # one bound method: what getsignal() gives back while ours
+        self.previous: Any = None
+        self.armed = False
+
+    def arm(self) -> None:
+        if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
+            return
+        self.previous = signal.signal(signal.SIGALRM, self.handler)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        self.armed = True
+
+    def disarm(self) -> None:
+        if not self.armed:
+            return
+        self.armed = False
+        if signal.getsignal(signal.SIGALRM) is self.handler:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        # else the test installed its own SIGALRM handler (and maybe timer): left as it is
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        call = self.recorder.call
+        if call is not None:
+            call.timed_out = True
+        raise TestTimeout(self.recorder.timeout_message)
+
+
 class _Call(object):
     """The top-level call being recorded."""
 
-    __slots__ = ("act", "entry", "input", "nodeid", "started", "exc", "truncated", "keep")
+    __slots__ = ("act", "entry", "input", "nodeid", "started", "exc", "truncated", "keep", "timed_out")
 
     def __init__(self, act: Any, entry: str, input_text: str, nodeid: Optional[str]) -> None:
         self.act = act
@@ -222,6 +265,7 @@ class _Call(object):
         self.started = time.perf_counter()
         self.exc: Optional[BaseException] = None
         self.truncated = False
+        self.timed_out = False  # the test's deadline passed while this call ran
         # Module bodies run by imports, and calls outside a test (collection), are not traces.
         self.keep = nodeid is not None and entry.split(".")[-1] != "<module>"
 
@@ -247,6 +291,7 @@ class CallRecorder(Recorder):
         self.n_traces = 0
         self.interruptions = 0  # times recording stopped and was started again (resume)
         self.errors: List[str] = []  # tracer failures, one per interrupted recording
+        self.timeout_message = "the test ran past its deadline"
 
     def enter(self, act: Any, lineno: int, mapping: Any) -> None:
         if self.call is None and not self.stack():
@@ -334,8 +379,13 @@ class CallRecorder(Recorder):
         call = self.call
         if call is not None and call.keep:
             trace = self._finish(call, None, True, emit=False)
-            trace["status"] = "error"
-            trace["tracer_error"] = self.error or "recording stopped before the call returned (%s)" % reason
+            if call.timed_out and self.error is None:
+                # The test's deadline arrived while the tracer was at work: passed on to the
+                # test, and recording stopped there (the call's last events are missing).
+                reason = "interrupted"
+            else:
+                trace["status"] = "error"
+                trace["tracer_error"] = self.error or "recording stopped before the call returned (%s)" % reason
             trace["truncated"] = True
             trace["truncated_reason"] = reason
             self.on_trace(trace)
@@ -352,7 +402,10 @@ class CallRecorder(Recorder):
         self.counts[nodeid] = n + 1
         trace = self.make_trace("%s::%d" % (nodeid, n), call.entry, call.input)
         trace["wall_time_s"] = round(time.perf_counter() - call.started, 6)
-        if unwind:
+        if call.timed_out:  # whatever the call made of the deadline's exception
+            trace["status"] = "timeout"
+            trace["exception_message"] = self.timeout_message
+        elif unwind:
             exc = call.exc
             trace["status"] = "memory" if isinstance(exc, MemoryError) else "exception"
             if exc is not None:
@@ -385,12 +438,16 @@ def run_pytest_job(
     job: Any,
     emit: Callable[[Dict[str, Any]], None],
     *,
+    note: Optional[Callable[[Dict[str, Any]], None]] = None,
     backend: str = "auto",
     limits: Any = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> Dict[str, Any]:
-    """Run pytest on `job.file`; `emit` each traced call; return the job's own trace (its outcome)."""
+    """Run pytest on `job.file`; `emit` each traced call; return the job's own trace (its outcome).
+
+    `note` hears when each test starts and ends (`{"kind": "test"|"test_done", "nodeid": ...}`):
+    the runner's per-test deadline, and where to start again if a test ends the process."""
     from tracer.api import Limits
 
     limits = limits if limits is not None else Limits()
@@ -427,6 +484,11 @@ def run_pytest_job(
 
     renderer = Renderer(limits.max_value_chars, limits.max_items, limits.max_depth)
     recorder = CallRecorder(renderer, scope, limits.max_events, emit, make_trace)
+    if job.test_timeout_s:
+        recorder.timeout_message = "ran past test_timeout_s=%g" % job.test_timeout_s
+    deadline = _TestDeadline(job.test_timeout_s, recorder)
+    skip = frozenset(job.skip_tests)
+    tell = note if note is not None else (lambda message: None)
 
     backends = [backend_cls(recorder)]  # the one in use (a test may make it start again: rearm)
 
@@ -451,10 +513,24 @@ def run_pytest_job(
         def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
             rearm()
             recorder.nodeid = item.nodeid
+            tell({"kind": "test", "nodeid": item.nodeid})
+            deadline.arm()
             try:
                 yield
             finally:
+                deadline.disarm()
                 recorder.nodeid = None
+                tell({"kind": "test_done", "nodeid": item.nodeid})
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_collection_modifyitems(self, session: Any, config: Any, items: List[Any]) -> None:
+            """Tests an earlier child of this job ran, or that ended it, are not run again."""
+            if not skip:
+                return
+            dropped = [item for item in items if item.nodeid in skip]
+            if dropped:
+                items[:] = [item for item in items if item.nodeid not in skip]
+                config.hook.pytest_deselected(items=dropped)
 
     args = [job.file] + list(job.argv) + ["-p", "no:cacheprovider"]
     started = time.perf_counter()

@@ -84,6 +84,14 @@ LOCK_FILE = ".worldtrace/harvest.lock"
     show_default=True,
     help="Seconds for a whole test suite (--tests).",
 )
+@click.option(
+    "--test-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds for each test of a suite (--tests): a test past it fails, and one that hangs or "
+    "ends the process is left out while the rest of the suite runs.",
+)
 @ray_address_option
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the embedded Ray (default: all).")
 @silent_option
@@ -101,6 +109,7 @@ def command(
     programs_per_unit: int,
     tests: bool,
     tests_timeout: float,
+    test_timeout: float,
     ray_address: str | None,
     num_cpus: int | None,
     silent: bool,
@@ -131,7 +140,7 @@ def command(
         raise click.UsageError("--tests needs --sandbox docker (the test suites live in repository images)")
     chosen_images = images or ((LOCAL_IMAGE,) if sandbox == "local" else (DEFAULT_IMAGE,))
     try:
-        found = _programs(programs, chosen_images, tests, sandbox, tests_timeout)
+        found = _programs(programs, chosen_images, tests, sandbox, tests_timeout, test_timeout)
         settings = HarvestSettings(
             image=chosen_images[0],
             images=chosen_images,
@@ -174,7 +183,12 @@ def command(
 
 
 def _programs(
-    paths: tuple[Path, ...], images: tuple[str, ...], tests: bool, sandbox: str, tests_timeout: float
+    paths: tuple[Path, ...],
+    images: tuple[str, ...],
+    tests: bool,
+    sandbox: str,
+    tests_timeout: float,
+    test_timeout: float,
 ) -> list[Program]:
     """The programs to run, each with its image: a program naming none runs in every --image."""
     loaded = load_programs(list(paths)) if paths else []
@@ -187,18 +201,19 @@ def _programs(
     for image in images:
         programs.extend(replace(p, image=image) for p in loaded if not p.image)
     if tests:
-        programs.extend(_test_suite(image, tests_timeout) for image in images)
+        programs.extend(_test_suite(image, tests_timeout, test_timeout) for image in images)
     return unique_per_image(programs)  # now that each program has its image
 
 
-def _test_suite(image: str, timeout_s: float) -> Program:
+def _test_suite(image: str, timeout_s: float, test_timeout_s: float) -> Program:
     """The pytest job of a repository image of the catalog."""
     from images.catalog import get_spec
 
     spec = get_spec(image)
     if not spec.tests or not spec.project:
         raise click.UsageError(f"--tests: image {image!r} is not a repository image (it has no test suite)")
-    return repository_tests_program(image, spec.tests, [spec.project.replace("-", "_").lower()], timeout_s)
+    package = spec.project.replace("-", "_").lower()
+    return repository_tests_program(image, spec.tests, [package], timeout_s, test_timeout_s=test_timeout_s)
 
 
 @contextlib.contextmanager

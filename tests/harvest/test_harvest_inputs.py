@@ -122,10 +122,10 @@ def test_an_id_used_with_and_without_an_image_clashes_once_images_are_resolved(t
     from harvest.commands.harvest import _programs
 
     with pytest.raises(InputFormatError, match=r"program id 'a' is already used by .* for a different program in image 'base-py313'"):
-        _programs((plain, named), ("base-py311", "base-py313"), False, "docker", 60.0)
+        _programs((plain, named), ("base-py311", "base-py313"), False, "docker", 60.0, 60.0)
     with pytest.raises(InputFormatError, match=r"program id 'a' is already used"):
-        _programs((plain, named), ("local",), False, "local", 60.0)  # local drops the images
-    assert len(_programs((plain, named), ("base-py311",), False, "docker", 60.0)) == 2
+        _programs((plain, named), ("local",), False, "local", 60.0, 60.0)  # local drops the images
+    assert len(_programs((plain, named), ("base-py311",), False, "docker", 60.0, 60.0)) == 2
 
 
 def test_folders_read_scripts_and_jsonl_only_and_allow_a_bom(tmp_path: Path) -> None:
@@ -182,6 +182,7 @@ def test_test_suite_job_runs_in_the_project_folder() -> None:
         "package": ["idna"],
         "cwd": "/opt/project",
         "timeout_s": 900.0,
+        "test_timeout_s": 60.0,
     }
     assert repository_tests_program("x", ["-q", "t.py"], ["x"]).job()["file"] == "t.py"
     with pytest.raises(ConfigError, match="lists no tests"):

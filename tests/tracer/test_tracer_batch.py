@@ -503,6 +503,14 @@ def test_parse_job_names_the_problem() -> None:
     assert parse_job(json.dumps({"program_id": "t", "mode": "pytest", "file": "tests", "cwd": "/p"}), 1).cwd == "/p"
     with pytest.raises(JobError, match="`cwd` is a non-empty folder, for `pytest` jobs only"):
         parse_job(json.dumps({"program_id": "c", "file": "a.py", "cwd": "/p"}), 1)
+    pytest_job = {"program_id": "t", "mode": "pytest", "file": "tests", "test_timeout_s": 30}
+    assert parse_job(json.dumps(pytest_job), 1).test_timeout_s == 30.0
+    with pytest.raises(JobError, match="`test_timeout_s` must be a positive number, got 0"):
+        parse_job(json.dumps({**pytest_job, "test_timeout_s": 0}), 1)
+    with pytest.raises(JobError, match="`test_timeout_s` is for `pytest` jobs only"):
+        parse_job(json.dumps({"program_id": "s", "file": "a.py", "test_timeout_s": 2}), 1)
+    with pytest.raises(JobError, match="unknown key"):  # the runner's own, not a job's
+        parse_job(json.dumps({**pytest_job, "skip_tests": ["tests/test_a.py::test_a"]}), 1)
 
 
 def test_missing_jobs_file_or_output_folder_is_a_usage_error(tmp_path: Path) -> None:

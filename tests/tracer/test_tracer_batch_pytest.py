@@ -15,7 +15,7 @@ from tracer_testutil import pyenv_pythons
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PACKAGE = {
-    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, hold, recurse, total\n\nVERSION = add(0, 1)\n",
+    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, hold, recurse, spin, total\n\nVERSION = add(0, 1)\n",
     "mypkg/core.py": """
         def add(a, b):
             c = a + b
@@ -43,6 +43,12 @@ PACKAGE = {
 
         def recurse(n):
             return recurse(n + 1)
+
+
+        def spin():
+            n = 0
+            while True:
+                n += 1
 
 
         def hold(started, release):
@@ -125,6 +131,47 @@ PACKAGE = {
 
 
         def test_after_trace_off():
+            assert mypkg.add(7, 8) == 15
+        """,
+    "hang/test_hang.py": """
+        import ctypes
+        import os
+        import time
+
+        import mypkg
+
+
+        def test_before():
+            assert mypkg.add(1, 2) == 3
+
+
+        def test_sleeps():
+            assert mypkg.add(2, 2) == 4
+            time.sleep(600)
+
+
+        def test_spins_in_the_package():
+            mypkg.spin()
+
+
+        def test_ignores_its_deadline():
+            while True:
+                try:
+                    time.sleep(600)
+                except BaseException:
+                    pass
+
+
+        def test_exits():
+            assert mypkg.add(5, 5) == 10
+            os._exit(3)
+
+
+        def test_segfault():
+            ctypes.string_at(0)
+
+
+        def test_after():
             assert mypkg.add(7, 8) == 15
         """,
     "threads/test_threads.py": """
@@ -316,6 +363,52 @@ def test_recording_starts_again_at_the_next_test(tmp_path: Path) -> None:
     check_interrupted(rows, "settrace")
 
 
+HANG_JOB = {"program_id": "hang", "mode": "pytest", "file": "hang", "package": "mypkg", "test_timeout_s": 2}
+
+
+def check_lost_tests(rows: dict) -> None:
+    """A test past `test_timeout_s` fails and pytest goes on; one that ignores it, or ends the
+    process (`os._exit`, a segfault), is lost, and pytest runs again without the tests before it
+    and that one: every other test is traced, each call once."""
+    t = "hang::hang/test_hang.py::"
+    assert rows[t + "test_before::0"]["return_value"] == "3"
+    assert rows[t + "test_sleeps::0"]["return_value"] == "4"
+    spun = rows[t + "test_spins_in_the_package::0"]
+    assert (spun["entrypoint"], spun["status"], spun["exception_message"]) == (
+        "spin", "timeout", "ran past test_timeout_s=2"
+    )
+    assert rows[t + "test_exits::0"]["return_value"] == "10"
+    assert rows[t + "test_after::0"]["return_value"] == "15"
+    assert [pid for pid in rows if pid.startswith(t)] == [
+        t + name + "::0" for name in ("test_before", "test_sleeps", "test_spins_in_the_package", "test_exits", "test_after")
+    ]  # fmt: skip
+    summary = rows["hang"]
+    assert (summary["status"], summary["return_value"]) == ("ok", "1")
+    assert (summary["truncated"], summary["truncated_reason"]) == (True, "events_lost")
+    out = summary["stdout"]
+    for lost, how in [
+        ("test_ignores_its_deadline", "ran past test_timeout_s=2 and did not stop; killed"),
+        ("test_exits", "crashed: exited with code 3"),
+        ("test_segfault", "crashed: killed by signal 11 (SIGSEGV)"),
+    ]:
+        assert f"\nworldtrace: test hang/test_hang.py::{lost} ended pytest's process ({how}" in out, out
+        assert f"worldtrace: test hang/test_hang.py::{lost} ended" in summary["stderr"]
+    assert "1 passed, 6 deselected" in out  # the last pytest ran only the test after the lost ones
+
+
+def test_one_test_cannot_end_the_job(tmp_path: Path) -> None:
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [HANG_JOB])
+    check_lost_tests(rows)
+    # A re-run writes nothing new; one killed before the job's row finishes it without duplicates.
+    out_path = tmp_path / "out.jsonl"
+    lines = out_path.read_text().splitlines(keepends=True)
+    out_path.write_text("".join(lines[:2]))
+    again = run_jobs(tmp_path, [HANG_JOB])
+    assert list(again) == list(rows)
+
+
 def test_a_pytest_job_runs_in_its_cwd(tmp_path: Path) -> None:
     """`cwd`: pytest runs in the project folder, as the project's own `cd ROOT && python -m pytest
     tests --ignore=tests/x.py` does (relative paths in options and in the tests resolve there)."""
@@ -472,8 +565,10 @@ def test_pytest_job_with_the_monitoring_backend(tmp_path: Path) -> None:
         python, path = found[newest], (_pure_python_pytest(tmp_path / "lent-pytest"),)
     make_repo(tmp_path)
     rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"},
-                               {"program_id": "job", "mode": "pytest", "file": "interrupt", "package": "mypkg"}],
+                               {"program_id": "job", "mode": "pytest", "file": "interrupt", "package": "mypkg"},
+                               HANG_JOB],
                     python=python, backend="monitoring", path=path)  # fmt: skip
     check_rows(rows, "named")
     check_interrupted(rows, "monitoring")
+    check_lost_tests(rows)
     assert {r["backend"] for r in rows.values()} == {"monitoring"}
