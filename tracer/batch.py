@@ -224,7 +224,7 @@ class _Messages(object):
 
     __slots__ = (
         "buf", "scanned", "on_trace", "result", "head", "harness_error", "garbled", "ran", "oversize",
-        "test_running", "test_started", "tests_done",
+        "test_running", "test_started", "test_extended", "tests_done",
     )  # fmt: skip
 
     def __init__(self, on_trace: Callable[[Dict[str, Any]], bool]) -> None:
@@ -241,6 +241,7 @@ class _Messages(object):
         # A pytest job's progress: the test running (since when), and the tests that ended.
         self.test_running: Optional[str] = None
         self.test_started = 0.0
+        self.test_extended = False  # its deadline was put off once, for a trace arriving
         self.tests_done: List[str] = []
 
     def add(self, chunk: bytes) -> None:
@@ -282,6 +283,7 @@ class _Messages(object):
             elif kind == "test" and isinstance(msg.get("nodeid"), str):
                 self.test_running = msg["nodeid"]
                 self.test_started = time.perf_counter()
+                self.test_extended = False
             elif kind == "test_done" and msg.get("nodeid") == self.test_running:
                 self.tests_done.append(msg["nodeid"])
                 self.test_running = None
@@ -645,7 +647,7 @@ class BatchRunner(object):
         try:
             self._supervise(
                 pid, t0, kill_after, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome,
-                _kill_after(job.test_timeout_s or 0.0),
+                _test_kill_after(job.test_timeout_s or 0.0),
             )
         finally:
             self._current = None
@@ -771,6 +773,10 @@ class BatchRunner(object):
                         break
                 if test_kill_after > 0 and msgs.test_running is not None:
                     test_wait = msgs.test_started + test_kill_after - time.perf_counter()
+                    if test_wait <= 0 and msgs.buf and not msgs.test_extended:
+                        msgs.test_started += REPORT_GRACE_S  # a trace of the test is on its way
+                        msgs.test_extended = True
+                        continue
                     if test_wait <= 0:
                         outcome.timed_out = outcome.test_timed_out = True
                         break
@@ -1001,6 +1007,15 @@ def _kill_after(timeout_s: float) -> float:
     if timeout_s <= 0:
         return 0.0
     return timeout_s + min(KILL_GRACE_MAX_S, max(KILL_GRACE_MIN_S, 0.5 * timeout_s))
+
+
+def _test_kill_after(test_timeout_s: float) -> float:
+    """When the runner kills a pytest job's child whose test has run this long: its deadline
+    plus a grace period (2-10 s), for the exception raised at the deadline to end the test, and
+    a call it was in to become a trace and be sent (100,000 events take seconds)."""
+    if test_timeout_s <= 0:
+        return 0.0
+    return test_timeout_s + min(REPORT_GRACE_S, max(2.0, test_timeout_s))
 
 
 def _note_lost_tests(
