@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -37,6 +38,7 @@ CROISSANT = "croissant.json"
 CHECKSUMS = "checksums.sha256"
 PROVENANCE_DIR = "provenance"
 OUTPUTS = (DATA_DIR, CARD, CROISSANT, CHECKSUMS, PROVENANCE_DIR)
+ALL_ASIDE = ".all-aside"  # marks a swap's folder of old outputs once all of them are in it
 # Fields that make two traces the same trace (wall time and trace ids aside): the same code, call
 # and interpreter that produced the same outcome. Traces equal on all of them are dropped as copies.
 CONTENT_KEY = (
@@ -88,6 +90,50 @@ def _check_out(out: Path, overwrite: bool) -> None:
         unknown = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and p.name != ".cache")
         if unknown:
             raise PublishError(f"{out} holds files publish did not write ({', '.join(unknown[:3])}); not touching it")
+
+
+def _recover_killed_publish(out: Path) -> None:
+    """Undo what a publish into `out` that was killed (SIGKILL, a lost machine) left next to it:
+    its staging folder is removed; if it died while swapping the new dataset in, the old outputs
+    it had moved aside go back into `out`, so `out` holds the dataset from before it began.
+    Folders of a publish whose process is still running are left alone."""
+    if not out.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(publishing|replaced)-(\d+)-.+")
+    for path in sorted(out.parent.iterdir()):
+        found = pattern.fullmatch(path.name)
+        if found is None or not path.is_dir() or _pid_alive(int(found.group(2))):
+            continue
+        if found.group(1) == "replaced" and any(path.iterdir()):
+            logger.warning("a publish into %s was killed while replacing the dataset there: restoring the old one", out)
+            moving_in = (path / ALL_ASIDE).exists()  # else it died moving the old ones aside
+            for name in OUTPUTS:
+                if moving_in and os.path.lexists(out / name) and not os.path.lexists(path / name):
+                    _remove(out / name)  # a new output, where the old dataset had none
+                if os.path.lexists(path / name):
+                    if os.path.lexists(out / name):
+                        _remove(out / name)
+                    os.replace(path / name, out / name)
+        else:
+            logger.info("removing %s, left by a publish that was killed", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _check_not_nested(input_path: str, shard_files: list[str], out: Path) -> None:
@@ -278,12 +324,13 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
         raise ConfigError(f"{input_path}: no .parquet shards found")
     out_dir = Path(out)
     _check_not_nested(input_path, shard_files, out_dir)
+    target = out_dir.resolve()
+    _recover_killed_publish(target)
     _check_out(out_dir, options.overwrite)
     # Everything is written into a hidden sibling folder and moved into `out` only once it is
     # complete, so a failed publish (an error, no traces left, Ctrl-C) leaves `out` as it was.
-    target = out_dir.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.publishing-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.publishing-{os.getpid()}-"))
     try:
         (staging / DATA_DIR).mkdir()
         stats = DatasetStats()
@@ -314,7 +361,7 @@ def _swap_in(staging: Path, out: Path) -> None:
     if that fails, the old ones are moved back.
     """
     out.mkdir(exist_ok=True)  # `out` is resolved: its parent is `staging`'s
-    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.replaced-"))
+    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.replaced-{os.getpid()}-"))
     moved_aside: list[str] = []
     moved_in: list[str] = []
     try:
@@ -322,6 +369,7 @@ def _swap_in(staging: Path, out: Path) -> None:
             if os.path.lexists(out / name):
                 os.replace(out / name, aside / name)
                 moved_aside.append(name)
+        (aside / ALL_ASIDE).touch()  # for _recover_killed_publish: new outputs move in from here
         for name in OUTPUTS:
             if os.path.lexists(staging / name):
                 os.replace(staging / name, out / name)

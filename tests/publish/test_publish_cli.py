@@ -220,3 +220,45 @@ def test_the_same_input_elsewhere_gives_the_same_bytes_and_no_host_path(sample_s
     inputs = json.loads((tmp_path / "a" / "ds" / "provenance" / "inputs.json").read_text())
     assert inputs["input"] == "shards"
     assert sorted(s["file"] for s in inputs["shards"]) == sorted(p.name for p in sample_shards.glob("*.parquet"))
+
+
+def _reaped_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("phase", ["staging", "moving aside", "moving in"])
+def test_a_killed_publish_is_undone_by_the_next(sample_shards: Path, tmp_path: Path, phase: str) -> None:
+    """What a SIGKILLed publish leaves next to OUT (its staging folder, the old outputs it had moved
+    aside) is cleaned up by the next publish into OUT, which finds OUT as it was before: here a
+    publish that then fails, so OUT must hold the first dataset again, byte for byte."""
+    import os
+
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(out), "--split", "train"])
+    assert result.exit_code == 0, result.output
+    before = _tree(out)
+    dead = _reaped_pid()
+    staging = tmp_path / f".o.publishing-{dead}-abc"
+    (staging / "data").mkdir(parents=True)
+    (staging / "data" / "half.parquet").write_bytes(b"half written")
+    if phase != "staging":  # killed inside the swap: the old outputs (some or all) are aside
+        aside = tmp_path / f".o.replaced-{dead}-def"
+        aside.mkdir()
+        names = sorted(p.name for p in out.iterdir())
+        for name in names if phase == "moving in" else names[:2]:
+            os.replace(out / name, aside / name)
+        if phase == "moving in":
+            (aside / ".all-aside").touch()
+            os.replace(staging / "data", out / "data")  # the first new output had moved in
+    alive = tmp_path / f".o.publishing-{os.getpid()}-ghi"  # a publish still running: not touched
+    alive.mkdir()
+    assert "no traces left" in _error(
+        ["publish", str(sample_shards), "--to", str(out), "--overwrite", "--status", "memory"]
+    )
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "o"]
