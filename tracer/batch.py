@@ -553,43 +553,48 @@ class BatchRunner(object):
         started = time.perf_counter()
         total_s = float(_with_timeout(self.limits, job.timeout_s).timeout_s or 0)
         finished: List[str] = []
-        lost: List[Tuple[str, str]] = []  # (node id, how it ended its child)
+        lost: List[Tuple[str, str, Optional[str]]] = []  # (node id, how its child ended, why no restart)
         outputs: List[Tuple[str, str, bool]] = []
-        attempt = job
+        attempt, left_s = job, None
         while True:
-            trace, msgs, outcome = self._run_child(attempt, done, write_extra)
+            trace, msgs, outcome = self._run_child(attempt, done, write_extra, time_left=left_s)
             outputs.append((trace["stdout"], trace["stderr"], bool(trace["output_truncated"])))
             finished.extend(msgs.tests_done)
             culprit = msgs.test_running
+            if msgs.result is not None or culprit is None:
+                break  # pytest ended, or its child did outside any test (collection): no restart
             left_s = total_s - (time.perf_counter() - started) if total_s > 0 else None
-            if (
-                msgs.result is not None
-                or culprit is None
-                or (outcome.timed_out and not outcome.test_timed_out)
-                or len(lost) >= MAX_TEST_RESTARTS
-                or (left_s is not None and left_s < 1.0)
-            ):
-                break
-            if outcome.test_timed_out:
+            stop = None
+            if outcome.timed_out and not outcome.test_timed_out:
+                how, stop = "the job's timeout_s=%g ran out" % total_s, "no time left"
+            elif outcome.test_timed_out:
                 how = "ran past test_timeout_s=%g and did not stop; killed" % (job.test_timeout_s or 0)
             else:
                 how = "%s: %s" % (trace["status"], trace.get("exception_message") or trace.get("tracer_error"))
-            lost.append((culprit, how))
-            log.info("%s: test %s ended pytest's process (%s); starting pytest again without it",
-                     job.program_id, culprit, how)  # fmt: skip
-            attempt = dataclasses.replace(
-                job, skip_tests=tuple(finished) + tuple(nodeid for nodeid, _ in lost), timeout_s=left_s
-            )
+            if stop is None and len(lost) >= MAX_TEST_RESTARTS:
+                stop = "it was started %d times already" % (MAX_TEST_RESTARTS + 1)
+            elif stop is None and left_s is not None and left_s < 1.0:
+                stop = "the job's timeout_s=%g is spent" % total_s
+            lost.append((culprit, how, stop))
+            log.info("%s: pytest's process ended in test %s (%s)", job.program_id, culprit, how)
+            if stop is not None:
+                break
+            attempt = dataclasses.replace(job, skip_tests=tuple(finished) + tuple(t[0] for t in lost))
         if lost:
             _note_lost_tests(trace, lost, outputs, int(self.limits.max_output_bytes or 0))
-        trace["wall_time_s"] = round(time.perf_counter() - started, 6)
-        trace["limits"] = _limits_dict(_with_timeout(self.limits, job.timeout_s))
+        if len(outputs) > 1:
+            trace["wall_time_s"] = round(time.perf_counter() - started, 6)  # all of its children
         return trace
 
     def _run_child(
-        self, job: Job, done: Any, write_extra: Optional[Callable[[Dict[str, Any]], None]]
+        self,
+        job: Job,
+        done: Any,
+        write_extra: Optional[Callable[[Dict[str, Any]], None]],
+        time_left: Optional[float] = None,
     ) -> Tuple[Dict[str, Any], _Messages, _Outcome]:
-        """Run `job` in a forked child: (its trace, what it reported, how it ended)."""
+        """Run `job` in a forked child: (its trace, what it reported, how it ended). `time_left`:
+        what is left of the job's timeout (a pytest job started again), else all of it."""
         prefix = job.program_id + "::"
 
         def on_extra(trace: Dict[str, Any]) -> bool:
@@ -608,7 +613,7 @@ class BatchRunner(object):
             ldict = dict(self._ldict)  # one conversion per batch, not per program
         else:
             ldict = _limits_dict(limits)
-        timeout_s = float(ldict.get("timeout_s") or 0)
+        timeout_s = float(ldict.get("timeout_s") or 0) if time_left is None else time_left
         # The tracer raises its own timeout inside the program (keeping the partial trace); the
         # parent's kill is the backstop for programs that ignore it (C loops, swallowed exceptions).
         kill_after = _kill_after(timeout_s)
@@ -1019,15 +1024,16 @@ def _test_kill_after(test_timeout_s: float) -> float:
 
 
 def _note_lost_tests(
-    trace: Dict[str, Any], lost: List[Tuple[str, str]], outputs: List[Tuple[str, str, bool]], cap: int
+    trace: Dict[str, Any], lost: List[Tuple[str, str, Optional[str]]], outputs: List[Tuple[str, str, bool]], cap: int
 ) -> None:
-    """The row of a pytest job that ran in several children: every child's output, a note for
-    each test that ended one, and pytest's exit code counting those tests as failed."""
+    """The row of a pytest job whose process ended in a test: every child's output, a note after
+    each one that was ended, and pytest's exit code counting the lost tests as failed."""
     notes = [
-        "worldtrace: test %s ended pytest's process (%s); pytest ran again without it and the tests before it\n"
-        % (nodeid, how)
-        for nodeid, how in lost
-    ]
+        "worldtrace: pytest's process ended in test %s (%s); %s\n"
+        % (nodeid, how, "pytest ran again without it and the tests before it" if stop is None
+           else "pytest was not started again: %s" % stop)
+        for nodeid, how, stop in lost
+    ]  # fmt: skip
     stdout, stderr, truncated = "", "", False
     for i, (out, err, cut) in enumerate(outputs):
         note = notes[i] if i < len(notes) else ""
@@ -1038,10 +1044,13 @@ def _note_lost_tests(
         stdout, cut_out = _cap_text(stdout, cap)
         stderr, cut_err = _cap_text(stderr, cap)
         truncated = truncated or cut_out or cut_err
+        # The notes outlive the cap (at most MAX_TEST_RESTARTS + 1 short lines).
+        stdout += "".join(note for note in notes if note not in stdout)
+        stderr += "".join(note for note in notes if note not in stderr)
     trace["stdout"], trace["stderr"], trace["output_truncated"] = stdout, stderr, truncated
-    trace["truncated"] = True  # the lost tests' calls after the last traced one are missing
+    trace["truncated"] = True  # what the lost tests would have called is missing
     trace["truncated_reason"] = trace.get("truncated_reason") or "events_lost"
-    if trace.get("status") == "ok" and trace.get("return_value") == "0":
+    if trace.get("status") == "ok" and trace.get("return_value") in ("0", "5"):
         trace["return_value"] = "1"  # as pytest-xdist reports a test that crashed its worker
 
 

@@ -220,7 +220,12 @@ class TestTimeout(Deadline):
 class _TestDeadline(object):
     """Each test's wall-clock limit, raised into it from SIGALRM as pytest-timeout's signal method
     does. A test that catches it, or waits where signals do not reach, is killed by the runner a
-    grace period later (then pytest starts again without it, see batch.py)."""
+    grace period later (then pytest starts again without it, see batch.py).
+
+    It is raised only inside a test's setup, call or teardown, where pytest catches what is raised
+    (in its report hooks it would end the session), and never while the recorder is writing a
+    trace (the trace would be lost): a deadline that passes there is raised when the next phase
+    starts, or just after the recorder is done."""
 
     def __init__(self, seconds: Optional[float], recorder: "CallRecorder") -> None:
         self.seconds = seconds or 0.0
@@ -228,6 +233,9 @@ class _TestDeadline(object):
         self.handler = self._on_alarm  # one bound method: what getsignal() gives back while ours
         self.previous: Any = None
         self.armed = False
+        self.in_phase = False
+        self.held = 0  # > 0 while the recorder writes a trace
+        self.pending = False  # the deadline passed where it could not be raised
 
     def arm(self) -> None:
         if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
@@ -235,19 +243,50 @@ class _TestDeadline(object):
         self.previous = signal.signal(signal.SIGALRM, self.handler)
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
         self.armed = True
+        self.pending = False
 
     def disarm(self) -> None:
         if not self.armed:
             return
-        self.armed = False
-        if signal.getsignal(signal.SIGALRM) is self.handler:
+        self.armed = self.pending = False
+        if self._ours():
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.previous)
         # else the test installed its own SIGALRM handler (and maybe timer): left as it is
 
+    def enter_phase(self, raise_pending: bool = True) -> None:
+        if raise_pending:
+            self.raise_pending()
+        self.in_phase = True
+
+    def leave_phase(self) -> None:
+        self.in_phase = False
+
+    def raise_pending(self) -> None:
+        """From a hook wrapper of a phase, where pytest catches what is raised too."""
+        if self.pending and self.armed:
+            self._raise()
+
+    def release(self) -> None:
+        """The recorder is done writing a trace (it runs in a callback: raise just after it)."""
+        self.held -= 1
+        if self.pending and not self.held and self.in_phase and self.armed and self._ours():
+            self.pending = False
+            signal.setitimer(signal.ITIMER_REAL, 1e-3)
+
+    def _ours(self) -> bool:
+        return signal.getsignal(signal.SIGALRM) is self.handler
+
     def _on_alarm(self, signum: int, frame: Any) -> None:
+        if not self.in_phase or self.held:
+            self.pending = True
+            return
+        self._raise()
+
+    def _raise(self) -> None:
+        self.pending = False
         call = self.recorder.call
-        if call is not None:
+        if call is not None and call.thread == get_ident():  # the call it interrupts, not another thread's
             call.timed_out = True
         raise TestTimeout(self.recorder.timeout_message)
 
@@ -255,7 +294,7 @@ class _TestDeadline(object):
 class _Call(object):
     """The top-level call being recorded."""
 
-    __slots__ = ("act", "entry", "input", "nodeid", "started", "exc", "truncated", "keep", "timed_out")
+    __slots__ = ("act", "entry", "input", "nodeid", "started", "exc", "truncated", "keep", "timed_out", "thread")
 
     def __init__(self, act: Any, entry: str, input_text: str, nodeid: Optional[str]) -> None:
         self.act = act
@@ -266,6 +305,7 @@ class _Call(object):
         self.exc: Optional[BaseException] = None
         self.truncated = False
         self.timed_out = False  # the test's deadline passed while this call ran
+        self.thread = get_ident()
         # Module bodies run by imports, and calls outside a test (collection), are not traces.
         self.keep = nodeid is not None and entry.split(".")[-1] != "<module>"
 
@@ -292,6 +332,7 @@ class CallRecorder(Recorder):
         self.interruptions = 0  # times recording stopped and was started again (resume)
         self.errors: List[str] = []  # tracer failures, one per interrupted recording
         self.timeout_message = "the test ran past its deadline"
+        self.deadline: Optional[_TestDeadline] = None
 
     def enter(self, act: Any, lineno: int, mapping: Any) -> None:
         if self.call is None and not self.stack():
@@ -304,7 +345,14 @@ class CallRecorder(Recorder):
         if call is not None and act is call.act and not self.stacks.get(get_ident()):
             self.call = None
             if call.keep:
-                self._finish(call, value, unwind)
+                guard = self.deadline
+                if guard is not None:
+                    guard.held += 1
+                try:
+                    self._finish(call, value, unwind)
+                finally:
+                    if guard is not None:
+                        guard.release()
             self.events = []
 
     def line(self, act: Any, lineno: int, mapping: Any, frame: Any) -> None:
@@ -486,7 +534,7 @@ def run_pytest_job(
     recorder = CallRecorder(renderer, scope, limits.max_events, emit, make_trace)
     if job.test_timeout_s:
         recorder.timeout_message = "ran past test_timeout_s=%g" % job.test_timeout_s
-    deadline = _TestDeadline(job.test_timeout_s, recorder)
+    deadline = recorder.deadline = _TestDeadline(job.test_timeout_s, recorder)
     skip = frozenset(job.skip_tests)
     tell = note if note is not None else (lambda message: None)
 
@@ -521,6 +569,33 @@ def run_pytest_job(
                 deadline.disarm()
                 recorder.nodeid = None
                 tell({"kind": "test_done", "nodeid": item.nodeid})
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_setup(self, item: Any) -> Any:
+            deadline.enter_phase()
+            try:
+                yield
+            finally:
+                deadline.leave_phase()
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_call(self, item: Any) -> Any:
+            deadline.enter_phase()
+            try:
+                yield
+            finally:
+                deadline.leave_phase()
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_teardown(self, item: Any, nextitem: Any) -> Any:
+            # Raised after the teardown ran, not before: pytest's own teardown must run (the next
+            # test's setup checks that this one was torn down).
+            deadline.enter_phase(raise_pending=False)
+            try:
+                yield
+            finally:
+                deadline.leave_phase()
+            deadline.raise_pending()
 
         @pytest.hookimpl(trylast=True)
         def pytest_collection_modifyitems(self, session: Any, config: Any, items: List[Any]) -> None:

@@ -15,8 +15,11 @@ from tracer_testutil import pyenv_pythons
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PACKAGE = {
-    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, hold, recurse, spin, total\n\nVERSION = add(0, 1)\n",
+    "mypkg/__init__.py": "from mypkg.core import Box, add, fail, hold, nap, recurse, spin, total\n\nVERSION = add(0, 1)\n",
     "mypkg/core.py": """
+        import time
+
+
         def add(a, b):
             c = a + b
             return c
@@ -43,6 +46,11 @@ PACKAGE = {
 
         def recurse(n):
             return recurse(n + 1)
+
+
+        def nap(seconds):
+            time.sleep(seconds)
+            return seconds
 
 
         def spin():
@@ -133,9 +141,22 @@ PACKAGE = {
         def test_after_trace_off():
             assert mypkg.add(7, 8) == 15
         """,
+    "hang/conftest.py": """
+        import time
+
+        import pytest
+
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(item, call):
+            yield
+            if call.when == "call" and item.name == "test_slow_report":
+                time.sleep(2.5)  # the deadline passes in pytest's report hooks, outside any phase
+        """,
     "hang/test_hang.py": """
         import ctypes
         import os
+        import threading
         import time
 
         import mypkg
@@ -171,8 +192,35 @@ PACKAGE = {
             ctypes.string_at(0)
 
 
+        def test_slow_report():
+            assert mypkg.add(1, 1) == 3
+
+
+        def test_another_threads_call():
+            worker = threading.Thread(target=mypkg.nap, args=(2.5,))
+            worker.start()
+            try:
+                threading.Event().wait()  # the deadline interrupts this wait, not the worker's call
+            finally:
+                worker.join()  # (not the interrupted wait: that can leave join() unable to wait)
+
+
         def test_after():
             assert mypkg.add(7, 8) == 15
+        """,
+    "last/test_last.py": """
+        import os
+
+        import mypkg
+
+
+        def test_first():
+            print("x" * 5000)
+            assert mypkg.add(1, 2) == 3
+
+
+        def test_exits_last():
+            os._exit(3)
         """,
     "threads/test_threads.py": """
         import threading
@@ -378,10 +426,13 @@ def check_lost_tests(rows: dict) -> None:
         "spin", "timeout", "ran past test_timeout_s=2"
     )
     assert rows[t + "test_exits::0"]["return_value"] == "10"
+    # The deadline interrupts the test's own thread; another thread's call goes on and returns.
+    napped = rows[t + "test_another_threads_call::0"]
+    assert (napped["entrypoint"], napped["status"], napped["return_value"]) == ("nap", "ok", "2.5")
     assert rows[t + "test_after::0"]["return_value"] == "15"
-    assert [pid for pid in rows if pid.startswith(t)] == [
-        t + name + "::0" for name in ("test_before", "test_sleeps", "test_spins_in_the_package", "test_exits", "test_after")
-    ]  # fmt: skip
+    tests = ("test_before", "test_sleeps", "test_spins_in_the_package", "test_exits", "test_slow_report",
+             "test_another_threads_call", "test_after")  # fmt: skip
+    assert [pid for pid in rows if pid.startswith(t)] == [t + name + "::0" for name in tests]
     summary = rows["hang"]
     assert (summary["status"], summary["return_value"]) == ("ok", "1")
     assert (summary["truncated"], summary["truncated_reason"]) == (True, "events_lost")
@@ -391,9 +442,12 @@ def check_lost_tests(rows: dict) -> None:
         ("test_exits", "crashed: exited with code 3"),
         ("test_segfault", "crashed: killed by signal 11 (SIGSEGV)"),
     ]:
-        assert f"\nworldtrace: test hang/test_hang.py::{lost} ended pytest's process ({how}" in out, out
-        assert f"worldtrace: test hang/test_hang.py::{lost} ended" in summary["stderr"]
-    assert "1 passed, 6 deselected" in out  # the last pytest ran only the test after the lost ones
+        assert f"\nworldtrace: pytest's process ended in test hang/test_hang.py::{lost} ({how}" in out, out
+        assert f"worldtrace: pytest's process ended in test hang/test_hang.py::{lost} " in summary["stderr"]
+    # The last pytest ran the tests after the lost ones. A deadline that passed in a report hook
+    # failed the next phase of the test (its teardown), not the session (INTERNALERROR).
+    assert "INTERNALERROR" not in out and "2 failed, 1 passed, 6 deselected" in out
+    assert "ERROR at teardown of test_slow_report" in out
 
 
 def test_one_test_cannot_end_the_job(tmp_path: Path) -> None:
@@ -407,6 +461,53 @@ def test_one_test_cannot_end_the_job(tmp_path: Path) -> None:
     out_path.write_text("".join(lines[:2]))
     again = run_jobs(tmp_path, [HANG_JOB])
     assert list(again) == list(rows)
+
+
+def test_a_lost_last_test_and_the_output_cap(tmp_path: Path) -> None:
+    """The last test lost: pytest then runs nothing (exit code 5), and the row still says tests
+    failed (1). The notes on lost tests outlive the output cap."""
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    job = {"program_id": "last", "mode": "pytest", "file": "last", "argv": ["-s"], "package": "mypkg"}
+    rows = run_jobs(tmp_path, [job], extra=("--max-output-bytes", "3000"))
+    assert rows["last::last/test_last.py::test_first::0"]["return_value"] == "3"
+    summary = rows["last"]
+    assert (summary["status"], summary["return_value"], summary["output_truncated"]) == ("ok", "1", True)
+    note = "worldtrace: pytest's process ended in test last/test_last.py::test_exits_last (crashed: exited with code 3"
+    assert note in summary["stdout"] and note in summary["stderr"]
+
+
+def test_the_deadline_waits_while_a_trace_is_written() -> None:
+    """A deadline that passes while the recorder writes a trace (in a callback, just after a
+    call returned) is raised just after, into the test, not into the recorder, which would lose
+    the trace of a call that returned."""
+    code = textwrap.dedent(
+        """
+        import os, signal
+        from tracer.pytest_mode import CallRecorder, TestTimeout, _TestDeadline
+        from tracer.render import Renderer
+
+        recorder = CallRecorder(Renderer(100, 10, 3), lambda f: False, 0, print, None)
+        deadline = recorder.deadline = _TestDeadline(60, recorder)
+        deadline.arm()
+        deadline.enter_phase()
+        deadline.held += 1  # the recorder is writing a trace
+        os.kill(os.getpid(), signal.SIGALRM)  # handled at the next bytecode: not raised
+        assert deadline.pending
+        deadline.release()
+        try:
+            signal.pause()  # the deadline, raised just after the recorder is done
+        except TestTimeout as exc:
+            print("raised:", exc)
+        deadline.leave_phase()
+        deadline.disarm()
+        assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "raised: the test ran past its deadline\n"
 
 
 def test_a_pytest_job_runs_in_its_cwd(tmp_path: Path) -> None:
