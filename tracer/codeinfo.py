@@ -111,7 +111,8 @@ class LineEffects:
 
     __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
                  "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads", "subscript", "subscr",
-                 "continued", "global_attrs", "class_attrs", "calls_type", "rebound", "ordered_rebound")
+                 "continued", "global_attrs", "class_attrs", "calls_type", "result_attrs", "rebound",
+                 "ordered_rebound")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -150,6 +151,10 @@ class LineEffects:
         # the object shows. ``calls_type``: the line calls the builtin ``type``.
         self.class_attrs = False
         self.calls_type = False
+        # The line reads an attribute or item of what a call returned (``registry().items``,
+        # ``get().append``, ``f()[k]``): an object that locals may alias but no name it reads
+        # reaches.
+        self.result_attrs = False
         # Locals the line reads after storing them (``x = y; x += [1]``, a one-line ``for``
         # loop's variable): their new object may be mutated on the line itself. Not ``x += 1``,
         # which reads before it stores. ``ordered_rebound``: the same in variable order.
@@ -167,6 +172,7 @@ class LineEffects:
         self.pure_callees += other.pure_callees
         self.global_attrs |= other.global_attrs
         self.class_attrs = self.class_attrs or other.class_attrs
+        self.result_attrs = self.result_attrs or other.result_attrs
         self.subscript = self.subscript or other.subscript
 
 
@@ -180,6 +186,7 @@ _LOAD_OPS = frozenset([
 ])
 _GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"])
 _ATTR_OPS = frozenset(["LOAD_ATTR", "LOAD_METHOD"])
+_SUBSCR_OPS = frozenset(["BINARY_SUBSCR", "STORE_SUBSCR", "DELETE_SUBSCR"])
 # Instructions that work on a value already on the stack: a line starting with one of them
 # continues an expression of an earlier line.
 _CONTINUING_OPS = frozenset([
@@ -317,6 +324,7 @@ def line_effects(code) -> dict:
     table = {}
     unlined = LineEffects()
     prev_line, prev_name, prev_argval = None, None, None
+    before_prev = None  # the instruction before the previous one, on this line
     for line, name, argval, null in _instruction_lines(code):
         eff = table.get(line) if line is not None else unlined
         if eff is None:
@@ -325,13 +333,19 @@ def line_effects(code) -> dict:
             continue
         if line is not None and line != prev_line and name in _CONTINUING_OPS:
             eff.continued = True
+        after_call = prev_line == line and prev_name is not None and prev_name.startswith("CALL")
         if name in _ATTR_OPS:
             if prev_name in _GLOBAL_OPS and prev_line == line and isinstance(prev_argval, str):
                 eff.global_attrs.add(prev_argval)
-            if argval == "__class__" or (eff.calls_type and prev_name is not None and prev_name.startswith("CALL")):
+            if argval == "__class__" or (eff.calls_type and after_call):
                 eff.class_attrs = True
+            if after_call:
+                eff.result_attrs = True
         elif name in _GLOBAL_OPS and argval == "type":
             eff.calls_type = True
+        elif name in _SUBSCR_OPS and before_prev is not None and before_prev.startswith("CALL"):
+            eff.result_attrs = True  # ``f()[k]``: the key was loaded in between
+        before_prev = prev_name if prev_line == line else None
         prev_line, prev_name, prev_argval = line, name, argval
         if name in _WRITE_OPS:
             if isinstance(argval, tuple):
@@ -368,7 +382,7 @@ def line_effects(code) -> dict:
         elif name == "BINARY_SUBSCR":
             eff.subscript = True
     if (unlined.writes or unlined.loads or unlined.globals or unlined.mutating or unlined.calls or unlined.inplace
-            or unlined.subscript or unlined.global_attrs or unlined.class_attrs):
+            or unlined.subscript or unlined.global_attrs or unlined.class_attrs or unlined.result_attrs):
         for eff in table.values():
             eff.merge(unlined)
     for eff in table.values():
@@ -392,6 +406,28 @@ def line_effects(code) -> dict:
             eff.simple = eff.ordered_writes
     _EFFECTS[code] = table
     return table
+
+
+_SHADOWED: dict = {}
+_NO_LINES: frozenset = frozenset()
+
+
+def shadowed_cell_lines(code) -> frozenset:
+    """Lines where an inlined comprehension's variable shadows a cell variable of ``code``
+    (``k = 1; g = lambda: k; [k for k in xs]``): while the comprehension runs, reading ``k``
+    through ``f_locals`` crashes the interpreters PYBEHAVIOR.comprehension_shadowed_cell_crash
+    names. Empty on every other interpreter."""
+    if not PYBEHAVIOR.comprehension_shadowed_cell_crash:  # PYBEHAVIOR: comprehension_shadowed_cell_crash
+        return _NO_LINES
+    lines = _SHADOWED.get(code)
+    if lines is None:
+        cells = set(code.co_cellvars) | set(code.co_freevars)
+        lines = frozenset(
+            line for line, name, argval, _ in _instruction_lines(code)
+            if line is not None and name == "LOAD_FAST_AND_CLEAR" and argval in cells
+        ) if cells else _NO_LINES  # fmt: skip
+        _SHADOWED[code] = lines
+    return lines
 
 
 _ORDERS: dict = {}

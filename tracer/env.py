@@ -61,6 +61,11 @@ class PYBEHAVIOR:
     # (3.12+; before, LOAD_METHOD was an opcode of its own).
     load_attr_has_method_flag = PYVERSION >= (3, 12)
 
+    # Reading, through f_locals, a cell variable that an inlined comprehension's loop variable
+    # shadows, while the comprehension runs, crashes CPython 3.13.0-3.13.2 (gh-128396, fixed
+    # in 3.13.3): the tracer must not read the frame's locals then.
+    comprehension_shadowed_cell_crash = CPYTHON and (3, 13) <= PYVERSION[:3] < (3, 13, 3)
+
     # A suspended ``yield from`` / ``await`` leaves f_lasti on the instruction before
     # YIELD_FROM (3.8-3.10); later versions use SEND + YIELD_VALUE.
     has_yield_from_opcode = PYVERSION < (3, 11)

@@ -21,6 +21,7 @@ import traceback
 import types
 
 from . import codeinfo
+from .env import PYBEHAVIOR
 from .render import ELIDED, Renderer, is_immutable_type, type_module
 
 try:
@@ -60,6 +61,7 @@ _json_string = getattr(json.encoder, "c_encode_basestring", None) or json.encode
 #   (kind, lineno, code, frame id, thread number, depth, locals delta or None, arg)
 
 _dict_items = dict.items
+_SHADOW_CRASH = PYBEHAVIOR.comprehension_shadowed_cell_crash  # PYBEHAVIOR: comprehension_shadowed_cell_crash
 _dict_contains = dict.__contains__
 _ANY_CONTAINER = frozenset([ELIDED])  # ids that alias every container local (see line_delta)
 _CO_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function body (fast locals)
@@ -224,8 +226,10 @@ class Recorder:
 
     def line(self, act: Activation, lineno: int, mapping, frame) -> None:
         """A line event; ``frame`` is the live frame (for its globals and builtins)."""
-        act.raised = False
         prev = act.prev_line
+        if lineno == prev and _SHADOW_CRASH and lineno in codeinfo.shadowed_cell_lines(act.code):
+            return  # inside a comprehension whose locals cannot be read here (no event)
+        act.raised = False
         act.prev_line = lineno
         events = self.events
         n = len(events)
@@ -407,7 +411,7 @@ class Recorder:
             shared = eff.ordered_both if eff.inplace else eff.ordered_loads
             # What the line mutated may be reachable from no name it reads: a value an earlier
             # line left on the stack, or a class, function or module of the program.
-            unattributed = eff.continued or eff.class_attrs or (
+            unattributed = eff.continued or eff.class_attrs or eff.result_attrs or (
                 bool(eff.global_attrs) and frame is not None and self._holds_state(eff.global_attrs, frame.f_globals)
             )
         else:

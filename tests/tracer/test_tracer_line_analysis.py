@@ -5,7 +5,8 @@ backend of every CPython 3.8-3.13 that pyenv lists.
 Each program mutates an object through a path the names on the line do not show: an alias of
 a class or function attribute, a class body's names, a lazy builtin consumed on the same line,
 a name bound and mutated on one line, a method call split over lines, a ``map`` stored and
-consumed later, an instance's ``__dict__``, a memoryview. The module also runs as a script (stdlib only).
+consumed later, an instance's ``__dict__``, a memoryview, an attribute or item of what a call out
+of scope returned. The module also runs as a script (stdlib only).
 """
 
 from __future__ import annotations
@@ -118,6 +119,26 @@ def f():
     s = sum(1 for _ in z)
     n = 2
     return out, stack
+""",
+    "what_a_call_returned": """\
+import operator
+from logging import getLogger
+
+def f():
+    hs = getLogger("worldtrace-test").handlers
+    getLogger("worldtrace-test").handlers.append(1)
+    rows = [[1], [2]]
+    loc = rows[0]
+    it = iter(rows)
+    del rows
+    next(it).append(9)
+    pair = [[5], [6]]
+    first = pair[1]
+    keep = (pair,)
+    del pair
+    operator.itemgetter(0)(keep)[1].append(7)
+    getLogger("worldtrace-test").handlers.clear()
+    return hs, loc, first
 """,
     "instance_dict_and_memoryview": """\
 class O:

@@ -331,6 +331,8 @@ class MonitoringBackend(Backend):
                 return self.DISABLE
             if to_line is None or to_line < 0:
                 return None
+            if to_line in codeinfo.shadowed_cell_lines(code):
+                return None  # PYBEHAVIOR: comprehension_shadowed_cell_crash (see Recorder.line)
             act = self._current(code)
             if act is not None:
                 rec.line(act, to_line, self._locals(act), act.frame)
