@@ -112,7 +112,7 @@ class LineEffects:
     __slots__ = ("writes", "loads", "globals", "mutating", "inplace", "pure_calls", "calls", "pure_callees",
                  "inert", "simple", "ordered_writes", "ordered_both", "ordered_loads", "subscript", "subscr",
                  "continued", "global_attrs", "class_attrs", "calls_type", "result_attrs", "rebound",
-                 "ordered_rebound")
+                 "ordered_rebound", "rescan_all", "consumes")
 
     def __init__(self) -> None:
         self.writes: set = set()
@@ -155,6 +155,14 @@ class LineEffects:
         # ``get().append``, ``f()[k]``): an object that locals may alias but no name it reads
         # reaches.
         self.result_attrs = False
+        # The line can change locals the bytecode does not show: ``exec``/``eval`` of a string,
+        # a write through a frame's ``f_locals``. Every local is re-read after it.
+        self.rescan_all = False
+        # The line consumes an iterator without a call (``for x in it``, ``a, b = it``,
+        # ``x in it``, ``[*it]``): a lazy ``map``/``filter``/``iter(f, s)`` it reads calls
+        # what it holds (``m = map(stack.pop, xs)``), so its aliases are re-read (see
+        # Recorder.line_delta; only once such an iterator was rendered in the trace).
+        self.consumes = False
         # Locals the line reads after storing them (``x = y; x += [1]``, a one-line ``for``
         # loop's variable): their new object may be mutated on the line itself. Not ``x += 1``,
         # which reads before it stores. ``ordered_rebound``: the same in variable order.
@@ -173,6 +181,8 @@ class LineEffects:
         self.global_attrs |= other.global_attrs
         self.class_attrs = self.class_attrs or other.class_attrs
         self.result_attrs = self.result_attrs or other.result_attrs
+        self.rescan_all = self.rescan_all or other.rescan_all
+        self.consumes = self.consumes or other.consumes
         self.subscript = self.subscript or other.subscript
 
 
@@ -187,6 +197,18 @@ _LOAD_OPS = frozenset([
 _GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"])
 _ATTR_OPS = frozenset(["LOAD_ATTR", "LOAD_METHOD"])
 _SUBSCR_OPS = frozenset(["BINARY_SUBSCR", "STORE_SUBSCR", "DELETE_SUBSCR"])
+_WITH_OPS = frozenset([
+    "BEFORE_WITH", "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH", "WITH_CLEANUP_START",
+    "WITH_EXCEPT_START",
+])
+# Iteration without a call: FOR_ITER, unpacking, ``in``, star-unpacking into a display or call.
+_CONSUMING_OPS = frozenset([
+    "FOR_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "CONTAINS_OP", "LIST_EXTEND", "SET_UPDATE",
+    "CALL_FUNCTION_EX", "BUILD_LIST_UNPACK", "BUILD_TUPLE_UNPACK", "BUILD_SET_UNPACK",
+    "BUILD_TUPLE_UNPACK_WITH_CALL", "GET_YIELD_FROM_ITER",
+])
+# Names whose use lets a line change locals the bytecode does not show (builtins, attributes).
+_RESCAN_NAMES = frozenset(["exec", "eval", "f_locals"])
 # Instructions that work on a value already on the stack: a line starting with one of them
 # continues an expression of an earlier line.
 _CONTINUING_OPS = frozenset([
@@ -268,6 +290,8 @@ def _instruction_lines(code) -> list:
                 argval = names[arg]
         elif name == "BINARY_OP" and _NB_INPLACE_FIRST <= arg <= _NB_INPLACE_LAST:
             name = "BINARY_OP_INPLACE"
+        elif name == "COMPARE_OP" and not PYBEHAVIOR.has_contains_op and arg in (6, 7):
+            name = "CONTAINS_OP"  # PYBEHAVIOR: has_contains_op (3.8: ``in`` is COMPARE_OP 6, 7)
         out.append((lines[offset], name, argval, null))
     return out
 
@@ -333,6 +357,13 @@ def line_effects(code) -> dict:
             continue
         if line is not None and line != prev_line and name in _CONTINUING_OPS:
             eff.continued = True
+        if name in _WITH_OPS:
+            # The context manager's __enter__/__exit__ run on these lines (3.10+: both on the
+            # ``with`` line; before, __exit__ on the body's last line) and are called on what
+            # is on the stack, not on a name the line reads: out of scope they emit no events.
+            eff.continued = True
+        elif name in _CONSUMING_OPS:
+            eff.consumes = True
         after_call = prev_line == line and prev_name is not None and prev_name.startswith("CALL")
         if name in _ATTR_OPS:
             if prev_name in _GLOBAL_OPS and prev_line == line and isinstance(prev_argval, str):
@@ -343,6 +374,8 @@ def line_effects(code) -> dict:
                 eff.result_attrs = True
         elif name in _GLOBAL_OPS and argval == "type":
             eff.calls_type = True
+        if argval in _RESCAN_NAMES and (name in _GLOBAL_OPS or name in _ATTR_OPS):
+            eff.rescan_all = True
         elif name in _SUBSCR_OPS and before_prev is not None and before_prev.startswith("CALL"):
             eff.result_attrs = True  # ``f()[k]``: the key was loaded in between
         before_prev = prev_name if prev_line == line else None
@@ -382,7 +415,8 @@ def line_effects(code) -> dict:
         elif name == "BINARY_SUBSCR":
             eff.subscript = True
     if (unlined.writes or unlined.loads or unlined.globals or unlined.mutating or unlined.calls or unlined.inplace
-            or unlined.subscript or unlined.global_attrs or unlined.class_attrs or unlined.result_attrs):
+            or unlined.subscript or unlined.global_attrs or unlined.class_attrs or unlined.result_attrs
+            or unlined.rescan_all or unlined.consumes):
         for eff in table.values():
             eff.merge(unlined)
     for eff in table.values():

@@ -66,6 +66,10 @@ class PYBEHAVIOR:
     # in 3.13.3): the tracer must not read the frame's locals then.
     comprehension_shadowed_cell_crash = CPYTHON and (3, 13) <= PYVERSION[:3] < (3, 13, 3)
 
+    # ``in`` / ``not in`` have an opcode of their own, CONTAINS_OP (3.9+); before, COMPARE_OP
+    # with argument 6 / 7.
+    has_contains_op = PYVERSION >= (3, 9)
+
     # A suspended ``yield from`` / ``await`` leaves f_lasti on the instruction before
     # YIELD_FROM (3.8-3.10); later versions use SEND + YIELD_VALUE.
     has_yield_from_opcode = PYVERSION < (3, 11)

@@ -22,7 +22,7 @@ import types
 
 from . import codeinfo
 from .env import PYBEHAVIOR
-from .render import ELIDED, Renderer, is_immutable_type, type_module
+from .render import _LAZY_ITERATOR_IDS, ELIDED, Renderer, is_immutable_type, type_module
 
 try:
     from _thread import get_ident
@@ -36,6 +36,19 @@ FULL_SCAN = os.environ.get("WORLDTRACE_FULL_SCAN") == "1"
 _BUILTINS = dict(vars(builtins))
 _SMALL_INT = 1 << 60
 
+
+
+def _lazy_among(names: tuple, mapping) -> tuple:
+    """The names of ``names`` that hold a lazy iterator (map, filter, iter(f, s), ...)."""
+    found: tuple = ()
+    for name in names:
+        try:
+            value = mapping[name]
+        except KeyError:
+            continue
+        if id(type(value)) in _LAZY_ITERATOR_IDS:
+            found += (name,)
+    return found
 
 
 def _inert_global(value) -> bool:
@@ -245,8 +258,12 @@ class Recorder:
                 delta = None  # the previous line can change nothing (a test, a jump, pass)
                 if eff.subscr and self.renderer.saw_defaultdict:
                     delta = self.line_delta(act, mapping, eff, frame, True)
+                elif eff.consumes and self.renderer.saw_lazy:  # ``if x in it:``
+                    delta = self.line_delta(act, mapping, eff, frame, False)
             else:
                 names = eff.simple
+                if eff.consumes and self.renderer.saw_lazy:
+                    names = None  # the iterator it consumed may be a lazy one (line_delta)
                 last = act.last
                 force = False
                 if eff.subscr and self.renderer.saw_defaultdict:  # a subscript may have read one
@@ -391,6 +408,8 @@ class Recorder:
         ``mutated``: treat the line as mutating whatever its bytecode says (it read a
         defaultdict once one was rendered in this trace). None when nothing changed.
         """
+        if eff.rescan_all:  # exec/eval of a string, a write through a frame's f_locals
+            return self.delta(act, mapping)
         last = act.last
         mutating = eff.mutating or mutated
         if eff.pure_calls and frame is not None:
@@ -418,6 +437,10 @@ class Recorder:
             names = eff.ordered_writes
             shared = names if eff.inplace else ()
             unattributed = False
+            if eff.consumes and self.renderer.saw_lazy:
+                # A lazy iterator consumed without a call (``a, b = m``, ``for x in it``) ran
+                # what it holds: what those are bound to was visited by its rendering.
+                shared = shared + _lazy_among(eff.ordered_loads, mapping)
         # Objects the line may have mutated in place: any other local showing one of them
         # (an alias) must be re-read as well.
         extra = self._aliases_of(shared, last, names, unattributed) if shared or unattributed else None

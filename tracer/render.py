@@ -317,6 +317,9 @@ class Renderer:
         # Whether a collections.defaultdict (or subclass) was rendered: the recorder then checks
         # the lines that subscript for one (reading a missing key inserts it).
         self.saw_defaultdict = False
+        # A lazy map/filter/iter(f, s)/... has been rendered: lines that consume an iterator
+        # without a call may run what it holds (see codeinfo.LineEffects.consumes).
+        self.saw_lazy = False
 
     # -- public -------------------------------------------------------------------------
 
@@ -850,9 +853,15 @@ class Renderer:
         if enum_mod is not None and issubclass(t, enum_mod.Enum):
             return self._make_enum(t)
         if issubclass(t, type):
-            return lambda v, d, b: self._spend(b, "<class '%s'>" % type_qualified_name(v))
+            def class_kind(v, d, b):
+                b.elided = True  # class attributes are state that locals may alias
+                return self._spend(b, "<class '%s'>" % type_qualified_name(v))
+            return class_kind
         if t is types.FunctionType:
-            return lambda v, d, b: self._spend(b, "<function %s>" % _safe_str(v.__qualname__))
+            def function_kind(v, d, b):
+                b.elided = True  # its attributes, defaults and globals: likewise
+                return self._spend(b, "<function %s>" % _safe_str(v.__qualname__))
+            return function_kind
         if t is types.BuiltinFunctionType or t is types.BuiltinMethodType:
             return self._render_builtin_function
         if t is types.MethodWrapperType:
@@ -865,6 +874,7 @@ class Renderer:
             return self._render_method
         if id(t) in _LAZY_ITERATOR_IDS:
             def lazy_iterator_kind(v, d, b):
+                self.saw_lazy = True
                 _visit_callables(v, b.ids, 0)  # a later ``list(it)`` calls them
                 return self._spend(b, "<%s object>" % name)
             return lazy_iterator_kind
@@ -877,7 +887,10 @@ class Renderer:
                 return self._spend(b, "<memoryview object>")
             return memoryview_kind
         if t is types.ModuleType:
-            return lambda v, d, b: self._spend(b, "<module %r>" % _safe_str(v.__name__))
+            def module_kind(v, d, b):
+                b.elided = True
+                return self._spend(b, "<module %r>" % _safe_str(v.__name__))
+            return module_kind
         if t is types.GeneratorType or t is types.CoroutineType or t is types.AsyncGeneratorType:
             kind = "generator" if t is types.GeneratorType else "coroutine" if t is types.CoroutineType else "async_generator"
             return lambda v, d, b: self._spend(b, "<%s object %s>" % (kind, _safe_str(v.__qualname__)))
@@ -890,18 +903,32 @@ class Renderer:
         fields = class_lookup(t, "__dataclass_fields__")
         if type(fields) is dict:
             return self._make_dataclass(t, fields)  # type: ignore[arg-type]
+        # Subclasses of builtins render as their base's value; their instance attributes are
+        # not shown, only visited (``x = b.extra`` aliases one: see _visit_hidden).
+        hidden = self._visit_hidden
         for base, open_, close in ((list, "[", "]"), (tuple, "(", ")")):
             if issubclass(t, base):
-                return lambda v, d, b, open_=open_, close=close, base=base: self._seq(
+                return lambda v, d, b, open_=open_, close=close, base=base: hidden(v, t, b) or self._seq(
                     v, d, b, open_, close, base, prefix=name + "(", suffix=")")
         if issubclass(t, dict):
-            return lambda v, d, b: self._dict(v, d, b, "{", "}", prefix=name + "(", suffix=")")
+            return lambda v, d, b: hidden(v, t, b) or self._dict(v, d, b, "{", "}", prefix=name + "(", suffix=")")
         if issubclass(t, (set, frozenset)):
-            return lambda v, d, b: self._set(v, d, b, "{", "})", prefix=name + "(")
+            return lambda v, d, b: hidden(v, t, b) or self._set(v, d, b, "{", "})", prefix=name + "(")
         for base in (int, float, str, bytes, complex):
             if issubclass(t, base):
-                return lambda v, d, b, base=base: self._spend(b, "%s(%s)" % (name, base.__repr__(v)))
+                return lambda v, d, b, base=base: hidden(v, t, b) or self._spend(b, "%s(%s)" % (name, base.__repr__(v)))
         return self._make_object(t)
+
+    @staticmethod
+    def _visit_hidden(v: object, t: type, b: _Budget, shown: tuple = ()) -> None:
+        """Record the ids of the instance state a rendering does not show (a dataclass's other
+        attributes, an exception's, an enum member's or a builtin subclass's): a local holding
+        one of them aliases it, and is re-read when a line mutates it through the object."""
+        ids = b.ids
+        for k, val in instance_attrs(v, t, ids):
+            # (a key that is not an exact str is never compared: its __eq__ is the program's)
+            if (type(k) is not str or k not in shown) and id(type(val)) not in _IMMUTABLE_IDS:
+                ids.append(id(val))
 
     def _render_builtin_function(self, v, depth, budget):
         owner = v.__self__
@@ -1047,6 +1074,7 @@ class Renderer:
         name = type_name(t)
 
         def exc_kind(v, d, b):
+            self._visit_hidden(v, t, b)
             args = _exc_args(v)
             if type(args) is not tuple:
                 args = ()
@@ -1060,6 +1088,7 @@ class Renderer:
         cls_name = type_name(t)
 
         def enum_kind(v, d, b):
+            self._visit_hidden(v, t, b, ("_name_", "_value_"))
             attrs = _str_keyed(instance_attrs(v, t))
             member = attrs.get("_name_")
             value = attrs.get("_value_")
@@ -1090,12 +1119,16 @@ class Renderer:
         except Exception:
             cls_name = type_name(t)
         names = [n for n, f in _dict_items(fields) if type(n) is str and _dc_field_in_repr(f)]
+        shown = frozenset(names)
 
         def dc_kind(v, d, b):
             if id(v) in b.active or d >= self.max_depth:
                 b.elided = b.elided or d >= self.max_depth
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
             attrs = _str_keyed(instance_attrs(v, t, b.ids))
+            for k, val in _dict_items(attrs):  # attributes that are not fields, or not in repr
+                if k not in shown and id(type(val)) not in _IMMUTABLE_IDS:
+                    b.ids.append(id(val))
             b.active.add(id(v))
             parts = []
             try:

@@ -140,6 +140,109 @@ def f():
     getLogger("worldtrace-test").handlers.clear()
     return hs, loc, first
 """,
+    "hidden_instance_state": """\
+import enum
+from dataclasses import dataclass, field
+
+@dataclass
+class S:
+    name: str
+    tags: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        self.cache = []
+
+class Bag(list):
+    pass
+
+class Color(enum.Enum):
+    RED = 1
+
+def f():
+    s = S('a')
+    c = s.cache
+    t = s.tags
+    s.cache.append(1)
+    n = 0
+    s.tags.append(2)
+    n = 1
+    e = ValueError('x')
+    e.payload = []
+    p = e.payload
+    e.payload.append(3)
+    n = 2
+    b = Bag()
+    b.extra = {}
+    x = b.extra
+    b.extra['k'] = 4
+    n = 3
+    Color.RED.seen = []
+    seen = Color.RED.seen
+    red = Color.RED
+    red.seen.append(5)
+    n = 4
+    Color.RED.seen = []
+    return c, t, p, x, seen
+""",
+    "a_class_or_function_in_a_local": """\
+class Reg:
+    items = []
+
+def helper():
+    pass
+helper.cache = {}
+
+def f():
+    K = Reg
+    w = Reg.items
+    K.items.append(4)
+    n = 0
+    h = helper
+    z = helper.cache
+    h.cache['k'] = 3
+    n = 1
+    return w, z
+""",
+    "a_context_manager_out_of_scope": """\
+import contextlib
+
+def f():
+    log = []
+    with contextlib.ExitStack() as st:
+        st.callback(log.append, 1)
+        n = 0
+    n = 1
+    return log
+""",
+    "exec_and_frame_locals": """\
+import sys
+
+def f():
+    lst = []
+    exec("lst.append(1)")
+    n = 0
+    x = 1
+    fr = sys._getframe()
+    fr.f_locals['x'] = 2
+    n = 1
+    return lst, x
+""",
+    "lazy_iterators_consumed_without_a_call": """\
+def f():
+    stack = [1, 2, 3, 4, 5, 6, 7, 8]
+    keep = stack
+    m = map(stack.pop, [0, 0])
+    a, b = m
+    n = 0
+    m = map(stack.pop, [0, 0])
+    found = 7 in m
+    n = 1
+    it = iter(stack.pop, 5)
+    out = []
+    for x in it:
+        out.append(x)
+    return keep, out
+""",
     "instance_dict_and_memoryview": """\
 class O:
     pass

@@ -38,6 +38,8 @@ def dis_view(code) -> list:
         name = inst.opname
         if name == "BINARY_OP" and "=" in (inst.argrepr or ""):
             name = "BINARY_OP_INPLACE"
+        elif name == "COMPARE_OP" and inst.argval in ("in", "not in"):  # 3.8
+            name = "CONTAINS_OP"
         kind = codeinfo._ARG_KINDS.get(name)
         argval = inst.argval if kind is not None else None
         null = name == "LOAD_GLOBAL" and "NULL" in (inst.argrepr or "")

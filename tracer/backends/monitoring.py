@@ -502,14 +502,19 @@ class MonitoringBackend(Backend):
                         if eff.subscr and renderer.saw_defaultdict:
                             mapping = act.proxy if act.proxy is not None else frame.f_locals
                             delta = line_delta(act, mapping, eff, frame, True)
+                        elif eff.consumes and renderer.saw_lazy:  # ``if x in it:``, see Recorder.line
+                            mapping = act.proxy if act.proxy is not None else frame.f_locals
+                            delta = line_delta(act, mapping, eff, frame, False)
                     else:
                         names = eff.simple
                         last = act.last
-                        # A subscript may have read a defaultdict (a local's, self's, a global's).
+                        # A subscript may have read a defaultdict (a local's, self's, a global's),
+                        # an iteration may have consumed a lazy iterator (see Recorder.line).
                         force = bool(eff.subscr) and renderer.saw_defaultdict
-                        if force:
+                        lazy = eff.consumes and renderer.saw_lazy
+                        if force or lazy:
                             names = None
-                        if names is None and not eff.mutating and not force:
+                        if names is None and not eff.mutating and not force and not lazy:
                             # Only calls to pure builtins: the line just stores locals, as
                             # long as those names still mean the builtins.
                             g = frame.f_globals
