@@ -151,8 +151,11 @@ def run_units(
     on_result: OnResult,
     on_failure: OnFailure,
     max_in_flight: int | None = None,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> None:
-    """Run `units` on the connected Ray cluster; report each as it finishes. Ctrl-C cancels all."""
+    """Run `units` on the connected Ray cluster; report each as it finishes. Ctrl-C cancels all,
+    after `on_interrupt` has run (cancelling tasks in flight can end the process abruptly in
+    Ray's own code: what must be said or saved is done first)."""
     import ray
 
     resources: dict[str, float] = {DOCKER_RESOURCE: 1.0} if settings.sandbox == "docker" else {}
@@ -182,9 +185,14 @@ def run_units(
                     on_failure(unit, _explain(exc))
                     continue
                 on_result(UnitResult(**data))
-    except BaseException:
+    except BaseException as exc:
+        if on_interrupt is not None and isinstance(exc, KeyboardInterrupt):
+            on_interrupt()
         for ref in in_flight:
-            ray.cancel(ref, force=True)
+            try:
+                ray.cancel(ref, force=True)
+            except Exception as cancel_exc:  # the interruption is what the caller must see
+                log.debug("cannot cancel a unit's task: %s", cancel_exc)
         raise
 
 

@@ -282,13 +282,20 @@ def _harvest(
     # SIGTERM (a scheduler, `kill`, `timeout`) ends the harvest as Ctrl-C does: containers removed,
     # the record marked interrupted. Installed after ray.init, which sets its own handler.
     previous_term = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+
+    def on_interrupt() -> None:
+        # Said and saved at once, before the tasks in flight are cancelled and Ray shut down:
+        # either can end the process in Ray's own code ("An unexpected system state...").
+        if not record.interrupted:
+            record.interrupted = True
+            click.echo("interrupted: stopping; re-run the same command to resume where it stopped", err=True)
+            write_run_manifest(out, record)
+
     try:
         progress = _progress_bar(sum(len(u) for u in todo), silent)
-        runner.run_units(todo, settings, out, record.run_id, on_result, on_failure)
+        runner.run_units(todo, settings, out, record.run_id, on_result, on_failure, on_interrupt=on_interrupt)
     except KeyboardInterrupt:
-        record.interrupted = True
-        # Said at once: shutting Ray down with tasks in flight can still end the process badly.
-        click.echo("interrupted: stopping; re-run the same command to resume where it stopped", err=True)
+        on_interrupt()
         if settings.sandbox == "docker":
             _reap_run(record.run_id)
         raise click.ClickException("interrupted; re-run the same command to resume where it stopped") from None
