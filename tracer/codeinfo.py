@@ -322,7 +322,7 @@ for _name in ("STORE_FAST", "DELETE_FAST", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD
               "STORE_FAST_MAYBE_NULL"):
     _ARG_KINDS[_name] = "fast"
 for _name in ("STORE_DEREF", "DELETE_DEREF", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF",
-              "LOAD_FROM_DICT_OR_DEREF"):
+              "LOAD_FROM_DICT_OR_DEREF", "MAKE_CELL"):
     _ARG_KINDS[_name] = "deref"
 for _name in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST"):
     _ARG_KINDS[_name] = "pair"
@@ -443,25 +443,30 @@ def line_effects(code) -> dict:
 
 
 _SHADOWED: dict = {}
-_NO_LINES: frozenset = frozenset()
 
 
-def shadowed_cell_lines(code) -> frozenset:
-    """Lines where an inlined comprehension's variable shadows a cell variable of ``code``
-    (``k = 1; g = lambda: k; [k for k in xs]``): while the comprehension runs, reading ``k``
-    through ``f_locals`` crashes the interpreters PYBEHAVIOR.comprehension_shadowed_cell_crash
-    names. Empty on every other interpreter."""
+def shadowed_cells(code) -> frozenset:
+    """Cell variables of ``code`` that an inlined comprehension's variable shadows (``k = 1;
+    g = lambda: k; r = [k * 2 for k in xs]``): while the comprehension runs, reading one through
+    ``f_locals`` crashes the interpreters PYBEHAVIOR.comprehension_shadowed_cell_crash names, and
+    a program's line cannot tell the tracer when that is (a comprehension over several lines, an
+    exception inside it). Not a variable the comprehension makes a cell again (``[lambda: x for
+    x in xs]``: MAKE_CELL inside it). Empty on every other interpreter."""
     if not PYBEHAVIOR.comprehension_shadowed_cell_crash:  # PYBEHAVIOR: comprehension_shadowed_cell_crash
-        return _NO_LINES
-    lines = _SHADOWED.get(code)
-    if lines is None:
+        return frozenset()
+    names = _SHADOWED.get(code)
+    if names is None:
         cells = set(code.co_cellvars) | set(code.co_freevars)
-        lines = frozenset(
-            line for line, name, argval, _ in _instruction_lines(code)
-            if line is not None and name == "LOAD_FAST_AND_CLEAR" and argval in cells
-        ) if cells else _NO_LINES  # fmt: skip
-        _SHADOWED[code] = lines
-    return lines
+        cleared: set = set()
+        recelled: set = set()
+        if cells:
+            for _, name, argval, _ in _instruction_lines(code):
+                if name == "LOAD_FAST_AND_CLEAR" and argval in cells:
+                    cleared.add(argval)
+                elif name == "MAKE_CELL" and argval in cleared:
+                    recelled.add(argval)
+        names = _SHADOWED[code] = frozenset(cleared - recelled)
+    return names
 
 
 _ORDERS: dict = {}

@@ -38,6 +38,45 @@ _SMALL_INT = 1 << 60
 
 
 
+class SafeLocals(object):
+    """A frame's ``f_locals`` without the ``hidden`` names, which are never read: on CPython
+    3.13.0-3.13.2 reading a cell variable that an inlined comprehension's variable shadows,
+    while the comprehension runs, crashes the interpreter (gh-128396; codeinfo.shadowed_cells).
+    Those variables are left out of the frame's events (they appear nowhere in its trace)."""
+
+    __slots__ = ("proxy", "hidden")
+
+    def __init__(self, proxy, hidden: frozenset) -> None:
+        self.proxy = proxy
+        self.hidden = hidden
+
+    def __getitem__(self, name):
+        if name in self.hidden:
+            raise KeyError(name)
+        return self.proxy[name]
+
+    def __contains__(self, name) -> bool:
+        return name not in self.hidden and name in self.proxy
+
+    def items(self) -> list:
+        proxy, hidden = self.proxy, self.hidden
+        out = []
+        for name in list(proxy.keys()):  # the names only: no value is read
+            if name not in hidden:
+                try:
+                    out.append((name, proxy[name]))
+                except KeyError:
+                    pass
+        return out
+
+
+def safe_locals(act, mapping):
+    """``mapping``, or its SafeLocals where the activation has names that must not be read."""
+    if act.hidden is None or type(mapping) is SafeLocals:
+        return mapping
+    return SafeLocals(mapping, act.hidden)
+
+
 def _lazy_among(names: tuple, mapping) -> tuple:
     """The names of ``names`` that hold a lazy iterator (map, filter, iter(f, s), ...)."""
     found: tuple = ()
@@ -87,7 +126,7 @@ _ENTERED = -(1 << 62)
 class Activation:
     """One activation of an in-scope frame (a resumed generator keeps its activation)."""
 
-    __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "rescan",
+    __slots__ = ("fid", "depth", "tid", "code", "last", "frame", "proxy", "module_level", "rescan", "hidden",
                  "raised", "prev_line", "clock", "effects")
 
     def __init__(self, fid: int, tid: int, code, effects: dict, module_level: bool) -> None:
@@ -109,6 +148,8 @@ class Activation:
         # does not see through): every line event rescans them. They are short.
         self.rescan = module_level or not (code.co_flags & _CO_OPTIMIZED)
         self.raised = False  # last event of this activation was an exception
+        # Locals never read (CPython 3.13.0-3.13.2, see SafeLocals), or None.
+        self.hidden = (codeinfo.shadowed_cells(code) or None) if _SHADOW_CRASH else None
 
 
 class TracerLimitReached(Exception):
@@ -225,6 +266,8 @@ class Recorder:
 
     def enter(self, act: Activation, lineno: int, mapping) -> None:
         """A call event: ``act`` starts or resumes; ``mapping`` is the frame's locals."""
+        if act.hidden is not None:
+            mapping = safe_locals(act, mapping)
         st = self.stacks.get(get_ident())
         if st is None:
             st = self.stack()
@@ -240,8 +283,8 @@ class Recorder:
     def line(self, act: Activation, lineno: int, mapping, frame) -> None:
         """A line event; ``frame`` is the live frame (for its globals and builtins)."""
         prev = act.prev_line
-        if lineno == prev and _SHADOW_CRASH and lineno in codeinfo.shadowed_cell_lines(act.code):
-            return  # inside a comprehension whose locals cannot be read here (no event)
+        if act.hidden is not None:
+            mapping = safe_locals(act, mapping)
         act.raised = False
         act.prev_line = lineno
         events = self.events

@@ -169,7 +169,9 @@ def instance_attrs(obj: object, cls: type, visited: list | None = None) -> list:
     the instance dict's id goes to ``visited`` (``d = obj.__dict__`` aliases it)."""
     pairs = []
     desc = class_lookup(cls, "__dict__")
-    if type(desc) is _GetSetDescriptor:
+    # A getset descriptor for classes defined in Python; a member descriptor for a few C types
+    # with an instance dict (types.SimpleNamespace).
+    if type(desc) is _GetSetDescriptor or type(desc) is _MemberDescriptor:
         d = desc.__get__(obj, cls)
         if issubclass(type(d), dict):
             pairs.extend(_dict_items(d))
@@ -854,12 +856,14 @@ class Renderer:
             return self._make_enum(t)
         if issubclass(t, type):
             def class_kind(v, d, b):
-                b.elided = True  # class attributes are state that locals may alias
+                if d == 0:  # a local holding it (``K = Registry``): class attributes are state
+                    b.elided = True  # that other locals may alias (not for one inside a container)
                 return self._spend(b, "<class '%s'>" % type_qualified_name(v))
             return class_kind
         if t is types.FunctionType:
             def function_kind(v, d, b):
-                b.elided = True  # its attributes, defaults and globals: likewise
+                if d == 0:  # its attributes, defaults and globals: likewise
+                    b.elided = True
                 return self._spend(b, "<function %s>" % _safe_str(v.__qualname__))
             return function_kind
         if t is types.BuiltinFunctionType or t is types.BuiltinMethodType:
@@ -888,7 +892,8 @@ class Renderer:
             return memoryview_kind
         if t is types.ModuleType:
             def module_kind(v, d, b):
-                b.elided = True
+                if d == 0:
+                    b.elided = True
                 return self._spend(b, "<module %r>" % _safe_str(v.__name__))
             return module_kind
         if t is types.GeneratorType or t is types.CoroutineType or t is types.AsyncGeneratorType:
@@ -1101,6 +1106,7 @@ class Renderer:
         fields = class_lookup(t, "_fields")
 
         def nt_kind(v, d, b):
+            self._visit_hidden(v, t, b)  # a subclass's instance attributes (not shown)
             n = tuple.__len__(v)
             parts = []
             for i in range(n):
@@ -1145,7 +1151,7 @@ class Renderer:
         return dc_kind
 
     def _make_object(self, t: type):
-        cls_name = type_name(t)
+        cls_name = "namespace" if t is types.SimpleNamespace else type_name(t)  # as its repr
         omit = omitted_attrs(t)
 
         def obj_kind(v, d, b):
@@ -1155,7 +1161,9 @@ class Renderer:
             attrs = instance_attrs(v, t, b.ids)
             if omit:
                 attrs = [(k, val) for k, val in attrs if not (type(k) is str and k in omit)]
-            has_storage = attrs or type(class_lookup(t, "__dict__")) is _GetSetDescriptor or class_lookup(t, "__slots__") is not None
+            dict_desc = type(class_lookup(t, "__dict__"))
+            has_storage = (attrs or dict_desc is _GetSetDescriptor or dict_desc is _MemberDescriptor
+                           or class_lookup(t, "__slots__") is not None)
             if not has_storage:
                 return self._spend(b, "<%s object>" % cls_name)
             head, _tail = self._items_plan(len(attrs))

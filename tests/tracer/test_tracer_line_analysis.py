@@ -6,7 +6,8 @@ Each program mutates an object through a path the names on the line do not show:
 a class or function attribute, a class body's names, a lazy builtin consumed on the same line,
 a name bound and mutated on one line, a method call split over lines, a ``map`` stored and
 consumed later, an instance's ``__dict__``, a memoryview, an attribute or item of what a call out
-of scope returned. The module also runs as a script (stdlib only).
+of scope returned. (And one that crashed CPython 3.13.0-3.13.2 when its locals were read: an
+inlined comprehension whose variable shadows a cell.) The module also runs as a script (stdlib only).
 """
 
 from __future__ import annotations
@@ -142,7 +143,15 @@ def f():
 """,
     "hidden_instance_state": """\
 import enum
+import types
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+class P(NamedTuple):
+    x: int
+
+class Q(P):
+    pass
 
 @dataclass
 class S:
@@ -182,7 +191,16 @@ def f():
     red.seen.append(5)
     n = 4
     Color.RED.seen = []
-    return c, t, p, x, seen
+    ns = types.SimpleNamespace(a=[1])
+    a = ns.a
+    ns.a.append(2)
+    n = 5
+    q = Q(1)
+    q.extra = [1]
+    qe = q.extra
+    q.extra.append(2)
+    n = 6
+    return c, t, p, x, seen, a, qe, ns
 """,
     "a_class_or_function_in_a_local": """\
 class Reg:
@@ -242,6 +260,22 @@ def f():
     for x in it:
         out.append(x)
     return keep, out
+""",
+    "comprehension_shadowing_a_cell": """\
+def f():
+    k = 1
+    def g(x):
+        return k + x
+    r = [k * 2 for k in range(3)]
+    s = [g(k) for k in r]
+    t = [k + 1
+         for k in r]
+    try:
+        u = [1 // (k - 2) for k in r]
+    except ZeroDivisionError:
+        u = None
+    fs = [lambda: x for x in range(3)]
+    return r, s, t, u, k, g(0), [h() for h in fs]
 """,
     "instance_dict_and_memoryview": """\
 class O:

@@ -34,6 +34,7 @@ from ..recorder import (
     RETURN,
     Activation,
     Recorder,
+    safe_locals,
 )
 from .base import Backend
 
@@ -162,7 +163,7 @@ class MonitoringBackend(Backend):
         # comprehension runs there: then it is a proxy of the hidden fast locals. So module
         # frames re-read f_locals at every event, exactly as settrace sees them.
         if PYBEHAVIOR.f_locals_is_proxy and not act.module_level:  # PYBEHAVIOR: f_locals_is_proxy
-            act.proxy = frame.f_locals
+            act.proxy = safe_locals(act, frame.f_locals)
 
     def _locals(self, act):
         proxy = act.proxy
@@ -199,7 +200,7 @@ class MonitoringBackend(Backend):
             if act.module_level or not _PROXY:  # PYBEHAVIOR: f_locals_is_proxy
                 rec.enter(act, frame.f_lineno, frame.f_locals)
             else:
-                proxy = act.proxy = frame.f_locals
+                proxy = act.proxy = safe_locals(act, frame.f_locals)
                 rec.enter(act, frame.f_lineno, proxy)
         except BaseException as exc:
             rec.caught(exc)
@@ -331,8 +332,6 @@ class MonitoringBackend(Backend):
                 return self.DISABLE
             if to_line is None or to_line < 0:
                 return None
-            if to_line in codeinfo.shadowed_cell_lines(code):
-                return None  # PYBEHAVIOR: comprehension_shadowed_cell_crash (see Recorder.line)
             act = self._current(code)
             if act is not None:
                 rec.line(act, to_line, self._locals(act), act.frame)
@@ -420,7 +419,7 @@ class MonitoringBackend(Backend):
                     rec.enter(act, frame.f_lineno, frame.f_locals)
                     return None
                 # 3.13: a live view, kept for the activation; 3.12: a snapshot, right here.
-                proxy = frame.f_locals
+                proxy = frame.f_locals if act.hidden is None else safe_locals(act, frame.f_locals)
                 if proxied:
                     act.proxy = proxy
                 st = stacks[ident]
