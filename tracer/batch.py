@@ -224,7 +224,7 @@ class _Messages(object):
 
     __slots__ = (
         "buf", "scanned", "on_trace", "result", "head", "harness_error", "garbled", "ran", "oversize",
-        "test_running", "test_started", "test_extended", "tests_done",
+        "test_running", "test_started", "test_extended", "test_drained", "tests_done",
     )  # fmt: skip
 
     def __init__(self, on_trace: Callable[[Dict[str, Any]], bool]) -> None:
@@ -242,6 +242,7 @@ class _Messages(object):
         self.test_running: Optional[str] = None
         self.test_started = 0.0
         self.test_extended = False  # its deadline was put off once, for a trace arriving
+        self.test_drained = False  # past its deadline, what had arrived was read once more
         self.tests_done: List[str] = []
 
     def add(self, chunk: bytes) -> None:
@@ -283,7 +284,7 @@ class _Messages(object):
             elif kind == "test" and isinstance(msg.get("nodeid"), str):
                 self.test_running = msg["nodeid"]
                 self.test_started = time.perf_counter()
-                self.test_extended = False
+                self.test_extended = self.test_drained = False
             elif kind == "test_done" and msg.get("nodeid") == self.test_running:
                 self.tests_done.append(msg["nodeid"])
                 self.test_running = None
@@ -782,7 +783,12 @@ class BatchRunner(object):
                         msgs.test_started += REPORT_GRACE_S  # a trace of the test is on its way
                         msgs.test_extended = True
                         continue
-                    if test_wait <= 0:
+                    if test_wait <= 0 and not msgs.test_drained:
+                        # Past the test's deadline, maybe only because the runner was busy
+                        # writing a big trace: read what already arrived before deciding.
+                        msgs.test_drained = True
+                        test_wait = 0.0
+                    elif test_wait <= 0:
                         outcome.timed_out = outcome.test_timed_out = True
                         break
                     wait = test_wait if wait is None else min(wait, test_wait)

@@ -31,6 +31,7 @@ try:
 except ImportError:  # pragma: no cover
     from threading import get_ident
 
+_TRACER_PREFIX = _TRACER_DIR + os.sep
 CO_VARARGS = 0x04
 CO_VARKEYWORDS = 0x08
 TEST_DIRS = frozenset(("tests", "test", "testing"))
@@ -236,11 +237,13 @@ class _TestDeadline(object):
         self.in_phase = False
         self.held = 0  # > 0 while the recorder writes a trace
         self.pending = False  # the deadline passed where it could not be raised
+        self.due = 0.0  # time.monotonic() of the deadline
 
     def arm(self) -> None:
         if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
             return
         self.previous = signal.signal(signal.SIGALRM, self.handler)
+        self.due = time.monotonic() + self.seconds
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
         self.armed = True
         self.pending = False
@@ -278,8 +281,20 @@ class _TestDeadline(object):
         return signal.getsignal(signal.SIGALRM) is self.handler
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
+        if not self.armed:
+            return
+        left = self.due - time.monotonic()
+        if left > 1e-3:  # a timer the test set (there is one per process): ours again, for the rest
+            signal.setitimer(signal.ITIMER_REAL, left)
+            return
         if not self.in_phase or self.held:
             self.pending = True
+            return
+        if frame is not None and frame.f_code.co_filename.startswith(_TRACER_PREFIX):
+            # In the tracer's own code (a callback): raised there, it would stop the recording
+            # (settrace drops a trace function that raises) or leave a traceback pytest cannot
+            # format. Raised in the program's code just after.
+            signal.setitimer(signal.ITIMER_REAL, 1e-3)
             return
         self._raise()
 
@@ -588,14 +603,25 @@ def run_pytest_job(
 
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_teardown(self, item: Any, nextitem: Any) -> Any:
-            # Raised after the teardown ran, not before: pytest's own teardown must run (the next
-            # test's setup checks that this one was torn down).
+            # Never raised before the teardown ran: pytest's own teardown must run (the next
+            # test's setup checks that this one was torn down). See pytest_runtest_makereport.
             deadline.enter_phase(raise_pending=False)
             try:
                 yield
             finally:
                 deadline.leave_phase()
-            deadline.raise_pending()
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(self, item: Any, call: Any) -> Any:
+            outcome = yield
+            if call.when == "teardown" and deadline.pending and deadline.armed:
+                # The deadline passed where it could not be raised (in pytest's report hooks,
+                # after the call): the teardown's report says so, unless it already failed.
+                deadline.pending = False
+                report = outcome.get_result()
+                if report.passed:
+                    report.outcome = "failed"
+                    report.longrepr = "TestTimeout: " + recorder.timeout_message
 
         @pytest.hookimpl(trylast=True)
         def pytest_collection_modifyitems(self, session: Any, config: Any, items: List[Any]) -> None:
@@ -621,6 +647,9 @@ def run_pytest_job(
         summary["exception_type"] = type_qualified_name(type(exc))
         summary["exception_message"] = renderer.exception_message(exc)
     finally:
+        # A hook the interpreter dropped in the last test (settrace drops a trace function
+        # that raises) stopped the recording there, though recorder.active still says not.
+        hook_lost = recorder.active and not backends[0].installed()
         try:
             backends[0].stop()
         except Exception as exc:
@@ -646,7 +675,7 @@ def run_pytest_job(
     missing = [name for name in packages if name not in sys.modules and not package_roots([name], strict=False)]
     if ran and missing:
         return _error(summary, "invalid job: package %r is not importable here (and no test imported it)" % missing[0])
-    if not recorder.active:  # stopped during the last test: end its call's trace too
+    if not recorder.active or hook_lost:  # stopped during the last test: end its call's trace too
         recorder.resume()
     if recorder.interruptions:
         # Recording stopped inside some tests and was started again at the next one: what ran
