@@ -569,6 +569,14 @@ def run_pytest_job(
         backends[0] = backend_cls(recorder)
         backends[0].start()
 
+    def in_phase(raise_pending: bool) -> Any:
+        """A hook wrapper's body around a test's setup, call or teardown (see _TestDeadline)."""
+        deadline.enter_phase(raise_pending)
+        try:
+            yield
+        finally:
+            deadline.leave_phase()
+
     class NodeTracker(object):
         """Tells the recorder which test is running (calls outside a test are not traced)."""
 
@@ -587,29 +595,17 @@ def run_pytest_job(
 
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_setup(self, item: Any) -> Any:
-            deadline.enter_phase()
-            try:
-                yield
-            finally:
-                deadline.leave_phase()
+            yield from in_phase(raise_pending=True)
 
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_call(self, item: Any) -> Any:
-            deadline.enter_phase()
-            try:
-                yield
-            finally:
-                deadline.leave_phase()
+            yield from in_phase(raise_pending=True)
 
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_teardown(self, item: Any, nextitem: Any) -> Any:
             # Never raised before the teardown ran: pytest's own teardown must run (the next
             # test's setup checks that this one was torn down). See pytest_runtest_makereport.
-            deadline.enter_phase(raise_pending=False)
-            try:
-                yield
-            finally:
-                deadline.leave_phase()
+            yield from in_phase(raise_pending=False)
 
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_makereport(self, item: Any, call: Any) -> Any:
