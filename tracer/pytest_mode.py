@@ -258,17 +258,14 @@ class _TestDeadline(object):
         # else the test installed its own SIGALRM handler (and maybe timer): left as it is
 
     def enter_phase(self, raise_pending: bool = True) -> None:
-        if raise_pending:
-            self.raise_pending()
+        """``raise_pending``: raise a deadline that passed outside any phase now, from the phase's
+        hook wrapper (pytest catches what is raised there too)."""
+        if raise_pending and self.pending and self.armed:
+            self._raise()
         self.in_phase = True
 
     def leave_phase(self) -> None:
         self.in_phase = False
-
-    def raise_pending(self) -> None:
-        """From a hook wrapper of a phase, where pytest catches what is raised too."""
-        if self.pending and self.armed:
-            self._raise()
 
     def release(self) -> None:
         """The recorder is done writing a trace (it runs in a callback: raise just after it)."""

@@ -929,11 +929,7 @@ class Renderer:
         """Record the ids of the instance state a rendering does not show (a dataclass's other
         attributes, an exception's, an enum member's or a builtin subclass's): a local holding
         one of them aliases it, and is re-read when a line mutates it through the object."""
-        ids = b.ids
-        for k, val in instance_attrs(v, t, ids):
-            # (a key that is not an exact str is never compared: its __eq__ is the program's)
-            if (type(k) is not str or k not in shown) and id(type(val)) not in _IMMUTABLE_IDS:
-                ids.append(id(val))
+        _note_hidden(instance_attrs(v, t, b.ids), shown, b.ids)
 
     def _render_builtin_function(self, v, depth, budget):
         owner = v.__self__
@@ -1132,9 +1128,7 @@ class Renderer:
                 b.elided = b.elided or d >= self.max_depth
                 return cls_name + "(" + ELLIPSIS_MARK + ")"
             attrs = _str_keyed(instance_attrs(v, t, b.ids))
-            for k, val in _dict_items(attrs):  # attributes that are not fields, or not in repr
-                if k not in shown and id(type(val)) not in _IMMUTABLE_IDS:
-                    b.ids.append(id(val))
+            _note_hidden(_dict_items(attrs), shown, b.ids)  # not fields, or not in the repr
             b.active.add(id(v))
             parts = []
             try:
@@ -1181,6 +1175,15 @@ class Renderer:
             return cls_name + "(" + ", ".join(parts) + ")"
 
         return obj_kind
+
+
+def _note_hidden(pairs, shown, ids: list) -> None:
+    """Append to ``ids`` the ids of the mutable values among (name, value) ``pairs`` whose name
+    is not in ``shown``: state a rendering leaves out but a local may alias."""
+    for k, val in pairs:
+        # (a key that is not an exact str is never compared: its __eq__ is the program's)
+        if (type(k) is not str or k not in shown) and id(type(val)) not in _IMMUTABLE_IDS:
+            ids.append(id(val))
 
 
 def _dc_field_in_repr(field: object) -> bool:

@@ -33,6 +33,12 @@ def f():
     Reg.items.append(1)
     helper.cache['k'] = 1
     n = 0
+    K = Reg
+    K.items.append(4)
+    n = 1
+    h = helper
+    h.cache['k'] = 3
+    n = 2
     return loc, c
 """,
     "class_attributes_through_an_object": """\
@@ -201,25 +207,6 @@ def f():
     q.extra.append(2)
     n = 6
     return c, t, p, x, seen, a, qe, ns
-""",
-    "a_class_or_function_in_a_local": """\
-class Reg:
-    items = []
-
-def helper():
-    pass
-helper.cache = {}
-
-def f():
-    K = Reg
-    w = Reg.items
-    K.items.append(4)
-    n = 0
-    h = helper
-    z = helper.cache
-    h.cache['k'] = 3
-    n = 1
-    return w, z
 """,
     "a_context_manager_out_of_scope": """\
 import contextlib
