@@ -51,6 +51,7 @@ class RunRecord:
     interrupted: bool = False
     wall_time_s: float = 0.0
     startup_s: float = 0.0  # Ray start-up and planning before the first unit was submitted
+    recheck: dict[str, Any] | None = None  # the determinism check's counts (harvest.recheck.summary)
 
     def counts_this_run(self) -> dict[str, int]:
         return _sum_counts(r.counts for r in self.results)
@@ -129,6 +130,7 @@ class RunRecord:
             "nodes": sorted({r.node_id for r in self.results if r.node_id}),
             "confinement": self.confinement(),
             "failed_units": self.failed_units,
+            "recheck": self.recheck,
             "unit_results": [asdict(r) for r in self.results],
         }
 

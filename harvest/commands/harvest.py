@@ -92,6 +92,16 @@ LOCK_FILE = ".worldtrace/harvest.lock"
     help="Seconds for each test of a suite (--tests): a test past it fails, and one that hangs or "
     "ends the process is left out while the rest of the suite runs.",
 )
+@click.option(
+    "--recheck",
+    "recheck_fraction",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    metavar="FRACTION",
+    help="Afterwards, run this share of the programs again in new sandboxes and report in "
+    "DIR/determinism.json which ones traced differently (clock, addresses, thread timing). 1: all.",
+)
 @ray_address_option
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the embedded Ray (default: all).")
 @silent_option
@@ -110,6 +120,7 @@ def command(
     tests: bool,
     tests_timeout: float,
     test_timeout: float,
+    recheck_fraction: float,
     ray_address: str | None,
     num_cpus: int | None,
     silent: bool,
@@ -165,7 +176,7 @@ def command(
         )
         out.mkdir(parents=True, exist_ok=True)
         with _exclusive(out):
-            _harvest(units, settings, out, record, ray_address, num_cpus, silent, started)
+            _harvest(units, settings, out, record, ray_address, num_cpus, silent, started, recheck_fraction)
     except (WorldtraceError, SchemaError) as exc:  # the output folder's shards or manifest, too
         raise click.ClickException(str(exc)) from exc
     data = record.to_json()
@@ -238,8 +249,9 @@ def _harvest(
     num_cpus: int | None,
     silent: bool,
     started: float,
+    recheck_fraction: float = 0.0,
 ) -> None:
-    from harvest import runner, shard_io
+    from harvest import recheck, runner, shard_io
 
     committed = shard_io.committed_shards(out)
     shard_io.check_no_overlap(out, units, committed)
@@ -248,11 +260,23 @@ def _harvest(
     record.units_done_before = len(done_before)
     record.counts_before = shard_io.status_counts(out / u.shard_name for u in done_before)
     record.mismatches_before = shard_io.expected_output_mismatches(out / u.shard_name for u in done_before)
+    checks = recheck.plan_recheck(units, settings, recheck_fraction) if recheck_fraction else []
+    recheck_dir = out / recheck.RECHECK_DIR
+    checked = shard_io.committed_shards(recheck_dir) if checks else set()
+    checks_todo = [c for c in checks if c.shard_name not in checked]
     if settings.sandbox == "docker":
         # With the embedded Ray, this engine runs every unit: a missing image is known now.
-        _prepare_docker(sorted({u.image for u in todo}) if ray_address is None else [])
+        _prepare_docker(sorted({u.image for u in todo + checks_todo}) if ray_address is None else [])
     write_run_manifest(out, record)
-    if not todo:
+
+    def finish_recheck() -> None:
+        if checks and record.complete:
+            report = recheck.compare(out, units, checks, recheck_fraction)
+            recheck.write_report(out, report)
+            record.recheck = recheck.summary(report)
+
+    if not todo and not checks_todo:
+        finish_recheck()
         record.finished_at = now()
         record.wall_time_s = time.monotonic() - started
         write_run_manifest(out, record)
@@ -291,9 +315,22 @@ def _harvest(
             click.echo("interrupted: stopping; re-run the same command to resume where it stopped", err=True)
             write_run_manifest(out, record)
 
+    def on_recheck_result(result: UnitResult) -> None:
+        if progress is not None:
+            progress.update(result.n_programs)
+
+    def on_recheck_failure(unit: WorkUnit, reason: str) -> None:
+        on_failure(unit, f"determinism check: {reason}")
+
     try:
-        progress = _progress_bar(sum(len(u) for u in todo), silent)
-        runner.run_units(todo, settings, out, record.run_id, on_result, on_failure, on_interrupt=on_interrupt)
+        progress = _progress_bar(sum(len(u) for u in todo + checks_todo), silent)
+        if todo:
+            runner.run_units(todo, settings, out, record.run_id, on_result, on_failure, on_interrupt=on_interrupt)
+        if checks_todo and record.complete:  # the harvest's own traces first: they are compared against
+            recheck_dir.mkdir(parents=True, exist_ok=True)
+            runner.run_units(checks_todo, settings, recheck_dir, record.run_id, on_recheck_result,
+                             on_recheck_failure, on_interrupt=on_interrupt)
+        finish_recheck()
     except KeyboardInterrupt:
         on_interrupt()
         if settings.sandbox == "docker":
@@ -401,6 +438,12 @@ def _summary(record: RunRecord, out: Path) -> str:
         lines.append(
             f"WARNING: in {confinement['units_unconfined']} unit(s) the programs ran without Landlock confinement "
             f"({'; '.join(confinement['why_unconfined'])}): they could write the unit's stream and signal its runner"
+        )
+    if record.recheck is not None:
+        check = record.recheck
+        lines.append(
+            f"determinism: {check['identical']} of {check['rechecked']} programs run again traced identically, "
+            f"{check['nondeterministic']} differently ({out}/{check['report']})"
         )
     if data["expected_output_mismatches"]:
         lines.append(f"return values differing from the expected output: {data['expected_output_mismatches']}")

@@ -40,6 +40,9 @@ class ByteSize(click.ParamType):
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               help="Keep only traces with this status (repeatable: --status ok --status exception).")
 @click.option("--max-events", type=click.IntRange(min=0), default=None, help="Drop traces with more events than this.")
+@click.option("--drop-nondeterministic", is_flag=True,
+              help="Drop the traces of programs that traced differently when run again (needs the "
+              "determinism.json of `harvest --recheck` beside the shards).")
 @click.option("--shard-size", type=ByteSize(), default="500MB", show_default=True, help="Target Parquet file size: a file is closed once it reaches it (its last row group can take it past).")
 @click.option("--row-group-size", type=ByteSize(), default="100MB", show_default=True, help="Target row group size, as Arrow data in memory: a row group is cut once its rows reach it.")
 @click.option("--description", default=None, help="A paragraph for the dataset card.")
@@ -48,7 +51,7 @@ class ByteSize(click.ParamType):
 @click.option("--private", is_flag=True, help="With --push: create the repo as private.")
 def command(
     shards: str, out: Path, name: str | None, license_: str, split_spec: str, statuses: tuple[str, ...],
-    max_events: int | None, shard_size: int, row_group_size: int, description: str | None,
+    max_events: int | None, drop_nondeterministic: bool, shard_size: int, row_group_size: int, description: str | None,
     overwrite: bool, repo_id: str | None, private: bool,
 ) -> None:
     """Publish the shards SHARDS names (a folder, file or glob) as a dataset in OUT.
@@ -74,6 +77,7 @@ def command(
             splits=SplitSpec.parse(split_spec),
             statuses=statuses,
             max_events=max_events,
+            drop_nondeterministic=drop_nondeterministic,
             shard_bytes=shard_size,
             row_group_bytes=row_group_size,
             description=description,
@@ -86,7 +90,11 @@ def command(
             if split not in result.files:
                 click.echo(f"warning: no program was assigned to split {split!r}; it is left out", err=True)
         dropped = result.stats.to_json()["dropped"]
-        click.echo(f"dropped: {dropped['duplicates']} duplicates, {dropped['status']} by status, {dropped['max_events']} by --max-events", err=True)
+        click.echo(
+            f"dropped: {dropped['duplicates']} duplicates, {dropped['status']} by status, {dropped['max_events']} "
+            f"by --max-events, {dropped['nondeterministic']} nondeterministic",
+            err=True,
+        )
         click.echo(f"wrote {out}", err=True)
         if repo_id and token:
             url = push_folder(out, repo_id, token, private=private)

@@ -188,7 +188,8 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         "",
         f"{stats['rows']:,} traces ({stats['read']:,} read; dropped: {stats['dropped']['duplicates']:,} "
         f"duplicates, {stats['dropped']['status']:,} by status, {stats['dropped']['max_events']:,} by "
-        f"event count); {stats['truncated']:,} truncated.",
+        f"event count, {stats['dropped']['nondeterministic']:,} traced differently when run again); "
+        f"{stats['truncated']:,} truncated.",
         "",
         f"Events per trace: min {ev['min']:,}, median {ev['median']:,}, mean {ev['mean']:,}, "
         f"p90 {ev['p90']:,}, max {ev['max']:,}; {ev['total']:,} events in all.",

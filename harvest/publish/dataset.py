@@ -18,7 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from harvest.errors import ConfigError, WorldtraceError
-from harvest.publish.provenance import RunManifest, find_run_manifests, find_shard_manifests
+from harvest.publish.provenance import (
+    DeterminismReport,
+    RunManifest,
+    find_determinism_reports,
+    find_run_manifests,
+    find_shard_manifests,
+)
 from harvest.publish.splits import SplitSpec
 from harvest.publish.stats import DatasetStats
 from harvest.publish.writer import (
@@ -64,6 +70,7 @@ class PublishOptions:
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES
     description: str | None = None
     overwrite: bool = False
+    drop_nondeterministic: bool = False  # programs the harvest's determinism check flagged
 
 
 @dataclass
@@ -185,7 +192,15 @@ class _Deduper:
         return mask
 
 
-def _filtered(batch: pa.RecordBatch, options: PublishOptions, stats: DatasetStats) -> pa.RecordBatch:
+def _filtered(
+    batch: pa.RecordBatch, options: PublishOptions, stats: DatasetStats, flagged: frozenset[tuple[str, str]]
+) -> pa.RecordBatch:
+    if flagged:
+        pairs = zip(batch.column("image").to_pylist(), batch.column("program_id").to_pylist(), strict=True)
+        keep = pa.array([pair not in flagged for pair in pairs], pa.bool_())
+        before = batch.num_rows
+        batch = batch.filter(keep)
+        stats.dropped_nondeterministic += before - batch.num_rows
     if options.statuses:
         keep = pc.is_in(pc.cast(batch.column("status"), pa.string()), value_set=pa.array(options.statuses))
         before = batch.num_rows
@@ -198,10 +213,25 @@ def _filtered(batch: pa.RecordBatch, options: PublishOptions, stats: DatasetStat
     return batch
 
 
+def _nondeterministic(checks: list[DeterminismReport], input_path: str) -> frozenset[tuple[str, str]]:
+    """The programs the determinism reports flag (`--drop-nondeterministic`); none found is an error."""
+    if not checks:
+        raise PublishError(
+            f"--drop-nondeterministic: no determinism report (determinism.json) beside the shards of "
+            f"{input_path}; harvest with --recheck FRACTION to write one"
+        )
+    return frozenset(pair for check in checks for pair in check.flagged())
+
+
 def write_splits(
-    batches: Iterable[pa.RecordBatch], data_dir: Path, options: PublishOptions, stats: DatasetStats
+    batches: Iterable[pa.RecordBatch],
+    data_dir: Path,
+    options: PublishOptions,
+    stats: DatasetStats,
+    flagged: frozenset[tuple[str, str]] = frozenset(),
 ) -> dict[str, list[WrittenFile]]:
-    """Filter, de-duplicate and route rows to their program's split; the files written per split."""
+    """Filter, de-duplicate and route rows to their program's split; the files written per split.
+    `flagged`: (image, program id) of programs whose traces are dropped as nondeterministic."""
     schema = published_schema()
     writers: dict[str, SplitWriter] = {}
     deduper = _Deduper()
@@ -209,7 +239,7 @@ def write_splits(
     try:
         for raw in batches:
             stats.read += raw.num_rows
-            batch = _filtered(raw, options, stats)
+            batch = _filtered(raw, options, stats, flagged)
             if batch.num_rows == 0:
                 continue
             keep = deduper.keep_mask(batch)
@@ -277,13 +307,18 @@ def _local_input(input_path: str) -> tuple[str, str] | None:
     return inner, os.path.realpath(root)
 
 
-def _copy_provenance(out: Path, runs: list[RunManifest], input_path: str, shard_files: list[str]) -> None:
-    """Copy the run manifests and list the local input shards in provenance/inputs.json, by paths
-    relative to the input's folder (the same input gives the same bytes wherever it lies)."""
+def _copy_provenance(
+    out: Path, runs: list[RunManifest], checks: list[DeterminismReport], input_path: str, shard_files: list[str]
+) -> None:
+    """Copy the run manifests and determinism reports, and list the local input shards in
+    provenance/inputs.json, by paths relative to the input's folder (the same input gives the same
+    bytes wherever it lies)."""
     folder = out / PROVENANCE_DIR
     folder.mkdir(exist_ok=True)
     for run in runs:
         shutil.copyfile(run.path, folder / f"run-{run.run_id}.json")
+    for check in checks:
+        shutil.copyfile(check.path, folder / f"determinism-{check.sha256[:12]}.json")
     local = _local_input(input_path)
     if local is None:  # a URI: no local shard or manifest to list
         shown_input, root = input_path, ""
@@ -334,12 +369,14 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
     try:
         (staging / DATA_DIR).mkdir()
         stats = DatasetStats()
-        files = write_splits(iter_batches(input_path), staging / DATA_DIR, options, stats)
+        checks = find_determinism_reports(input_path, shard_files)
+        flagged = _nondeterministic(checks, input_path) if options.drop_nondeterministic else frozenset()
+        files = write_splits(iter_batches(input_path), staging / DATA_DIR, options, stats, flagged)
         if not files:
             raise PublishError(f"no traces left to publish from {input_path} after the filters ({stats.read} read)")
         runs = find_run_manifests(input_path, shard_files)
         local_inputs = [f for f in shard_files if os.path.isfile(f)]
-        _copy_provenance(staging, runs, input_path, local_inputs)
+        _copy_provenance(staging, runs, checks, input_path, local_inputs)
         staged = PublishResult(staging, files, stats, runs, shard_files)
         write_card(staged, options, published_schema())
         write_croissant(staged, options, published_schema())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harvest.recheck import REPORT as DETERMINISM_REPORT
 from harvest.run_manifest import RUN_MANIFEST, RUNS_DIR
 from schemas.shards import MANIFEST_NAME
 
@@ -54,6 +55,36 @@ def find_run_manifests(input_path: str, shard_files: list[str]) -> list[RunManif
             manifest = RunManifest(path, hashlib.sha256(raw).hexdigest(), data)
             found.setdefault(manifest.run_id, manifest)
     return list(found.values())
+
+
+@dataclass(frozen=True)
+class DeterminismReport:
+    """A harvest's determinism check (`harvest --recheck`, harvest/recheck.py) found next to the input."""
+
+    path: Path
+    sha256: str
+    data: dict[str, Any]
+
+    def flagged(self) -> set[tuple[str, str]]:
+        """(image, program id) of the programs that traced differently when run again."""
+        return {(str(d["image"]), str(d["program_id"])) for d in self.data.get("differing", [])}
+
+
+def find_determinism_reports(input_path: str, shard_files: list[str]) -> list[DeterminismReport]:
+    """The determinism reports in the folders of the input."""
+    found = []
+    for folder in _folders(input_path, shard_files):
+        path = folder / DETERMINISM_REPORT
+        if not path.is_file():
+            continue
+        raw = path.read_bytes()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("differing"), list):
+            found.append(DeterminismReport(path, hashlib.sha256(raw).hexdigest(), data))
+    return found
 
 
 def find_shard_manifests(input_path: str, shard_files: list[str]) -> list[Path]:

@@ -35,6 +35,7 @@ class DatasetStats:
     dropped_duplicates: int = 0
     dropped_by_status: int = 0
     dropped_by_max_events: int = 0
+    dropped_nondeterministic: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     python_versions: Counter[str] = field(default_factory=Counter)
     images: Counter[str] = field(default_factory=Counter)
@@ -95,6 +96,7 @@ class DatasetStats:
                 "duplicates": self.dropped_duplicates,
                 "status": self.dropped_by_status,
                 "max_events": self.dropped_by_max_events,
+                "nondeterministic": self.dropped_nondeterministic,
             },
             "statuses": dict(self.statuses.most_common()),
             "python_versions": dict(sorted(self.python_versions.items())),

@@ -1,0 +1,124 @@
+"""The determinism check (`harvest --recheck`): the sample, the comparison, and end to end on Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harvest.inputs import Program
+from harvest.plan import HarvestSettings, plan_units
+from harvest.recheck import RECHECK_DIR, REPORT, first_difference, plan_recheck, sampled
+from tests.harvest.conftest import Cluster, run_harvest
+
+
+def programs(n: int) -> list[Program]:
+    return [Program(program_id=f"p{i}", mode="call", source=f"def f():\n    return {i}\n", entrypoint="f", input="")
+            for i in range(n)]
+
+
+def test_the_sample_is_a_function_of_the_program_and_grows_with_the_fraction() -> None:
+    hashes = [p.content_hash() for p in programs(400)]
+    small = {h for h in hashes if sampled(h, "base-py311", 0.1)}
+    large = {h for h in hashes if sampled(h, "base-py311", 0.3)}
+    assert small <= large
+    assert 20 <= len(small) <= 60 and 80 <= len(large) <= 160  # ~40 and ~120 of 400
+    assert small == {h for h in hashes if sampled(h, "base-py311", 0.1)}
+    assert {h for h in hashes if sampled(h, "base-py313", 0.1)} != small  # the image is part of it
+    assert all(sampled(h, "x", 1.0) for h in hashes)
+
+
+def test_recheck_units_leave_out_test_suites_and_have_ids_of_their_own() -> None:
+    settings = HarvestSettings(programs_per_unit=3)
+    suite = Program(program_id="toolz:tests", mode="pytest", image="base-py311", file="tests")
+    units = plan_units([*programs(5), suite], settings)
+    checks = plan_recheck(units, settings, 1.0)
+    assert [p.program_id for c in checks for p in c.programs] == [f"p{i}" for i in range(5)]
+    assert not {c.unit_id for c in checks} & {u.unit_id for u in units}
+    assert plan_recheck(units, settings, 1.0) == checks
+
+
+def test_first_difference_names_every_differing_field_and_the_first_event() -> None:
+    event = {"kind": "line", "lineno": 2, "function": "f", "depth": 0, "thread_id": 0, "locals": [], "arg": None}
+    a = {"status": "ok", "return_value": "1", "stdout": "", "events": [event, event]}
+    assert first_difference(a, dict(a)) is None
+    later = {**event, "locals": [{"name": "t", "value": "5"}]}
+    b = {**a, "return_value": "2", "events": [event, later, event]}
+    diff = first_difference(a, b)
+    assert diff == {"fields": ["return_value", "events"], "first": "1", "second": "2"}
+    diff = first_difference(a, {**a, "events": [event, later]})
+    assert diff is not None and (diff["fields"], diff["event"], diff["events"]) == (["events"], 1, [2, 2])
+    assert json.loads(diff["second"])["locals"] == [{"name": "t", "value": "5"}]
+
+
+NONDETERMINISTIC = {
+    "clock": "import time\ndef main():\n    t = time.time_ns()\n    return t % 1000\n",
+    "uuid": "import uuid\ndef main():\n    return str(uuid.uuid4())\n",
+    "address": "class P:\n    pass\ndef main():\n    print(P())\n    return 1\n",
+}
+DETERMINISTIC = {
+    "seeded": "import random\ndef main():\n    return random.random()\n",  # the sandbox seeds it
+    "loop": "def main():\n    s = 0\n    for i in range(5):\n        s += i\n    return s\n",
+    "strings": "def main():\n    return sorted({'a', 'b'}) + list({'c', 'd', 'e'})\n",  # fixed hash seed
+    "raises": "def main():\n    return {}['missing']\n",
+}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_recheck_flags_nondeterministic_programs_resumes_and_feeds_publish(ray_cluster: Cluster, tmp_path: Path) -> None:
+    jsonl = tmp_path / "programs.jsonl"
+    rows = [{"id": k, "source": v, "entrypoint": "main", "input": ""} for k, v in {**NONDETERMINISTIC, **DETERMINISTIC}.items()]
+    rows.append({"id": "spin", "source": "def main():\n    while True:\n        pass\n", "entrypoint": "main", "input": ""})
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    args = [jsonl, "--out", out, "--sandbox", "local", "--timeout", "1", "--programs-per-unit", "4", "--recheck", "1",
+            "--ray-address", ray_cluster.address]
+    done = run_harvest(*args, env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / REPORT).read_text())
+    assert {d["program_id"] for d in report["differing"]} == set(NONDETERMINISTIC)
+    assert report["not_compared"] == [{"program_id": "spin", "image": "local", "reason": "timed out both times"}]
+    assert (report["rechecked"], report["identical"], report["nondeterministic"]) == (8, 4, 3)
+    fields = {d["program_id"]: d["fields"] for d in report["differing"]}
+    assert fields["address"] == ["stdout"] and "return_value" in fields["uuid"]
+    assert "determinism: 4 of 8 programs run again traced identically, 3 differently" in done.stdout
+    manifest = json.loads((out / "harvest-run.json").read_text())
+    assert manifest["complete"] and manifest["recheck"]["nondeterministic"] == 3
+    assert manifest["counts"] == {"ok": 6, "exception": 1, "timeout": 1}  # the re-run adds no traces
+    recheck_shards = sorted((out / RECHECK_DIR).glob("unit-*.parquet"))
+    assert len(recheck_shards) == 2
+
+    # The same command again: nothing runs, neither the harvest nor the check; the report stands.
+    stamps = [p.stat().st_mtime_ns for p in recheck_shards]
+    again = run_harvest(*args, "--json", env=ray_cluster.env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["units"]["ran"] == 0
+    assert [p.stat().st_mtime_ns for p in recheck_shards] == stamps
+    assert json.loads((out / REPORT).read_text()) == report
+
+    worldtrace = str(Path(sys.executable).parent / "worldtrace")
+    published = subprocess.run([worldtrace, "publish", str(out), "--to", str(tmp_path / "ds"), "--split", "train=1",
+                                "--drop-nondeterministic"], capture_output=True, text=True)
+    assert published.returncode == 0, published.stderr
+    assert "3 nondeterministic" in published.stderr
+    kept = subprocess.run([worldtrace, "query", str(tmp_path / "ds" / "data"), "--format", "json",
+                           "SELECT program_id FROM traces ORDER BY program_id"], capture_output=True, text=True)
+    assert kept.returncode == 0, kept.stderr
+    assert [r["program_id"] for r in json.loads(kept.stdout)] == sorted({*DETERMINISTIC, "spin"})
+    assert list((tmp_path / "ds" / "provenance").glob("determinism-*.json"))
+
+
+def test_drop_nondeterministic_without_a_report_is_a_clear_error(sample_shards: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from harvest.cli import cli
+
+    result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(tmp_path / "ds"), "--drop-nondeterministic"])
+    assert result.exit_code == 1
+    assert "no determinism report (determinism.json) beside the shards" in result.output
+    assert "--recheck FRACTION" in result.output
+    assert not (tmp_path / "ds").exists()
