@@ -79,6 +79,22 @@ def offset_lines(code) -> dict:
     return table
 
 
+_START_OFFSETS: dict = {}
+_RESUME = dis.opmap.get("RESUME")
+
+
+def start_offset(code) -> int:
+    """Offset of the ``RESUME`` a frame of ``code`` runs first (3.11+): a generator frame whose
+    ``f_lasti`` is before it has not started yet."""
+    entry = _START_OFFSETS.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    co = code.co_code
+    offset = next((i for i in range(0, len(co), 2) if co[i] == _RESUME), 0)
+    _START_OFFSETS[id(code)] = (code, offset)
+    return offset
+
+
 _RETURN_OPS = frozenset(
     dis.opmap[name] for name in ("RETURN_VALUE", "RETURN_CONST", "YIELD_VALUE", "RESUME") if name in dis.opmap
 )

@@ -268,9 +268,14 @@ class Recorder:
         """A call event: ``act`` starts or resumes; ``mapping`` is the frame's locals."""
         if act.hidden is not None:
             mapping = safe_locals(act, mapping)
-        st = self.stacks.get(get_ident())
-        if st is None:
-            st = self.stack()
+        ident = get_ident()
+        st = self.stacks.get(ident)
+        # A generator or coroutine may resume in another thread than it started in.
+        if st:
+            act.tid = self.thread_numbers[ident]
+        else:
+            act.tid = self.thread_number()
+            st = self.stacks[ident]
         act.depth = len(st)
         st.append(act)
         act.raised = False
@@ -374,6 +379,8 @@ class Recorder:
             elif act in st:
                 st.remove(act)
         act.raised = False
+        if lineno is None:
+            lineno = self.line_before(act)
         if unwind:
             text = None
         elif type(value) is int and -_SMALL_INT < value < _SMALL_INT:
@@ -385,11 +392,22 @@ class Recorder:
     def exception(self, act: Activation, lineno: int, exc) -> None:
         act.raised = True
         act.prev_line = None
+        if lineno is None:
+            lineno = self.line_before(act)
         if isinstance(exc, BaseException):
             text = self.renderer.render_exception(exc)
         else:
             text = "StopIteration: %s" % self.render(exc)
         self._emit((EXCEPTION, lineno, act.code, act.fid, act.tid, act.depth, None, text))
+
+    def line_before(self, act: Activation) -> int:
+        """The line of ``act``'s latest event: for an event where CPython reports no line
+        (``f_lineno`` is None in the cleanup code of an ``except*`` block, 3.11+)."""
+        fid = act.fid
+        for event in reversed(self.events):
+            if event[3] == fid and event[1]:
+                return event[1]
+        return 0
 
     # -- internals --------------------------------------------------------------------------
 

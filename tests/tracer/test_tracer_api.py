@@ -367,6 +367,23 @@ def test_cli_timeout_the_program_catches_is_still_a_timeout(tmp_path: Path, stub
     assert trace["n_events"] > 0
 
 
+def test_cli_timeout_ends_the_process_though_a_thread_of_the_program_runs_on(tmp_path: Path) -> None:
+    prog = tmp_path / "prog.py"
+    prog.write_text(textwrap.dedent("""\
+        import threading, time
+        def spin():
+            while True:
+                time.sleep(0.01)
+        def f():
+            t = threading.Thread(target=spin)  # not a daemon: exit would wait for it
+            t.start()
+            t.join()
+        """))
+    proc = _cli("call", str(prog), "f", "--input", "", "--timeout", "0.5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "timeout"
+
+
 def test_cli_help_and_bad_limits(tmp_path: Path) -> None:
     for sub in ("call", "run", "batch"):
         proc = _cli(sub, "--help", cwd=tmp_path)

@@ -104,7 +104,9 @@ class MonitoringBackend(Backend):
         if _EVENTS_DISABLED:
             mon.restart_events()
             _EVENTS_DISABLED = False
-        mon.set_events(tool, ev.PY_START | ev.PY_THROW | ev.PY_UNWIND | ev.RAISE)
+        # PY_RESUME globally too: a generator or coroutine started before the trace (at import,
+        # in call mode) resumes in it without a PY_START; out of scope, it is disabled as PY_START is.
+        mon.set_events(tool, ev.PY_START | ev.PY_RESUME | ev.PY_THROW | ev.PY_UNWIND | ev.RAISE)
         self.recorder.on_halt = self._halt
 
     def installed(self) -> bool:
@@ -126,7 +128,7 @@ class MonitoringBackend(Backend):
             return
         # Every trace that ran a callback may have returned DISABLE somewhere (out-of-scope
         # starts, forward jumps, or everything after an early halt).
-        _EVENTS_DISABLED = _EVENTS_DISABLED or self._starts > 0
+        _EVENTS_DISABLED = _EVENTS_DISABLED or self._starts > 0 or self._disabled_codes > 0
         mon = sys.monitoring
         tool = self.tool
         mon.set_events(tool, 0)
@@ -182,19 +184,28 @@ class MonitoringBackend(Backend):
 
     # -- callbacks ------------------------------------------------------------------------
 
+    def _instrument(self, code) -> bool:
+        """Enable the local events on ``code`` if it is in scope; whether it is."""
+        if id(code) in self._instrumented:
+            return True
+        if not self.recorder.in_scope(code):
+            self._disabled_codes += 1
+            return False
+        sys.monitoring.set_local_events(self.tool, code, self._local_events)
+        self._instrumented[id(code)] = code  # by id: code objects hash slowly
+        return True
+
     def _py_start(self, code, offset):
         rec = self.recorder
         if not rec.active:
             return self.DISABLE
         try:
             self._starts += 1
-            if id(code) not in self._instrumented:
-                if not rec.in_scope(code):
-                    self._disabled_codes += 1
-                    return self.DISABLE
-                sys.monitoring.set_local_events(self.tool, code, self._local_events)
-                self._instrumented[id(code)] = code  # by id: code objects hash slowly
+            if not self._instrument(code):
+                return self.DISABLE
             frame = _getframe(1)
+            if self._suspended:
+                self._suspended.pop(id(frame), None)  # a new frame where a dead one was
             act = rec.new_activation(code)
             act.frame = frame
             if act.module_level or not _PROXY:  # PYBEHAVIOR: f_locals_is_proxy
@@ -210,7 +221,11 @@ class MonitoringBackend(Backend):
         rec = self.recorder
         frame = sys._getframe(2)
         act = self._suspended.pop(id(frame), None)
-        if act is None or act.code is not code:
+        # The activation suspended in this frame, unless the entry is a dead generator's whose
+        # memory a new frame took (3.13 closes a generator without events): a started new frame
+        # went through PY_START, which dropped the entry; one thrown into before it started
+        # has not reached its first RESUME.
+        if act is None or act.code is not code or frame.f_lasti < codeinfo.start_offset(code):
             act = rec.new_activation(code)
         self._activate(act, frame)
         rec.enter(act, frame.f_lineno, self._locals(act))
@@ -220,16 +235,22 @@ class MonitoringBackend(Backend):
         if not rec.active:
             return self.DISABLE
         try:
+            if not self._instrument(code):
+                return self.DISABLE
             self._resume(code)
         except BaseException as exc:
             rec.caught(exc)
         return None
 
     def _py_throw(self, code, offset, exc):
+        # Also the first event of a generator thrown into before it started (or of a task
+        # cancelled before its first step): no PY_START comes before it.
         rec = self.recorder
-        if not rec.active or id(code) not in self._instrumented:
+        if not rec.active:
             return None
         try:
+            if not self._instrument(code):
+                return None
             self._resume(code)
         except BaseException as err:
             rec.caught(err)
@@ -366,6 +387,7 @@ class MonitoringBackend(Backend):
         full_delta = rec.delta
         line_delta = rec.line_delta
         fids = rec._fids
+        suspended = self._suspended
         tool = self.tool
         local_events = self._local_events
         DISABLE = mon.DISABLE
@@ -412,6 +434,8 @@ class MonitoringBackend(Backend):
                 st = stacks.get(ident)
                 tid = thread_numbers[ident] if st else rec.thread_number()
                 frame = _getframe(1)
+                if suspended:
+                    suspended.pop(id(frame), None)  # a new frame where a dead one was
                 act = Activation(next(fids), tid, code, info[1], info[3])
                 act.frame = frame
                 names = info[2]
@@ -468,7 +492,10 @@ class MonitoringBackend(Backend):
                         if len(events) >= limit:
                             truncate()
                             return None
-                        append((RETURN, frame.f_lineno, code, act.fid, act.tid, act.depth, None, text))
+                        lineno = frame.f_lineno
+                        if lineno is None:  # the cleanup code of an ``except*`` block
+                            lineno = rec.line_before(act)
+                        append((RETURN, lineno, code, act.fid, act.tid, act.depth, None, text))
             except BaseException as exc:
                 rec.caught(exc)
             return None

@@ -15,13 +15,15 @@ from .base import Backend
 class _FrameTrace:
     """The local trace function of one in-scope frame activation."""
 
-    __slots__ = ("act", "rec", "bound", "exc_lasti")
+    __slots__ = ("act", "rec", "bound", "exc_lasti", "exc_line")
 
     def __init__(self, act, rec) -> None:
         self.act = act
         self.rec = rec
         self.bound = self.trace
-        self.exc_lasti = -1  # f_lasti at this activation's last exception event
+        # f_lasti and line of this activation's last exception event; -1 once that line runs again
+        self.exc_lasti = -1
+        self.exc_line = 0
 
     def trace(self, frame, event, arg):
         rec = self.rec
@@ -30,18 +32,24 @@ class _FrameTrace:
         try:
             act = self.act
             if event == "line":
+                if self.exc_lasti >= 0 and frame.f_lineno == self.exc_line:
+                    self.exc_lasti = -1
                 rec.line(act, frame.f_lineno, frame.f_locals, frame)
             elif event == "return":
                 # settrace passes None both for ``return None`` and for unwinding: the frame
-                # unwinds unless it stopped at a return/yield instruction, or it is still at the
-                # instruction that raised (``throw()`` into a generator raises at its yield).
+                # unwinds unless it stopped at a return/yield instruction, or it is back at the
+                # instruction that raised (``throw()`` or ``close()`` into a generator raises at
+                # its yield; the cleanup of a ``with`` around it runs other lines, then re-raises
+                # with f_lasti at that yield again). A yield that runs again after the exception
+                # was handled is preceded by its own line event.
                 unwind = arg is None and (
                     not codeinfo.stopped_at_return(frame.f_code, frame.f_lasti)
-                    or (act.raised and frame.f_lasti == self.exc_lasti)
+                    or frame.f_lasti == self.exc_lasti
                 )
                 rec.leave(act, frame.f_lineno, arg, unwind)
             elif event == "exception":
                 self.exc_lasti = frame.f_lasti
+                self.exc_line = frame.f_lineno
                 rec.exception(act, frame.f_lineno, arg[1] if arg[1] is not None else arg[0])
         except BaseException as exc:
             rec.caught(exc)
@@ -110,6 +118,7 @@ class SettraceBackend(Backend):
             ft = frame.f_trace
             if type(ft) is MethodType and type(ft.__self__) is _FrameTrace and ft.__self__.rec is rec:
                 tracer = ft.__self__  # a generator / coroutine resuming: same activation
+                tracer.exc_lasti = -1
             else:
                 tracer = _FrameTrace(rec.new_activation(code), rec)
             rec.enter(tracer.act, frame.f_lineno, frame.f_locals)
