@@ -389,6 +389,7 @@ def _prepare(file, program_id, entry, input_text, source, backend, limits, inclu
     try:
         run = _Run(trace, file, backend, limits, include, exclude, capture_output)
     except BackendUnavailable as exc:
+        trace["backend"] = backend  # the one asked for: no other ran
         raise _Rejected(_error(trace, "backend unavailable: %s" % exc)) from None
     if source is None:
         try:

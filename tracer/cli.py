@@ -130,8 +130,8 @@ class _Output:
         if self.path == "-":
             with os.fdopen(os.dup(self.saved_fd), "w", encoding="utf-8") as out:
                 write_trace(out, trace)
-        else:
-            with open(self.path, "a", encoding="utf-8") as out:
+        else:  # the one trace of call/run replaces the file (batch appends, to resume)
+            with open(self.path, "w", encoding="utf-8") as out:
                 write_trace(out, trace)
 
     def close(self) -> None:

@@ -319,6 +319,9 @@ def test_cli_call_and_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     trace = json.loads(out.read_text(encoding="utf-8"))
     assert trace["return_value"] == "'abab'" and trace["limits"]["max_events"] == 0
+    proc = _cli("call", str(prog), "f", "--input", "'c', 3", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["return_value"] for line in out.read_text().splitlines()] == ["'ccc'"]  # replaced
     script = tmp_path / "s.py"
     script.write_text("import sys\nprint(sys.argv[1:])\n")
     proc = _cli("run", str(script), "--", "x", "--y", cwd=tmp_path)
