@@ -217,7 +217,10 @@ def read_jsonl(path: Path) -> Iterator[Program]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise InputFormatError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+                hint = ""
+                if not any_row and path.suffix not in (*PROGRAM_SUFFIXES, ".json"):
+                    hint = " (PROGRAMS are Python scripts (.py), JSON Lines files of programs, or folders of both)"
+                raise InputFormatError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno}){hint}") from None
             if not isinstance(row, dict):
                 raise InputFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
             if ("\\ud" in text or "\\uD" in text) and not _utf8_encodable(row):

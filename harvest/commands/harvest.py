@@ -145,10 +145,12 @@ def command(
     started = time.monotonic()
     if not programs and not tests:
         raise click.UsageError("give PROGRAMS to trace, or --tests with repository --image(s)")
-    if sandbox == "local" and images:
-        raise click.UsageError("--image needs --sandbox docker (--sandbox local runs the host's Python)")
     if tests and sandbox != "docker":
         raise click.UsageError("--tests needs --sandbox docker (the test suites live in repository images)")
+    if tests and not images:
+        raise click.UsageError("--tests needs --image NAME of a repository image (see `worldtrace images list`)")
+    if sandbox == "local" and images:
+        raise click.UsageError("--image needs --sandbox docker (--sandbox local runs the host's Python)")
     chosen_images = images or ((LOCAL_IMAGE,) if sandbox == "local" else (DEFAULT_IMAGE,))
     try:
         found = _programs(programs, chosen_images, tests, sandbox, tests_timeout, test_timeout)
@@ -164,6 +166,8 @@ def command(
             programs_per_unit=programs_per_unit,
         )
         units = plan_units(found, settings)
+        if backend == "monitoring":
+            _check_monitoring(sorted({u.image for u in units}))
         record = RunRecord(
             run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
             command=["worldtrace", "harvest", *sys.argv[2:]] if sys.argv[1:2] == ["harvest"] else sys.argv,
@@ -214,6 +218,27 @@ def _programs(
     if tests:
         programs.extend(_test_suite(image, tests_timeout, test_timeout) for image in images)
     return unique_per_image(programs)  # now that each program has its image
+
+
+def _check_monitoring(images: list[str]) -> None:
+    """--backend monitoring needs Python 3.12+ in every image (sys.monitoring): refuse up front
+    rather than trace every program into an `error` row."""
+    from images.catalog import load_catalog
+
+    catalog = load_catalog()
+    pythons = {
+        ("the host (--sandbox local)" if image == LOCAL_IMAGE else image):
+        ".".join(map(str, sys.version_info[:2])) if image == LOCAL_IMAGE else catalog[image].python
+        for image in images
+        if image == LOCAL_IMAGE or image in catalog
+    }
+    old = {image: python for image, python in pythons.items() if tuple(map(int, python.split(".")[:2])) < (3, 12)}
+    if old:
+        raise click.UsageError(
+            "--backend monitoring needs Python 3.12+ (sys.monitoring), but "
+            + ", ".join(f"{image} has Python {python}" for image, python in old.items())
+            + "; use --backend auto (monitoring where the Python has it) or an image such as base-py313"
+        )
 
 
 def _test_suite(image: str, timeout_s: float, test_timeout_s: float) -> Program:
@@ -450,7 +475,17 @@ def _summary(record: RunRecord, out: Path) -> str:
     lines.append("")
     lines.append(f"shards are in {out}/ (manifest: {out}/_manifest.json, run: {out}/harvest-run.json)")
     lines.append("look at them with:")
-    lines.append(f"  worldtrace inspect {out}")
-    lines.append(f"  worldtrace query {out} \"SELECT status, count(*) FROM traces GROUP BY status\"")
-    lines.append(f"  worldtrace validate {out}")
+    worldtrace = _invocation()
+    lines.append(f"  {worldtrace} inspect {out}")
+    lines.append(f"  {worldtrace} query {out} \"SELECT status, count(*) FROM traces GROUP BY status\"")
+    lines.append(f"  {worldtrace} validate {out}")
     return "\n".join(lines)
+
+
+def _invocation() -> str:
+    """How to run worldtrace again from here: its name, or the path this run was started by when
+    the name is not on PATH (the README runs `.venv/bin/worldtrace`)."""
+    started_as = sys.argv[0]
+    if shutil.which("worldtrace") or Path(started_as).name != "worldtrace":
+        return "worldtrace"
+    return started_as

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -42,11 +43,20 @@ def test_a_bad_programs_file_is_a_clear_error_naming_the_line(tmp_path: Path) ->
     assert code == 1
     assert f"Error: {bad}:2: not valid JSON" in output
     assert not (tmp_path / "o").exists()  # nothing written for a harvest that never started
+    assert "PROGRAMS are Python scripts" not in output  # a .jsonl file: the JSON is what is wrong
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not programs\n")
+    code, output = invoke(str(notes), "--out", str(tmp_path / "o"), "--sandbox", "local")
+    assert code == 1 and "notes.md:1: not valid JSON" in output and "PROGRAMS are Python scripts (.py)" in output
 
 
 def test_tests_needs_a_repository_image(tmp_path: Path) -> None:
     code, output = invoke("--tests", "--image", "base-py311", "--out", str(tmp_path / "o"))
     assert code == 2 and "not a repository image" in output
+    code, output = invoke("--tests", "--out", str(tmp_path / "o"))
+    assert code == 2 and "--tests needs --image NAME of a repository image" in output
+    code, output = invoke("--tests", "--image", "toolz", "--sandbox", "local", "--out", str(tmp_path / "o"))
+    assert code == 2 and "--tests needs --sandbox docker" in output
 
 
 def test_the_summary_warns_when_programs_ran_unconfined(tmp_path: Path) -> None:
@@ -92,3 +102,27 @@ def test_an_unreachable_ray_address_is_a_quick_clear_error(tmp_path: Path) -> No
                                 env={"RAY_ADDRESS": "127.0.0.1:1"})
     assert result.exit_code == 1 and time.monotonic() - started < 30
     assert "Error: cannot reach the Ray cluster at 127.0.0.1:1" in result.output
+
+
+def test_monitoring_on_an_image_without_it_is_refused_up_front(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("print(1)\n")
+    code, output = invoke(str(script), "--out", str(tmp_path / "o"), "--backend", "monitoring")
+    assert code == 2 and "--backend monitoring needs Python 3.12+" in output and "base-py311 has Python 3.11" in output
+    if sys.version_info < (3, 12):
+        code, output = invoke(str(script), "--out", str(tmp_path / "o"), "--backend", "monitoring", "--sandbox", "local")
+        assert code == 2 and "the host (--sandbox local) has Python" in output
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_summary_names_worldtrace_as_this_run_was_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harvest.commands import harvest as command
+    from harvest.plan import HarvestSettings
+    from harvest.run_manifest import RunRecord
+
+    record = RunRecord(run_id="r", command=["worldtrace"], inputs=[], settings=HarvestSettings())
+    monkeypatch.setattr(command.shutil, "which", lambda name: None)  # not on PATH
+    monkeypatch.setattr(command.sys, "argv", [".venv/bin/worldtrace", "harvest"])
+    assert f".venv/bin/worldtrace inspect {tmp_path}" in command._summary(record, tmp_path)
+    monkeypatch.setattr(command.shutil, "which", lambda name: "/usr/local/bin/worldtrace")
+    assert f"\n  worldtrace inspect {tmp_path}" in command._summary(record, tmp_path)
