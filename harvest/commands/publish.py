@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from harvest.errors import WorldtraceError
+from harvest.options import silent_option
 from schemas.errors import SchemaError
 from schemas.stream import STATUSES
 
@@ -49,10 +50,11 @@ class ByteSize(click.ParamType):
 @click.option("--overwrite", is_flag=True, help="Replace a dataset previously published in OUT.")
 @click.option("--push", "repo_id", default=None, metavar="REPO_ID", help="Upload to this Hugging Face dataset repo (needs HF_TOKEN or a login).")
 @click.option("--private", is_flag=True, help="With --push: create the repo as private.")
+@silent_option
 def command(
     shards: str, out: Path, name: str | None, license_: str, split_spec: str, statuses: tuple[str, ...],
     max_events: int | None, drop_nondeterministic: bool, shard_size: int, row_group_size: int, description: str | None,
-    overwrite: bool, repo_id: str | None, private: bool,
+    overwrite: bool, repo_id: str | None, private: bool, silent: bool,
 ) -> None:
     """Publish the shards SHARDS names (a folder, file or glob) as a dataset in OUT.
 
@@ -84,20 +86,24 @@ def command(
             overwrite=overwrite,
         )
         result = publish(shards, out, options)
+
+        def say(text: str) -> None:
+            if not silent:
+                click.echo(text, err=True)
+
         for split, part in result.stats.to_json()["splits"].items():
-            click.echo(f"{split}: {part['rows']} traces, {part['programs']} programs, {part['files']} file(s), {part['bytes']:,} bytes", err=True)
+            say(f"{split}: {part['rows']} traces, {part['programs']} programs, {part['files']} file(s), {part['bytes']:,} bytes")
         for split in options.splits.names:
             if split not in result.files:
-                click.echo(f"warning: no program was assigned to split {split!r}; it is left out", err=True)
+                say(f"warning: no program was assigned to split {split!r}; it is left out")
         dropped = result.stats.to_json()["dropped"]
-        click.echo(
+        say(
             f"dropped: {dropped['duplicates']} duplicates, {dropped['status']} by status, {dropped['max_events']} "
-            f"by --max-events, {dropped['nondeterministic']} nondeterministic",
-            err=True,
+            f"by --max-events, {dropped['nondeterministic']} nondeterministic"
         )
-        click.echo(f"wrote {out}", err=True)
+        say(f"wrote {out}")
         if repo_id and token:
             url = push_folder(out, repo_id, token, private=private)
-            click.echo(f"pushed to {url}", err=True)
+            say(f"pushed to {url}")
     except (WorldtraceError, SchemaError) as e:
         raise click.ClickException(" ".join(str(e).split("\n"))) from e

@@ -24,6 +24,12 @@ def test_help_has_an_example() -> None:
     assert result.exit_code == 0 and "Example:" in result.output and "--push" in result.output
 
 
+def test_silent_prints_nothing(sample_shards: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(tmp_path / "ds"), "-s"])
+    assert result.exit_code == 0 and result.output == ""
+    assert (tmp_path / "ds" / "README.md").is_file()
+
+
 def test_missing_path(tmp_path: Path) -> None:
     assert "no such file" in _error(["publish", str(tmp_path / "nope"), "--to", str(tmp_path / "o")])
 
