@@ -178,8 +178,11 @@ def evaluate(
     total = KindScore()
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start : start + batch_size]
+        # A continuation twice as long as the longest true frame can match none: stop there
+        # rather than at max_new_tokens (an undertrained model rarely emits the separator).
+        budget = min(max_new_tokens, 2 * max(len(target) for _, target in batch) + 8)
         with autocast(dev):
-            decoded = model.greedy([p for p, _ in batch], tokenizer.frame_sep_id, max_new_tokens)
+            decoded = model.greedy([p for p, _ in batch], tokenizer.frame_sep_id, budget)
         for (_, target), predicted_ids in zip(batch, decoded):
             truth = parse_frame(tokenizer.decode(target))
             predicted = parse_frame(tokenizer.decode(predicted_ids))

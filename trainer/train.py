@@ -51,11 +51,13 @@ def autocast(device: torch.device) -> Any:
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to `lr`, then cosine decay to `min_lr` at `decay_steps` (or `steps`), then
-    `min_lr`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+    `min_lr`. The warm-up takes at most half the horizon, so a run shorter than `warmup_steps`
+    still decays (and a resumed one goes on at `min_lr`)."""
     horizon = cfg.decay_steps or cfg.steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
+    warmup = min(cfg.warmup_steps, horizon // 2)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
@@ -286,9 +288,9 @@ def train(
     `on_resume` (rank 0) the step of the checkpoint a run resumes from.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / "metrics.jsonl"
-    run = init_distributed(device)
+    run = init_distributed(device)  # first: an unusable --device leaves no empty run folder
+    out.mkdir(parents=True, exist_ok=True)
     dev = run.device
     start_step, state = 0, None
     if resume and ckpt_path.exists():

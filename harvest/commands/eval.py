@@ -27,7 +27,7 @@ HEADERS = ("frames", "kind", "line", "values", "changed values", "exact frame")
 @click.option("--frames-per-trace", type=click.IntRange(1), default=4, show_default=True,
               help="Target frames picked per trace (seeded).")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=256, show_default=True,
-              help="Decoding budget per frame.")
+              help="Decoding budget per frame (also at most twice the batch's longest true frame, plus 8).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
 def command(checkpoint: str, shards: tuple[str, ...], as_json: bool, **options: Any) -> None:

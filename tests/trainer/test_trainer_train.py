@@ -71,6 +71,9 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert lr_at(9, cfg) == pytest.approx(1e-3)
     assert lr_at(55, cfg) == pytest.approx(5.5e-4)
     assert lr_at(100, cfg) == pytest.approx(1e-4)
+    short = tiny_config(steps=30, warmup_steps=100, lr=1e-3, min_lr=1e-4)  # warm-up longer than the run
+    assert lr_at(14, short) == pytest.approx(1e-3)  # it takes half the run
+    assert lr_at(29, short) < 1.1e-4 and lr_at(40, short) == pytest.approx(1e-4)  # decayed, and stays there
 
 
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
@@ -82,6 +85,9 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(TrainerError, match="no CUDA device"):
             resolve_device("cuda")
+        with pytest.raises(TrainerError, match="no CUDA device"):
+            train([tmp_path], tmp_path / "run", tiny_config(steps=1), device="cuda")
+        assert not (tmp_path / "run").exists()  # no empty run folder for a later `eval` to trip on
 
 
 @pytest.mark.gpu
