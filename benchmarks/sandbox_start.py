@@ -32,7 +32,7 @@ def _measure(repeat: int, fn: Callable[[int], object]) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--image", default="base-py311")
     args = parser.parse_args()
