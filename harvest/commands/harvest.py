@@ -226,18 +226,20 @@ def _check_monitoring(images: list[str]) -> None:
     from images.catalog import load_catalog
 
     catalog = load_catalog()
-    pythons = {
-        ("the host (--sandbox local)" if image == LOCAL_IMAGE else image):
-        ".".join(map(str, sys.version_info[:2])) if image == LOCAL_IMAGE else catalog[image].python
-        for image in images
-        if image == LOCAL_IMAGE or image in catalog
-    }
-    old = {image: python for image, python in pythons.items() if tuple(map(int, python.split(".")[:2])) < (3, 12)}
-    if old:
+    too_old = []
+    for image in images:
+        if image == LOCAL_IMAGE:
+            where, python = "the host (--sandbox local)", f"{sys.version_info[0]}.{sys.version_info[1]}"
+        elif image in catalog:
+            where, python = image, catalog[image].python
+        else:
+            continue  # an image only the engine knows: its Python is not known here
+        if tuple(int(part) for part in python.split(".")[:2]) < (3, 12):
+            too_old.append(f"{where} has Python {python}")
+    if too_old:
         raise click.UsageError(
-            "--backend monitoring needs Python 3.12+ (sys.monitoring), but "
-            + ", ".join(f"{image} has Python {python}" for image, python in old.items())
-            + "; use --backend auto (monitoring where the Python has it) or an image such as base-py313"
+            f"--backend monitoring needs Python 3.12+ (sys.monitoring), but {', '.join(too_old)}; "
+            "use --backend auto (monitoring where the Python has it) or an image such as base-py313"
         )
 
 
