@@ -229,6 +229,10 @@ def _fresh_std_streams() -> None:
         write_through=unbuffered,
     )
     for name, stream in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        # Named as the interpreter names its own (create_stdio): "<stdout>", mode "w".
+        raw = getattr(stream.buffer, "raw", stream.buffer)
+        raw.name = "<%s>" % name
+        stream.mode = "r" if name == "stdin" else "w"
         setattr(sys, name, stream)
         setattr(sys, "__%s__" % name, stream)  # as at interpreter start: the same objects
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import importlib.machinery
+import importlib.util
 import io
 import linecache
 import os
@@ -17,7 +19,7 @@ import time
 import types
 
 from .backends.select import BackendUnavailable, choose_backend
-from .env import PYTHON_VERSION
+from .env import PYBEHAVIOR, PYTHON_VERSION
 from .jsonl import RawJSON, text_utf8
 from .recorder import Deadline, Recorder
 from .render import (
@@ -97,6 +99,7 @@ class _OutputCapture:
         encoding = getattr(original, "encoding", None)
         errors = getattr(original, "errors", None)
         sink = _CappedSink(self.cap)
+        sink.name = "<%s>" % name  # as the interpreter names its own streams
         self.sinks[name] = sink
         stream = io.TextIOWrapper(
             io.BufferedWriter(sink),
@@ -105,6 +108,7 @@ class _OutputCapture:
             line_buffering=False,
             write_through=True,
         )
+        stream.mode = "w"
         self.streams[name] = stream
         return stream
 
@@ -317,7 +321,7 @@ def _error(trace: dict, message: str) -> dict:
 class _SysState:
     """Save and restore the bits of interpreter state a run may change (argv, path, modules)."""
 
-    def __init__(self, file: str, module_name: str, module, argv=None) -> None:
+    def __init__(self, file: str, module_name: str, module, argv) -> None:
         self.file = file
         self.module_name = module_name
         self.module = module
@@ -327,10 +331,13 @@ class _SysState:
         self.saved_argv = sys.argv
         self.saved_path = list(sys.path)
         self.saved_module = sys.modules.get(self.module_name)
-        if self.argv is not None:
-            sys.argv = list(self.argv)
+        sys.argv = list(self.argv)
         directory = os.path.dirname(os.path.abspath(self.file)) if os.path.exists(self.file) else None
-        if directory:
+        if directory and self.module_name == "__main__" and sys.path:
+            # As `python script.py`: the script's folder replaces the first entry (the working
+            # directory that `python -m tracer` put there).
+            sys.path[0] = directory
+        elif directory:
             sys.path.insert(0, directory)
         # Never shadow a module the interpreter already has (a program named json.py must
         # not replace the stdlib json for the duration of the run); __main__ is replaced, as
@@ -401,10 +408,23 @@ def _prepare(file, program_id, entry, input_text, source, backend, limits, inclu
 
 
 def _program_module(name: str, file: str) -> types.ModuleType:
-    """The empty module the program's code runs in."""
+    """The empty module the program's code runs in, with the attributes the interpreter gives a
+    script's ``__main__`` (``python file``) or an imported module (``__builtins__`` a dict)."""
     module = types.ModuleType(name)
-    module.__file__ = file
-    module.__dict__["__builtins__"] = builtins
+    path = os.path.abspath(file)
+    module.__loader__ = importlib.machinery.SourceFileLoader(name, path)
+    if name == "__main__":
+        # As the interpreter makes it: the working directory joined, not normalised (3.9+).
+        absolute = file if os.path.isabs(file) else os.path.join(os.getcwd(), file)
+        module.__file__ = absolute if PYBEHAVIOR.main_file_is_absolute else file  # PYBEHAVIOR: main_file_is_absolute
+        module.__cached__ = None
+        module.__dict__["__annotations__"] = {}
+        module.__dict__["__builtins__"] = builtins
+    else:
+        module.__spec__ = importlib.util.spec_from_file_location(name, path, loader=module.__loader__)
+        module.__file__ = path
+        module.__cached__ = module.__spec__.cached if module.__spec__ is not None else None
+        module.__dict__["__builtins__"] = builtins.__dict__
     return module
 
 
@@ -448,7 +468,7 @@ def trace_call(
     module = _program_module(name, file)
     namespace = module.__dict__
     capture = run.capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
-    with _SysState(file, name, module):
+    with _SysState(file, name, module, argv=[file]):
         if capture is not None:
             capture.__enter__()
         try:

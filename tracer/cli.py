@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 
@@ -113,17 +114,19 @@ def _split_script_args(argv: list) -> tuple:
 
 
 class _Output:
-    """Where the trace goes. For stdout, the JSON gets a private copy of fd 1 and, while the
-    program runs, fd 1 points at stderr: a program writing to fd 1 itself (``os.write(1, ...)``,
-    a subprocess) cannot break the JSON Lines (those bytes are not in the trace's ``stdout``,
-    which is what the program wrote through ``sys.stdout``)."""
+    """Where the trace goes. For stdout, the JSON gets a private copy of fd 1 and fd 1 points at
+    stderr from then on: a program writing to fd 1 itself (``os.write(1, ...)``, a subprocess),
+    and what runs after the trace is written (its ``atexit`` handlers, finalizers at interpreter
+    exit), cannot break the JSON Lines (those bytes are not in the trace's ``stdout``, which is
+    what the program wrote through ``sys.stdout`` while it was traced)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.saved_fd = -1
         if path == "-":
             sys.stdout.flush()
-            self.saved_fd = os.dup(1)
+            # Above the low numbers, so that the program's own files get the ones they would get.
+            self.saved_fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 100)
             os.dup2(2, 1)
 
     def write(self, trace: dict) -> None:
@@ -136,8 +139,7 @@ class _Output:
 
     def close(self) -> None:
         if self.saved_fd >= 0:
-            os.dup2(self.saved_fd, 1)
-            os.close(self.saved_fd)
+            os.close(self.saved_fd)  # fd 1 stays on stderr (see above)
             self.saved_fd = -1
 
 

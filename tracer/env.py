@@ -74,6 +74,9 @@ class PYBEHAVIOR:
     # YIELD_FROM (3.8-3.10); later versions use SEND + YIELD_VALUE.
     has_yield_from_opcode = PYVERSION < (3, 11)
 
+    # ``python script.py`` gives ``__main__.__file__`` as an absolute path (3.9+); before, as typed.
+    main_file_is_absolute = PYVERSION >= (3, 9)
+
 
 def monitoring_unavailable_reason() -> str | None:
     """Why the sys.monitoring backend cannot be used here, or None if it can."""

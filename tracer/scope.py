@@ -57,6 +57,8 @@ class Scope(CachedScope):
     def __init__(self, program_file: str | None, include=(), exclude=()) -> None:
         super().__init__()
         self.program_file = program_file
+        # The same file by another name (a module's absolute __file__ for a relative or virtual one).
+        self.program_abs = os.path.abspath(program_file) if program_file else None
         self.include = tuple(include)
         self.exclude = tuple(exclude)
         self.roots = []
@@ -71,7 +73,7 @@ class Scope(CachedScope):
             return False
         if any(fnmatch.fnmatchcase(n, pat) for pat in self.include for n in names):
             return True
-        if self.program_file is not None and filename == self.program_file:
+        if self.program_file is not None and (filename == self.program_file or absolute == self.program_abs):
             return True
         if absolute.startswith(_TRACER_DIR + os.sep):
             return False

@@ -235,7 +235,8 @@ HOSTILE_JOBS = [
         def f():
             logging.basicConfig(format="%(message)s!", stream=sys.stdout, level=logging.INFO)
             logging.info("hello")
-            return sys.argv
+            streams = [(s.name, s.mode) for s in (sys.stdin, sys.stdout, sys.stderr)]
+            return sys.argv, streams
         """,
     ),
     call("own-timeout", "import time\ndef f():\n    time.sleep(30)\n", timeout_s=0.3),
@@ -408,7 +409,8 @@ def test_script_jobs_get_argv(hostile: tuple) -> None:
 def test_program_sees_a_fresh_interpreter(hostile: tuple) -> None:
     # The runner's logging configuration and arguments are not the program's.
     row = hostile[0]["logging"]
-    assert row["stdout"] == "hello!\n" and row["return_value"] == "['program_logging.py']"
+    assert row["stdout"] == "hello!\n"
+    assert row["return_value"] == "(['program_logging.py'], [('<stdin>', 'r'), ('<stdout>', 'w'), ('<stderr>', 'w')])"
 
 
 def test_killing_the_fork_server_is_the_programs_crash_only(hostile: tuple) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import warnings
@@ -15,12 +16,14 @@ from .base import Backend
 class _FrameTrace:
     """The local trace function of one in-scope frame activation."""
 
-    __slots__ = ("act", "rec", "bound", "exc_lasti", "exc_line")
+    # No reference to its own bound method (the frame's f_trace holds that): a cycle would leave
+    # every traced call's tracer to the cyclic collector, changing when the program's collections
+    # (and finalizers) run.
+    __slots__ = ("act", "rec", "exc_lasti", "exc_line")
 
     def __init__(self, act, rec) -> None:
         self.act = act
         self.rec = rec
-        self.bound = self.trace
         # f_lasti and line of this activation's last exception event; -1 once that line runs again
         self.exc_lasti = -1
         self.exc_line = 0
@@ -54,7 +57,7 @@ class _FrameTrace:
         except BaseException as exc:
             rec.caught(exc)
             return None
-        return self.bound
+        return self.trace
 
 
 class SettraceBackend(Backend):
@@ -73,8 +76,10 @@ class SettraceBackend(Backend):
         if PYBEHAVIOR.settrace_locals_to_fast_warns:  # PYBEHAVIOR: settrace_locals_to_fast_warns
             # Reading f_locals from a trace function must not make CPython print warnings
             # the untraced program never prints.
-            warnings.filterwarnings("ignore", message="assigning None to unbound local", category=RuntimeWarning)
-            self._filter = warnings.filters[0]
+            # Inserted directly: filterwarnings() would reset every module's record of the
+            # warnings it already showed (a warning shown once would show again).
+            self._filter = ("ignore", re.compile("assigning None to unbound local", re.I), RuntimeWarning, None, 0)
+            warnings.filters.insert(0, self._filter)
         self._prev_trace = sys.gettrace()
         if PYBEHAVIOR.has_threading_gettrace:  # PYBEHAVIOR: has_threading_gettrace
             self._prev_thread_trace = threading.gettrace()
@@ -122,7 +127,7 @@ class SettraceBackend(Backend):
             else:
                 tracer = _FrameTrace(rec.new_activation(code), rec)
             rec.enter(tracer.act, frame.f_lineno, frame.f_locals)
-            return tracer.bound
+            return tracer.trace
         except BaseException as exc:
             rec.caught(exc)
             return None
