@@ -5,15 +5,17 @@ program that reads the clock, `os.urandom`, `uuid4`, object addresses (`id`, def
 `repr`) or depends on thread timing still traces differently on every run: such traces teach a
 model noise. `harvest --recheck FRACTION` re-runs a deterministic sample of the programs (by hash
 of the program and its image) as units of their own, in new sandboxes, after the harvest, and
-writes `DIR/determinism.json`: which programs traced identically and which did not, with the
-first difference. The re-run's shards live in `DIR/.worldtrace/recheck/` (hidden from readers),
-so a re-run of the command resumes the check as it resumes the harvest.
+keeps the verdicts in `DIR/determinism.json`: one per program ever checked in DIR, so harvests
+that add programs to DIR add to it, and a program judged once is not run again. The re-run's
+shards live in `DIR/.worldtrace/recheck/` (hidden from readers) until the verdicts are written,
+so an interrupted check resumes as the harvest does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +39,12 @@ COMPARED = (
     "events",
 )
 RECHECKED_MODES = ("call", "script")  # a test suite is one job of many traces: not re-run
+# Statuses a sandbox limit decides as much as the program does (the machine's load, a neighbour's
+# memory): a run that hit one, and one that did not, say nothing about the program.
+LIMIT_STATUSES = ("timeout", "memory")
 SHOWN_CHARS = 300  # of each side of a difference, in the report
+
+Key = tuple[str, str]  # (image, program id)
 
 
 def sampled(program_hash: str, image: str, fraction: float) -> bool:
@@ -49,22 +56,49 @@ def sampled(program_hash: str, image: str, fraction: float) -> bool:
     return int(digest[:15], 16) < fraction * 16**15
 
 
-def plan_recheck(units: Sequence[WorkUnit], settings: HarvestSettings, fraction: float) -> list[WorkUnit]:
-    """The units that re-run the sample of `units`' programs (ids distinct from the harvest's own)."""
-    chosen = [
-        replace(program, image=unit.image)
+def sample(units: Sequence[WorkUnit], fraction: float) -> list[Key]:
+    """The (image, program id) of every program of `units` in the sample."""
+    return [
+        (unit.image, program.program_id)
         for unit in units
         for program in unit.programs
         if program.mode in RECHECKED_MODES and sampled(program.content_hash(), unit.image, fraction)
     ]
+
+
+def plan_recheck(units: Sequence[WorkUnit], settings: HarvestSettings, todo: set[Key]) -> list[WorkUnit]:
+    """The units that run the programs `todo` names again (ids distinct from the harvest's own)."""
+    chosen = [replace(p, image=u.image) for u in units for p in u.programs if (u.image, p.program_id) in todo]
     return [
         replace(unit, unit_id=hashlib.sha256(f"recheck\0{unit.unit_id}".encode()).hexdigest()[:20])
         for unit in plan_units(chosen, settings)
     ]
 
 
-def compare(out: Path, units: Sequence[WorkUnit], checks: Sequence[WorkUnit], fraction: float) -> dict[str, Any]:
-    """Compare the re-run traces of `checks` with the harvest's own in `units`; the report as JSON."""
+def load_report(out: Path) -> dict[str, Any] | None:
+    """The folder's report, or None (none yet, or not one of ours)."""
+    try:
+        data = json.loads((out / REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def verdicts(report: dict[str, Any] | None) -> dict[Key, dict[str, Any]]:
+    """(image, program id) -> its entry ({"verdict": "identical"|"differing"|"not_compared", ...})."""
+    found: dict[Key, dict[str, Any]] = {}
+    if report is None:
+        return found
+    for image, program_id in report.get("identical_programs", []):
+        found[(image, program_id)] = {"verdict": "identical", "program_id": program_id, "image": image}
+    for verdict in ("differing", "not_compared"):
+        for entry in report.get(verdict, []):
+            found[(entry["image"], entry["program_id"])] = {"verdict": verdict, **entry}
+    return found
+
+
+def compare(out: Path, units: Sequence[WorkUnit], checks: Sequence[WorkUnit]) -> dict[Key, dict[str, Any]]:
+    """The verdict on each program of `checks`: its re-run's trace against the harvest's own."""
     where = {(unit.image, p.program_id): unit.shard_name for unit in units for p in unit.programs}
     wanted: dict[str, set[str]] = {}
     for check in checks:
@@ -72,80 +106,99 @@ def compare(out: Path, units: Sequence[WorkUnit], checks: Sequence[WorkUnit], fr
             wanted.setdefault(where[(check.image, program.program_id)], set()).add(program.program_id)
     first = _rows(out, wanted)
     second = _rows(out / RECHECK_DIR, {c.shard_name: {p.program_id for p in c.programs} for c in checks})
-    identical = 0
-    differing: list[dict[str, Any]] = []
-    not_compared: list[dict[str, Any]] = []
+    found: dict[Key, dict[str, Any]] = {}
     for check in checks:
         for program in check.programs:
             key = (check.image, program.program_id)
-            a, b = first.get(key), second.get(key)
-            if a is None or b is None:
-                not_compared.append({"program_id": program.program_id, "image": check.image,
-                                     "reason": "no trace in the harvest" if a is None else "no trace in the re-run"})
-                continue
-            if a["status"] == "timeout" and b["status"] == "timeout":
-                # Cut at whatever line the deadline found: the events differ by nature.
-                not_compared.append({"program_id": program.program_id, "image": check.image,
-                                     "reason": "timed out both times"})
-                continue
-            difference = first_difference(a, b)
-            if difference is None:
-                identical += 1
-            else:
-                differing.append({"program_id": program.program_id, "image": check.image, **difference})
-    return {
-        "format": FORMAT,
-        "fraction": fraction,
-        "rechecked": sum(len(c) for c in checks),
-        "identical": identical,
-        "nondeterministic": len(differing),
-        "differing": differing,
-        "not_compared": not_compared,
-    }
+            found[key] = {"program_id": program.program_id, "image": check.image,
+                          **judge(first.get(key), second.get(key))}
+    return found
+
+
+def judge(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
+    """The verdict on a program from its harvest's row `a` and its re-run's row `b`."""
+    if a is None or b is None:
+        reason = "no trace in the harvest" if a is None else "no trace in the re-run"
+    elif a["status"] == b["status"] == "timeout":
+        reason = "timed out both times"  # cut wherever the deadline found it: differs by nature
+    elif a["status"] != b["status"] and (a["status"] in LIMIT_STATUSES or b["status"] in LIMIT_STATUSES):
+        reason = f"hit a sandbox limit in one run only ({a['status']}, then {b['status']})"
+    else:
+        difference = first_difference(a, b)
+        return {"verdict": "identical"} if difference is None else {"verdict": "differing", **difference}
+    return {"verdict": "not_compared", "reason": reason}
 
 
 def first_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
     """How two traces of one program differ: every differing field, and the first one's values
-    (for `events`, the first differing event and both event counts). None when identical."""
+    (for `events`, the first differing event and both event counts; for text, where it first
+    differs and the text around it). None when identical."""
     fields = [name for name in COMPARED if a.get(name) != b.get(name)]
     if not fields:
         return None
     name = fields[0]
+    x, y = a.get(name), b.get(name)
+    if isinstance(x, str) and isinstance(y, str):
+        at = next((i for i, (c, d) in enumerate(zip(x, y, strict=False)) if c != d), min(len(x), len(y)))
+        start = max(0, at - SHOWN_CHARS // 3)
+        return {"fields": fields, "offset": at, "first": _shown(x[start:]), "second": _shown(y[start:])}
     if name != "events":
-        return {"fields": fields, "first": _shown(a.get(name)), "second": _shown(b.get(name))}
-    x: list[dict[str, Any]] = a.get("events") or []
-    y: list[dict[str, Any]] = b.get("events") or []
-    at = next((i for i, (e, f) in enumerate(zip(x, y, strict=False)) if e != f), min(len(x), len(y)))
+        return {"fields": fields, "first": _shown(x), "second": _shown(y)}
+    xs: list[dict[str, Any]] = x or []
+    ys: list[dict[str, Any]] = y or []
+    at = next((i for i, (e, f) in enumerate(zip(xs, ys, strict=False)) if e != f), min(len(xs), len(ys)))
     return {
         "fields": fields,
         "event": at,
-        "events": [len(x), len(y)],
-        "first": _shown(_event(x, at)),
-        "second": _shown(_event(y, at)),
+        "events": [len(xs), len(ys)],
+        "first": _shown(_event(xs, at)),
+        "second": _shown(_event(ys, at)),
     }
 
 
-def write_report(out: Path, report: dict[str, Any]) -> Path:
+def report(judged: dict[Key, dict[str, Any]], fraction: float, run_ids: list[str]) -> dict[str, Any]:
+    """The report of every verdict in the folder (`fraction`: the latest run's)."""
+    by_verdict: dict[str, list[dict[str, Any]]] = {"identical": [], "differing": [], "not_compared": []}
+    for key in sorted(judged):
+        entry = dict(judged[key])
+        by_verdict[entry.pop("verdict")].append(entry)
+    return {
+        "format": FORMAT,
+        "fraction": fraction,
+        "runs": run_ids,
+        "rechecked": len(judged),
+        "identical": len(by_verdict["identical"]),
+        "nondeterministic": len(by_verdict["differing"]),
+        "differing": by_verdict["differing"],
+        "not_compared": by_verdict["not_compared"],
+        "identical_programs": [[e["image"], e["program_id"]] for e in by_verdict["identical"]],
+    }
+
+
+def write_report(out: Path, data: dict[str, Any]) -> Path:
+    """Write the report, then drop the re-run's shards: the verdicts are all that is kept of them."""
     from schemas.shards import atomic_write_bytes
 
     path = out / REPORT
-    atomic_write_bytes(path, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode())
+    shutil.rmtree(out / RECHECK_DIR, ignore_errors=True)
     return path
 
 
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The report's counts, for the run manifest."""
-    return {key: report[key] for key in ("fraction", "rechecked", "identical", "nondeterministic")} | {
-        "not_compared": len(report["not_compared"]),
+def summary(data: dict[str, Any], new: int) -> dict[str, Any]:
+    """The report's counts, for the run manifest (`new`: programs this run checked)."""
+    return {key: data[key] for key in ("fraction", "rechecked", "identical", "nondeterministic")} | {
+        "not_compared": len(data["not_compared"]),
+        "rechecked_this_run": new,
         "report": REPORT,
     }
 
 
-def _rows(folder: Path, wanted: dict[str, set[str]]) -> dict[tuple[str, str], dict[str, Any]]:
+def _rows(folder: Path, wanted: dict[str, set[str]]) -> dict[Key, dict[str, Any]]:
     """The rows of the programs `wanted` names per shard of `folder`, by (image, program id)."""
     from schemas.reader import read_table
 
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    found: dict[Key, dict[str, Any]] = {}
     for shard, ids in sorted(wanted.items()):
         table = read_table(folder / shard, columns=["program_id", "image", *COMPARED],
                            filters=[("program_id", "in", sorted(ids))])

@@ -52,6 +52,7 @@ class RunRecord:
     wall_time_s: float = 0.0
     startup_s: float = 0.0  # Ray start-up and planning before the first unit was submitted
     recheck: dict[str, Any] | None = None  # the determinism check's counts (harvest.recheck.summary)
+    recheck_failed: list[dict[str, str]] = field(default_factory=list)  # units of the check that failed
 
     def counts_this_run(self) -> dict[str, int]:
         return _sum_counts(r.counts for r in self.results)
@@ -131,6 +132,7 @@ class RunRecord:
             "confinement": self.confinement(),
             "failed_units": self.failed_units,
             "recheck": self.recheck,
+            "recheck_failed_units": self.recheck_failed,
             "unit_results": [asdict(r) for r in self.results],
         }
 

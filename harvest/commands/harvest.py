@@ -195,6 +195,11 @@ def command(
             else "the harvest did not finish"
         )
         raise click.ClickException(f"{reason}; see {out / 'harvest-run.json'}; re-run the same command to retry them")
+    if record.recheck_failed:
+        raise click.ClickException(
+            f"the harvest is complete, but {len(record.recheck_failed)} unit(s) of its determinism check failed; "
+            f"see {out / 'harvest-run.json'}; re-run the same command to retry them"
+        )
 
 
 def _programs(
@@ -287,7 +292,10 @@ def _harvest(
     record.units_done_before = len(done_before)
     record.counts_before = shard_io.status_counts(out / u.shard_name for u in done_before)
     record.mismatches_before = shard_io.expected_output_mismatches(out / u.shard_name for u in done_before)
-    checks = recheck.plan_recheck(units, settings, recheck_fraction) if recheck_fraction else []
+    # The determinism check: the sampled programs no earlier check of this folder judged.
+    judged = recheck.verdicts(recheck.load_report(out))
+    wanted = recheck.sample(units, recheck_fraction) if recheck_fraction else []
+    checks = recheck.plan_recheck(units, settings, {key for key in wanted if key not in judged})
     recheck_dir = out / recheck.RECHECK_DIR
     checked = shard_io.committed_shards(recheck_dir) if checks else set()
     checks_todo = [c for c in checks if c.shard_name not in checked]
@@ -297,10 +305,16 @@ def _harvest(
     write_run_manifest(out, record)
 
     def finish_recheck() -> None:
-        if checks and record.complete:
-            report = recheck.compare(out, units, checks, recheck_fraction)
-            recheck.write_report(out, report)
-            record.recheck = recheck.summary(report)
+        if not recheck_fraction or not record.complete or record.recheck_failed:
+            return
+        previous = recheck.load_report(out)
+        runs = list(previous["runs"]) if previous else []
+        if checks:
+            judged.update(recheck.compare(out, units, checks))
+            runs.append(record.run_id)
+        data = recheck.report(judged, recheck_fraction, runs)
+        recheck.write_report(out, data)
+        record.recheck = recheck.summary(data, sum(len(c) for c in checks)) | {"sampled": len(wanted)}
 
     if not todo and not checks_todo:
         finish_recheck()
@@ -347,7 +361,10 @@ def _harvest(
             progress.update(result.n_programs)
 
     def on_recheck_failure(unit: WorkUnit, reason: str) -> None:
-        on_failure(unit, f"determinism check: {reason}")
+        record.recheck_failed.append({"unit_id": unit.unit_id, "image": unit.image, "error": reason})
+        log.error("unit %s of the determinism check (%d programs) failed: %s", unit.unit_id, len(unit), reason)
+        if progress is not None:
+            progress.write(f"unit {unit.unit_id} of the determinism check failed: {reason}")
 
     try:
         progress = _progress_bar(sum(len(u) for u in todo + checks_todo), silent)
@@ -468,9 +485,12 @@ def _summary(record: RunRecord, out: Path) -> str:
         )
     if record.recheck is not None:
         check = record.recheck
+        if not check["sampled"]:
+            lines.append(f"determinism: no program of this harvest is in the --recheck sample ({check['fraction']:g})")
         lines.append(
             f"determinism: {check['identical']} of {check['rechecked']} programs run again traced identically, "
-            f"{check['nondeterministic']} differently ({out}/{check['report']})"
+            f"{check['nondeterministic']} differently, {check['not_compared']} not compared "
+            f"({check['rechecked_this_run']} checked by this run; {out}/{check['report']})"
         )
     if data["expected_output_mismatches"]:
         lines.append(f"return values differing from the expected output: {data['expected_output_mismatches']}")

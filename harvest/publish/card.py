@@ -206,9 +206,20 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         "",
         f"Published by worldtrace {worldtrace_version} (`worldtrace publish`), trace schema "
         f"version {SCHEMA_VERSION}. Filters: status {', '.join(options.statuses) or 'any'}; "
-        f"max events {options.max_events if options.max_events is not None else 'none'}.",
+        f"max events {options.max_events if options.max_events is not None else 'none'}; "
+        f"programs that traced differently when run again "
+        f"{'dropped' if options.drop_nondeterministic else 'kept'}.",
         "",
     ]
+    for check in result.checks:
+        data = check.data
+        lines += [
+            f"Determinism check (`worldtrace harvest --recheck`, `provenance/determinism-{check.sha256[:12]}.json`): "
+            f"{data.get('rechecked', 0):,} programs run a second time in a new sandbox, "
+            f"{data.get('identical', 0):,} traced identically, {data.get('nondeterministic', 0):,} differently, "
+            f"{len(data.get('not_compared', [])):,} not compared.",
+            "",
+        ]
     if result.runs:
         lines += [
             "Harvest runs the input shards came from (copied to `provenance/`):",

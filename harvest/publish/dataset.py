@@ -80,6 +80,7 @@ class PublishResult:
     stats: DatasetStats
     runs: list[RunManifest]
     input_files: list[str]
+    checks: list[DeterminismReport] = field(default_factory=list)
 
 
 def published_schema() -> pa.Schema:
@@ -377,7 +378,7 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
         runs = find_run_manifests(input_path, shard_files)
         local_inputs = [f for f in shard_files if os.path.isfile(f)]
         _copy_provenance(staging, runs, checks, input_path, local_inputs)
-        staged = PublishResult(staging, files, stats, runs, shard_files)
+        staged = PublishResult(staging, files, stats, runs, shard_files, checks)
         write_card(staged, options, published_schema())
         write_croissant(staged, options, published_schema())
         write_checksums(staging)
@@ -388,7 +389,7 @@ def publish(input_path: str, out: str | os.PathLike[str], options: PublishOption
         split: [replace(f, path=out_dir / f.path.relative_to(staging)) for f in written]
         for split, written in files.items()
     }
-    return PublishResult(out_dir, moved, stats, runs, shard_files)
+    return PublishResult(out_dir, moved, stats, runs, shard_files, checks)
 
 
 def _swap_in(staging: Path, out: Path) -> None:

@@ -11,7 +11,15 @@ import pytest
 
 from harvest.inputs import Program
 from harvest.plan import HarvestSettings, plan_units
-from harvest.recheck import RECHECK_DIR, REPORT, first_difference, plan_recheck, sampled
+from harvest.recheck import (
+    RECHECK_DIR,
+    REPORT,
+    first_difference,
+    judge,
+    plan_recheck,
+    sample,
+    sampled,
+)
 from tests.harvest.conftest import Cluster, run_harvest
 
 
@@ -35,23 +43,39 @@ def test_recheck_units_leave_out_test_suites_and_have_ids_of_their_own() -> None
     settings = HarvestSettings(programs_per_unit=3)
     suite = Program(program_id="toolz:tests", mode="pytest", image="base-py311", file="tests")
     units = plan_units([*programs(5), suite], settings)
-    checks = plan_recheck(units, settings, 1.0)
+    wanted = sample(units, 1.0)
+    assert [pid for _, pid in wanted] == [f"p{i}" for i in range(5)]
+    checks = plan_recheck(units, settings, set(wanted))
     assert [p.program_id for c in checks for p in c.programs] == [f"p{i}" for i in range(5)]
     assert not {c.unit_id for c in checks} & {u.unit_id for u in units}
-    assert plan_recheck(units, settings, 1.0) == checks
+    assert plan_recheck(units, settings, set(wanted)) == checks
+    assert plan_recheck(units, settings, set()) == []
 
 
-def test_first_difference_names_every_differing_field_and_the_first_event() -> None:
+def test_first_difference_names_every_differing_field_and_where() -> None:
     event = {"kind": "line", "lineno": 2, "function": "f", "depth": 0, "thread_id": 0, "locals": [], "arg": None}
     a = {"status": "ok", "return_value": "1", "stdout": "", "events": [event, event]}
     assert first_difference(a, dict(a)) is None
     later = {**event, "locals": [{"name": "t", "value": "5"}]}
     b = {**a, "return_value": "2", "events": [event, later, event]}
     diff = first_difference(a, b)
-    assert diff == {"fields": ["return_value", "events"], "first": "1", "second": "2"}
+    assert diff == {"fields": ["return_value", "events"], "offset": 0, "first": "1", "second": "2"}
     diff = first_difference(a, {**a, "events": [event, later]})
     assert diff is not None and (diff["fields"], diff["event"], diff["events"]) == (["events"], 1, [2, 2])
     assert json.loads(diff["second"])["locals"] == [{"name": "t", "value": "5"}]
+    long_a = {**a, "stdout": "line\n" * 200 + "0x7f01\n"}
+    diff = first_difference(long_a, {**long_a, "stdout": "line\n" * 200 + "0x7f02\n"})
+    assert diff is not None and diff["offset"] == 1005 and diff["first"] != diff["second"]  # shown where they differ
+
+
+def test_a_sandbox_limit_hit_in_one_run_only_is_no_verdict() -> None:
+    ok = {"status": "ok", "return_value": "1", "stdout": "", "events": []}
+    assert judge(ok, dict(ok)) == {"verdict": "identical"}
+    assert judge({**ok, "status": "memory"}, ok)["verdict"] == "not_compared"
+    assert judge(ok, {**ok, "status": "timeout"})["reason"] == "hit a sandbox limit in one run only (ok, then timeout)"
+    assert judge({**ok, "status": "timeout"}, {**ok, "status": "timeout", "events": [1]})["reason"] == "timed out both times"
+    assert judge(ok, {**ok, "status": "exception"})["verdict"] == "differing"
+    assert judge(ok, None)["reason"] == "no trace in the re-run"
 
 
 NONDETERMINISTIC = {
@@ -89,27 +113,61 @@ def test_recheck_flags_nondeterministic_programs_resumes_and_feeds_publish(ray_c
     manifest = json.loads((out / "harvest-run.json").read_text())
     assert manifest["complete"] and manifest["recheck"]["nondeterministic"] == 3
     assert manifest["counts"] == {"ok": 6, "exception": 1, "timeout": 1}  # the re-run adds no traces
-    recheck_shards = sorted((out / RECHECK_DIR).glob("unit-*.parquet"))
-    assert len(recheck_shards) == 2
+    assert not (out / RECHECK_DIR).exists()  # the re-run's shards go once their verdicts are written
 
     # The same command again: nothing runs, neither the harvest nor the check; the report stands.
-    stamps = [p.stat().st_mtime_ns for p in recheck_shards]
     again = run_harvest(*args, "--json", env=ray_cluster.env)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["units"]["ran"] == 0
-    assert [p.stat().st_mtime_ns for p in recheck_shards] == stamps
+    rerun = json.loads(again.stdout)
+    assert rerun["units"]["ran"] == 0 and rerun["recheck"]["rechecked_this_run"] == 0
     assert json.loads((out / REPORT).read_text()) == report
+
+    # Another harvest into the same folder adds its verdicts to the report: the earlier ones stay.
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"id": "clock2", "source": NONDETERMINISTIC["clock"], "entrypoint": "main", "input": ""})
+                    + "\n" + json.dumps({"id": "loop2", "source": DETERMINISTIC["loop"].replace("5", "6"), "entrypoint": "main",
+                                 "input": ""})
+                    + "\n")
+    added = run_harvest(more, *args[1:], env=ray_cluster.env)
+    assert added.returncode == 0, added.stderr
+    merged = json.loads((out / REPORT).read_text())
+    assert {d["program_id"] for d in merged["differing"]} == {*NONDETERMINISTIC, "clock2"}
+    assert (merged["rechecked"], merged["identical"], len(merged["runs"])) == (10, 5, 2)
 
     worldtrace = str(Path(sys.executable).parent / "worldtrace")
     published = subprocess.run([worldtrace, "publish", str(out), "--to", str(tmp_path / "ds"), "--split", "train=1",
                                 "--drop-nondeterministic"], capture_output=True, text=True)
     assert published.returncode == 0, published.stderr
-    assert "3 nondeterministic" in published.stderr
+    assert "4 nondeterministic" in published.stderr
     kept = subprocess.run([worldtrace, "query", str(tmp_path / "ds" / "data"), "--format", "json",
                            "SELECT program_id FROM traces ORDER BY program_id"], capture_output=True, text=True)
     assert kept.returncode == 0, kept.stderr
-    assert [r["program_id"] for r in json.loads(kept.stdout)] == sorted({*DETERMINISTIC, "spin"})
+    assert [r["program_id"] for r in json.loads(kept.stdout)] == sorted({*DETERMINISTIC, "spin", "loop2"})
     assert list((tmp_path / "ds" / "provenance").glob("determinism-*.json"))
+    assert "programs that traced differently when run again dropped" in (tmp_path / "ds" / "README.md").read_text()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_empty_sample_still_writes_a_report(ray_cluster: Cluster, tmp_path: Path) -> None:
+    jsonl = tmp_path / "programs.jsonl"
+    jsonl.write_text(json.dumps({"id": "one", "source": DETERMINISTIC["loop"], "entrypoint": "main", "input": ""}) + "\n")
+    fraction = "0.001"
+    assert not sampled(programs_of(jsonl)[0].content_hash(), "local", float(fraction))
+    out = tmp_path / "out"
+    done = run_harvest(jsonl, "--out", out, "--sandbox", "local", "--recheck", fraction,
+                       "--ray-address", ray_cluster.address, env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    assert "no program of this harvest is in the --recheck sample" in done.stdout
+    assert json.loads((out / REPORT).read_text())["rechecked"] == 0
+
+
+def programs_of(path: Path) -> list[Program]:
+    from dataclasses import replace
+
+    from harvest.inputs import load_programs
+
+    return [replace(p, image="local") for p in load_programs([path])]
 
 
 def test_drop_nondeterministic_without_a_report_is_a_clear_error(sample_shards: Path, tmp_path: Path) -> None:
