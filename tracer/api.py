@@ -333,10 +333,16 @@ class _SysState:
         self.saved_module = sys.modules.get(self.module_name)
         sys.argv = list(self.argv)
         directory = os.path.dirname(os.path.abspath(self.file)) if os.path.exists(self.file) else None
-        if directory and self.module_name == "__main__" and sys.path:
-            # As `python script.py`: the script's folder replaces the first entry (the working
-            # directory that `python -m tracer` put there).
-            sys.path[0] = directory
+        if directory and self.module_name == "__main__":
+            # As `python SCRIPT`: the script's real folder first, in place of the working
+            # directory that `python -m tracer` put there; nothing under -P (safe_path).
+            directory = os.path.dirname(os.path.realpath(self.file))
+            if getattr(sys.flags, "safe_path", False):
+                pass
+            elif sys.path and sys.path[0] in ("", os.getcwd()):
+                sys.path[0] = directory
+            else:
+                sys.path.insert(0, directory)
         elif directory:
             sys.path.insert(0, directory)
         # Never shadow a module the interpreter already has (a program named json.py must
@@ -396,7 +402,7 @@ def _prepare(file, program_id, entry, input_text, source, backend, limits, inclu
     try:
         run = _Run(trace, file, backend, limits, include, exclude, capture_output)
     except BackendUnavailable as exc:
-        trace["backend"] = backend  # the one asked for: no other ran
+        trace["backend"] = exc.backend  # the one asked for: no other ran
         raise _Rejected(_error(trace, "backend unavailable: %s" % exc)) from None
     if source is None:
         try:
@@ -421,9 +427,11 @@ def _program_module(name: str, file: str) -> types.ModuleType:
         module.__dict__["__annotations__"] = {}
         module.__dict__["__builtins__"] = builtins
     else:
-        module.__spec__ = importlib.util.spec_from_file_location(name, path, loader=module.__loader__)
+        spec = importlib.util.spec_from_file_location(name, path, loader=module.__loader__)
+        module.__spec__ = spec
         module.__file__ = path
-        module.__cached__ = module.__spec__.cached if module.__spec__ is not None else None
+        module.__cached__ = spec.cached if spec is not None else None
+        module.__package__ = spec.parent if spec is not None else ""
         module.__dict__["__builtins__"] = builtins.__dict__
     return module
 

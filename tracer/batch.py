@@ -998,7 +998,6 @@ def _job_work(
         )
         if job.mode == "call":
             path = job.file or _pseudo_path(job)
-            sys.argv = [path]  # as `python PATH` would have it, not the runner's arguments
             return api.trace_call(path, job.entrypoint or "", job.input or "", **common)
         if job.mode == "script":
             path = job.file or _pseudo_path(job)

@@ -125,8 +125,12 @@ class _Output:
         self.saved_fd = -1
         if path == "-":
             sys.stdout.flush()
-            # Above the low numbers, so that the program's own files get the ones they would get.
-            self.saved_fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 100)
+            # Above the low numbers, so that the program's own files get the ones they would get
+            # (unless the descriptor limit is that low).
+            try:
+                self.saved_fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 100)
+            except OSError:
+                self.saved_fd = os.dup(1)
             os.dup2(2, 1)
 
     def write(self, trace: dict) -> None:

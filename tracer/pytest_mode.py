@@ -515,7 +515,7 @@ def run_pytest_job(
         backend_cls, reason = choose_backend(backend)
     except BackendUnavailable as exc:
         return _error(  # the backend asked for: no other ran
-            _base_trace(job.program_id, limits, backend, None), "backend unavailable: %s" % exc
+            _base_trace(job.program_id, limits, exc.backend, None), "backend unavailable: %s" % exc
         )
     summary = _base_trace(job.program_id, limits, backend_cls.name, reason)
     try:

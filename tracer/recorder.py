@@ -282,6 +282,8 @@ class Recorder:
         # A resumed generator continues in the middle of its yield line (``x = yield``
         # stores after resuming): only a fresh activation may skip its first rescan.
         act.prev_line = _ENTERED if act.clock < 0 else None
+        if not lineno:  # a module body starts at line 0 on 3.11+ (no instruction has run)
+            lineno = act.code.co_firstlineno
         self._emit((CALL, lineno, act.code, act.fid, act.tid, act.depth, self.delta(act, mapping), None))
         act.clock = len(self.events)
 

@@ -178,8 +178,9 @@ def evaluate(
     total = KindScore()
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start : start + batch_size]
-        # A continuation twice as long as the longest true frame can match none: stop there
-        # rather than at max_new_tokens (an undertrained model rarely emits the separator).
+        # A continuation twice as long as the longest true frame can match no frame exactly (its
+        # kind and line are scored from its start): stop there rather than at max_new_tokens (an
+        # undertrained model rarely emits the separator).
         budget = min(max_new_tokens, 2 * max(len(target) for _, target in batch) + 8)
         with autocast(dev):
             decoded = model.greedy([p for p, _ in batch], tokenizer.frame_sep_id, budget)

@@ -379,7 +379,6 @@ class MonitoringBackend(Backend):
         limit = rec.limit
         stacks = rec.stacks
         thread_numbers = rec.thread_numbers
-        instrumented = self._instrumented
         render_keyed = rec.render_keyed
         render = rec.render
         renderer = rec.renderer
@@ -388,11 +387,8 @@ class MonitoringBackend(Backend):
         line_delta = rec.line_delta
         fids = rec._fids
         suspended = self._suspended
-        tool = self.tool
-        local_events = self._local_events
         DISABLE = mon.DISABLE
-        set_local_events = mon.set_local_events
-        in_scope = rec.in_scope
+        instrument = self._instrument
         proxied = _PROXY
         full_scan = recorder_module.FULL_SCAN  # read when tracing starts (tests switch it)
         # id(code) -> (code, line effects, names bound at a fresh call in frame order, or
@@ -400,10 +396,8 @@ class MonitoringBackend(Backend):
         infos: dict = {}
 
         def code_info(code):
-            if not in_scope(code):
+            if not instrument(code):
                 return None
-            set_local_events(tool, code, local_events)
-            instrumented[id(code)] = code
             module_level = code.co_name == "<module>"
             if module_level or not (code.co_flags & 1):  # CO_OPTIMIZED: a function body
                 entry_names = None
@@ -428,7 +422,6 @@ class MonitoringBackend(Backend):
                 if info is None or info[0] is not code:
                     info = code_info(code)
                     if info is None:
-                        self._disabled_codes += 1
                         return DISABLE
                 ident = get_ident()
                 st = stacks.get(ident)

@@ -11,7 +11,12 @@ BACKEND_NAMES = ("auto", "monitoring", "settrace")
 
 
 class BackendUnavailable(ValueError):
-    """The requested backend cannot run on this interpreter."""
+    """The requested backend cannot run on this interpreter; ``backend`` is the name it resolved to
+    (``auto`` with $WORLDTRACE_BACKEND set names that one)."""
+
+    def __init__(self, message: str, backend: str) -> None:
+        super().__init__(message)
+        self.backend = backend
 
 
 def choose_backend(requested: str | None = "auto") -> tuple:
@@ -23,11 +28,11 @@ def choose_backend(requested: str | None = "auto") -> tuple:
     if name == "auto":
         name = (os.environ.get(BACKEND_ENV) or "auto").strip().lower()
     if name not in BACKEND_NAMES:
-        raise BackendUnavailable("unknown backend %r (choose from %s)" % (name, ", ".join(BACKEND_NAMES)))
+        raise BackendUnavailable("unknown backend %r (choose from %s)" % (name, ", ".join(BACKEND_NAMES)), name)
     reason = monitoring_unavailable_reason()
     if name == "monitoring":
         if reason is not None:
-            raise BackendUnavailable(reason)
+            raise BackendUnavailable(reason, name)
         from .monitoring import MonitoringBackend
 
         return MonitoringBackend, None
