@@ -38,6 +38,8 @@ COMPARED = (
     "stderr",
     "events",
 )
+# What made the trace: two traces that differ here are not two runs of the same thing.
+MAKERS = ("tracer_version", "python_version", "backend")
 RECHECKED_MODES = ("call", "script")  # a test suite is one job of many traces: not re-run
 # Statuses a sandbox limit decides as much as the program does (the machine's load, a neighbour's
 # memory): a run that hit one, and one that did not, say nothing about the program.
@@ -66,6 +68,12 @@ def sample(units: Sequence[WorkUnit], fraction: float) -> list[Key]:
     ]
 
 
+def to_run(wanted: Sequence[Key], judged: dict[Key, dict[str, Any]]) -> set[Key]:
+    """Of the sampled programs, those to run again: not judged yet, or judged with no verdict for
+    a reason that another run may not have (a missing trace, a limit hit in one run only)."""
+    return {key for key in wanted if key not in judged or judged[key].get("retry")}
+
+
 def plan_recheck(units: Sequence[WorkUnit], settings: HarvestSettings, todo: set[Key]) -> list[WorkUnit]:
     """The units that run the programs `todo` names again (ids distinct from the harvest's own)."""
     chosen = [replace(p, image=u.image) for u in units for p in u.programs if (u.image, p.program_id) in todo]
@@ -75,13 +83,18 @@ def plan_recheck(units: Sequence[WorkUnit], settings: HarvestSettings, todo: set
     ]
 
 
-def load_report(out: Path) -> dict[str, Any] | None:
+def load_report(folder: Path) -> dict[str, Any] | None:
     """The folder's report, or None (none yet, or not one of ours)."""
     try:
-        data = json.loads((out / REPORT).read_text(encoding="utf-8"))
+        data = json.loads((folder / REPORT).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def flagged(data: dict[str, Any]) -> set[str]:
+    """The trace ids (the harvest's traces) of the programs that traced differently when run again."""
+    return {str(entry["trace_id"]) for entry in data.get("differing", []) if isinstance(entry, dict) and "trace_id" in entry}
 
 
 def verdicts(report: dict[str, Any] | None) -> dict[Key, dict[str, Any]]:
@@ -116,17 +129,27 @@ def compare(out: Path, units: Sequence[WorkUnit], checks: Sequence[WorkUnit]) ->
 
 
 def judge(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
-    """The verdict on a program from its harvest's row `a` and its re-run's row `b`."""
+    """The verdict on a program from its harvest's row `a` and its re-run's row `b` (with
+    `retry` where another run may give one)."""
     if a is None or b is None:
-        reason = "no trace in the harvest" if a is None else "no trace in the re-run"
-    elif a["status"] == b["status"] == "timeout":
-        reason = "timed out both times"  # cut wherever the deadline found it: differs by nature
-    elif a["status"] != b["status"] and (a["status"] in LIMIT_STATUSES or b["status"] in LIMIT_STATUSES):
-        reason = f"hit a sandbox limit in one run only ({a['status']}, then {b['status']})"
-    else:
-        difference = first_difference(a, b)
-        return {"verdict": "identical"} if difference is None else {"verdict": "differing", **difference}
-    return {"verdict": "not_compared", "reason": reason}
+        missing = "the harvest" if a is None else "the re-run"
+        return {"verdict": "not_compared", "reason": f"no trace in {missing}", "retry": True}
+    made = [(name, a.get(name), b.get(name)) for name in MAKERS if a.get(name) != b.get(name)]
+    if made:
+        name, x, y = made[0]
+        return {"verdict": "not_compared", "trace_id": a.get("trace_id"),
+                "reason": f"traced by another {name.replace('_', ' ')} ({x}, then {y})"}
+    limits = [s for s in (a["status"], b["status"]) if s in LIMIT_STATUSES]
+    if len(limits) == 2:  # each trace cut wherever the limit found it: they differ by nature
+        reason = "timed out both times" if limits == ["timeout", "timeout"] else f"hit sandbox limits both times ({', '.join(limits)})"
+        return {"verdict": "not_compared", "trace_id": a.get("trace_id"), "reason": reason}
+    if limits and a["status"] != b["status"]:
+        return {"verdict": "not_compared", "trace_id": a.get("trace_id"), "retry": True,
+                "reason": f"hit a sandbox limit in one run only ({a['status']}, then {b['status']})"}
+    difference = first_difference(a, b)
+    if difference is None:
+        return {"verdict": "identical"}
+    return {"verdict": "differing", "trace_id": a.get("trace_id"), **difference}
 
 
 def first_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
@@ -200,7 +223,7 @@ def _rows(folder: Path, wanted: dict[str, set[str]]) -> dict[Key, dict[str, Any]
 
     found: dict[Key, dict[str, Any]] = {}
     for shard, ids in sorted(wanted.items()):
-        table = read_table(folder / shard, columns=["program_id", "image", *COMPARED],
+        table = read_table(folder / shard, columns=["trace_id", "program_id", "image", *MAKERS, *COMPARED],
                            filters=[("program_id", "in", sorted(ids))])
         for row in table.to_pylist():
             found[(row["image"], row["program_id"])] = row

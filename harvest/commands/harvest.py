@@ -295,7 +295,7 @@ def _harvest(
     # The determinism check: the sampled programs no earlier check of this folder judged.
     judged = recheck.verdicts(recheck.load_report(out))
     wanted = recheck.sample(units, recheck_fraction) if recheck_fraction else []
-    checks = recheck.plan_recheck(units, settings, {key for key in wanted if key not in judged})
+    checks = recheck.plan_recheck(units, settings, recheck.to_run(wanted, judged))
     recheck_dir = out / recheck.RECHECK_DIR
     checked = shard_io.committed_shards(recheck_dir) if checks else set()
     checks_todo = [c for c in checks if c.shard_name not in checked]
@@ -348,10 +348,18 @@ def _harvest(
     # the record marked interrupted. Installed after ray.init, which sets its own handler.
     previous_term = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
 
+    checking = False  # in the determinism check: the harvest itself is complete
+
     def on_interrupt() -> None:
         # Said and saved at once, before the tasks in flight are cancelled and Ray shut down:
         # either can end the process in Ray's own code ("An unexpected system state...").
-        if not record.interrupted:
+        if checking:
+            if not record.recheck_failed:
+                record.recheck_failed.append({"error": "interrupted"})
+                click.echo("interrupted: stopping the determinism check; re-run the same command to finish it",
+                           err=True)
+                write_run_manifest(out, record)
+        elif not record.interrupted:
             record.interrupted = True
             click.echo("interrupted: stopping; re-run the same command to resume where it stopped", err=True)
             write_run_manifest(out, record)
@@ -371,6 +379,7 @@ def _harvest(
         if todo:
             runner.run_units(todo, settings, out, record.run_id, on_result, on_failure, on_interrupt=on_interrupt)
         if checks_todo and record.complete:  # the harvest's own traces first: they are compared against
+            checking = True
             recheck_dir.mkdir(parents=True, exist_ok=True)
             runner.run_units(checks_todo, settings, recheck_dir, record.run_id, on_recheck_result,
                              on_recheck_failure, on_interrupt=on_interrupt)

@@ -208,7 +208,7 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         f"version {SCHEMA_VERSION}. Filters: status {', '.join(options.statuses) or 'any'}; "
         f"max events {options.max_events if options.max_events is not None else 'none'}; "
         f"programs that traced differently when run again "
-        f"{'dropped' if options.drop_nondeterministic else 'kept'}.",
+        f"{'dropped' if options.drop_nondeterministic else 'kept' if result.checks else 'not checked'}.",
         "",
     ]
     for check in result.checks:

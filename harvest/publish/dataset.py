@@ -194,11 +194,10 @@ class _Deduper:
 
 
 def _filtered(
-    batch: pa.RecordBatch, options: PublishOptions, stats: DatasetStats, flagged: frozenset[tuple[str, str]]
+    batch: pa.RecordBatch, options: PublishOptions, stats: DatasetStats, flagged: frozenset[str]
 ) -> pa.RecordBatch:
     if flagged:
-        pairs = zip(batch.column("image").to_pylist(), batch.column("program_id").to_pylist(), strict=True)
-        keep = pa.array([pair not in flagged for pair in pairs], pa.bool_())
+        keep = pa.array([trace_id not in flagged for trace_id in batch.column("trace_id").to_pylist()], pa.bool_())
         before = batch.num_rows
         batch = batch.filter(keep)
         stats.dropped_nondeterministic += before - batch.num_rows
@@ -214,14 +213,14 @@ def _filtered(
     return batch
 
 
-def _nondeterministic(checks: list[DeterminismReport], input_path: str) -> frozenset[tuple[str, str]]:
+def _nondeterministic(checks: list[DeterminismReport], input_path: str) -> frozenset[str]:
     """The programs the determinism reports flag (`--drop-nondeterministic`); none found is an error."""
     if not checks:
         raise PublishError(
             f"--drop-nondeterministic: no determinism report (determinism.json) beside the shards of "
             f"{input_path}; harvest with --recheck FRACTION to write one"
         )
-    return frozenset(pair for check in checks for pair in check.flagged())
+    return frozenset(trace_id for check in checks for trace_id in check.flagged())
 
 
 def write_splits(
@@ -229,10 +228,10 @@ def write_splits(
     data_dir: Path,
     options: PublishOptions,
     stats: DatasetStats,
-    flagged: frozenset[tuple[str, str]] = frozenset(),
+    flagged: frozenset[str] = frozenset(),
 ) -> dict[str, list[WrittenFile]]:
     """Filter, de-duplicate and route rows to their program's split; the files written per split.
-    `flagged`: (image, program id) of programs whose traces are dropped as nondeterministic."""
+    `flagged`: trace ids of programs whose traces are dropped as nondeterministic."""
     schema = published_schema()
     writers: dict[str, SplitWriter] = {}
     deduper = _Deduper()

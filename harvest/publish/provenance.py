@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harvest.recheck import REPORT as DETERMINISM_REPORT
+from harvest import recheck
 from harvest.run_manifest import RUN_MANIFEST, RUNS_DIR
 from schemas.shards import MANIFEST_NAME
 
@@ -65,25 +65,19 @@ class DeterminismReport:
     sha256: str
     data: dict[str, Any]
 
-    def flagged(self) -> set[tuple[str, str]]:
-        """(image, program id) of the programs that traced differently when run again."""
-        return {(str(d["image"]), str(d["program_id"])) for d in self.data.get("differing", [])}
+    def flagged(self) -> set[str]:
+        """Trace ids of the programs that traced differently when run again."""
+        return recheck.flagged(self.data)
 
 
 def find_determinism_reports(input_path: str, shard_files: list[str]) -> list[DeterminismReport]:
     """The determinism reports in the folders of the input."""
     found = []
     for folder in _folders(input_path, shard_files):
-        path = folder / DETERMINISM_REPORT
-        if not path.is_file():
-            continue
-        raw = path.read_bytes()
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and isinstance(data.get("differing"), list):
-            found.append(DeterminismReport(path, hashlib.sha256(raw).hexdigest(), data))
+        data = recheck.load_report(folder)
+        if data is not None:
+            raw = (folder / recheck.REPORT).read_bytes()
+            found.append(DeterminismReport(folder / recheck.REPORT, hashlib.sha256(raw).hexdigest(), data))
     return found
 
 

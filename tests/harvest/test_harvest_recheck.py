@@ -68,14 +68,21 @@ def test_first_difference_names_every_differing_field_and_where() -> None:
     assert diff is not None and diff["offset"] == 1005 and diff["first"] != diff["second"]  # shown where they differ
 
 
-def test_a_sandbox_limit_hit_in_one_run_only_is_no_verdict() -> None:
-    ok = {"status": "ok", "return_value": "1", "stdout": "", "events": []}
+def test_verdicts_of_runs_that_say_nothing_about_the_program() -> None:
+    ok = {"trace_id": "t1", "status": "ok", "return_value": "1", "stdout": "", "events": [],
+          "tracer_version": "0.1.0", "python_version": "3.11.2", "backend": "settrace"}
     assert judge(ok, dict(ok)) == {"verdict": "identical"}
-    assert judge({**ok, "status": "memory"}, ok)["verdict"] == "not_compared"
-    assert judge(ok, {**ok, "status": "timeout"})["reason"] == "hit a sandbox limit in one run only (ok, then timeout)"
-    assert judge({**ok, "status": "timeout"}, {**ok, "status": "timeout", "events": [1]})["reason"] == "timed out both times"
     assert judge(ok, {**ok, "status": "exception"})["verdict"] == "differing"
-    assert judge(ok, None)["reason"] == "no trace in the re-run"
+    assert judge(ok, {**ok, "return_value": "2"})["trace_id"] == "t1"  # what publish drops
+    one_sided = judge(ok, {**ok, "status": "timeout"})
+    assert one_sided["reason"] == "hit a sandbox limit in one run only (ok, then timeout)" and one_sided["retry"]
+    assert judge({**ok, "status": "memory"}, ok)["verdict"] == "not_compared"
+    both = judge({**ok, "status": "timeout"}, {**ok, "status": "timeout", "events": [1]})
+    assert both["reason"] == "timed out both times" and "retry" not in both
+    assert judge({**ok, "status": "memory"}, {**ok, "status": "timeout"})["reason"] == "hit sandbox limits both times (memory, timeout)"
+    upgraded = judge(ok, {**ok, "tracer_version": "0.2.0", "return_value": "2"})
+    assert upgraded["reason"] == "traced by another tracer version (0.1.0, then 0.2.0)"
+    assert judge(ok, None) == {"verdict": "not_compared", "reason": "no trace in the re-run", "retry": True}
 
 
 NONDETERMINISTIC = {
@@ -105,7 +112,7 @@ def test_recheck_flags_nondeterministic_programs_resumes_and_feeds_publish(ray_c
     assert done.returncode == 0, done.stderr
     report = json.loads((out / REPORT).read_text())
     assert {d["program_id"] for d in report["differing"]} == set(NONDETERMINISTIC)
-    assert report["not_compared"] == [{"program_id": "spin", "image": "local", "reason": "timed out both times"}]
+    assert [(e["program_id"], e["reason"]) for e in report["not_compared"]] == [("spin", "timed out both times")]
     assert (report["rechecked"], report["identical"], report["nondeterministic"]) == (8, 4, 3)
     fields = {d["program_id"]: d["fields"] for d in report["differing"]}
     assert fields["address"] == ["stdout"] and "return_value" in fields["uuid"]
