@@ -208,10 +208,12 @@ def write_report(out: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def summary(data: dict[str, Any], new: int) -> dict[str, Any]:
-    """The report's counts, for the run manifest (`new`: programs this run checked)."""
+def summary(data: dict[str, Any], new: int, sampled: int) -> dict[str, Any]:
+    """The report's counts, for the run manifest (`new`: programs this run checked; `sampled`: of
+    this run's programs, those in the sample)."""
     return {key: data[key] for key in ("fraction", "rechecked", "identical", "nondeterministic")} | {
         "not_compared": len(data["not_compared"]),
+        "sampled": sampled,
         "rechecked_this_run": new,
         "report": REPORT,
     }

@@ -855,17 +855,9 @@ class Renderer:
         if enum_mod is not None and issubclass(t, enum_mod.Enum):
             return self._make_enum(t)
         if issubclass(t, type):
-            def class_kind(v, d, b):
-                if d == 0:  # a local holding it (``K = Registry``): class attributes are state
-                    b.elided = True  # that other locals may alias (not for one inside a container)
-                return self._spend(b, "<class '%s'>" % type_qualified_name(v))
-            return class_kind
+            return self._holder_kind(lambda v: "<class '%s'>" % type_qualified_name(v))
         if t is types.FunctionType:
-            def function_kind(v, d, b):
-                if d == 0:  # its attributes, defaults and globals: likewise
-                    b.elided = True
-                return self._spend(b, "<function %s>" % _safe_str(v.__qualname__))
-            return function_kind
+            return self._holder_kind(lambda v: "<function %s>" % _safe_str(v.__qualname__))
         if t is types.BuiltinFunctionType or t is types.BuiltinMethodType:
             return self._render_builtin_function
         if t is types.MethodWrapperType:
@@ -891,11 +883,7 @@ class Renderer:
                 return self._spend(b, "<memoryview object>")
             return memoryview_kind
         if t is types.ModuleType:
-            def module_kind(v, d, b):
-                if d == 0:
-                    b.elided = True
-                return self._spend(b, "<module %r>" % _safe_str(v.__name__))
-            return module_kind
+            return self._holder_kind(lambda v: "<module %r>" % _safe_str(v.__name__))
         if t is types.GeneratorType or t is types.CoroutineType or t is types.AsyncGeneratorType:
             kind = "generator" if t is types.GeneratorType else "coroutine" if t is types.CoroutineType else "async_generator"
             return lambda v, d, b: self._spend(b, "<%s object %s>" % (kind, _safe_str(v.__qualname__)))
@@ -930,6 +918,17 @@ class Renderer:
         attributes, an exception's, an enum member's or a builtin subclass's): a local holding
         one of them aliases it, and is re-read when a line mutates it through the object."""
         _note_hidden(instance_attrs(v, t, b.ids), shown, b.ids)
+
+    def _holder_kind(self, text_of):
+        """The renderer of a class, function or module: ``text_of(value)``. A local holding one
+        (``K = Registry``) marks its rendering elided: the object's attributes (class attributes,
+        a function's defaults and globals, a module's names) are state that other locals may
+        alias. Not one inside a container."""
+        def holder_kind(v, d, b):
+            if d == 0:
+                b.elided = True
+            return self._spend(b, text_of(v))
+        return holder_kind
 
     def _render_builtin_function(self, v, depth, budget):
         owner = v.__self__

@@ -293,7 +293,8 @@ def _harvest(
     record.counts_before = shard_io.status_counts(out / u.shard_name for u in done_before)
     record.mismatches_before = shard_io.expected_output_mismatches(out / u.shard_name for u in done_before)
     # The determinism check: the sampled programs no earlier check of this folder judged.
-    judged = recheck.verdicts(recheck.load_report(out))
+    earlier = recheck.load_report(out) if recheck_fraction else None
+    judged = recheck.verdicts(earlier)
     wanted = recheck.sample(units, recheck_fraction) if recheck_fraction else []
     checks = recheck.plan_recheck(units, settings, recheck.to_run(wanted, judged))
     recheck_dir = out / recheck.RECHECK_DIR
@@ -307,14 +308,13 @@ def _harvest(
     def finish_recheck() -> None:
         if not recheck_fraction or not record.complete or record.recheck_failed:
             return
-        previous = recheck.load_report(out)
-        runs = list(previous["runs"]) if previous else []
+        runs = list(earlier["runs"]) if earlier else []
         if checks:
             judged.update(recheck.compare(out, units, checks))
             runs.append(record.run_id)
         data = recheck.report(judged, recheck_fraction, runs)
         recheck.write_report(out, data)
-        record.recheck = recheck.summary(data, sum(len(c) for c in checks)) | {"sampled": len(wanted)}
+        record.recheck = recheck.summary(data, new=sum(len(c) for c in checks), sampled=len(wanted))
 
     if not todo and not checks_todo:
         finish_recheck()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,20 @@ def script_stdout(python: str, script: str, timeout: float = 300) -> str:
     proc = run_in(python, script, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def no_problems_under_every_python(script: str):
+    """A test that runs the tests/tracer module ``script`` as a script (stdlib only: it prints the
+    JSON list of the problems its checks find) under every pyenv Python, and expects none."""
+    pythons = pyenv_pythons()
+
+    @pytest.mark.multipython
+    @pytest.mark.parametrize("version", sorted(pythons))
+    def test_under_every_python(version: str) -> None:
+        stdout = script_stdout(pythons[version], script)
+        assert json.loads(stdout) == [], stdout[-3000:]
+
+    return test_under_every_python
 
 
 def host_python() -> str:
