@@ -53,6 +53,7 @@ class RunRecord:
     startup_s: float = 0.0  # Ray start-up and planning before the first unit was submitted
     recheck: dict[str, Any] | None = None  # the determinism check's counts (harvest.recheck.summary)
     recheck_failed: list[dict[str, str]] = field(default_factory=list)  # units of the check that failed
+    error: str | None = None  # why the run ended early (Ray unreachable, an error of the driver)
 
     def counts_this_run(self) -> dict[str, int]:
         return _sum_counts(r.counts for r in self.results)
@@ -83,7 +84,7 @@ class RunRecord:
 
     @property
     def complete(self) -> bool:
-        return not self.failed_units and not self.interrupted and (
+        return not self.failed_units and not self.interrupted and self.error is None and (
             self.units_done_before + len(self.results) == self.units_planned
         )
 
@@ -101,6 +102,7 @@ class RunRecord:
             "finished_at": self.finished_at,
             "complete": self.complete,
             "interrupted": self.interrupted,
+            "error": self.error,
             "ray_address": self.ray_address or "embedded",
             "versions": versions(),
             "settings": asdict(self.settings),

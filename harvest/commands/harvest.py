@@ -342,7 +342,15 @@ def _harvest(
         if progress is not None:
             progress.write(f"unit {unit.unit_id} failed: {reason}")
 
-    started_ray = runner.start_ray(runner.RayOptions(address=ray_address, num_cpus=num_cpus), settings.sandbox)
+    try:
+        started_ray = runner.start_ray(runner.RayOptions(address=ray_address, num_cpus=num_cpus), settings.sandbox)
+    except Exception as exc:
+        # The manifest already says this run started: it says why it ended, too.
+        record.error = str(exc)
+        record.finished_at = now()
+        record.wall_time_s = time.monotonic() - started
+        write_run_manifest(out, record)
+        raise
     record.startup_s = time.monotonic() - started
     # SIGTERM (a scheduler, `kill`, `timeout`) ends the harvest as Ctrl-C does: containers removed,
     # the record marked interrupted. Installed after ray.init, which sets its own handler.
@@ -389,6 +397,9 @@ def _harvest(
         if settings.sandbox == "docker":
             _reap_run(record.run_id)
         raise click.ClickException("interrupted; re-run the same command to resume where it stopped") from None
+    except Exception as exc:
+        record.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, WorldtraceError) else str(exc)
+        raise
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)

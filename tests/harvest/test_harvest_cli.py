@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,10 @@ def test_an_unreachable_ray_address_is_a_quick_clear_error(tmp_path: Path) -> No
                                 env={"RAY_ADDRESS": "127.0.0.1:1"})
     assert result.exit_code == 1 and time.monotonic() - started < 30
     assert "Error: cannot reach the Ray cluster at 127.0.0.1:1" in result.output
+    # The run manifest written before Ray was asked says how the run ended.
+    manifest = json.loads((tmp_path / "o" / "harvest-run.json").read_text())
+    assert manifest["finished_at"] and not manifest["complete"]
+    assert manifest["error"].startswith("cannot reach the Ray cluster at 127.0.0.1:1")
 
 
 def test_monitoring_on_an_image_without_it_is_refused_up_front(tmp_path: Path) -> None:
