@@ -25,6 +25,7 @@ run, on three of benchmarks/tracer_workloads.py's workloads:
 
 from __future__ import annotations
 
+import argparse
 import gc
 import marshal
 import os
@@ -111,6 +112,7 @@ def _best(fn, reps: int = REPS) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     if sys.version_info < (3, 12):
         sys.exit("inline_floor.py compares with the monitoring backend: run it under Python 3.12+")
     folder = tempfile.mkdtemp(prefix="wt-inline-")
