@@ -15,11 +15,16 @@ def decode_output(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
+STARTED_SUFFIX = ".started"
+
+
 class TraceWriter:
     """Appends trace lines to PATH; one `os.write` per line, so a kill leaves at most a partial last line.
 
     Opening resumes: a partial trailing line (an interrupted write) is cut off, and the program ids of
-    the complete lines are in `done`, so the caller can skip them.
+    the complete lines are in `done`, so the caller can skip them. PATH.started lists the program ids
+    this run started, in order (`starting`): if the runner itself dies, whoever ran it can tell the
+    program it was running from a runner that never got to one.
     """
 
     def __init__(self, path: str) -> None:
@@ -27,13 +32,15 @@ class TraceWriter:
         self.done: Set[str] = set()
         self.lines_before = 0
         self.cut_bytes = 0
-        self._fd = -1
+        self._fd = self._started_fd = -1
         self._resume()
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
             self._fd = os.open(path, flags, 0o644)
+            self._started_fd = os.open(path + STARTED_SUFFIX, flags | os.O_TRUNC, 0o644)
         except OSError as exc:
-            raise OutputError("cannot open the output %s: %s" % (path, exc.strerror)) from exc
+            self.close()
+            raise OutputError("cannot open the output %s: %s" % (exc.filename or path, exc.strerror)) from exc
 
     def _resume(self) -> None:
         try:
@@ -74,7 +81,13 @@ class TraceWriter:
             view = view[written:]
         self.done.add(trace["program_id"])
 
+    def starting(self, program_id: str) -> None:
+        """Note that the program `program_id` starts now (a line of PATH.started)."""
+        os.write(self._started_fd, (json.dumps(program_id) + "\n").encode("utf-8"))
+
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for name in ("_fd", "_started_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)

@@ -441,6 +441,7 @@ class BatchRunner(object):
                     if job.program_id in writer.done:
                         skipped += 1
                         continue
+                    writer.starting(job.program_id)
                     if job.mode == "pytest" and not self._pytest_warm:
                         self._warm_pytest()
                     trace = self.run_job(job, writer.done, writer.write)

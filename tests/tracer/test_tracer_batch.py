@@ -433,6 +433,14 @@ def test_run_record_is_written(hostile: tuple) -> None:
     assert runs[-1]["runner_cpu_s"] > 0 and runs[-1]["child_cpu_s"] > 0
 
 
+def test_the_programs_are_noted_as_they_start(hostile: tuple) -> None:
+    # OUT.started: whoever runs the batch can tell, if the runner itself dies, which program it was
+    # running (its row is missing) from a runner that never got to one.
+    tmp = hostile[2]
+    started = [json.loads(line) for line in (tmp / "out.jsonl.started").read_text().splitlines()]
+    assert started == [j["program_id"] for j in HOSTILE_JOBS]
+
+
 def pyenv_python(version: str) -> str | None:
     """The pyenv interpreter for `version` (like tests/conftest.py's pyenv_pythons), or None."""
     root = Path(os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))) / "versions"
@@ -588,6 +596,10 @@ def test_resume_after_sigkill_has_every_program_once(tmp_path: Path) -> None:
         proc.wait()
     first = _count_lines(out)
     assert 10 <= first < n, f"the batch should have been killed part-way ({first} lines)"
+    started = [json.loads(line) for line in Path(f"{out}.started").read_text().splitlines() if line]
+    ids = [job["program_id"] for job in jobs]
+    # Killed while it ran the first program without a row, or just before it started that one.
+    assert started[:first] == ids[:first] and started[-1] in ids[first - 1 : first + 1]
     with out.open("ab") as f:  # what a write interrupted mid-line leaves behind
         f.write(b'{"program_id": "p%02d", "status": "o' % first)
     rerun = subprocess.run(
