@@ -33,6 +33,10 @@ class ImageBuildError(ImageError):
         self.log_path = log_path
 
 
+class StorageError(WorldtraceError):
+    """The harvest's files could not be written (a full disk, a read-only or removed folder)."""
+
+
 class SandboxError(WorldtraceError):
     """A sandbox could not run a unit for an infrastructure reason (never a program's failure).
 
@@ -67,3 +71,8 @@ class RunnerFailed(SandboxError):
         super().__init__(message)
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+
+    def __reduce__(self) -> tuple[type[RunnerFailed], tuple[str, int, str]]:
+        # Ray sends a task's exception to the driver pickled; the default rebuilds it from
+        # `args` (the message alone), which fails, and the driver saw "Failed to deserialize".
+        return type(self), (str(self), self.exit_code, self.stderr_tail)

@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harvest.errors import RunnerFailed, SandboxError, UnitDeadlineExceeded
+from harvest.errors import RunnerFailed, SandboxError, StorageError, UnitDeadlineExceeded
+from harvest.inputs import Program
 from harvest.plan import HarvestSettings, WorkUnit
 from harvest.sandbox.base import Sandbox, UnitRequest
+from tracer._batch_output import STARTED_SUFFIX
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".worldtrace/work"  # under --out: per-unit scratch (jobs, streams); removed on commit
-# After this many sandbox rounds in a row without a single new row, the failure is not a program's.
-MAX_ROUNDS_WITHOUT_PROGRESS = 3
 
 
 @dataclass
@@ -73,7 +73,28 @@ def execute_unit(
     run_id: str,
     sandbox: Sandbox,
 ) -> UnitResult:
-    """Trace every program of `unit` in one sandbox and commit its shard; return its metadata."""
+    """Trace every program of `unit` in one sandbox and commit its shard; return its metadata.
+
+    Raises `SandboxError` when the sandbox failed, `StorageError` when the unit's files could not
+    be written (its shard never appears half-written: see `ShardWriter`)."""
+    if not out_dir.is_dir():  # not created again here: the harvest that made it is gone with it
+        raise StorageError(f"the output folder {out_dir} no longer exists (removed while the harvest ran?)")
+    try:
+        return _execute_unit(unit, settings, out_dir, run_id, sandbox)
+    except OSError as exc:
+        if exc.errno is None:
+            raise  # not a system call's error (HTTP client errors are OSErrors too)
+        where = f": {exc.filename}" if exc.filename else ""
+        raise StorageError(f"unit {unit.unit_id}, output folder {out_dir}: {exc.strerror or exc}{where}") from exc
+
+
+def _execute_unit(
+    unit: WorkUnit,
+    settings: HarvestSettings,
+    out_dir: Path,
+    run_id: str,
+    sandbox: Sandbox,
+) -> UnitResult:
     started = time.monotonic()
     cpu_started = time.process_time()
     work = unit_work_dir(out_dir, unit.unit_id)
@@ -92,7 +113,6 @@ def execute_unit(
     start_stop = 0.0  # of which: starting and removing containers (or runner processes)
     rounds = 0
     failures: list[str] = []
-    stalled = 0
     while True:
         pending = [p for p in unit.programs if p.program_id not in done]
         if not pending:
@@ -119,6 +139,8 @@ def execute_unit(
         )
         round_started = time.monotonic()
         failure: SandboxError | None = None
+        started_log = Path(f"{stream}{STARTED_SUFFIX}")
+        started_log.unlink(missing_ok=True)  # the runner writes it anew: what this round started
         try:
             outcome = sandbox.run_unit(request)
             start_stop += outcome.startup_s + outcome.teardown_s
@@ -138,18 +160,20 @@ def execute_unit(
         reason = str(failure) if failure else "the batch runner ended without a result for them"
         failures.append(f"round {rounds}: {len(missing)} programs without a result: {reason}")
         if len(done) > before:
-            stalled = 0
             continue  # it got somewhere: resume after the last finished program
-        stalled += 1
-        if stalled >= MAX_ROUNDS_WITHOUT_PROGRESS:
+        culprit = _program_that_took_it_down(failure, started_log, missing)
+        if culprit is None:
+            # Nothing ran and no program was running when the runner died (it could not start,
+            # could not write its output, was killed between programs): the infrastructure's
+            # failure, which no row may record. Raised, so that the unit is retried.
             if failure is not None:
                 raise failure
             raise RunnerFailed(f"unit {unit.unit_id}: the batch runner makes no progress: {reason}", exit_code=0)
-        # No row at all: the first pending program took the sandbox down with it. It is the
-        # program's outcome (a row), and the others still run.
-        culprit = missing[0]
+        # The runner was killed while this program ran, and it never reported: the program took
+        # the sandbox down with it. That is the program's outcome (a row); the others still run.
         log.warning("unit %s: program %s took the sandbox down (%s)", unit.unit_id, culprit.program_id, reason)
         row = crashed_row(culprit.program_id, culprit.entrypoint, culprit.input, settings, reason)
+        _cut_torn_tail(stream)  # the killed runner may have left half a line, which the row must not extend
         _write_rows(stream, [row], append=True)
         done[culprit.program_id] = _summary(row)
 
@@ -245,6 +269,55 @@ def crashed_row(
         exception_message=f"the sandbox died while running this program: {reason}"[:2000],
     )
     return row
+
+
+def _program_that_took_it_down(
+    failure: SandboxError | None, started_log: Path, missing: list[Program]
+) -> Program | None:
+    """The program that was running when the runner was killed, if one was and it has no row.
+
+    Only a runner killed from outside (a signal: the OOM killer, a program that kills it, the host
+    at the unit deadline) can be a program's doing; a runner that exited with an error of its own
+    (exit code 1 or 2: cannot start, cannot fork, cannot write its output) is not. The runner
+    notes each program as it starts it (STREAM.started), so a runner that died before its first
+    program, or between two, names none.
+    """
+    if isinstance(failure, RunnerFailed):
+        if not (failure.exit_code < 0 or failure.exit_code > 128):  # 128+N: killed by signal N
+            return None
+    elif not isinstance(failure, UnitDeadlineExceeded):
+        return None
+    last = None
+    for line in _lines(started_log):
+        try:
+            last = json.loads(line)
+        except ValueError:
+            continue  # half a line: the runner died while noting it
+    return next((p for p in missing if p.program_id == last), None)
+
+
+def _lines(path: Path) -> list[bytes]:
+    try:
+        return [line for line in path.read_bytes().split(b"\n") if line]
+    except OSError:
+        return []
+
+
+def _cut_torn_tail(path: Path, chunk: int = 1 << 16) -> None:
+    """Truncate `path` after its last newline (a writer killed mid-line leaves a partial line)."""
+    with path.open("rb+") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            log.info("%s: cutting off a torn last line (%d bytes)", path, size - end)
+            f.truncate(end)
 
 
 def _new_attempt_dir(work: Path) -> tuple[Path, int]:

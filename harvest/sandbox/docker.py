@@ -40,6 +40,7 @@ from harvest.sandbox.base import (
     tail,
 )
 from images.cache import record_use
+from tracer._batch_output import STARTED_SUFFIX
 
 if TYPE_CHECKING:
     import docker
@@ -414,7 +415,8 @@ def _prepare_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
 
 def _finish_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
     """Move the stream back to output_path (owned by us again), append the runner's run record
-    beside it (OUTPUT.runs.jsonl), and drop the unit's folder."""
+    beside it (OUTPUT.runs.jsonl), move its list of started programs there (OUTPUT.started), and
+    drop the unit's folder."""
     stream = unit_dir / "stream.jsonl"
     if stream.exists():
         if os.geteuid() == 0:
@@ -424,6 +426,9 @@ def _finish_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
     if runs.exists():
         with runs.open("rb") as src, open(f"{req.output_path}.runs.jsonl", "ab") as dst:
             shutil.copyfileobj(src, dst)
+    started = unit_dir / f"stream.jsonl{STARTED_SUFFIX}"  # the programs the runner started, in order
+    if started.exists():
+        os.replace(started, f"{req.output_path}{STARTED_SUFFIX}")
     shutil.rmtree(unit_dir, ignore_errors=True)
 
 

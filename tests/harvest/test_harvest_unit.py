@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from harvest.errors import RunnerFailed
 from harvest.inputs import Program, load_programs
 from harvest.plan import HarvestSettings, plan_units
 from harvest.sandbox.local import LocalSandbox
@@ -175,3 +177,62 @@ def test_rows_are_converted_a_bounded_number_of_events_at_a_time(tmp_path: Path,
     assert [r["program_id"] for r in rows] == [f"p{i}" for i in range(5)]
     assert [r["return_value"] for r in rows] == [str((i + 1) * 2) for i in range(5)]
     assert all([e["kind"] for e in r["events"]] == ["call", "line", "line", "line", "return"] for r in rows)
+
+
+def test_a_runner_that_cannot_start_is_the_infrastructures_failure_not_a_programs_row(tmp_path: Path) -> None:
+    # An image whose Python cannot run the runner (here: a "python" that fails at once, as python2
+    # or a broken interpreter would): no program ran, so none may get a `crashed` row, in this
+    # attempt or in the one that runs once the sandbox is fixed.
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'this interpreter cannot run the batch runner' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    programs = [call(f"p{i}", f"    return x + {i}") for i in range(4)]
+    (unit,) = plan_units(programs, SETTINGS)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RunnerFailed, match="cannot run the batch runner") as failed:
+        execute_unit(unit, SETTINGS, out, "run-1", LocalSandbox(python=str(broken)))
+    assert failed.value.exit_code == 1
+    assert list(read_stream(unit_work_dir(out, unit.unit_id) / "attempt-1" / "stream.jsonl")) == []
+    result = execute_unit(unit, SETTINGS, out, "run-2", LocalSandbox())
+    assert result.counts == {"ok": 4} and result.attempt == 2
+    assert [(r["program_id"], r["status"]) for r in shard_rows(out / unit.shard_name)] == [(f"p{i}", "ok") for i in range(4)]
+
+
+class KilledMidLine(LocalSandbox):
+    """A first round whose runner is killed (SIGKILL) while it writes its first program's row, as
+    a program that kills the runner's group can make it; later rounds run normally."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounds = 0
+
+    def run_unit(self, req):  # type: ignore[no-untyped-def]
+        self.rounds += 1
+        if self.rounds > 1:
+            return super().run_unit(req)
+        first = json.loads(req.jobs_path.read_text().splitlines()[0])["program_id"]
+        with open(f"{req.output_path}.started", "a") as f:
+            f.write(json.dumps(first) + "\n")
+        with req.output_path.open("a") as f:
+            f.write('{"format": "worldtrace.stream/1", "program_id": ' + json.dumps(first) + ', "status": "o')
+        raise RunnerFailed("the batch runner was killed (signal 9)", exit_code=-9)
+
+
+def test_a_runner_killed_mid_line_gives_its_program_a_crashed_row_that_the_next_round_can_read(tmp_path: Path) -> None:
+    programs = [call(f"p{i}", f"    return x + {i}") for i in range(4)]
+    (unit,) = plan_units(programs, SETTINGS)
+    sandbox = KilledMidLine()
+    result = execute_unit(unit, SETTINGS, tmp_path, "run-1", sandbox)
+    # The half-written row was cut off before the crashed row was added, so the runner could
+    # resume the stream in the second round (it refuses a complete line that is not a row).
+    assert sandbox.rounds == 2 and result.counts == {"crashed": 1, "ok": 3}
+    rows = shard_rows(tmp_path / unit.shard_name)
+    assert [(r["program_id"], r["status"]) for r in rows] == [("p0", "crashed"), ("p1", "ok"), ("p2", "ok"), ("p3", "ok")]
+
+
+def test_a_runner_failure_reaches_the_driver_whole() -> None:
+    # Ray pickles a task's exception to send it to the driver: the failure must survive that,
+    # or all the driver can say is "Failed to deserialize exception".
+    failure = pickle.loads(pickle.dumps(RunnerFailed("the runner exited", exit_code=3, stderr_tail="why")))
+    assert (str(failure), failure.exit_code, failure.stderr_tail) == ("the runner exited", 3, "why")
