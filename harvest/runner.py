@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harvest.errors import SandboxError, WorldtraceError
+from harvest.errors import EngineError, SandboxError, StorageError, WorldtraceError
 from harvest.plan import HarvestSettings, WorkUnit
 from harvest.unit import UnitResult, execute_unit
 
@@ -26,6 +26,11 @@ DOCKER_RESOURCE = "worldtrace_docker"
 TASK_RETRIES = 3  # for worker deaths and retryable sandbox errors; program failures are rows
 OBJECT_STORE_BYTES = 128 * 1024 * 1024  # only metadata travels through it
 CONNECT_TIMEOUT_S = 10.0  # to reach a cluster's GCS port before handing the address to Ray
+# After an engine error, a task waits this long for the engine to answer again before Ray retries it
+# (at once): a daemon that restarts (an upgrade, a crash under systemd) is back within seconds.
+ENGINE_WAIT_S = 30.0
+ENGINE_WAIT_ENV = "WORLDTRACE_ENGINE_WAIT_S"  # read where the units run (a node's environment)
+NODE_CHECK_TIMEOUT_S = 180.0  # for every node to check its engine (a busy node starts a worker first)
 
 
 class UnitFailed(WorldtraceError):
@@ -113,6 +118,58 @@ def task_slots(sandbox: str) -> int:
     return slots
 
 
+def check_docker_nodes(images: Sequence[str]) -> None:
+    """Before any unit runs: on every node that offers Docker slots, the engine answers and has
+    `images` built. Any unit may run on any such node, so a node without them would fail its units
+    (an image missing on one node is no reason to retry elsewhere: Ray's retries are blind)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(DOCKER_RESOURCE)]
+    if not nodes:
+        return  # task_slots says what to do about that
+    check = ray.remote(_check_this_node)
+    refs = {
+        check.options(
+            num_cpus=0,
+            max_retries=0,
+            name="worldtrace-node-check",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+        ).remote(list(images)): n
+        for n in nodes
+    }
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=NODE_CHECK_TIMEOUT_S)
+    problems = []
+    for ref, node in refs.items():
+        where = f"node {node.get('NodeManagerAddress', '?')} ({node.get('NodeManagerHostname', '?')})"
+        if ref not in ready:
+            ray.cancel(ref, force=True)
+            problems.append(f"{where}: did not answer the check within {NODE_CHECK_TIMEOUT_S:g} s")
+            continue
+        try:
+            problem = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            problem = f"the check failed: {_explain(exc)}"
+        if problem:
+            problems.append(f"{where}: {problem}")
+    if problems:
+        raise WorldtraceError(
+            "not every node of the Ray cluster with Docker slots can run the units (each may get any of them):\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def _check_this_node(images: list[str]) -> str:
+    """On a node: what keeps it from running units of `images` ('' when nothing)."""
+    from harvest.sandbox.docker import DockerSandbox, describe_missing_images
+
+    try:
+        missing = DockerSandbox(reap_on_start=False).missing_images(images)
+    except SandboxError as exc:
+        return str(exc)
+    return describe_missing_images(missing) if missing else ""
+
+
 # One sandbox per worker process, created on first use (the Docker client is reused across units).
 _SANDBOXES: dict[str, Any] = {}
 
@@ -132,11 +189,26 @@ def run_unit_task(unit: WorkUnit, settings: HarvestSettings, out_dir: str, run_i
     try:
         result = execute_unit(unit, settings, Path(out_dir), run_id, _worker_sandbox(settings.sandbox))
     except SandboxError as exc:
-        if getattr(exc, "retryable", True):
-            raise  # Ray retries these (retry_exceptions)
-        raise UnitFailed(f"{type(exc).__name__}: {exc}") from exc
+        if not getattr(exc, "retryable", True):
+            raise UnitFailed(f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, EngineError):
+            from harvest.docker_client import wait_for_engine
+
+            wait_for_engine(engine_wait_s())
+        raise  # Ray retries these (retry_exceptions)
+    # Anything else (StorageError: the output folder is full, read-only or gone) is not retried.
     result.node_id = ray.get_runtime_context().get_node_id()
     return asdict(result)
+
+
+def engine_wait_s() -> float:
+    """How long a unit waits for a lost engine before its retry: $WORLDTRACE_ENGINE_WAIT_S or 30 s."""
+    text = os.environ.get(ENGINE_WAIT_ENV, "").strip()
+    try:
+        return max(0.0, float(text)) if text else ENGINE_WAIT_S
+    except ValueError:
+        log.warning("%s=%r is not a number of seconds; waiting %g s", ENGINE_WAIT_ENV, text, ENGINE_WAIT_S)
+        return ENGINE_WAIT_S
 
 
 OnResult = Callable[[UnitResult], None]
@@ -171,9 +243,10 @@ def run_units(
     pending = list(reversed(units))  # pop() from the end keeps the plan's order
     in_flight: dict[Any, WorkUnit] = {}
     out = str(out_dir.resolve())
+    stop = ""  # why no further unit can succeed: an engine that stopped answering, an unusable --out
     try:
-        while pending or in_flight:
-            while pending and len(in_flight) < limit:
+        while in_flight or (pending and not stop):
+            while pending and not stop and len(in_flight) < limit:
                 unit = pending.pop()
                 in_flight[remote.remote(unit, settings, out, run_id)] = unit
             ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -182,9 +255,16 @@ def run_units(
                 try:
                     data = ray.get(ref)
                 except ray.exceptions.RayError as exc:
+                    if isinstance(_cause(exc), EngineError | StorageError):
+                        # Its retries waited for the engine in vain, or the output folder is full,
+                        # read-only or gone: the units still to start would only fail the same
+                        # way, one after another. Stop; a re-run resumes.
+                        stop = stop or _explain(exc)
                     on_failure(unit, _explain(exc))
                     continue
                 on_result(UnitResult(**data))
+        for unit in reversed(pending):
+            on_failure(unit, f"not started: another unit failed with {stop}")
     except BaseException as exc:
         if on_interrupt is not None and isinstance(exc, KeyboardInterrupt):
             on_interrupt()
@@ -196,12 +276,18 @@ def run_units(
         raise
 
 
-def _explain(exc: BaseException) -> str:
-    """A one-line reason from a Ray error (the original exception when there is one)."""
+def _cause(exc: BaseException) -> BaseException | None:
+    """The exception a Ray task raised, if `exc` carries one."""
     import ray
 
-    cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else None
+    return exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else None
+
+
+def _explain(exc: BaseException) -> str:
+    """A one-line reason from a Ray error (the original exception when there is one)."""
+    cause = _cause(exc)
     if cause is not None:
-        return f"{type(cause).__name__}: {cause}"
+        retried = f" (the last of {TASK_RETRIES + 1} tries)" if isinstance(cause, SandboxError) else ""
+        return f"{type(cause).__name__}: {cause}{retried}"
     first = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {first[0] if first else ''}"

@@ -183,6 +183,11 @@ def command(
             _harvest(units, settings, out, record, ray_address, num_cpus, silent, started, recheck_fraction)
     except (WorldtraceError, SchemaError) as exc:  # the output folder's shards or manifest, too
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # the output folder: read-only, full, removed while the harvest ran
+        where = f": {exc.filename}" if exc.filename else f" (output folder {out})"
+        raise click.ClickException(
+            f"{exc.strerror or exc}{where}; fix that (free space, permissions) and re-run the same command to resume"
+        ) from exc
     data = record.to_json()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -383,6 +388,9 @@ def _harvest(
             progress.write(f"unit {unit.unit_id} of the determinism check failed: {reason}")
 
     try:
+        if settings.sandbox == "docker" and ray_address is not None:
+            # On a cluster every node with Docker slots may run any unit: check their engines now.
+            runner.check_docker_nodes(sorted({u.image for u in todo + checks_todo}))
         progress = _progress_bar(sum(len(u) for u in todo + checks_todo), silent)
         if todo:
             runner.run_units(todo, settings, out, record.run_id, on_result, on_failure, on_interrupt=on_interrupt)
@@ -407,9 +415,15 @@ def _harvest(
             progress.close()
         record.finished_at = now()
         record.wall_time_s = time.monotonic() - started
-        write_run_manifest(out, record)
-        if started_ray:
-            runner.stop_ray()
+        try:
+            write_run_manifest(out, record)  # a full or removed --out fails here too: still clean up
+        finally:
+            if started_ray:
+                runner.stop_ray()
+            if settings.sandbox == "docker":
+                # Once no task of the run is left: containers whose owner could not remove them
+                # (the engine was lost and came back, the worker was killed or cancelled).
+                _reap_run(record.run_id)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -432,44 +446,37 @@ def _progress_bar(total: int, silent: bool) -> Any:
 
 def _prepare_docker(images: list[str]) -> None:
     """Remove containers of dead harvests; check that `images` are built on this engine."""
-    from docker.errors import ImageNotFound
-
-    from harvest.sandbox.docker import DockerSandbox
+    from harvest.sandbox.docker import DockerSandbox, describe_missing_images
 
     docker = DockerSandbox(reap_on_start=False)
     try:
         removed = docker.reap()
-        missing = []
-        for image in images:
-            try:
-                docker.client.api.inspect_image(docker.resolve_image(image))
-            except ImageNotFound:
-                missing.append(image)
+        missing = docker.missing_images(images)
     finally:
         docker.close()
     if removed:
         log.warning("removed %d containers left behind by dead harvests", removed)
-    from images.catalog import load_catalog
-
-    catalog = load_catalog()
-    unknown = [image for image in missing if image not in catalog]
-    if unknown:
-        raise WorldtraceError(
-            f"image(s) neither in the image catalog nor on this Docker engine: {', '.join(unknown)}; "
-            f"the catalog has: {', '.join(catalog)} (see `worldtrace images list`)"
-        )
     if missing:
-        raise WorldtraceError(
-            f"image(s) not built on this Docker engine: {', '.join(missing)}; "
-            f"build with `worldtrace images build {' '.join(missing)}`"
-        )
+        raise WorldtraceError(describe_missing_images(missing))
+
+
+REAP_TIMEOUT_S = 60.0  # a stalled engine must not hold the end of a harvest for the SDK's 15 minutes
 
 
 def _reap_run(run_id: str) -> None:
-    from harvest.sandbox import open_sandbox
+    """Remove every container of the run on this engine: what a lost engine, a killed Ray worker or
+    a cancelled task left behind. An engine that does not answer is left to the next harvest's
+    start (it removes containers whose owner process is gone)."""
+    from harvest.docker_client import get_client
+    from harvest.sandbox.docker import DockerSandbox
 
-    with contextlib.suppress(WorldtraceError), open_sandbox("docker") as docker:
-        docker.reap(run_id)
+    try:
+        removed = DockerSandbox(client=get_client(REAP_TIMEOUT_S), reap_on_start=False).reap(run_id)
+    except WorldtraceError as exc:
+        log.warning("could not remove the containers of run %s (the next harvest here will): %s", run_id, exc)
+        return
+    if removed:
+        log.warning("removed %d container(s) of this run that its units left behind", removed)
 
 
 def _summary(record: RunRecord, out: Path) -> str:

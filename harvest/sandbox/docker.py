@@ -16,12 +16,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from harvest.docker_client import engine_address, root_cause
 from harvest.errors import (
     ContainerStartError,
     EngineError,
@@ -139,8 +140,9 @@ class DockerSandbox(Sandbox):
         return str(spec.tag) if spec is not None else image
 
     def _image_id(self, ref: str, name: str) -> str:
-        from docker.errors import APIError
+        from docker.errors import APIError, DockerException
         from docker.errors import ImageNotFound as DockerImageNotFound
+        from requests.exceptions import RequestException
 
         try:
             return str(self.client.api.inspect_image(ref)["Id"])
@@ -150,13 +152,37 @@ class DockerSandbox(Sandbox):
                 if self._catalog is None or name in self._catalog
                 else f"it is not in the image catalog either (the catalog has: {', '.join(self._catalog)})"
             )
-            raise ImageNotFound(f"image {name!r} ({ref}) is not on this engine; {hint}") from None
+            raise ImageNotFound(
+                f"image {name!r} ({ref}) is not on the Docker engine at {engine_address()}"
+                f"{_on_host()}; {hint}"
+            ) from None
         except APIError as exc:
             raise SandboxEngineError(f"cannot inspect image {ref}: {exc}") from exc
+        except (DockerException, RequestException) as exc:
+            raise SandboxEngineError(_lost_engine(f"inspecting image {ref}", exc)) from exc
+
+    def missing_images(self, images: Sequence[str]) -> list[str]:
+        """The names of `images` that are not on this engine."""
+        from docker.errors import APIError, DockerException
+        from docker.errors import ImageNotFound as DockerImageNotFound
+        from requests.exceptions import RequestException
+
+        missing = []
+        for image in images:
+            try:
+                self.client.api.inspect_image(self.resolve_image(image))
+            except DockerImageNotFound:
+                missing.append(image)
+            except APIError as exc:
+                raise SandboxEngineError(f"cannot inspect image {image}: {exc}") from exc
+            except (DockerException, RequestException) as exc:
+                raise SandboxEngineError(_lost_engine(f"inspecting image {image}", exc)) from exc
+        return missing
 
     # -- running --------------------------------------------------------------------------------
     def run_unit(self, req: UnitRequest) -> UnitOutcome:
         from docker.errors import APIError, DockerException
+        from requests.exceptions import RequestException
 
         if time.monotonic() - self._last_reap > REAP_INTERVAL_S:
             self.reap()
@@ -179,9 +205,13 @@ class DockerSandbox(Sandbox):
                         self._active[container.id] = container
                     container.start()
                     startup = time.monotonic() - started
-                except (APIError, DockerException) as exc:
+                except APIError as exc:  # the engine answered: it could not make or start it
                     raise ContainerStartError(
-                        f"unit {req.unit_id}: container did not start: {exc}"
+                        f"unit {req.unit_id}: container did not start: {exc.explanation or exc}"
+                    ) from exc
+                except (DockerException, RequestException) as exc:  # the engine did not answer
+                    raise SandboxEngineError(
+                        _lost_engine(f"starting the container of unit {req.unit_id}", exc)
                     ) from exc
                 exit_code = self._wait(container, req)
                 wall = time.monotonic() - started
@@ -189,9 +219,13 @@ class DockerSandbox(Sandbox):
                     container.reload()
                     state = container.attrs["State"]
                     stderr_tail = tail(container.logs(stdout=True, stderr=True, tail=200))
-                except (APIError, DockerException) as exc:
+                except APIError as exc:
                     raise SandboxEngineError(
                         f"unit {req.unit_id}: cannot inspect its container: {exc}"
+                    ) from exc
+                except (DockerException, RequestException) as exc:
+                    raise SandboxEngineError(
+                        _lost_engine(f"inspecting the container of unit {req.unit_id}", exc)
                     ) from exc
         finally:
             teardown_started = time.monotonic()
@@ -291,40 +325,46 @@ class DockerSandbox(Sandbox):
         """Exit code of the container; at the unit deadline the host kills it."""
         from docker.errors import APIError, DockerException
         from requests.exceptions import ConnectionError as RequestsConnectionError
-        from requests.exceptions import ReadTimeout
+        from requests.exceptions import ReadTimeout, RequestException
 
         deadline = time.monotonic() + req.unit_timeout_s
         try:
             result = container.wait(timeout=req.unit_timeout_s)
         except (ReadTimeout, RequestsConnectionError) as exc:
             if time.monotonic() < deadline - 1.0:
-                raise SandboxEngineError(f"unit {req.unit_id}: lost the engine: {exc}") from exc
+                raise SandboxEngineError(_lost_engine(f"unit {req.unit_id} was running", exc)) from exc
             # The engine did not report an exit in time: the unit overran its deadline.
             raise UnitDeadlineExceeded(
                 f"unit {req.unit_id} ran past its deadline of {req.unit_timeout_s:g} s; container killed"
             ) from None
-        except (APIError, DockerException) as exc:
+        except APIError as exc:
             raise SandboxEngineError(
                 f"unit {req.unit_id}: waiting for its container failed: {exc}"
             ) from exc
+        except (DockerException, RequestException) as exc:  # e.g. the daemon died mid-response
+            raise SandboxEngineError(_lost_engine(f"unit {req.unit_id} was running", exc)) from exc
         return int(result.get("StatusCode", -1))
 
     def _remove(self, container: Container) -> None:
         """Kill and remove a container and its anonymous volumes; engine errors are logged."""
-        from docker.errors import APIError, NotFound
+        from docker.errors import DockerException, NotFound
+        from requests.exceptions import RequestException
 
         try:
             container.remove(force=True, v=True)
         except NotFound:
             pass
-        except APIError as exc:  # `reap` retries it later: the labels still name the run
-            log.warning("could not remove container %s: %s", container.short_id, exc)
+        except (DockerException, RequestException) as exc:
+            # Not raised: the unit's own error says what went wrong, and its stream must still be
+            # moved back. `reap` removes it later (its labels name the run and the owner).
+            log.warning("could not remove container %s: %s", container.short_id, root_cause(exc))
         with self._lock:
             self._active.pop(container.id, None)
 
     def _remove_attempt(self, req: UnitRequest) -> None:
         """Remove this process's containers of one unit attempt, found by their labels."""
         from docker.errors import DockerException
+        from requests.exceptions import RequestException
 
         labels = {
             LABEL_RUN: req.run_id,
@@ -336,8 +376,8 @@ class DockerSandbox(Sandbox):
             found = self.client.containers.list(
                 all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]}, ignore_removed=True
             )
-        except DockerException as exc:
-            log.warning("could not look for the containers of unit %s: %s", req.unit_id, exc)
+        except (DockerException, RequestException) as exc:
+            log.warning("could not look for the containers of unit %s: %s", req.unit_id, root_cause(exc))
             return
         for container in found:
             self._remove(container)
@@ -353,13 +393,14 @@ class DockerSandbox(Sandbox):
 
     def reap(self, run_id: str | None = None) -> int:
         """Remove containers of `run_id` (all of them), or else of dead owner processes on this host."""
-        from docker.errors import APIError, DockerException
+        from docker.errors import DockerException
+        from requests.exceptions import RequestException
 
         self._last_reap = time.monotonic()
         try:
             found = self.containers(run_id)
-        except (APIError, DockerException) as exc:
-            raise SandboxEngineError(f"cannot list containers to reap: {exc}") from exc
+        except (DockerException, RequestException) as exc:
+            raise SandboxEngineError(_lost_engine("listing containers to remove", exc)) from exc
         removed = 0
         for container in found:
             labels = container.labels
@@ -381,6 +422,33 @@ class DockerSandbox(Sandbox):
             active = list(self._active.values())
         for container in active:
             self._remove(container)
+
+
+def describe_missing_images(missing: Sequence[str]) -> str:
+    """What to say about images that are not on this engine: how to build them, or that the
+    image catalog does not know them either."""
+    from images.catalog import load_catalog
+
+    catalog = load_catalog()
+    unknown = [image for image in missing if image not in catalog]
+    if unknown:
+        return (
+            f"image(s) neither in the image catalog nor on the Docker engine at {engine_address()}: "
+            f"{', '.join(unknown)}; the catalog has: {', '.join(catalog)} (see `worldtrace images list`)"
+        )
+    return (
+        f"image(s) not built on the Docker engine at {engine_address()}: {', '.join(missing)}; "
+        f"build with `worldtrace images build {' '.join(missing)}`"
+    )
+
+
+def _lost_engine(doing: str, exc: BaseException) -> str:
+    """What to say when the engine stopped answering (a daemon that died, restarts or stalls)."""
+    return f"the Docker engine at {engine_address()}{_on_host()} did not answer while {doing}: {root_cause(exc)}"
+
+
+def _on_host() -> str:
+    return f" on {socket.gethostname()}"
 
 
 def _unit_dir(output_path: Path) -> Path:

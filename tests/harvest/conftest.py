@@ -87,11 +87,12 @@ class Cluster:
     tmp: Path
     nodes: list[RayNode]
 
-    def add_node(self, cpus: int, docker_slots: int) -> RayNode:
+    def add_node(self, cpus: int, docker_slots: int, env: dict[str, str] | None = None) -> RayNode:
+        """A node joining the cluster; `env` (default the cluster's) is what its workers run in."""
         node = start_node(
             [f"--address={self.address}", f"--num-cpus={cpus}", f"--resources={json.dumps({'worldtrace_docker': docker_slots})}"],
             self.tmp / f"node{len(self.nodes)}.log",
-            self.env,
+            env or self.env,
         )
         self.nodes.append(node)
         wait_for_nodes(self.address, len(self.nodes), self.env, self.nodes)

@@ -202,21 +202,24 @@ def test_a_repository_test_suite_is_traced(engine, ray_cluster: Cluster, tmp_pat
     assert data["confinement"]["landlock_abi"] == ([abi] if abi else [])
 
 
-def test_a_missing_image_fails_its_units_clearly(engine, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """On a cluster the driver cannot check the workers' engines: the unit fails, named, exit 1."""
+def test_a_missing_image_on_a_cluster_is_reported_before_any_unit_runs(engine, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Every node with Docker slots checks its engine first; the node without the image is named.
+    (A node of a cluster that lacks it while others have it: tests/harvest/test_harvest_engine_failures.py.)"""
     out = tmp_path / "out"
     done = run_harvest(REPO / "examples" / "programs", "--out", out, "--image", "worldtrace-no-such-image:0", "--ray-address", ray_cluster.address, "-s", env=ray_cluster.env)
     assert done.returncode == 1
-    assert "1 of 1 units failed" in done.stderr and "harvest-run.json" in done.stderr
+    assert "not every node of the Ray cluster with Docker slots can run the units" in done.stderr
+    assert "\n  node " in done.stderr and "neither in the image catalog nor on the Docker engine at" in done.stderr
+    assert "worldtrace-no-such-image:0; the catalog has: base-py311" in done.stderr
     data = run_manifest(out)
-    assert not data["complete"] and data["units"]["failed"] == 1
-    assert "ImageNotFound" in data["failed_units"][0]["error"] and "not in the image catalog" in data["failed_units"][0]["error"]
-    assert shard_files(out) == []
+    assert not data["complete"] and data["units"]["ran"] == 0
+    assert shard_files(out) == [] and containers_of(engine, data["run_id"]) == []
 
 
 def test_a_missing_image_is_reported_before_anything_runs(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     done = run_harvest(REPO / "examples" / "programs", "--out", tmp_path / "out", "--image", "worldtrace-no-such-image:0")
     assert done.returncode == 1
     # Not a catalog name: say so and list the catalog, rather than suggest building it.
-    assert "neither in the image catalog nor on this Docker engine: worldtrace-no-such-image:0" in done.stderr
+    assert "neither in the image catalog nor on the Docker engine at unix://" in done.stderr
+    assert ": worldtrace-no-such-image:0; the catalog has" in done.stderr
     assert "the catalog has: base-py311" in done.stderr and "images build" not in done.stderr
