@@ -131,3 +131,14 @@ def test_the_summary_names_worldtrace_as_this_run_was_started(tmp_path: Path, mo
     assert f".venv/bin/worldtrace inspect {tmp_path}" in command._summary(record, tmp_path)
     monkeypatch.setattr(command.shutil, "which", lambda name: "/usr/local/bin/worldtrace")
     assert f"\n  worldtrace inspect {tmp_path}" in command._summary(record, tmp_path)
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    # (A full one, a read-only mount: the same path, measured in docs/harvest.md's "Failures".)
+    script = tmp_path / "s.py"
+    script.write_text("print(1)\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    result = CliRunner().invoke(cli, ["harvest", str(script), "--out", str(blocker / "out"), "--sandbox", "local"])
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.exception
+    assert f"Not a directory: {blocker / 'out'}" in result.output and "re-run the same command" in result.output
