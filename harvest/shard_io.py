@@ -13,7 +13,14 @@ from harvest.errors import ConfigError
 from harvest.plan import WorkUnit
 from schemas.convert import check_stream_object, rows_to_batch, stream_object_to_row
 from schemas.errors import StreamFormatError
-from schemas.shards import TEMP_MARK, TEMP_PREFIX, ShardWriter, read_manifest
+from schemas.shards import (
+    MANIFEST_ENTRIES_DIR,
+    TEMP_MARK,
+    TEMP_PREFIX,
+    ShardWriter,
+    read_manifest,
+    rebuild_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +30,32 @@ UNIT_ID_KEY = "worldtrace.unit_id"
 MISMATCHES_KEY = "worldtrace.expected_output_mismatches"
 
 
-def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Iterable[dict[str, Any]], mismatches: int = 0) -> int:
+def write_unit_shard(
+    out_dir: Path,
+    unit: WorkUnit,
+    rows: Iterable[dict[str, Any]],
+    mismatches: int = 0,
+    retried: bool = True,
+) -> int:
     """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes.
 
     `rows` may be a generator: they are converted BATCH_ROWS rows or BATCH_EVENTS events at a time.
     `mismatches` (rows whose return value differs from the expected output) goes into the
     shard's metadata, so that a resumed harvest can count them over the whole folder.
+    `retried`: an earlier attempt of the unit may have died writing this shard, so its temporary
+    files are looked for (a listing of the whole folder: for every unit of a big harvest, that
+    alone grew quadratic; a first attempt has none to find, its unit's work folder being new).
     """
-    _remove_stale_temporaries(out_dir, unit.shard_name)
+    if retried:
+        _remove_stale_temporaries(out_dir, unit.shard_name)
     sources = {p.program_id: p.source or "" for p in unit.programs}
     batch: list[dict[str, Any]] = []
     events = 0
     number = 0
     metadata = {UNIT_ID_KEY: unit.unit_id, MISMATCHES_KEY: str(mismatches)}
-    with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata=metadata) as writer:
+    # Only the shard's own manifest entry: the driver merges `_manifest.json` once per run
+    # (rebuilding it at every shard reads every entry, quadratic in the units of a harvest).
+    with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata=metadata, merge_manifest=False) as writer:
         for number, obj in enumerate(rows, start=1):
             obj = _checked(obj)
             context = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
@@ -50,6 +69,13 @@ def write_unit_shard(out_dir: Path, unit: WorkUnit, rows: Iterable[dict[str, Any
             writer.write_batch(rows_to_batch(batch, number - len(batch) + 1))
     assert writer.info is not None
     return writer.info.bytes
+
+
+def merge_manifest(out_dir: Path) -> None:
+    """Bring the folder's `_manifest.json` up to date with the entries its units wrote (once per
+    run: see write_unit_shard); nothing when no shard was ever committed there."""
+    if (out_dir / MANIFEST_ENTRIES_DIR).is_dir():
+        rebuild_manifest(out_dir)
 
 
 def _remove_stale_temporaries(out_dir: Path, shard_name: str) -> None:

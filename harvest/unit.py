@@ -183,7 +183,8 @@ def _execute_unit(
     mismatches = _count_mismatches(unit, done, settings.max_value_chars)
     with gc_paused():
         # Stream order, first row of each program (a pytest job's extra traces come before its own).
-        shard_bytes = write_unit_shard(out_dir, unit, unique_rows(stream), mismatches)
+        # A writer that died leaves its attempt's folder (removed only once the shard is in place).
+        shard_bytes = write_unit_shard(out_dir, unit, unique_rows(stream), mismatches, retried=attempt > 1)
     shutil.rmtree(work, ignore_errors=True)
     rows = list(done.values())
     counts: dict[str, int] = {}

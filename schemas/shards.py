@@ -175,7 +175,10 @@ class ShardWriter:
 
     Use as a context manager: an exception inside the block (or a killed process) leaves only a
     hidden temporary file (``.NAME.tmp-*``), which readers ignore. On success the shard is fsynced,
-    renamed into place and recorded in the directory's manifest.
+    renamed into place and recorded in the directory's manifest. With `merge_manifest=False` only
+    the shard's own entry is written: a job that commits many shards into one directory rebuilds
+    the merged `_manifest.json` once at its end (`rebuild_manifest`) instead of at every shard,
+    which reads every entry each time (quadratic in the number of shards).
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class ShardWriter:
         metadata: Mapping[str, str] | None = None,
         overwrite: bool = False,
         update_manifest: bool = True,
+        merge_manifest: bool = True,
     ) -> None:
         self.path = Path(path)
         if self.path.name.startswith((TEMP_PREFIX, "_")):
@@ -196,6 +200,7 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.row_group_bytes = row_group_bytes
         self.update_manifest = update_manifest
+        self.merge_manifest = merge_manifest
         schema = shard_schema()
         extra = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
         # Field descriptions live in schemas/arrow.py and docs; the file keeps types and version
@@ -284,7 +289,7 @@ class ShardWriter:
             created_at=time.time(),
         )
         if self.update_manifest:
-            record_shard(self.path.parent, self.info)
+            record_shard(self.path.parent, self.info, merge=self.merge_manifest)
         return self.info
 
     def abort(self) -> None:
@@ -353,14 +358,16 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
-def record_shard(directory: str | os.PathLike[str], info: ShardInfo) -> None:
-    """Add a shard's entry to the directory's manifest (safe with concurrent writers)."""
+def record_shard(directory: str | os.PathLike[str], info: ShardInfo, merge: bool = True) -> None:
+    """Add a shard's entry to the directory's manifest (safe with concurrent writers); `merge`:
+    also rebuild the merged `_manifest.json` (it reads every entry: see ShardWriter)."""
     directory = Path(directory)
     entries = directory / MANIFEST_ENTRIES_DIR
     entries.mkdir(exist_ok=True)
     payload = json.dumps(info.to_json(), sort_keys=True).encode()
     atomic_write_bytes(entries / f"{info.file}.json", payload)
-    rebuild_manifest(directory)
+    if merge:
+        rebuild_manifest(directory)
 
 
 def rebuild_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from harvest.plan import (
     WorkUnit,
     plan_units,
 )
-from harvest.run_manifest import RunRecord, images_of, now, write_run_manifest
+from harvest.run_manifest import RunManifestWriter, RunRecord, images_of, now
 from harvest.sandbox import base as sb
 from harvest.unit import UnitResult
 from schemas.errors import SchemaError
@@ -308,7 +308,8 @@ def _harvest(
     if settings.sandbox == "docker":
         # With the embedded Ray, this engine runs every unit: a missing image is known now.
         _prepare_docker(sorted({u.image for u in todo + checks_todo}) if ray_address is None else [])
-    write_run_manifest(out, record)
+    manifest = RunManifestWriter(out, record)
+    manifest.write(force=True)
 
     def finish_recheck() -> None:
         if not recheck_fraction or not record.complete or record.recheck_failed:
@@ -323,9 +324,10 @@ def _harvest(
 
     if not todo and not checks_todo:
         finish_recheck()
+        shard_io.merge_manifest(out)  # units commit only their own entries (a killed run merged none)
         record.finished_at = now()
         record.wall_time_s = time.monotonic() - started
-        write_run_manifest(out, record)
+        manifest.write(force=True)
         return
 
     progress: Any = None
@@ -339,7 +341,7 @@ def _harvest(
             failed = sum(n for s, n in counts.items() if s != "ok")
             progress.set_postfix(ok=counts.get("ok", 0), failed=failed, refresh=False)
             progress.update(result.n_programs)
-        write_run_manifest(out, record)
+        manifest.write()  # skipped while the last write is recent (its cost grows with the units)
 
     def on_failure(unit: WorkUnit, reason: str) -> None:
         record.failed_units.append({"unit_id": unit.unit_id, "image": unit.image, "error": reason})
@@ -354,7 +356,7 @@ def _harvest(
         record.error = str(exc)
         record.finished_at = now()
         record.wall_time_s = time.monotonic() - started
-        write_run_manifest(out, record)
+        manifest.write(force=True)
         raise
     record.startup_s = time.monotonic() - started
     # SIGTERM (a scheduler, `kill`, `timeout`) ends the harvest as Ctrl-C does: containers removed,
@@ -371,11 +373,11 @@ def _harvest(
                 record.recheck_failed.append({"error": "interrupted"})
                 click.echo("interrupted: stopping the determinism check; re-run the same command to finish it",
                            err=True)
-                write_run_manifest(out, record)
+                manifest.write(force=True)
         elif not record.interrupted:
             record.interrupted = True
             click.echo("interrupted: stopping; re-run the same command to resume where it stopped", err=True)
-            write_run_manifest(out, record)
+            manifest.write(force=True)
 
     def on_recheck_result(result: UnitResult) -> None:
         if progress is not None:
@@ -416,7 +418,8 @@ def _harvest(
         record.finished_at = now()
         record.wall_time_s = time.monotonic() - started
         try:
-            write_run_manifest(out, record)  # a full or removed --out fails here too: still clean up
+            shard_io.merge_manifest(out)  # the units committed only their own entries
+            manifest.write(force=True)  # a full or removed --out fails here too: still clean up
         finally:
             if started_ray:
                 runner.stop_ray()
