@@ -63,7 +63,10 @@ def trace_shard_files(path: str | os.PathLike[str]) -> list[str]:
 
 def connect(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the `traces`, `events` and `variables` views over `path`."""
-    files = trace_shard_files(path)
+    return _connect(path, trace_shard_files(path))
+
+
+def _connect(path: str | os.PathLike[str], files: list[str]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     try:
@@ -74,6 +77,26 @@ def connect(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
         con.close()
         raise QueryError(f"{os.fspath(path)}: DuckDB cannot read the shards: {_first_line(e)}") from e
     return con
+
+
+def locate(path: str | os.PathLike[str], where: str) -> list[tuple[str, str]]:
+    """(trace id, shard file) of the traces `path` names that match the SQL condition `where`
+    (over the `traces` view's columns; the other views may be used in subqueries), in the order
+    DuckDB finds them. Only the columns the condition names are read, not whole traces."""
+    files = trace_shard_files(path)
+    con = _connect(path, files)
+    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    try:
+        try:
+            con.execute(
+                f"CREATE TEMP VIEW located_traces AS SELECT * FROM read_parquet([{quoted}], union_by_name=true, filename=true)"
+            )
+        except duckdb.Error as e:
+            raise QueryError(f"{os.fspath(path)}: DuckDB cannot read the shards: {_first_line(e)}") from e
+        found = run_query(con, f"SELECT trace_id, filename FROM located_traces WHERE {where}\n")
+    finally:
+        con.close()
+    return list(zip(found.column(0).to_pylist(), found.column(1).to_pylist(), strict=True))
 
 
 def _first_line(error: BaseException) -> str:

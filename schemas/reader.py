@@ -216,12 +216,25 @@ def read_table(
 ) -> pa.Table:
     """All trace rows `path` names as one table (`filters` as in pyarrow.parquet.read_table)."""
     fs, files = resolve_shards(path)
+    return read_files(fs, files, columns=columns, filters=filters, shown=os.fspath(path))
+
+
+def read_files(
+    fs: pafs.FileSystem,
+    files: Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    filters: Any = None,
+    shown: str | None = None,
+) -> pa.Table:
+    """The trace rows of some shard `files` of `fs` (as `resolve_shards` lists them), as read_table."""
     if not files:
         return trace_schema().empty_table()
+    path = shown or ", ".join(files)
     wanted = list(columns) if columns else None
     read = wanted + ["source"] if wanted and "events" in wanted and "source" not in wanted else wanted
     try:
-        table = pq.read_table(files, filesystem=fs, columns=read, filters=filters)
+        table = pq.read_table(list(files), filesystem=fs, columns=read, filters=filters)
         if "events" in table.schema.names and "source" in table.schema.names:
             table = restore_event_sources(table)
         table = with_trace_types(table)

@@ -73,15 +73,15 @@ def command(
         worldtrace inspect harvest-out --trace a3cd315b --format html --out fib.html
         worldtrace inspect harvest-out --program fibonacci --format cwm
     """
-    from harvest.inspect.load import select_traces
+    from harvest.inspect.load import select
 
     start, stop = _parse_steps(steps)
     try:
-        table = select_traces(path, trace_id=trace_id, program_id=program_id, where=where)
-        trace = table.slice(0, 1).to_pylist()[0]
-        if table.num_rows > 1:
+        found = select(path, trace_id=trace_id, program_id=program_id, where=where, limit=1)
+        trace = found.table.to_pylist()[0]
+        if found.matches > 1:
             click.echo(
-                f"{table.num_rows} traces match; showing {trace['trace_id']} (pick another with --trace ID)",
+                f"{found.matches} traces match; showing {trace['trace_id']} (pick another with --trace ID)",
                 err=True,
             )
         _show(trace, fmt, out, start, stop, color)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from harvest.errors import ConfigError
-from harvest.query import query, trace_shard_files
+from harvest.query import locate, trace_shard_files
 from schemas.arrow import trace_schema
-from schemas.reader import iter_batches, read_table
+from schemas.reader import iter_batches, read_files, read_table, resolve_shards
 
 
 class TraceNotFoundError(ConfigError):
@@ -44,14 +45,74 @@ def read_traces(path: str | os.PathLike[str], where: str | None = None) -> pa.Ta
     if where is None:
         trace_shard_files(path)
         return read_table(path)
-    ids = [str(v) for v in query(path, f"SELECT trace_id FROM traces WHERE {where}\n").column(0).to_pylist()]
-    table = read_table(path, filters=[("trace_id", "in", ids or ["\0"])])
-    # each id once (a folder may hold a re-run's copy), in the order DuckDB found them
+    return _read_located(path, _first_of_each(locate(path, where)))
+
+
+def _first_of_each(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(trace id, file) pairs, each id once (a folder may hold a re-run's copy), in order."""
+    first: dict[str, str] = {}
+    for trace_id, file in found:
+        first.setdefault(trace_id, file)
+    return list(first.items())
+
+
+def _read_located(path: str | os.PathLike[str], located: list[tuple[str, str]]) -> pa.Table:
+    """The whole rows of the traces `located` names, in that order, read from their own files only."""
+    if not located:
+        return read_table(path, filters=[("trace_id", "in", ["\0"])])
+    fs, _ = resolve_shards(path)
+    files = list(dict.fromkeys(file for _, file in located))
+    ids = [trace_id for trace_id, _ in located]
+    table = read_files(fs, files, filters=[("trace_id", "in", ids)], shown=os.fspath(path))
     first_row: dict[str, int] = {}
     for row, tid in enumerate(table.column("trace_id").to_pylist()):
         first_row.setdefault(tid, row)
-    rows = [first_row[tid] for tid in dict.fromkeys(ids) if tid in first_row]
+    rows = [first_row[tid] for tid in ids if tid in first_row]
     return table.take(pa.array(rows, pa.int64()))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The first traces that match a selection, and how many match in all."""
+
+    table: pa.Table
+    matches: int
+
+
+def select(
+    path: str | os.PathLike[str],
+    *,
+    trace_id: str | None = None,
+    program_id: str | None = None,
+    where: str | None = None,
+    limit: int | None = None,
+) -> Selection:
+    """The traces matching the selectors (the first trace when none is given): whole rows of the
+    first `limit` (all when None) and the number that match. A `trace_id` may be a unique prefix
+    of an id. Only the rows shown are read whole, from the shards that hold them: DuckDB finds
+    them reading the columns the selectors name. TraceNotFoundError when nothing matches."""
+    condition = selection_where(trace_id=trace_id, program_id=program_id, where=where)
+    if condition is None:
+        # naming the columns skips the reader's strict type check, so that a published dataset's
+        # files (the same columns with plain strings) can be inspected too; the columns are checked
+        trace_shard_files(path)
+        for batch in iter_batches(path, columns=trace_schema().names, batch_rows=1):
+            if batch.num_rows:
+                return Selection(pa.Table.from_batches([batch.slice(0, 1)]), 1)
+        raise TraceNotFoundError(f"{os.fspath(path)}: no traces")
+    located = _first_of_each(locate(path, condition))
+    if trace_id is not None:
+        exact = [(tid, file) for tid, file in located if tid == trace_id]
+        if exact:
+            located = exact
+        elif len(located) > 1:
+            raise TraceNotFoundError(f"trace id prefix {trace_id!r} matches {len(located)} traces")
+    if not located:
+        asked = ", ".join(
+            f"{k} {v!r}" for k, v in (("trace id", trace_id), ("program", program_id), ("where", where)) if v
+        )
+        raise TraceNotFoundError(f"{os.fspath(path)}: no trace with {asked}")
+    return Selection(_read_located(path, located[:limit]), len(located))
 
 
 def select_traces(
@@ -65,28 +126,7 @@ def select_traces(
 
     A `trace_id` may be a unique prefix of an id. TraceNotFoundError when nothing matches.
     """
-    condition = selection_where(trace_id=trace_id, program_id=program_id, where=where)
-    if condition is None:
-        # naming the columns skips the reader's strict type check, so that a published dataset's
-        # files (the same columns with plain strings) can be inspected too; the columns are checked
-        trace_shard_files(path)
-        for batch in iter_batches(path, columns=trace_schema().names, batch_rows=1):
-            if batch.num_rows:
-                return pa.Table.from_batches([batch.slice(0, 1)])
-        raise TraceNotFoundError(f"{os.fspath(path)}: no traces")
-    table = read_traces(path, condition)
-    if trace_id is not None:
-        ids = set(table.column("trace_id").to_pylist())
-        if trace_id in ids:
-            table = table.filter(pa.compute.equal(table.column("trace_id"), trace_id))
-        elif len(ids) > 1:
-            raise TraceNotFoundError(f"trace id prefix {trace_id!r} matches {len(ids)} traces")
-    if table.num_rows == 0:
-        asked = ", ".join(
-            f"{k} {v!r}" for k, v in (("trace id", trace_id), ("program", program_id), ("where", where)) if v
-        )
-        raise TraceNotFoundError(f"{os.fspath(path)}: no trace with {asked}")
-    return table
+    return select(path, trace_id=trace_id, program_id=program_id, where=where).table
 
 
 def find_traces(
@@ -98,7 +138,4 @@ def find_traces(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Trace rows (dicts) matching the selectors (see select_traces), at most `limit` of them."""
-    table = select_traces(path, trace_id=trace_id, program_id=program_id, where=where)
-    if limit is not None:
-        table = table.slice(0, limit)
-    return table.to_pylist()
+    return select(path, trace_id=trace_id, program_id=program_id, where=where, limit=limit).table.to_pylist()

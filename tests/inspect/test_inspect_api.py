@@ -116,3 +116,33 @@ def test_text_and_pager_mark_the_executed_line_whatever_the_line_breaks(
         for text in (block, screen):
             (marked,) = [line for line in text.split("\n") if line.startswith("→ ")]
             assert marked == expected, text
+
+
+def test_only_the_shown_traces_are_read_whole_from_their_own_shards(
+    sample_shards: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`inspect --where` used to read every matching trace whole (events and all) to show one:
+    gigabytes of memory on a big harvest. Now DuckDB finds them reading the columns the selection
+    names, and only the traces asked for are read whole, from the shards that hold them."""
+    import json
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from harvest.cli import cli
+
+    shards = sorted(p.name for p in sample_shards.glob("*.parquet"))
+    assert len(shards) == 2
+    first_id = read_table(sample_shards / shards[0], columns=["trace_id"]).column(0)[0].as_py()
+    read: list[list[str]] = []
+    original = pq.read_table
+
+    def spy(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        read.append([Path(f).name for f in (source if isinstance(source, list) else [source])])
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", spy)
+    result = CliRunner().invoke(cli, ["inspect", str(sample_shards), "--where", "n_events > 0", "-f", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["trace_id"] == first_id and "6 traces match" in result.stderr
+    assert read == [[shards[0]]]
