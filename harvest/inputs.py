@@ -97,12 +97,13 @@ def unique_per_image(programs: Iterable[Program]) -> list[Program]:
     has its final image: a row naming none and a row naming `--image` then run side by side."""
     out: list[Program] = []
     seen: dict[tuple[str | None, str], Program] = {}
+    repeats: list[str] = []
     for program in programs:
         key = (program.image, program.program_id)
         earlier = seen.get(key)
         if earlier is not None:
             if earlier.content_hash() == program.content_hash():
-                log.info("skipping %s: same program as %s", program.origin, earlier.origin)
+                repeats.append(f"{program.origin} (as {earlier.origin})")
                 continue
             image = f" in image {program.image!r}" if program.image else ""
             raise InputFormatError(
@@ -111,6 +112,10 @@ def unique_per_image(programs: Iterable[Program]) -> list[Program]:
             )
         seen[key] = program
         out.append(program)
+    if repeats:  # said, not silent: the harvest then has fewer programs than the inputs have rows
+        shown = "; ".join(repeats[:3]) + (f"; and {len(repeats) - 3} more" if len(repeats) > 3 else "")
+        log.warning("%d program(s) repeat an earlier one (same id, same program) and are traced once: %s",
+                    len(repeats), shown)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -104,11 +105,14 @@ def test_a_program_that_does_not_compile_is_not_an_input_error(tmp_path: Path) -
     assert program.source == "def f(:\n"  # traced: the tracer reports its SyntaxError as a row
 
 
-def test_duplicate_ids_are_an_error_unless_the_program_is_the_same(tmp_path: Path) -> None:
+def test_duplicate_ids_are_an_error_unless_the_program_is_the_same(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "source": "pass"}])
     same = write_jsonl(tmp_path / "b.jsonl", [{"id": "x", "source": "pass"}])
     other = write_jsonl(tmp_path / "c.jsonl", [{"id": "x", "source": "print(1)"}])
-    assert len(load_programs([first, same])) == 1
+    with caplog.at_level(logging.WARNING, logger="harvest.inputs"):
+        assert len(load_programs([first, same])) == 1
+    # Traced once, and said so: the harvest has one program fewer than the inputs have rows.
+    assert f"1 program(s) repeat an earlier one (same id, same program) and are traced once: {same}:1 (as {first}:1)" in caplog.text
     with pytest.raises(InputFormatError, match=r"c.jsonl:1: program id 'x' is already used by .*a.jsonl:1"):
         load_programs([first, other])
 
