@@ -111,16 +111,20 @@ def verdicts(report: dict[str, Any] | None) -> dict[Key, dict[str, Any]]:
 
 
 def compare(out: Path, units: Sequence[WorkUnit], checks: Sequence[WorkUnit]) -> dict[Key, dict[str, Any]]:
-    """The verdict on each program of `checks`: its re-run's trace against the harvest's own."""
+    """The verdict on each program of `checks`: its re-run's trace against the harvest's own.
+
+    One unit of the check at a time, its traces kept as Arrow tables and made Python objects one
+    program at a time: the traces of a whole sample as Python objects, events and all, were
+    gigabytes on a big harvest. A unit of the check takes its programs in the harvest's order, so
+    it reads a few neighbouring shards."""
     where = {(unit.image, p.program_id): unit.shard_name for unit in units for p in unit.programs}
-    wanted: dict[str, set[str]] = {}
-    for check in checks:
-        for program in check.programs:
-            wanted.setdefault(where[(check.image, program.program_id)], set()).add(program.program_id)
-    first = _rows(out, wanted)
-    second = _rows(out / RECHECK_DIR, {c.shard_name: {p.program_id for p in c.programs} for c in checks})
     found: dict[Key, dict[str, Any]] = {}
     for check in checks:
+        wanted: dict[str, set[str]] = {}
+        for program in check.programs:
+            wanted.setdefault(where[(check.image, program.program_id)], set()).add(program.program_id)
+        first = _rows(out, wanted)
+        second = _rows(out / RECHECK_DIR, {check.shard_name: {p.program_id for p in check.programs}})
         for program in check.programs:
             key = (check.image, program.program_id)
             found[key] = {"program_id": program.program_id, "image": check.image,
@@ -219,16 +223,33 @@ def summary(data: dict[str, Any], new: int, sampled: int) -> dict[str, Any]:
     }
 
 
-def _rows(folder: Path, wanted: dict[str, set[str]]) -> dict[Key, dict[str, Any]]:
+class _Rows:
+    """The rows of some programs, kept as Arrow tables; `get` makes one a Python dict."""
+
+    def __init__(self) -> None:
+        self._where: dict[Key, tuple[Any, int]] = {}
+
+    def add(self, table: Any) -> None:
+        for i, key in enumerate(zip(table.column("image").to_pylist(), table.column("program_id").to_pylist(), strict=True)):
+            self._where[key] = (table, i)
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        found = self._where.get(key)
+        if found is None:
+            return None
+        table, i = found
+        row: dict[str, Any] = table.slice(i, 1).to_pylist()[0]
+        return row
+
+
+def _rows(folder: Path, wanted: dict[str, set[str]]) -> _Rows:
     """The rows of the programs `wanted` names per shard of `folder`, by (image, program id)."""
     from schemas.reader import read_table
 
-    found: dict[Key, dict[str, Any]] = {}
+    found = _Rows()
     for shard, ids in sorted(wanted.items()):
-        table = read_table(folder / shard, columns=["trace_id", "program_id", "image", *MAKERS, *COMPARED],
-                           filters=[("program_id", "in", sorted(ids))])
-        for row in table.to_pylist():
-            found[(row["image"], row["program_id"])] = row
+        found.add(read_table(folder / shard, columns=["trace_id", "program_id", "image", *MAKERS, *COMPARED],
+                             filters=[("program_id", "in", sorted(ids))]))
     return found
 
 

@@ -52,6 +52,36 @@ def test_recheck_units_leave_out_test_suites_and_have_ids_of_their_own() -> None
     assert plan_recheck(units, settings, set()) == []
 
 
+def test_the_comparison_holds_one_unit_of_the_check_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare() used to read the traces of the whole sample, both runs, as Python objects before
+    judging any: gigabytes on a big harvest. Now one unit of the check at a time, and a trace
+    becomes a Python object only when its program is judged."""
+    from harvest import recheck
+    from harvest.sandbox.local import LocalSandbox
+    from harvest.unit import execute_unit
+
+    settings = HarvestSettings(image="local", sandbox="local", programs_per_unit=2)
+    units = plan_units(programs(4), settings)
+    checks = plan_recheck(units, settings, set(sample(units, 1.0)))
+    assert [len(c) for c in checks] == [2, 2]
+    sandbox = LocalSandbox()
+    for unit in units:
+        execute_unit(unit, settings, tmp_path, "run-1", sandbox)
+    for check in checks:
+        execute_unit(check, settings, tmp_path / RECHECK_DIR, "run-1", sandbox)
+    held: list[int] = []  # programs whose traces one read holds
+    original = recheck._rows
+
+    def spy(folder: Path, wanted: dict[str, set[str]]):  # type: ignore[no-untyped-def]
+        held.append(sum(len(ids) for ids in wanted.values()))
+        return original(folder, wanted)
+
+    monkeypatch.setattr(recheck, "_rows", spy)
+    found = recheck.compare(tmp_path, units, checks)
+    assert {key: entry["verdict"] for key, entry in found.items()} == {("local", f"p{i}"): "identical" for i in range(4)}
+    assert held == [2, 2, 2, 2]  # each unit of the check: its harvest traces, then its re-run's
+
+
 def test_first_difference_names_every_differing_field_and_where() -> None:
     event = {"kind": "line", "lineno": 2, "function": "f", "depth": 0, "thread_id": 0, "locals": [], "arg": None}
     a = {"status": "ok", "return_value": "1", "stdout": "", "events": [event, event]}
