@@ -151,6 +151,7 @@ def command(
         raise click.UsageError("--tests needs --image NAME of a repository image (see `worldtrace images list`)")
     if sandbox == "local" and images:
         raise click.UsageError("--image needs --sandbox docker (--sandbox local runs the host's Python)")
+    images = tuple(dict.fromkeys(images))  # an --image given twice: its programs run once in it
     chosen_images = images or ((LOCAL_IMAGE,) if sandbox == "local" else (DEFAULT_IMAGE,))
     try:
         found = _programs(programs, chosen_images, tests, sandbox, tests_timeout, test_timeout)

@@ -93,6 +93,10 @@ def test_the_run_manifest_names_every_image(tmp_path: Path, monkeypatch: pytest.
     settings = seen[0]["settings"]
     assert list(settings["images"]) == ["base-py311", "base-py313"] and settings["image"] == "base-py311"
     assert seen[0]["images"] == {"base-py311": 1, "base-py313": 1}
+    # An image given twice is one image (not every program twice, then dropped as a repeat).
+    invoke(str(script), "--out", str(tmp_path / "o"), "--image", "base-py313", "--image", "base-py311", "--image", "base-py313")
+    assert list(seen[1]["settings"]["images"]) == ["base-py313", "base-py311"]
+    assert seen[1]["programs"] == 2
 
 
 def test_an_unreachable_ray_address_is_a_quick_clear_error(tmp_path: Path) -> None:
