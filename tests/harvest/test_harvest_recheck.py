@@ -67,6 +67,7 @@ def test_the_comparison_holds_one_unit_of_the_check_at_a_time(tmp_path: Path, mo
     sandbox = LocalSandbox()
     for unit in units:
         execute_unit(unit, settings, tmp_path, "run-1", sandbox)
+    (tmp_path / RECHECK_DIR).mkdir(parents=True)  # as the harvest does before the check's units
     for check in checks:
         execute_unit(check, settings, tmp_path / RECHECK_DIR, "run-1", sandbox)
     held: list[int] = []  # programs whose traces one read holds
