@@ -164,10 +164,14 @@ def _read_source(file: str) -> str:
 
 
 def _register_source(file: str, source: str) -> None:
-    """Make ``source`` the text linecache serves for ``file`` (for the events' source lines)."""
-    lines = source.splitlines(True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
+    """Make ``source`` the text linecache serves for ``file`` (for the events' source lines).
+
+    Split where the compiler ends lines (``\\n``, ``\\r\\n``, ``\\r``), as linecache reads a file, not
+    also at the characters ``str.splitlines`` breaks at (``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``,
+    ``\\x85``, ``\\u2028``, ``\\u2029``): that shifts the text of every later line against its number."""
+    lines = [line + "\n" for line in source.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    if lines[-1] == "\n":  # the text after the last line end
+        lines.pop()
     linecache.cache[file] = (len(source), None, lines, file)
 
 

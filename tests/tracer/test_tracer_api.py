@@ -426,3 +426,21 @@ def test_events_json_is_the_json_of_the_event_dicts() -> None:
                            i, i % 2, i % 5, delta if i % 7 else None, arg))
     assert text_utf8(rec.events_json()) == dumps_utf8(rec.event_dicts())
     assert json.loads(text_utf8(rec.events_json())) == json.loads(dumps_utf8(rec.event_dicts()))
+
+
+@pytest.mark.parametrize("given", ["source", "file"])
+def test_source_lines_are_the_compilers_lines(tmp_path: Path, backend: str, given: str) -> None:
+    """Only \\n, \\r\\n and \\r end a line for the compiler: a form feed, \\x1c, \\x85 or U+2028 inside
+    a line (str.splitlines breaks at them) must not shift the source text of the lines after it."""
+    odd = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    line_2 = f'    s = "a\x0cb"  # {odd}'
+    source = f"def f():\r{line_2}\n    t = 1\r\n    return s, t\n"
+    path = tmp_path / "prog.py"
+    path.write_bytes(source.encode("utf-8"))
+    if given == "source":
+        t = trace_call(str(path), "f", "", source=source, backend=backend)
+    else:
+        t = trace_call(str(path), "f", "", backend=backend)
+    assert t["status"] == "ok", t["tracer_error"]
+    lines = {e["lineno"]: e["source"] for e in t["events"]}
+    assert lines == {1: "def f():", 2: line_2, 3: "    t = 1", 4: "    return s, t"}
