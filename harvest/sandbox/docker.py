@@ -163,20 +163,12 @@ class DockerSandbox(Sandbox):
 
     def missing_images(self, images: Sequence[str]) -> list[str]:
         """The names of `images` that are not on this engine."""
-        from docker.errors import APIError, DockerException
-        from docker.errors import ImageNotFound as DockerImageNotFound
-        from requests.exceptions import RequestException
-
         missing = []
         for image in images:
             try:
-                self.client.api.inspect_image(self.resolve_image(image))
-            except DockerImageNotFound:
+                self._image_id(self.resolve_image(image), image)
+            except ImageNotFound:
                 missing.append(image)
-            except APIError as exc:
-                raise SandboxEngineError(f"cannot inspect image {image}: {exc}") from exc
-            except (DockerException, RequestException) as exc:
-                raise SandboxEngineError(_lost_engine(f"inspecting image {image}", exc)) from exc
         return missing
 
     # -- running --------------------------------------------------------------------------------
