@@ -56,7 +56,9 @@ def run_manifest(out: Path) -> dict:
 
 
 def containers_of(engine, run_id: str) -> list:  # type: ignore[no-untyped-def]
-    return engine.containers.list(all=True, filters={"label": f"worldtrace.run={run_id}"})
+    # sparse: without it the SDK inspects each listed container, and one the harvest removes
+    # in between (it polls while units start and stop) raised NotFound
+    return engine.containers.list(all=True, sparse=True, filters={"label": f"worldtrace.run={run_id}"})
 
 
 def rows(out: Path, columns: list[str]) -> list[dict]:
