@@ -14,7 +14,7 @@ import builtins
 import sys
 import types
 from collections import defaultdict as _defaultdict
-from itertools import compress, islice
+from itertools import compress, islice, repeat
 from operator import is_, is_not
 
 from .env import PYBEHAVIOR
@@ -28,6 +28,10 @@ DEFAULT_MAX_DEPTH = 8
 STACK_SAFE_DEPTH = 100
 
 ELLIPSIS_MARK = "..."
+_GAP = object()  # where a set's item list shows ELLIPSIS_MARK (see _set)
+# A string inside a container is cut to the room left for it, but never below this: a shorter
+# one that does not fit is left out whole.
+_MIN_STR_ROOM = 16
 # In a rendering's ids: the items budget or the depth budget left out items that may be mutable
 # objects, so the ids are not every object the value holds (the recorder then re-reads every
 # container after a line mutating it). Not marked: a long list or tuple whose shown head and tail
@@ -273,10 +277,14 @@ _EXC_STR_READS = _exc_str_reads()
 class _Budget:
     """Mutable per-rendering state: characters left, containers on the path (cycles)."""
 
-    __slots__ = ("chars", "active", "ids", "elided")
+    __slots__ = ("chars", "active", "ids", "elided", "cuts", "whole")
 
     def __init__(self, chars: int) -> None:
         self.chars = chars
+        self.cuts = 0  # items cut or left out for want of room (see Renderer._seq)
+        # Only a whole rendering is of use (an item of a container whose items must all fit): a
+        # container that does not fit its room gives up at once (a cut) instead of fitting.
+        self.whole = False
         self.active: set = set()
         self.ids: list = []  # every container / object visited (aliasing checks)
         self.elided = False  # items left out that may be mutable objects (see ELIDED)
@@ -298,6 +306,15 @@ class _Budget:
         ):
             return
         self.elided = True
+
+
+def _whole_head(parts: list, head: int) -> list:
+    """The texts of the head items an item-by-item pass rendered whole: all but the last item
+    rendered (an item that did not fit leaves no room, so the pass stops after it), unless
+    tail items were rendered after the head and its "..."."""
+    if len(parts) > head + 1:
+        return parts[:head]
+    return parts[:max(min(len(parts), head) - 1, 0)]
 
 
 class Renderer:
@@ -595,7 +612,9 @@ class Renderer:
         return False
 
     def _cut(self, text: str) -> str:
-        """Apply the character budget to a finished rendering: head + mark + tail."""
+        """Apply the character budget to a finished rendering: head + mark + tail. Containers
+        and strings fit the budget by themselves (whole items, see _seq); this is the last resort
+        for the few renderings that are not (a ``str`` subclass's repr, a very long name)."""
         limit = self.max_value_chars
         if len(text) <= limit:
             return text
@@ -615,11 +634,11 @@ class Renderer:
         if t is int:
             return self._spend(budget, self._int(value))  # type: ignore[arg-type]
         if t is str:
-            return self._spend(budget, self._str(value))  # type: ignore[arg-type]
+            return self._spend(budget, self._str(value, budget))  # type: ignore[arg-type]
         if id(t) in _SCALAR_IDS:
             return self._spend(budget, repr(value))
         if t is bytes:
-            return self._spend(budget, self._bytes(value))  # type: ignore[arg-type]
+            return self._spend(budget, self._bytes(value, budget))  # type: ignore[arg-type]
         budget.ids.append(id(value))
         if self._failed and self._failed.get(id(t)) is t:
             return self._spend(budget, "<%s object>" % type_name(t))
@@ -627,6 +646,7 @@ class Renderer:
             return self._seq(value, depth, budget, "[", "]", t)
         if t is tuple:
             if len(value) == 1:  # type: ignore[arg-type]
+                budget.chars -= 3
                 return "(" + self._render(_tuple_getitem(value, 0), depth + 1, budget) + ",)"  # type: ignore[arg-type]
             return self._seq(value, depth, budget, "(", ")", t)
         if t is dict:
@@ -656,9 +676,21 @@ class Renderer:
         sign = "-" if value < 0 else ""
         return "<int %s~%d digits ...%s>" % (sign, digits, low)
 
-    def _str(self, value):
-        """repr() of a str or bytes, or of its head and tail when it is over the budget."""
+    def _str(self, value, budget: _Budget | None = None):
+        """repr() of a str or bytes, or of its head and tail when it is over the character
+        budget (or, with ``budget``, over the room left for it in a container)."""
         limit = self.max_value_chars
+        if budget is not None:
+            room = budget.chars
+            if len(value) <= room:  # (the room is never more than the character budget)
+                return repr(value)
+            if room < limit:
+                limit = room if room > _MIN_STR_ROOM else _MIN_STR_ROOM
+                if len(value) > limit:
+                    budget.cuts += 1
+                    if budget.whole:  # of no use cut: no room left, the caller stops
+                        budget.chars = 0
+                        return ELLIPSIS_MARK
         if len(value) <= limit:
             return repr(value)
         keep = max(limit - 8, 2)
@@ -684,6 +716,7 @@ class Renderer:
             budget.elided = True  # its items are not visited
             return empty
         if budget.chars <= 0:
+            budget.cuts += 1
             return empty
         return None
 
@@ -695,6 +728,12 @@ class Renderer:
         tail = m // 4
         return m - tail, tail
 
+    # Containers: ``budget.chars`` is the room a container's whole text may take; each item is
+    # rendered with what is left of it as its own room (a string or container item shows its
+    # own head and tail to fit), and the container leaves ``budget.chars`` less its length.
+    # What does not fit is left out by whole items (``_overflow``): a rendering never cuts a
+    # number, a name or a string's quotes in the middle.
+
     def _seq(self, value, depth, budget, open_, close, t, prefix="", suffix=""):
         n = list.__len__(value) if issubclass(t, list) else tuple.__len__(value)
         if n == 0:
@@ -702,49 +741,214 @@ class Renderer:
         guard = self._enter(value, depth, budget, prefix + open_ + ELLIPSIS_MARK + close + suffix)
         if guard is not None:
             return guard
+        allow = budget.chars - 2  # room for the items (open_ and close are one character each)
+        if prefix or suffix:
+            allow -= len(prefix) + len(suffix)
         getitem = _list_getitem if issubclass(t, list) else _tuple_getitem
         head, tail = self._items_plan(n)
-        fast = self._fast_items(getitem(value, slice(0, head)), budget)
+        inner = None
+        fast = self._fast_items(getitem(value, slice(0, head)))
         if fast is not None:
             if not tail:
-                return prefix + open_ + fast + close + suffix
-            if budget.chars > 0:
-                fast_tail = self._fast_items(getitem(value, slice(n - tail, n)), budget)
-                if fast_tail is not None:
-                    return prefix + open_ + fast + ", " + ELLIPSIS_MARK + ", " + fast_tail + close + suffix
-            budget.chars += len(fast)  # the item-by-item path below charges the head itself
-        budget.active.add(id(value))
-        parts = []
-        shown_head, tail_from = 0, n  # items [shown_head, tail_from) are left out
-        try:
-            for i in range(head):
-                if budget.chars <= 0:
-                    parts.append(ELLIPSIS_MARK)
-                    break
-                parts.append(self._render(getitem(value, i), depth + 1, budget))
-                shown_head = i + 1
-                budget.chars -= 2
+                inner = fast
             else:
-                if tail:
-                    parts.append(ELLIPSIS_MARK)
-                    for i in range(n - tail, n):
+                fast_tail = self._fast_items(getitem(value, slice(n - tail, n)))
+                if fast_tail is not None:
+                    inner = fast + ", " + ELLIPSIS_MARK + ", " + fast_tail
+            if inner is not None and len(inner) > allow and not budget.whole:
+                inner = self._scalars_overflow(value, getitem, n, head, tail, budget, allow)
+        if inner is None or len(inner) > allow:
+            budget.active.add(id(value))
+            cuts = budget.cuts
+            whole = budget.whole
+            try:
+                parts = []
+                if inner is None:  # item by item; each leaves the room (budget.chars) less its length
+                    budget.chars = allow
+                    if n > 1:
+                        budget.whole = True  # a cut item is of no use: _overflow then
+                    render = self._render
+                    d1 = depth + 1
+                    for i in range(head):
                         if budget.chars <= 0:
                             break
-                        parts.append(self._render(getitem(value, i), depth + 1, budget))
+                        parts.append(render(getitem(value, i), d1, budget))
                         budget.chars -= 2
                     else:
-                        tail_from = n - tail
-        finally:
-            budget.active.discard(id(value))
-        if tail and shown_head < tail_from:  # the items budget left out the middle
-            budget.left_out(getitem(value, slice(shown_head, min(tail_from, shown_head + _SCAN_LEFT_OUT + 1))))
-        return prefix + open_ + ", ".join(parts) + close + suffix
+                        if tail:
+                            parts.append(ELLIPSIS_MARK)
+                            budget.chars -= 5
+                            for i in range(n - tail, n):
+                                if budget.chars <= 0:
+                                    break
+                                parts.append(render(getitem(value, i), d1, budget))
+                                budget.chars -= 2
+                            else:
+                                inner = ", ".join(parts)
+                        else:
+                            inner = ", ".join(parts)
+                    budget.whole = whole
+                shown_head = head
+                if inner is None or len(inner) > allow or (budget.cuts != cuts and (n > 1 or whole)):
+                    # not every item whole in the room: whole items from both ends (_overflow)
+                    if whole:
+                        inner, shown_head, tail_from = self._give_up(budget)
+                        allow = len(inner)  # no room left (see _give_up)
+                    else:
+                        inner, shown_head, tail_from = self._overflow(
+                            n, head, tail, map(getitem, repeat(value), range(n)),
+                            map(getitem, repeat(value), range(n - 1, -1, -1)), False, depth, budget, allow,
+                            _whole_head(parts, head))
+                elif tail:
+                    tail_from = n - tail
+            finally:
+                budget.active.discard(id(value))
+                budget.whole = whole
+            if head + tail < n and shown_head < tail_from:  # the items budget left out the middle
+                budget.left_out(getitem(value, slice(shown_head, min(tail_from, shown_head + _SCAN_LEFT_OUT + 1))))
+        budget.chars = allow - len(inner)
+        return prefix + open_ + inner + close + suffix
 
-    def _fast_items(self, items, budget: _Budget):
+    def _overflow(self, n, head, tail, front, back, pairs, depth, budget, allow, done=()):
+        """``(text, shown_head, tail_from)``: the items of an ``n``-item container joined with
+        ", " in ``allow`` characters, when the items budget's plan (``head`` items, then the
+        last ``tail``) does not fit. Whole items from the front in two thirds of the room, then
+        from the back in the rest, "..." for the items ``shown_head`` to ``tail_from`` left out;
+        only the first item of each end is cut to fit when it cannot fit whole (a string or a
+        container showing its own head and tail). ``front``/``back``: iterators over the items
+        from the first / from the last (dict items when ``pairs``); ``done``: the whole texts of
+        the first items, from the item-by-item pass that found the plan does not fit."""
+        budget.cuts += 1
+        if head + tail == n:
+            tail = n  # the plan shows every item: the tail may reach back to the head's end
+        room_all = allow - len(ELLIPSIS_MARK) - 2  # the "..." and one separator
+        render = self._pair if pairs else self._render
+        d1 = depth + 1
+        ends: tuple = ([], [])
+        used = 0
+        for end, items, count, limit in ((0, front, head, room_all - room_all // 3), (1, back, tail, room_all)):
+            parts = ends[end]
+            for i, item in enumerate(islice(items, min(count, n - len(ends[0])))):
+                room = limit - used
+                if room <= 0:
+                    break
+                if not end and i < len(done) and (i or len(done[0]) <= room):
+                    text = done[i]  # whole: rendered in the room it fits, it is this text again
+                    if len(text) > room:
+                        break
+                    parts.append(text)
+                    used += len(text) + 2
+                    continue
+                cuts = budget.cuts
+                budget.chars = room
+                # Whole if nothing in it was cut for want of room; only the first item of an end
+                # is shown cut (a string or container showing its own head and tail).
+                budget.whole = bool(parts)
+                text = render(item, d1, budget)
+                if len(text) > room or (parts and budget.cuts != cuts):
+                    break
+                parts.append(text)
+                used += len(text) + 2
+        budget.whole = False
+        head_parts, tail_parts = ends
+        tail_parts.reverse()
+        shown_head, tail_from = len(head_parts), n - len(tail_parts)
+        if shown_head < tail_from:
+            head_parts.append(ELLIPSIS_MARK)
+        return ", ".join(head_parts + tail_parts), shown_head, tail_from
+
+    @staticmethod
+    def _give_up(budget: _Budget) -> tuple:
+        """``_overflow``'s result where only a whole rendering is of use (``budget.whole``): a
+        cut, a text of no use (the caller leaves the item out; the container leaves no room, so
+        the caller's item loop stops there: the items before are whole)."""
+        budget.cuts += 1
+        return ELLIPSIS_MARK, 0, 0
+
+    def _scalars_overflow(self, value, getitem, n, head, tail, budget, allow):
+        """``_overflow``'s text for a sequence whose shown items are all small exact scalars
+        (``_fast_items``), from their reprs at C speed; None when the first item at an end is a
+        string it would have to cut (then ``_overflow`` does)."""
+        budget.cuts += 1
+        if head + tail == n:
+            front = back = list(map(repr, getitem(value, slice(0, n))))
+            tail = n
+        else:
+            front = list(map(repr, getitem(value, slice(0, head))))
+            back = list(map(repr, getitem(value, slice(n - tail, n))))
+        room_all = allow - len(ELLIPSIS_MARK) - 2
+        limit = room_all - room_all // 3
+        used = 0
+        head_parts = []
+        for text in front:
+            if len(text) > limit - used:
+                break
+            head_parts.append(text)
+            used += len(text) + 2
+        if not head_parts and type(getitem(value, 0)) is str:
+            return None
+        tail_parts = []
+        for text in islice(reversed(back), min(tail, n - len(head_parts))):
+            if len(text) > room_all - used:
+                break
+            tail_parts.append(text)
+            used += len(text) + 2
+        if not tail_parts and len(head_parts) < n and type(getitem(value, n - 1)) is str:
+            return None
+        tail_parts.reverse()
+        if len(head_parts) + len(tail_parts) < n:
+            head_parts.append(ELLIPSIS_MARK)
+        return ", ".join(head_parts + tail_parts)
+
+    def _labelled(self, name: str, pairs: list, more: bool, depth: int, budget: _Budget) -> str:
+        """``name(label=value, ...)`` in the room ``budget.chars``: the (label, value) ``pairs``
+        in order while whole ones fit, then "..." (also when ``more`` were left out before)."""
+        allow = budget.chars - len(name) - 2
+        budget.chars = allow
+        cuts = budget.cuts
+        parts = []
+        render = self._render
+        d1 = depth + 1
+        for label, value in pairs:
+            if budget.chars <= 0:
+                break
+            budget.chars -= len(label) + 1
+            parts.append(label + "=" + render(value, d1, budget))
+            budget.chars -= 2
+        else:
+            inner = ", ".join(parts)
+            if not more and len(inner) <= allow and (budget.cuts == cuts or not budget.whole):
+                budget.chars = allow - len(inner)
+                return name + "(" + inner + ")"
+        # Whole pairs in the room left beside the "...".
+        budget.cuts += 1
+        if budget.whole:  # of no use cut: no room left, the caller stops (see _give_up)
+            budget.chars = 0
+            return name + "(" + ELLIPSIS_MARK + ")"
+        room_all = allow - len(ELLIPSIS_MARK) - 2
+        parts = []
+        used = 0
+        for label, value in pairs:
+            room = room_all - used - len(label) - 1
+            if room <= 0:
+                break
+            budget.chars = room
+            text = label + "=" + render(value, d1, budget)
+            if used + len(text) > room_all:
+                break
+            parts.append(text)
+            used += len(text) + 2
+        parts.append(ELLIPSIS_MARK)
+        inner = ", ".join(parts)
+        budget.chars = allow - len(inner)
+        return name + "(" + inner + ")"
+
+    @staticmethod
+    def _fast_items(items):
         """``", ".join(map(repr, items))`` when every item is a small exact scalar, else None.
 
         The common case (lists of ints, floats, short strings) at C speed; exactly what the
-        item-by-item path produces when the budget is not exhausted.
+        item-by-item path produces when it fits the character budget.
         """
         kinds = type_ids(items)
         if len(kinds) != 1 and kinds != _INT_BOOL_IDS:
@@ -758,11 +962,15 @@ class Renderer:
         elif not kinds <= _FAST_KINDS_IDS:
             return None
         try:
-            text = ", ".join(map(repr, items))
+            return ", ".join(map(repr, items))
         except ValueError:  # an int beyond the int-to-str digit limit
             return None
-        budget.chars -= len(text)
-        return text
+
+    def _pair(self, kv, depth: int, budget: _Budget) -> str:
+        """``key: value`` of a dict item, in the room ``budget.chars``."""
+        key = self._render(kv[0], depth, budget)
+        budget.chars -= 2
+        return key + ": " + self._render(kv[1], depth, budget)
 
     def _dict(self, value, depth, budget, open_, close, prefix="", suffix="", items=None):
         n = dict.__len__(value)
@@ -771,77 +979,134 @@ class Renderer:
         guard = self._enter(value, depth, budget, prefix + open_ + ELLIPSIS_MARK + close + suffix)
         if guard is not None:
             return guard
-        head, _tail = self._items_plan(n)
+        allow = budget.chars - 2  # room for the items (open_ and close are one character each)
+        if prefix or suffix:
+            allow -= len(prefix) + len(suffix)
+        head, tail = self._items_plan(n)
         budget.active.add(id(value))
         parts = []
+        inner = None
+        cuts = budget.cuts
+        whole = budget.whole
         try:
-            for i, (k, v) in enumerate(_dict_items(value) if items is None else items):
-                if i >= head or budget.chars <= 0:
-                    parts.append(ELLIPSIS_MARK)
-                    if i >= head:
-                        rest = islice(_dict_items(value) if items is None else items, i, i + _SCAN_LEFT_OUT + 1)
-                        budget.left_out(x for kv in rest for x in kv)
+            budget.chars = allow
+            if n > 1:
+                budget.whole = True  # a cut item is of no use: _overflow then
+            render = self._render
+            d1 = depth + 1
+            for k, v in islice(_dict_items(value) if items is None else items, head):
+                if budget.chars <= 0:
                     break
-                parts.append(self._render(k, depth + 1, budget) + ": " + self._render(v, depth + 1, budget))
+                parts.append(render(k, d1, budget) + ": " + render(v, d1, budget))
                 budget.chars -= 4
+            else:
+                if tail:
+                    parts.append(ELLIPSIS_MARK)
+                    budget.chars -= 5
+                    last = list(islice(reversed(_dict_items(value) if items is None else items), tail))
+                    for k, v in reversed(last):
+                        if budget.chars <= 0:
+                            break
+                        parts.append(render(k, d1, budget) + ": " + render(v, d1, budget))
+                        budget.chars -= 4
+                    else:
+                        inner = ", ".join(parts)
+                else:
+                    inner = ", ".join(parts)
+            budget.whole = whole
+            shown_head, tail_from = head, n - tail
+            if inner is None or len(inner) > allow or (budget.cuts != cuts and (n > 1 or whole)):
+                # not every item whole in the room: whole items from both ends (_overflow)
+                if whole:
+                    inner, shown_head, tail_from = self._give_up(budget)
+                    allow = len(inner)  # no room left (see _give_up)
+                else:
+                    inner, shown_head, tail_from = self._overflow(
+                        n, head, tail, iter(_dict_items(value) if items is None else items),
+                        reversed(_dict_items(value) if items is None else items), True, depth, budget, allow,
+                        _whole_head(parts, head))
+            if head + tail < n and shown_head < tail_from:  # the items budget left out the middle
+                rest = islice(_dict_items(value) if items is None else items, shown_head,
+                              min(tail_from, shown_head + _SCAN_LEFT_OUT + 1))
+                budget.left_out(x for kv in rest for x in kv)
         finally:
             budget.active.discard(id(value))
-        return prefix + open_ + ", ".join(parts) + close + suffix
+            budget.whole = whole
+        budget.chars = allow - len(inner)
+        return prefix + open_ + inner + close + suffix
 
     def _set(self, value, depth, budget, open_, close, prefix=""):
         guard = self._enter(value, depth, budget, prefix + open_ + ELLIPSIS_MARK + close)
         if guard is not None:
             return guard
+        allow = budget.chars - len(prefix + open_ + close)  # room for the items
         is_set = issubclass(type(value), set)
         n = set.__len__(value) if is_set else frozenset.__len__(value)
-        head, _tail = self._items_plan(n)
+        head, tail = self._items_plan(n)
         budget.active.add(id(value))
+        parts = []
+        inner = None
+        cuts = budget.cuts
+        whole = budget.whole
         try:
-            items = self._sorted_set_items(value, n, is_set)
-            parts = []
-            for i, r in enumerate(items(depth, budget)):
-                if i >= head or budget.chars <= 0:
-                    parts.append(ELLIPSIS_MARK)
-                    if i >= head:
-                        budget.left_out(set.__iter__(value) if is_set else frozenset.__iter__(value))
+            elems = self._set_order(value, n, is_set, depth)
+            budget.chars = allow
+            if n > 1:
+                budget.whole = True  # a cut item is of no use: _overflow then
+            render = self._render
+            d1 = depth + 1
+            for e in (elems[:head] + [_GAP] + elems[n - tail:]) if tail else elems:
+                if budget.chars <= 0:
                     break
-                parts.append(r)
+                if e is _GAP:
+                    parts.append(ELLIPSIS_MARK)
+                    budget.chars -= 5
+                    continue
+                parts.append(render(e, d1, budget))
                 budget.chars -= 2
+            else:
+                inner = ", ".join(parts)
+            budget.whole = whole
+            shown_head, tail_from = head, n - tail
+            if inner is None or len(inner) > allow or (budget.cuts != cuts and (n > 1 or whole)):
+                # not every item whole in the room: whole items from both ends (_overflow)
+                if whole:
+                    inner, shown_head, tail_from = self._give_up(budget)
+                    allow = len(inner)  # no room left (see _give_up)
+                else:
+                    inner, shown_head, tail_from = self._overflow(
+                        n, head, tail, iter(elems), reversed(elems), False, depth, budget, allow,
+                        _whole_head(parts, head))
+            if head + tail < n and shown_head < tail_from:  # the items budget left out the middle
+                budget.left_out(set.__iter__(value) if is_set else frozenset.__iter__(value))
         finally:
             budget.active.discard(id(value))
-        return prefix + open_ + ", ".join(parts) + close
+            budget.whole = whole
+        budget.chars = allow - len(inner)
+        return prefix + open_ + inner + close
 
-    def _sorted_set_items(self, value, n, is_set):
-        """Set elements in a deterministic order: numbers, then strings, then by rendering.
+    def _set_order(self, value, n, is_set, depth) -> list:
+        """A set's elements in a deterministic order: numbers, then strings, then by rendering.
 
         Iteration order of a set of strings depends on the hash seed, so a set is rendered
-        sorted (for small non-negative ints this is also CPython's own order).
+        sorted (for small non-negative ints this is also CPython's own order). A set of more
+        than ten times ``max_items`` elements is too big to sort cheaply: iteration order.
         """
         elems = list(set.__iter__(value) if is_set else frozenset.__iter__(value))
         if n > 10 * self.max_items:
-            # Too big to sort cheaply: the first items in iteration order.
-            def gen_unsorted(depth, budget):
-                for e in elems:
-                    yield self._render(e, depth + 1, budget)
-
-            return gen_unsorted
-
-        def gen_sorted(depth, budget):
-            keyed = []
-            for e in elems:
-                t = type(e)
-                if (t is int or t is bool) or (t is float and e == e):
-                    keyed.append(((0, e, ""), e))
-                elif t is str:
-                    keyed.append(((1, 0, e), e))
-                else:
-                    # Render with a throwaway budget so the sort key is complete and stable.
-                    keyed.append(((2, 0, self._render(e, depth + 1, _Budget(self.max_value_chars))), e))
-            keyed.sort(key=lambda pair: pair[0])
-            for _key, e in keyed:
-                yield self._render(e, depth + 1, budget)
-
-        return gen_sorted
+            return elems
+        keyed = []
+        for e in elems:
+            t = type(e)
+            if (t is int or t is bool) or (t is float and e == e):
+                keyed.append(((0, e, ""), e))
+            elif t is str:
+                keyed.append(((1, 0, e), e))
+            else:
+                # Render with a throwaway budget so the sort key is complete and stable.
+                keyed.append(((2, 0, self._render(e, depth + 1, _Budget(self.max_value_chars))), e))
+        keyed.sort(key=lambda pair: pair[0])
+        return [e for _key, e in keyed]
 
     # -- non-builtin types: chosen once per type --------------------------------------------
 
@@ -1079,6 +1344,7 @@ class Renderer:
             if type(args) is not tuple:
                 args = ()
             if len(args) == 1:
+                b.chars -= len(name) + 2
                 return name + "(" + self._render(args[0], d + 1, b) + ")"
             return self._seq(args, d, b, "(", ")", tuple, prefix=name)
 
@@ -1103,14 +1369,9 @@ class Renderer:
         def nt_kind(v, d, b):
             self._visit_hidden(v, t, b)  # a subclass's instance attributes (not shown)
             n = tuple.__len__(v)
-            parts = []
-            for i in range(n):
-                if b.chars <= 0:
-                    parts.append(ELLIPSIS_MARK)
-                    break
-                label = fields[i] if i < len(fields) and type(fields[i]) is str else "_%d" % i  # type: ignore[index,arg-type]
-                parts.append("%s=%s" % (label, self._render(_tuple_getitem(v, i), d + 1, b)))
-            return cls_name + "(" + ", ".join(parts) + ")"
+            pairs = [(fields[i] if i < len(fields) and type(fields[i]) is str else "_%d" % i,  # type: ignore[index,arg-type]
+                      _tuple_getitem(v, i)) for i in range(n)]
+            return self._labelled(cls_name, pairs, False, d, b)
 
         return nt_kind
 
@@ -1129,17 +1390,10 @@ class Renderer:
             attrs = _str_keyed(instance_attrs(v, t, b.ids))
             _note_hidden(_dict_items(attrs), shown, b.ids)  # not fields, or not in the repr
             b.active.add(id(v))
-            parts = []
             try:
-                for n in names:
-                    if b.chars <= 0:
-                        parts.append(ELLIPSIS_MARK)
-                        break
-                    if n in attrs:
-                        parts.append("%s=%s" % (n, self._render(attrs[n], d + 1, b)))
+                return self._labelled(cls_name, [(n, attrs[n]) for n in names if n in attrs], False, d, b)
             finally:
                 b.active.discard(id(v))
-            return cls_name + "(" + ", ".join(parts) + ")"
 
         return dc_kind
 
@@ -1160,18 +1414,32 @@ class Renderer:
             if not has_storage:
                 return self._spend(b, "<%s object>" % cls_name)
             head, _tail = self._items_plan(len(attrs))
+            more = head < len(attrs)
+            if more:
+                b.elided = True  # attributes the items budget leaves out are not visited
             b.active.add(id(v))
-            parts = []
             try:
-                for i, (k, val) in enumerate(attrs):
-                    if i >= head or b.chars <= 0:
-                        parts.append(ELLIPSIS_MARK)
-                        b.elided = b.elided or i >= head
-                        break
-                    parts.append("%s=%s" % (_safe_str(k), self._render(val, d + 1, b)))
+                if not more:  # the common case inline (see _labelled)
+                    allow = b.chars - len(cls_name) - 2
+                    b.chars = allow
+                    cuts = b.cuts
+                    parts = []
+                    for k, val in attrs:
+                        if b.chars <= 0:
+                            break
+                        label = _safe_str(k)
+                        b.chars -= len(label) + 1
+                        parts.append(label + "=" + self._render(val, d + 1, b))
+                        b.chars -= 2
+                    else:
+                        inner = ", ".join(parts)
+                        if len(inner) <= allow and (b.cuts == cuts or not b.whole):
+                            b.chars = allow - len(inner)
+                            return cls_name + "(" + inner + ")"
+                    b.chars = allow + len(cls_name) + 2
+                return self._labelled(cls_name, [(_safe_str(k), val) for k, val in attrs[:head]], more, d, b)
             finally:
                 b.active.discard(id(v))
-            return cls_name + "(" + ", ".join(parts) + ")"
 
         return obj_kind
 

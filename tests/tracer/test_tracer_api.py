@@ -444,3 +444,19 @@ def test_source_lines_are_the_compilers_lines(tmp_path: Path, backend: str, give
     assert t["status"] == "ok", t["tracer_error"]
     lines = {e["lineno"]: e["source"] for e in t["events"]}
     assert lines == {1: "def f():", 2: line_2, 3: "    t = 1", 4: "    return s, t"}
+
+
+def test_appends_to_a_list_over_the_character_budget_are_seen(backend: str) -> None:
+    """A list longer than the character budget shows its tail: every append changes its
+    rendering (a rendering cut by characters stopped changing once its head filled it)."""
+    t = call("""
+    def f(n):
+        xs = []
+        for i in range(n):
+            xs.append((i, "item"))
+        return len(xs)
+    """, "40", backend=backend, limits=Limits(max_value_chars=100))
+    shown = [e["locals"]["xs"] for e in t["events"] if "xs" in e["locals"]]
+    assert len(shown) == 41 and shown[0] == "[]"
+    for i, text in enumerate(shown[1:]):
+        assert text.endswith(f"({i}, 'item')]") and len(text) <= 100, text

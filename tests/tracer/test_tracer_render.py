@@ -155,8 +155,92 @@ def test_budgets_bound_huge_values() -> None:
     s = r.render("x" * 10_000_000)
     assert len(s) <= 100 and s.startswith("'xxx") and "..." in s
     assert r.render([[[[1]]]]) == "[[[[...]]]]"  # three levels opened, the fourth elided
-    assert r.render(dict.fromkeys(range(1000))).endswith("...}")
-    assert r.render(set(range(100_000))).endswith("...}")
+    # dicts and sets show a head and a tail too (a key added last is seen)
+    assert r.render(dict.fromkeys(range(1000))) == (
+        "{0: None, 1: None, 2: None, 3: None, 4: None, 5: None, 6: None, 7: None, ..., 998: None, 999: None}")
+    assert r.render(set(range(100_000))) == "{0, 1, 2, 3, 4, 5, 6, 7, ..., 99998, 99999}"
+
+
+@pytest.mark.parametrize("chars, value, expected", [
+    # whole numbers from the head (two thirds of the room) and the tail, the last item kept
+    (120, [1.0000000000000004] * 30 + [2.5],
+     "[1.0000000000000004, 1.0000000000000004, 1.0000000000000004, ..., 1.0000000000000004, "
+     "1.0000000000000004, 2.5]"),
+    (80, ["ab" * 10] * 10 + ["last"], "['abababababababababab', 'abababababababababab', ..., 'last']"),
+    # a container item gets the room left and shows its own head and tail
+    (60, [[0] * 500, [1] * 500], "[[0, 0, 0, 0, 0, 0, 0, ..., 0, 0, 0], [1, 1, ..., 1]]"),
+    (100, {f"k{i}": i for i in range(40)},
+     "{'k0': 0, 'k1': 1, 'k2': 2, 'k3': 3, 'k4': 4, 'k5': 5, 'k6': 6, ..., 'k38': 38, 'k39': 39}"),
+    # only the first item of each end is cut to fit, inside its quotes
+    (60, ["x" * 200, "short"], "['xxxxxxxxxxxxxxxxxxx...xxxxxxxxx', 'short']"),
+    (70, {"a" * 30, "b" * 30, "c" * 30}, "{'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', ..., 'cccccccccccccc...ccccccc'}"),
+])
+def test_a_value_over_the_character_budget_is_cut_between_whole_items(chars: int, value, expected: str) -> None:
+    """Over the character budget a container shows whole items from its head and from its tail
+    (an item appended last is seen), never a number or a string's quotes cut in the middle (the
+    text used to be cut by characters: '[1.00...000004, 1.00', a tail from the middle)."""
+    text = Renderer(max_value_chars=chars).render(value)
+    assert text == expected and len(text) <= chars
+
+
+def test_cuts_keep_whole_items_at_every_budget() -> None:
+    """Lists of numbers at every character budget: the shown items are the list's first and
+    last items, whole, in order, with "..." between when some are left out."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        value = [rng.choice([rng.randint(-10**6, 10**6), rng.random() * 10**rng.randint(-3, 9), None, True])
+                 for _ in range(rng.randint(1, 150))]
+        chars = rng.randint(8, 400)
+        text = Renderer(max_value_chars=chars, max_items=rng.choice([0, 10, 100])).render(value)
+        assert len(text) <= chars and text[0] == "[" and text[-1] == "]", (chars, text)
+        parts = text[1:-1].split(", ") if len(text) > 2 else []
+        reprs = [repr(v) for v in value]
+        if "..." in parts:
+            cut = parts.index("...")
+            head, tail = parts[:cut], parts[cut + 1:]
+            assert head == reprs[:len(head)] and (not tail or tail == reprs[-len(tail):]), (chars, text)
+            assert len(head) + len(tail) < len(value)
+        else:
+            assert parts == reprs, (chars, text)
+
+
+class _NoShortcuts(Renderer):
+    """The reference over the budget: no repr()-based fitting of scalar lists, and no reuse of
+    the whole items the item-by-item pass rendered before it found the plan does not fit."""
+
+    def _scalars_overflow(self, *args):
+        return None
+
+    def _overflow(self, n, head, tail, front, back, pairs, depth, budget, allow, done=()):
+        return Renderer._overflow(self, n, head, tail, front, back, pairs, depth, budget, allow)
+
+
+def test_fitting_shortcuts_render_exactly_like_the_plain_path() -> None:
+    import random
+
+    rng = random.Random(11)
+
+    def value(depth: int = 0):
+        if depth > 2 or rng.random() < 0.35:
+            return rng.choice([rng.randint(-10**9, 10**9), rng.random() * 1e6, "s" * rng.randint(0, 80), None])
+        n = rng.choice([0, 1, 2, 3, 5, 12, 40, 130])
+        kind = rng.random()
+        if kind < 0.4:
+            return [value(depth + 1) for _ in range(n)]
+        if kind < 0.55:
+            return tuple(value(depth + 1) for _ in range(n))
+        if kind < 0.8:
+            return {f"k{i}": value(depth + 1) for i in range(n)}
+        return {rng.randint(0, 10**6) for _ in range(n)}
+
+    for _ in range(1500):
+        v = value()
+        budgets = rng.choice([10, 30, 60, 100, 250, 1000]), rng.choice([0, 3, 10, 100]), rng.choice([2, 4, 8])
+        text = Renderer(*budgets).render(v)
+        assert text == _NoShortcuts(*budgets).render(v) == Renderer(*budgets).render_keyed(v)[0], (budgets, v)
+        assert len(text) <= budgets[0] or type(v) in (int, float), (budgets, text)
 
 
 def test_unlimited_budget_is_full_repr() -> None:
@@ -203,7 +287,8 @@ def test_exception_messages_without_user_code() -> None:
 class _ItemByItem(Renderer):
     """The reference: no C-speed shortcuts, every item through ``_render``."""
 
-    def _fast_items(self, items, budget):
+    @staticmethod
+    def _fast_items(items):
         return None
 
 
