@@ -790,15 +790,10 @@ class Renderer:
                     budget.whole = whole
                 shown_head = head
                 if inner is None or len(inner) > allow or (budget.cuts != cuts and (n > 1 or whole)):
-                    # not every item whole in the room: whole items from both ends (_overflow)
-                    if whole:
-                        inner, shown_head, tail_from = self._give_up(budget)
-                        allow = len(inner)  # no room left (see _give_up)
-                    else:
-                        inner, shown_head, tail_from = self._overflow(
-                            n, head, tail, map(getitem, repeat(value), range(n)),
-                            map(getitem, repeat(value), range(n - 1, -1, -1)), False, depth, budget, allow,
-                            _whole_head(parts, head))
+                    inner, allow, shown_head, tail_from = self._refit(
+                        n, head, tail, lambda: (map(getitem, repeat(value), range(n)),
+                                                map(getitem, repeat(value), range(n - 1, -1, -1))),
+                        False, depth, budget, allow, whole, parts)
                 elif tail:
                     tail_from = n - tail
             finally:
@@ -808,6 +803,18 @@ class Renderer:
                 budget.left_out(getitem(value, slice(shown_head, min(tail_from, shown_head + _SCAN_LEFT_OUT + 1))))
         budget.chars = allow - len(inner)
         return prefix + open_ + inner + close + suffix
+
+    def _refit(self, n, head, tail, ends, pairs, depth, budget, allow, whole, parts) -> tuple:
+        """``(text, allow, shown_head, tail_from)`` when not every item was whole in the room:
+        whole items from both ends (``_overflow``; ``ends()`` gives its two iterators), or, where
+        only a whole rendering is of use, nothing (``_give_up``: no room left)."""
+        if whole:
+            text, shown_head, tail_from = self._give_up(budget)
+            return text, len(text), shown_head, tail_from
+        front, back = ends()
+        text, shown_head, tail_from = self._overflow(
+            n, head, tail, front, back, pairs, depth, budget, allow, _whole_head(parts, head))
+        return text, allow, shown_head, tail_from
 
     def _overflow(self, n, head, tail, front, back, pairs, depth, budget, allow, done=()):
         """``(text, shown_head, tail_from)``: the items of an ``n``-item container joined with
@@ -1016,15 +1023,9 @@ class Renderer:
             budget.whole = whole
             shown_head, tail_from = head, n - tail
             if inner is None or len(inner) > allow or (budget.cuts != cuts and (n > 1 or whole)):
-                # not every item whole in the room: whole items from both ends (_overflow)
-                if whole:
-                    inner, shown_head, tail_from = self._give_up(budget)
-                    allow = len(inner)  # no room left (see _give_up)
-                else:
-                    inner, shown_head, tail_from = self._overflow(
-                        n, head, tail, iter(_dict_items(value) if items is None else items),
-                        reversed(_dict_items(value) if items is None else items), True, depth, budget, allow,
-                        _whole_head(parts, head))
+                entries = _dict_items(value) if items is None else items
+                inner, allow, shown_head, tail_from = self._refit(
+                    n, head, tail, lambda: (iter(entries), reversed(entries)), True, depth, budget, allow, whole, parts)
             if head + tail < n and shown_head < tail_from:  # the items budget left out the middle
                 rest = islice(_dict_items(value) if items is None else items, shown_head,
                               min(tail_from, shown_head + _SCAN_LEFT_OUT + 1))
@@ -1069,14 +1070,8 @@ class Renderer:
             budget.whole = whole
             shown_head, tail_from = head, n - tail
             if inner is None or len(inner) > allow or (budget.cuts != cuts and (n > 1 or whole)):
-                # not every item whole in the room: whole items from both ends (_overflow)
-                if whole:
-                    inner, shown_head, tail_from = self._give_up(budget)
-                    allow = len(inner)  # no room left (see _give_up)
-                else:
-                    inner, shown_head, tail_from = self._overflow(
-                        n, head, tail, iter(elems), reversed(elems), False, depth, budget, allow,
-                        _whole_head(parts, head))
+                inner, allow, shown_head, tail_from = self._refit(
+                    n, head, tail, lambda: (iter(elems), reversed(elems)), False, depth, budget, allow, whole, parts)
             if head + tail < n and shown_head < tail_from:  # the items budget left out the middle
                 budget.left_out(set.__iter__(value) if is_set else frozenset.__iter__(value))
         finally:
