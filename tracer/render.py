@@ -14,6 +14,7 @@ import builtins
 import sys
 import types
 from collections import defaultdict as _defaultdict
+from gc import get_referents as _gc_referents
 from itertools import compress, islice, repeat
 from operator import is_, is_not
 
@@ -227,6 +228,8 @@ def omitted_attrs(cls: type) -> frozenset:
 # ``__reduce__`` of these builtins is C code that hands back their function and iterators.
 _LAZY_ITERATORS = (map, filter, zip, enumerate, type(iter(int, 0)))
 _LAZY_ITERATOR_IDS = frozenset(map(id, _LAZY_ITERATORS))
+# dict.keys(), .values(), .items(): live views of a dict, rendered like their repr.
+_DICT_VIEW_IDS = frozenset(map(id, (type({}.keys()), type({}.values()), type({}.items()))))
 
 
 def _visit_callables(it: object, ids: list, depth: int) -> None:
@@ -1134,6 +1137,10 @@ class Renderer:
                 _visit_callables(v, b.ids, 0)  # a later ``list(it)`` calls them
                 return self._spend(b, "<%s object>" % name)
             return lazy_iterator_kind
+        if id(t) in _DICT_VIEW_IDS:
+            return self._render_dict_view
+        if t is slice:
+            return self._render_slice
         if t is memoryview:
             def memoryview_kind(v, d, b):
                 try:
@@ -1189,6 +1196,47 @@ class Renderer:
                 b.elided = True
             return self._spend(b, text_of(v))
         return holder_kind
+
+    def _render_slice(self, v, depth, budget):
+        budget.chars -= 11  # "slice(" ", " ", " ")"
+        parts = [self._render(part, depth + 1, budget) for part in (v.start, v.stop, v.step)]
+        return "slice(%s)" % ", ".join(parts)
+
+    def _render_dict_view(self, v, depth, budget):
+        """``dict_keys([...])``, ``dict_values([...])``, ``dict_items([(k, v), ...])``: the view's
+        dict read through the view at C level (no ``__iter__`` of a dict subclass runs), only
+        the head and tail the items budget shows. The dict is visited: a view shows its changes."""
+        name = type_name(type(v))
+        for target in _gc_referents(v):  # the view's one referent: its dict
+            budget.ids.append(id(target))
+        if id(v) in budget.active:  # a dict holding its own values view
+            return self._spend(budget, ELLIPSIS_MARK)  # as its repr
+        n = len(v)
+        head, tail = self._items_plan(n)
+        if tail:
+            # The items budget shows the head and the tail: the middle stands in one item that
+            # the plan of one more item than the budget leaves out (shown as "...").
+            items = list(islice(v, head)) + [_GAP] + list(islice(reversed(v), tail))[::-1]
+        else:
+            items = list(v)
+        budget.active.add(id(v))
+        try:
+            return self._seq(items, depth, budget, "[", "]", list, prefix=name + "(", suffix=")")
+        finally:
+            budget.active.discard(id(v))
+
+    def _render_array(self, v, depth, budget):
+        """``array('i', [1, 2])`` like its repr; a text array ('u', 'w') as its type."""
+        code = v.typecode
+        if code == "u" or code == "w":
+            return self._spend(budget, "<array object>")
+        n = len(v)
+        if not n:
+            return self._spend(budget, "array(%r)" % code)
+        head, tail = self._items_plan(n)
+        # As a dict view's items (see _render_dict_view): only what the items budget shows.
+        items = v[:head].tolist() + [_GAP] + v[n - tail :].tolist() if tail else v.tolist()
+        return self._seq(items, depth, budget, "[", "]", list, prefix="array(%r, " % code, suffix=")")
 
     def _render_builtin_function(self, v, depth, budget):
         owner = v.__self__
@@ -1259,6 +1307,8 @@ class Renderer:
             return self._render_timezone
         if t is _stdlib_type("functools", "partial"):
             return self._render_partial
+        if t is _stdlib_type("array", "array"):
+            return self._render_array
         if t is _stdlib_type("re", "Pattern"):
             return self._render_pattern
         if t is _stdlib_type("re", "Match"):

@@ -19,6 +19,23 @@ from tracer import recorder
 from tracer.api import trace_call
 
 PROGRAMS = {
+    "views_of_a_dict_mutated_through_it_or_an_alias": """\
+def f():
+    d = {'a': 1}
+    k = d.keys()
+    d['b'] = 2
+    n = 0
+    e = d
+    e['c'] = [3]
+    n = 1
+    e['c'].append(4)
+    n = 2
+    items = e.items()
+    del d['a']
+    n = 3
+    d.clear()
+    return list(k), list(items)
+""",
     "class_and_function_attributes": """\
 class Reg:
     items = []

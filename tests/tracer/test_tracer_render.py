@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import enum
@@ -64,6 +65,28 @@ class HostileList(list):
         raise AssertionError("__len__ ran")
 
 
+class HostileDict(dict):
+    """A dict subclass whose Python-level hooks raise (its views must not call them)."""
+
+    def __iter__(self):
+        raise AssertionError("__iter__ ran")
+
+    def __len__(self):
+        raise AssertionError("__len__ ran")
+
+    def __getitem__(self, key):
+        raise AssertionError("__getitem__ ran")
+
+    def keys(self):
+        raise AssertionError("keys ran")
+
+    def values(self):
+        raise AssertionError("values ran")
+
+    def items(self):
+        raise AssertionError("items ran")
+
+
 class DictProperty:
     @property
     def __dict__(self):
@@ -97,6 +120,10 @@ BUILTINS = [
     collections.OrderedDict(a=1), collections.OrderedDict(), collections.Counter("abbccc"), collections.Counter(),
     collections.defaultdict(list, {"k": [1]}), ValueError("x"), KeyError("k"), Exception(), len,
     DC(1, [2]), Pair(1, "b"), Color.RED, int, Hostile,
+    # views and slices: builtin, with a deterministic repr
+    {"a": 1, "b": [2]}.keys(), {"a": 1, "b": [2]}.values(), {"a": 1, "b": [2]}.items(), {}.items(),
+    dict.keys(HostileDict(k=1)), slice(3), slice(1, "a", None), slice(None, None, -1),
+    array.array("i", [1, -2]), array.array("d", [0.1]), array.array("b"),
 ]
 
 
@@ -159,6 +186,24 @@ def test_budgets_bound_huge_values() -> None:
     assert r.render(dict.fromkeys(range(1000))) == (
         "{0: None, 1: None, 2: None, 3: None, 4: None, 5: None, 6: None, 7: None, ..., 998: None, 999: None}")
     assert r.render(set(range(100_000))) == "{0, 1, 2, 3, 4, 5, 6, 7, ..., 99998, 99999}"
+    # a view of a huge dict and a huge array cost the items budget, not their length
+    huge = dict.fromkeys(range(1_000_000), 0)
+    assert r.render(huge.keys()) == "dict_keys([0, 1, 2, 3, 4, 5, 6, 7, ..., 999998, 999999])"
+    assert r.render(huge.items()) == (
+        "dict_items([(0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), ..., (999998, 0), (999999, 0)])")
+    assert r.render(array.array("q", range(1000))) == "array('q', [0, 1, 2, 3, 4, 5, 6, 7, ..., 998, 999])"
+
+
+def test_views_show_their_dict_and_never_its_user_code() -> None:
+    d = HostileDict(a=1)
+    view = dict.values(d)
+    d["b"] = [2]  # a view is live
+    assert R.render(view) == "dict_values([1, [2]])"
+    text, ids, _key = R.render_keyed(view)
+    assert id(d) in ids  # the recorder re-reads the view when a line mutates its dict
+    loop: dict = {}
+    loop["v"] = loop.values()
+    assert R.render(loop) == repr(loop) == "{'v': dict_values([...])}"
 
 
 @pytest.mark.parametrize("chars, value, expected", [
