@@ -1238,6 +1238,14 @@ class Renderer:
         items = v[:head].tolist() + [_GAP] + v[n - tail :].tolist() if tail else v.tolist()
         return self._seq(items, depth, budget, "[", "]", list, prefix="array(%r, " % code, suffix=")")
 
+    def _render_path(self, v, depth, budget):
+        """``PosixPath('/a/b')`` like its repr, for the exact pathlib classes only: their
+        ``as_posix`` is pathlib's own code on the path's strings (it may cache them on the path,
+        as pathlib itself does when the program asks); a subclass renders structurally."""
+        name = type_name(type(v))
+        budget.chars -= len(name) + 2
+        return "%s(%s)" % (name, self._str(type(v).as_posix(v), budget))
+
     def _render_builtin_function(self, v, depth, budget):
         owner = v.__self__
         fname = _safe_str(v.__name__)
@@ -1309,6 +1317,10 @@ class Renderer:
             return self._render_partial
         if t is _stdlib_type("array", "array"):
             return self._render_array
+        if type(mod) is str and mod.startswith("pathlib"):  # pathlib._local on 3.13
+            for tname in ("PurePosixPath", "PosixPath", "PureWindowsPath", "WindowsPath"):
+                if t is _stdlib_type("pathlib", tname):
+                    return self._unless_unfinished(self._render_path, t)
         if t is _stdlib_type("re", "Pattern"):
             return self._render_pattern
         if t is _stdlib_type("re", "Match"):
@@ -1322,8 +1334,24 @@ class Renderer:
         for module, names in trusted:
             for tname in names:
                 if t is _stdlib_type(module, tname):
-                    return lambda v, d, b: self._spend(b, repr(v))
+                    return self._unless_unfinished(lambda v, d, b: self._spend(b, repr(v)), t)
         return None
+
+    def _unless_unfinished(self, kind, t: type):
+        """``kind``, or for a value it fails on, the structural rendering. A stdlib type written
+        in Python (``Fraction``, ``UUID``, paths) fails on an instance whose constructor has not
+        finished, which the recorder sees when the stdlib is in scope (``--include``): that one
+        value is shown by its attributes, and the type is not marked failed for good."""
+        structural = self._make_object(t)
+
+        def guarded(v, d, b):
+            chars = b.chars
+            try:
+                return kind(v, d, b)
+            except Exception:
+                b.chars = chars
+                return structural(v, d, b)
+        return guarded
 
     # The reprs of these stdlib types would call repr() on what they hold (a tzinfo, a
     # timezone's name, a pattern): trusted only when that is None or of an exact builtin

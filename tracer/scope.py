@@ -71,12 +71,12 @@ class Scope(CachedScope):
         names = (filename, absolute)
         if any(fnmatch.fnmatchcase(n, pat) for pat in self.exclude for n in names):
             return False
-        if any(fnmatch.fnmatchcase(n, pat) for pat in self.include for n in names):
-            return True
         if self.program_file is not None and (filename == self.program_file or absolute == self.program_abs):
             return True
         if absolute.startswith(_TRACER_DIR + os.sep):
-            return False
+            return False  # whatever the globs say: the recorder would record itself
+        if any(fnmatch.fnmatchcase(n, pat) for pat in self.include for n in names):
+            return True
         if filename.startswith("<"):
             return False
         if "site-packages" in absolute or "dist-packages" in absolute:

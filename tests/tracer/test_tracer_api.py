@@ -251,6 +251,25 @@ def test_out_of_scope_code_is_not_recorded(tmp_path: Path, backend: str) -> None
     assert {e["function"] for e in t["events"]} == {"f"}
 
 
+def test_including_everything_records_the_stdlib_but_never_the_tracer(tmp_path: Path, backend: str) -> None:
+    prog = tmp_path / "prog.py"
+    prog.write_text(textwrap.dedent("""\
+        import fractions, pathlib
+
+        def f(n):
+            p = pathlib.PurePosixPath('/tmp') / 'x'
+            q = fractions.Fraction(1, n)
+            return p, q
+        """))
+    t = trace_call(str(prog), "f", "3", backend=backend, include=["*"])
+    files = {e["file"] for e in t["events"]}
+    assert any("fractions" in f for f in files) and any("pathlib" in f for f in files)
+    assert not [f for f in files if "/tracer/" in f]
+    # The stdlib's own constructors ran in scope: their unfinished instances (self at a line of
+    # __init__) are shown by their attributes, and the finished ones like their repr.
+    assert t["return_value"] == "(PurePosixPath('/tmp/x'), Fraction(1, 3))"
+
+
 def test_threads_are_traced(backend: str) -> None:
     t = call("""
         import threading

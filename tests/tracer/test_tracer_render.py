@@ -6,6 +6,7 @@ import array
 import collections
 import dataclasses
 import enum
+import pathlib
 import sys
 
 import pytest
@@ -124,6 +125,7 @@ BUILTINS = [
     {"a": 1, "b": [2]}.keys(), {"a": 1, "b": [2]}.values(), {"a": 1, "b": [2]}.items(), {}.items(),
     dict.keys(HostileDict(k=1)), slice(3), slice(1, "a", None), slice(None, None, -1),
     array.array("i", [1, -2]), array.array("d", [0.1]), array.array("b"),
+    pathlib.PurePosixPath("/a/b"), pathlib.Path("rel/x.py"), pathlib.PureWindowsPath("c:/a\\b"),
 ]
 
 
