@@ -104,6 +104,11 @@ def _inert_global(value) -> bool:
 
 
 CALL, LINE, RETURN, EXCEPTION = "call", "line", "return", "exception"
+# The compiler's name for the iterator argument of a generator expression (and, before 3.12, of a
+# comprehension): not a variable of the program (no source can name it) and always rendered
+# ``<list_iterator object>`` or the like, so left out of call events. It is never re-rendered
+# differently later (an iterator renders opaquely), so it appears in no event.
+IMPLICIT_ARG = ".0"
 
 # A str as JSON text, as json.dumps(ensure_ascii=False) writes it (the C function where it exists).
 _json_string = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
@@ -284,7 +289,10 @@ class Recorder:
         act.prev_line = _ENTERED if act.clock < 0 else None
         if not lineno:  # a module body starts at line 0 on 3.11+ (no instruction has run)
             lineno = act.code.co_firstlineno
-        self._emit((CALL, lineno, act.code, act.fid, act.tid, act.depth, self.delta(act, mapping), None))
+        delta = self.delta(act, mapping)
+        if IMPLICIT_ARG in delta:  # kept in ``act.last``, never shown (see IMPLICIT_ARG)
+            del delta[IMPLICIT_ARG]
+        self._emit((CALL, lineno, act.code, act.fid, act.tid, act.depth, delta, None))
         act.clock = len(self.events)
 
     def line(self, act: Activation, lineno: int, mapping, frame) -> None:

@@ -30,6 +30,7 @@ from ..recorder import (
     _ENTERED,
     _SMALL_INT,
     CALL,
+    IMPLICIT_ARG,
     LINE,
     RETURN,
     Activation,
@@ -456,7 +457,8 @@ class MonitoringBackend(Backend):
                     else:
                         text, ids, key = render_keyed(value)
                         last[name] = (key, text, ids)
-                    delta[name] = text
+                    if name != IMPLICIT_ARG:
+                        delta[name] = text
                 n = len(events)
                 if n >= limit:
                     truncate()
