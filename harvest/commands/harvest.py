@@ -464,18 +464,23 @@ def _prepare_docker(images: list[str]) -> None:
         raise WorldtraceError(describe_missing_images(missing))
 
 
-REAP_TIMEOUT_S = 60.0  # a stalled engine must not hold the end of a harvest for the SDK's 15 minutes
-
-
 def _reap_run(run_id: str) -> None:
     """Remove every container of the run on this engine: what a lost engine, a killed Ray worker or
     a cancelled task left behind. An engine that does not answer is left to the next harvest's
-    start (it removes containers whose owner process is gone)."""
-    from harvest.docker_client import get_client
+    start (it removes containers whose owner process is gone): a health probe first, so that a
+    stalled engine holds the end of a harvest for seconds, and each call then has the control
+    calls' timeout (`WORLDTRACE_ENGINE_TIMEOUT_S`)."""
+    from harvest.docker_client import engine_address, engine_available, probe_timeout_s
     from harvest.sandbox.docker import DockerSandbox
 
+    if not engine_available():
+        log.warning(
+            "could not remove the containers of run %s (the next harvest here will): the Docker engine at %s "
+            "does not answer a ping within %g s", run_id, engine_address(), probe_timeout_s(),
+        )  # fmt: skip
+        return
     try:
-        removed = DockerSandbox(client=get_client(REAP_TIMEOUT_S), reap_on_start=False).reap(run_id)
+        removed = DockerSandbox(reap_on_start=False).reap(run_id)
     except WorldtraceError as exc:
         log.warning("could not remove the containers of run %s (the next harvest here will): %s", run_id, exc)
         return

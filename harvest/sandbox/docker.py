@@ -22,7 +22,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from harvest.docker_client import engine_address, root_cause
+from harvest.docker_client import (
+    engine_address,
+    engine_available,
+    engine_timeout_s,
+    probe_timeout_s,
+    root_cause,
+    timed_out,
+)
 from harvest.errors import (
     ContainerStartError,
     EngineError,
@@ -112,7 +119,9 @@ class DockerSandbox(Sandbox):
         from harvest.docker_client import get_client
 
         try:
-            self.client = client or get_client()
+            # Control calls time out after `engine_timeout_s()`: a stalled engine is an engine error
+            # within a minute, not after the SDK's 15 (container waits pass their own timeout).
+            self.client = client or get_client(engine_timeout_s())
         except EngineError as exc:  # it says what to do; a sandbox raises SandboxErrors
             raise SandboxEngineError(str(exc)) from exc
         self.tracer_dir = tracer_dir.resolve()
@@ -125,6 +134,9 @@ class DockerSandbox(Sandbox):
         self._lock = threading.Lock()
         self._active: dict[str, Container] = {}
         self._last_reap = 0.0
+        # The engine failed a health probe after a control call timed out: the next unit probes it
+        # first (seconds) instead of waiting out another control call's timeout.
+        self._engine_stalled = False
         self._catalog: dict[str, Any] | None = None
         if reap_on_start:
             self.reap()
@@ -159,7 +171,7 @@ class DockerSandbox(Sandbox):
         except APIError as exc:
             raise SandboxEngineError(f"cannot inspect image {ref}: {exc}") from exc
         except (DockerException, RequestException) as exc:
-            raise SandboxEngineError(_lost_engine(f"inspecting image {ref}", exc)) from exc
+            raise self._engine_error(f"inspecting image {ref}", exc) from exc
 
     def missing_images(self, images: Sequence[str]) -> list[str]:
         """The names of `images` that are not on this engine."""
@@ -176,6 +188,13 @@ class DockerSandbox(Sandbox):
         from docker.errors import APIError, DockerException
         from requests.exceptions import RequestException
 
+        if self._engine_stalled:
+            if not engine_available():
+                raise SandboxEngineError(
+                    f"the Docker engine at {engine_address()}{_on_host()} does not answer a ping within "
+                    f"{probe_timeout_s():g} s (it stopped answering during an earlier unit): it is stalled"
+                )
+            self._engine_stalled = False
         if time.monotonic() - self._last_reap > REAP_INTERVAL_S:
             self.reap()
         ref = self.resolve_image(req.image)
@@ -202,9 +221,7 @@ class DockerSandbox(Sandbox):
                         f"unit {req.unit_id}: container did not start: {exc.explanation or exc}"
                     ) from exc
                 except (DockerException, RequestException) as exc:  # the engine did not answer
-                    raise SandboxEngineError(
-                        _lost_engine(f"starting the container of unit {req.unit_id}", exc)
-                    ) from exc
+                    raise self._engine_error(f"starting the container of unit {req.unit_id}", exc) from exc
                 exit_code = self._wait(container, req)
                 wall = time.monotonic() - started
                 try:
@@ -216,12 +233,14 @@ class DockerSandbox(Sandbox):
                         f"unit {req.unit_id}: cannot inspect its container: {exc}"
                     ) from exc
                 except (DockerException, RequestException) as exc:
-                    raise SandboxEngineError(
-                        _lost_engine(f"inspecting the container of unit {req.unit_id}", exc)
-                    ) from exc
+                    raise self._engine_error(f"inspecting the container of unit {req.unit_id}", exc) from exc
         finally:
             teardown_started = time.monotonic()
-            if container is not None:
+            if self._engine_stalled:
+                # It just failed a probe: a removal would only wait out another timeout. The
+                # container's labels name the run: the run's end (or the next start) removes it.
+                log.warning("unit %s: leaving its container to be removed later (the engine is stalled)", req.unit_id)
+            elif container is not None:
                 self._remove(container)
             elif creating:  # interrupted inside `create`: the engine may have made it anyway
                 self._remove_attempt(req)
@@ -314,34 +333,71 @@ class DockerSandbox(Sandbox):
         }
 
     def _wait(self, container: Container, req: UnitRequest) -> int:
-        """Exit code of the container; at the unit deadline the host kills it."""
+        """Exit code of the container; at the unit deadline the host kills it.
+
+        Waited for in slices of `engine_timeout_s()`, with a health probe between two: an engine
+        that stalls while the unit runs is known within a slice, not at the unit's deadline; one
+        that answers the probe is only waiting, as it should, for the container."""
         from docker.errors import APIError, DockerException
-        from requests.exceptions import ConnectionError as RequestsConnectionError
-        from requests.exceptions import ReadTimeout, RequestException
+        from requests.exceptions import RequestException
 
         deadline = time.monotonic() + req.unit_timeout_s
-        try:
-            result = container.wait(timeout=req.unit_timeout_s)
-        except (ReadTimeout, RequestsConnectionError) as exc:
-            if time.monotonic() < deadline - 1.0:
-                raise SandboxEngineError(_lost_engine(f"unit {req.unit_id} was running", exc)) from exc
-            # The engine did not report an exit in time: the unit overran its deadline.
-            raise UnitDeadlineExceeded(
-                f"unit {req.unit_id} ran past its deadline of {req.unit_timeout_s:g} s; container killed"
-            ) from None
-        except APIError as exc:
-            raise SandboxEngineError(
-                f"unit {req.unit_id}: waiting for its container failed: {exc}"
-            ) from exc
-        except (DockerException, RequestException) as exc:  # e.g. the daemon died mid-response
-            raise SandboxEngineError(_lost_engine(f"unit {req.unit_id} was running", exc)) from exc
-        return int(result.get("StatusCode", -1))
+        piece = engine_timeout_s()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                # The engine did not report an exit in time: the unit overran its deadline.
+                raise UnitDeadlineExceeded(
+                    f"unit {req.unit_id} ran past its deadline of {req.unit_timeout_s:g} s; container killed"
+                )
+            waited = min(piece, remaining)
+            try:
+                # A wait for a container that has exited answers at once, so a slice may end anywhere.
+                result = container.wait(timeout=waited)
+                return int(result.get("StatusCode", -1))
+            except APIError as exc:
+                raise SandboxEngineError(f"unit {req.unit_id}: waiting for its container failed: {exc}") from exc
+            except (DockerException, RequestException) as exc:
+                if not timed_out(exc):  # e.g. the daemon died mid-response
+                    raise self._engine_error(f"unit {req.unit_id} was running", exc) from exc
+                if not engine_available():
+                    self._engine_stalled = True
+                    raise SandboxEngineError(
+                        f"the Docker engine at {engine_address()}{_on_host()} did not answer while unit "
+                        f"{req.unit_id} was running: no ping within {probe_timeout_s():g} s after a wait of "
+                        f"{waited:g} s: it is stalled"
+                    ) from exc
 
-    def _remove(self, container: Container) -> None:
-        """Kill and remove a container and its anonymous volumes; engine errors are logged."""
+    def _engine_error(self, doing: str, exc: BaseException) -> SandboxEngineError:
+        """The error for a control call the engine did not answer: refused, reset, or timed out.
+
+        A timeout is told apart by a health probe: an engine that answers no ping either is stalled
+        (and the next unit probes it before anything else); one that answers is overloaded or
+        deadlocked, and $WORLDTRACE_ENGINE_TIMEOUT_S may be too short for it."""
+        if not timed_out(exc):
+            return SandboxEngineError(_lost_engine(doing, exc))
+        timeout = self.client.api.timeout
+        within = f" within {timeout:g} s" if isinstance(timeout, int | float) else ""
+        if engine_available():
+            state = (
+                "it answers a ping, so it is overloaded or deadlocked; if it is only slow, raise "
+                "$WORLDTRACE_ENGINE_TIMEOUT_S"
+            )
+        else:
+            self._engine_stalled = True
+            state = f"nor a ping within {probe_timeout_s():g} s: it is stalled"
+        return SandboxEngineError(
+            f"the Docker engine at {engine_address()}{_on_host()} did not answer{within} while {doing} ({state})"
+        )
+
+    def _remove(self, container: Container) -> bool:
+        """Kill and remove a container and its anonymous volumes; engine errors are logged.
+
+        False when the engine did not answer (refused, reset, timed out): removing more is futile."""
         from docker.errors import DockerException, NotFound
         from requests.exceptions import RequestException
 
+        answered = True
         try:
             container.remove(force=True, v=True)
         except NotFound:
@@ -350,8 +406,10 @@ class DockerSandbox(Sandbox):
             # Not raised: the unit's own error says what went wrong, and its stream must still be
             # moved back. `reap` removes it later (its labels name the run and the owner).
             log.warning("could not remove container %s: %s", container.short_id, root_cause(exc))
+            answered = isinstance(exc, DockerException)  # an HTTP error: it answered, with a refusal
         with self._lock:
             self._active.pop(container.id, None)
+        return answered
 
     def _remove_attempt(self, req: UnitRequest) -> None:
         """Remove this process's containers of one unit attempt, found by their labels."""
@@ -372,7 +430,8 @@ class DockerSandbox(Sandbox):
             log.warning("could not look for the containers of unit %s: %s", req.unit_id, root_cause(exc))
             return
         for container in found:
-            self._remove(container)
+            if not self._remove(container):
+                return
 
     # -- cleanup --------------------------------------------------------------------------------
     def containers(self, run_id: str | None = None) -> list[Container]:
@@ -392,7 +451,7 @@ class DockerSandbox(Sandbox):
         try:
             found = self.containers(run_id)
         except (DockerException, RequestException) as exc:
-            raise SandboxEngineError(_lost_engine("listing containers to remove", exc)) from exc
+            raise self._engine_error("listing containers to remove", exc) from exc
         removed = 0
         for container in found:
             labels = container.labels
@@ -404,7 +463,11 @@ class DockerSandbox(Sandbox):
                 "removing container %s of run %s unit %s (owner %s)",
                 container.short_id, labels.get(LABEL_RUN), labels.get(LABEL_UNIT), labels.get(LABEL_OWNER),
             )  # fmt: skip
-            self._remove(container)
+            if not self._remove(container):
+                raise SandboxEngineError(
+                    f"the Docker engine at {engine_address()}{_on_host()} stopped answering while removing "
+                    f"containers ({removed} removed)"
+                )
             removed += 1
         return removed
 
@@ -413,7 +476,8 @@ class DockerSandbox(Sandbox):
         with self._lock:
             active = list(self._active.values())
         for container in active:
-            self._remove(container)
+            if not self._remove(container):
+                return  # the engine does not answer: `reap` removes them later
 
 
 def describe_missing_images(missing: Sequence[str]) -> str:
