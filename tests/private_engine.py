@@ -1,4 +1,4 @@
-"""A Docker engine of the test's own (a second dockerd), to kill, restart and starve at will.
+"""A Docker engine of the test's own (a second dockerd), to kill, restart, pause and starve at will.
 
 The system engine is shared: a test never stops or reconfigures it. `PrivateEngine` starts another
 dockerd with its own socket, data root, exec root (and so its own containerd), no bridge network and
@@ -81,6 +81,24 @@ class PrivateEngine:
             _wait_until_dead(int(pidfile.read_text().strip()))
         pidfile.unlink(missing_ok=True)
 
+    def pause(self) -> None:
+        """SIGSTOP the daemon and its containerd, as a deadlock would: their sockets still accept
+        connections, and nothing answers (the containers, children of their shims, run on)."""
+        for pid in self._daemon_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT what `pause` stopped."""
+        for pid in reversed(self._daemon_pids()):
+            os.kill(pid, signal.SIGCONT)
+
+    def _daemon_pids(self) -> list[int]:
+        assert self.proc is not None and self.proc.poll() is None
+        pids = [self.proc.pid]
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int((self.root / "x" / "containerd" / "containerd.pid").read_text().strip()))
+        return pids
+
     def docker(self, *args: str, stdin: bytes | None = None) -> str:
         done = subprocess.run(["docker", "-H", self.host, *args], input=stdin, capture_output=True, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -97,6 +115,8 @@ class PrivateEngine:
     def close(self) -> None:
         """Stop the daemon (started once more if it was killed: it removes what its containers
         left), then remove its folder."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a paused daemon would not stop
         if self.proc is not None and self.proc.returncode == -signal.SIGKILL:
             self._launch()
         if self.proc is not None and self.proc.poll() is None:

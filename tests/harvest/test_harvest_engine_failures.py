@@ -145,3 +145,103 @@ def test_a_cluster_node_without_the_image_is_named_before_any_unit_runs(engine: 
     finally:
         node.stop()
         ray_cluster.nodes.remove(node)
+
+
+# A stalled engine (SIGSTOPped: its socket accepts connections, and nothing answers). Control calls
+# time out after 5 s here, a unit waits 1 s (or long enough) for the engine before Ray retries it.
+STALL_ENV = {"WORLDTRACE_ENGINE_TIMEOUT_S": "5"}
+HANG_GUARD_S = 150  # below the unit deadline (142 s): an engine stall noticed only there fails
+
+
+def stall_args(programs: Path, out: Path) -> list[str | Path]:
+    # Two programs a unit, two units at a time: the units not yet started when the engine stalls
+    # cannot finish without it (those running may: their runners run on while the engine is stopped).
+    return [programs, "--out", out, "--programs-per-unit", "2", "--num-cpus", "2", "-s"]
+
+
+@pytest.fixture
+def reference(engine: PrivateEngine, base_tag: str, tmp_path: Path) -> tuple[Path, Path]:
+    """The sleepy programs, and an uninterrupted harvest of them on the private engine."""
+    engine.load_from_system_engine(base_tag)
+    programs = sleepy_programs(tmp_path / "slow.jsonl", N_PROGRAMS, 3.0)  # a unit runs when paused
+    out = tmp_path / "reference"
+    done = run_harvest(*stall_args(programs, out), env=engine.env())
+    assert done.returncode == 0, done.stderr
+    return programs, out
+
+
+def unit_folders_in_a_sandbox(out: Path) -> list[Path]:
+    """The private folders of the units whose sandbox has not returned (see DockerSandbox)."""
+    return list((out / ".worldtrace" / "work").glob("*/attempt-*/.stream.jsonl.sandbox"))
+
+
+def test_an_engine_that_stalls_for_good_is_named_and_a_rerun_after_it_resumes_finishes_the_job(
+    engine: PrivateEngine, reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    programs, reference_out = reference
+    out = tmp_path / "out"
+    env = {**engine.env(), **STALL_ENV, "WORLDTRACE_ENGINE_WAIT_S": "1"}
+    proc = subprocess.Popen(harvest_cmd(*stall_args(programs, out)), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    wait_for_a_running_unit(engine, proc)
+    engine.pause()
+    try:
+        # Before: every control call waited for the SDK's 900 s socket timeout, per unit and try.
+        _, stderr = proc.communicate(timeout=HANG_GUARD_S * 4)
+        assert proc.returncode == 1, stderr
+        assert f"SandboxEngineError: the Docker engine at {engine.host}" in stderr, stderr
+        assert "within 5 s" in stderr and "it is stalled" in stderr, stderr
+        assert "re-run the same command" in stderr
+        assert not json.loads((out / "harvest-run.json").read_text())["complete"]
+        # What is there is whole: shards only complete, no temporaries.
+        assert committed_shards(out) == {p.name for p in shard_files(out)} and leftovers(out) == []
+    finally:
+        engine.resume()
+    first_run = run_id(out)
+    done = run_harvest(*stall_args(programs, out), env=env)
+    assert done.returncode == 0, done.stderr
+    assert_every_program_once(out)
+    assert trace_ids(out) == trace_ids(reference_out)
+    assert containers_of(engine, first_run) == [] and containers_of(engine, run_id(out)) == []
+
+
+def test_an_engine_that_stalls_and_resumes_mid_harvest_costs_nothing(
+    engine: PrivateEngine, reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    programs, reference_out = reference
+    out = tmp_path / "out"
+    env = {**engine.env(), **STALL_ENV, "WORLDTRACE_ENGINE_WAIT_S": "600"}
+    proc = subprocess.Popen(harvest_cmd(*stall_args(programs, out)), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    wait_for_a_running_unit(engine, proc)
+    engine.pause()
+    try:
+        assert unit_folders_in_a_sandbox(out)
+        # The units that ran noticed the stall (their sandbox returned, with an engine error: no call
+        # to a stopped engine can succeed) and wait for it, well before their deadline.
+        deadline = time.monotonic() + HANG_GUARD_S
+        while unit_folders_in_a_sandbox(out):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the units did not notice that the engine stalled"
+            time.sleep(0.2)  # polling the output folder, not synchronising
+    finally:
+        engine.resume()
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert_every_program_once(out)
+    assert trace_ids(out) == trace_ids(reference_out)
+    assert containers_of(engine, run_id(out)) == []
+
+
+def test_a_harvest_started_on_a_stalled_engine_names_it_at_once(engine: PrivateEngine, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    engine.pause()
+    try:
+        # Before: the first ping waited for the SDK's 900 s socket timeout, saying nothing.
+        done = run_harvest(REPO / "examples" / "programs", "--out", out, "-s", env={**engine.env(), **STALL_ENV},
+                           timeout=HANG_GUARD_S)  # fmt: skip
+    finally:
+        engine.resume()
+    assert done.returncode == 1, done.stderr
+    assert f"the Docker engine at {engine.host} does not answer a ping within 5 s" in done.stderr
+    assert not list(out.glob("*.parquet"))
