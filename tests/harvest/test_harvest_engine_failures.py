@@ -170,6 +170,13 @@ def reference(engine: PrivateEngine, base_tag: str, tmp_path: Path) -> tuple[Pat
     return programs, out
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End a harvest a failed test leaves running (SIGTERM: it removes its containers, stops its Ray)."""
+    if proc.poll() is None:
+        proc.terminate()
+        proc.communicate(timeout=120)
+
+
 def unit_folders_in_a_sandbox(out: Path) -> list[Path]:
     """The private folders of the units whose sandbox has not returned (see DockerSandbox)."""
     return list((out / ".worldtrace" / "work").glob("*/attempt-*/.stream.jsonl.sandbox"))
@@ -197,6 +204,7 @@ def test_an_engine_that_stalls_for_good_is_named_and_a_rerun_after_it_resumes_fi
         assert committed_shards(out) == {p.name for p in shard_files(out)} and leftovers(out) == []
     finally:
         engine.resume()
+        stop(proc)
     first_run = run_id(out)
     done = run_harvest(*stall_args(programs, out), env=env)
     assert done.returncode == 0, done.stderr
@@ -224,8 +232,11 @@ def test_an_engine_that_stalls_and_resumes_mid_harvest_costs_nothing(
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "the units did not notice that the engine stalled"
             time.sleep(0.2)  # polling the output folder, not synchronising
-    finally:
+    except BaseException:
         engine.resume()
+        stop(proc)
+        raise
+    engine.resume()
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     assert_every_program_once(out)
