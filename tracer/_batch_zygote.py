@@ -337,6 +337,9 @@ class Zygote(object):
         self.alive = True
         self.usage: Optional[Tuple[float, int]] = None  # (CPU seconds, faults), from its `E` frame
         self._buf = bytearray()
+        # Frames read along with the one `wait_for` waited for (a child that ended at once has
+        # its `X` arrive with its `F`): `read` hands them out first.
+        self.pending: List[Message] = []
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -354,6 +357,9 @@ class Zygote(object):
 
         After the zygote has gone (EOF), `alive` is False and the list holds what it sent last.
         """
+        if self.pending:
+            frames, self.pending = self.pending, []
+            return frames
         if not self.alive:
             return []
         if timeout is None or timeout > 0:
@@ -381,8 +387,10 @@ class Zygote(object):
         """Block until a frame of `kind` (for `pid`, if given) arrives; None if the zygote went away."""
         deadline = time.monotonic() + timeout
         while True:
-            for frame in self.read(timeout=max(0.0, deadline - time.monotonic())):
+            frames = self.read(timeout=max(0.0, deadline - time.monotonic()))
+            for i, frame in enumerate(frames):
                 if frame[0] == kind and (not pid or frame[1] == pid):
+                    self.pending = frames[i + 1 :]
                     return frame
             if not self.alive or time.monotonic() >= deadline:
                 return None

@@ -793,6 +793,9 @@ class BatchRunner(object):
                         outcome.timed_out = outcome.test_timed_out = True
                         break
                     wait = test_wait if wait is None else min(wait, test_wait)
+                if zygote.pending:  # its end came with the fork's report
+                    exited = _take_end(zygote.read(), pid, outcome)
+                    continue
                 watch = open_fds + ([zygote.fileno()] if zygote.alive else [])
                 ready, _, _ = select.select(watch, [], [], wait)
                 for fd in ready:

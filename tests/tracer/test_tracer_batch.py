@@ -956,3 +956,44 @@ def test_confined_programs_write_only_in_scratch_and_cannot_signal_the_runner(tm
     record = json.loads((tmp_path / "out.jsonl.runs.jsonl").read_text().splitlines()[-1])
     assert record["confinement"]["landlock_abi"] == _landlock_abi()
     assert record["confinement"]["writable"][0] == str(scratch)
+
+
+# The runner reads the fork server's "forked" frame late (descheduled on a loaded machine): by
+# then the child has ended and its "ended" frame came in the same read.
+LATE_READER = textwrap.dedent(
+    """
+    import socket, sys, time
+    from tracer import _batch_zygote
+    from tracer.api import Limits
+    from tracer.batch import run_batch
+
+    wait_for = _batch_zygote.Zygote.wait_for
+
+    def late_wait_for(self, kind, pid=0, timeout=60.0):
+        if kind == b"F":  # wait until the child's end is in the socket too
+            size, deadline = 2 * _batch_zygote.FRAME.size, time.monotonic() + 30
+            while len(self.sock.recv(size, socket.MSG_PEEK)) < size and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return wait_for(self, kind, pid, timeout)
+
+    _batch_zygote.Zygote.wait_for = late_wait_for
+    sys.exit(run_batch(sys.argv[1], sys.argv[2], limits=Limits(timeout_s=1)))
+    """
+)
+
+
+def test_a_child_whose_end_comes_with_its_fork_report_is_not_lost(tmp_path: Path) -> None:
+    # Was: the frames read with the fork report were dropped, so the runner waited for an end
+    # already reported: the job became a timeout, and the fork server was restarted 30 s later.
+    jobs = [call("exits-at-once", "import os\nos._exit(3)\n"), call("good", GOOD, input_text="4")]
+    write_jobs(tmp_path / "jobs.jsonl", jobs)
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_READER, "jobs.jsonl", "out.jsonl"],
+        cwd=tmp_path, env=batch_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert rows["exits-at-once"]["status"] == "crashed", rows["exits-at-once"]
+    assert "exited with code 3" in rows["exits-at-once"]["exception_message"]
+    assert rows["good"]["return_value"] == "8"
+    assert "restarting it" not in proc.stderr
