@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from tracer._batch_child import close_inherited_fds, prctl
+from tracer._batch_child import LIBC, close_inherited_fds, prctl, prepare_std_streams
 
 FRAME = struct.Struct("!cidq")
 REQUEST_HEADER = struct.Struct("!I")
@@ -109,6 +109,8 @@ def serve(
             empty_dir(folder)
         if private_ipc:
             remove_sysv_ipc()
+        prepare_std_streams()  # once: every child gets them as new (copy-on-write)
+        release_free_heap()
         while True:
             request = _recv_request(sock, buf, ancillary)
             if request is None:  # the runner is done (or gone)
@@ -153,6 +155,20 @@ def serve(
         except BaseException:
             pass
         os._exit(code)
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the kernel (glibc's malloc_trim; nothing elsewhere).
+
+    Each fork copies, and each child's exit tears down, an entry for every page this process
+    has mapped: ~1.3 MB fewer on 3.13 (the runner's freed memory) is ~0.5 ms less per program.
+    """
+    trim = getattr(LIBC, "malloc_trim", None) if LIBC is not None else None
+    if trim is not None:
+        try:
+            trim(0)
+        except (OSError, TypeError, ValueError):
+            pass
 
 
 def _fork_retrying(fork: Callable[[], int]) -> int:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from tracer._batch_child import (
     EXIT_HARNESS_FAILED,
     ChildSetup,
+    encode_result,
     prctl,
     run_child,
     send,
@@ -178,6 +179,7 @@ def hash_seed() -> Optional[str]:
 
 WARMUP_FILE = "<worldtrace-warmup>"
 WARMUP_SOURCE = "def f(xs):\n    ys = [x + 1 for x in xs]\n    return ys\n"
+WARMUP_RUNS = 3
 
 
 def warm_up(modules: Sequence[str] = WARM_MODULES, backend: str = "auto") -> List[str]:
@@ -188,10 +190,19 @@ def warm_up(modules: Sequence[str] = WARM_MODULES, backend: str = "auto") -> Lis
             __import__(name)
         except Exception as exc:  # a missing optional module (e.g. _decimal) is fine
             failed.append("%s (%s)" % (name, exc))
-    try:  # one traced call fills the tracer's lazy caches (sysconfig paths, backend imports)
+    try:
         from tracer import api
 
-        api.trace_call(WARMUP_FILE, "f", "[1]", source=WARMUP_SOURCE, backend=backend)
+        # Traced calls as a child makes them fill the tracer's lazy caches (sysconfig paths,
+        # backend imports) and, on 3.11+, specialise the bytecode of the paths every child runs
+        # (an instruction specialises on its second run): a child neither specialises them
+        # again nor writes to their pages.
+        for _ in range(WARMUP_RUNS):
+            trace = api.trace_call(
+                WARMUP_FILE, "f", "[1]", source=WARMUP_SOURCE, backend=backend,
+                capture_output=False, events_as_json=True,
+            )  # fmt: skip
+            encode_result(trace)
         linecache.cache.pop(WARMUP_FILE, None)
     except Exception as exc:
         failed.append("warm-up trace (%s)" % exc)

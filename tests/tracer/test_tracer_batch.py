@@ -997,3 +997,28 @@ def test_a_child_whose_end_comes_with_its_fork_report_is_not_lost(tmp_path: Path
     assert "exited with code 3" in rows["exits-at-once"]["exception_message"]
     assert rows["good"]["return_value"] == "8"
     assert "restarting it" not in proc.stderr
+
+
+def test_std_streams_are_those_of_a_child_whatever_the_runners_fds_are(tmp_path: Path) -> None:
+    # The fork server makes the children's std streams ahead of the forks; an io object asks its
+    # fd what it is when it is made, so they must be made over what a child has (/dev/null,
+    # pipes), not over the runner's own fds (here a regular file: seekable).
+    probe = """
+        import sys
+        def f():
+            print("out")
+            return [(s.seekable(), s.isatty(), s.tell() if s.seekable() else None)
+                    for s in (sys.stdin, sys.stdout, sys.stderr)]
+        """
+    write_jobs(tmp_path / "jobs.jsonl", [call(f"probe-{i}", probe) for i in range(2)])
+    cfg = json.dumps({"limits": {"timeout_s": 10}, "options": {}})
+    with (tmp_path / "runner-out.txt").open("w") as out, (tmp_path / "runner-in.txt").open("w+") as in_:
+        proc = subprocess.run(
+            [sys.executable, "-c", DRIVER, "jobs.jsonl", "out.jsonl", cfg], cwd=tmp_path, env=batch_env(),
+            stdin=in_, stdout=out, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for row in read_rows(tmp_path / "out.jsonl").values():
+        assert row["stdout"] == "out\n"
+        # stdin is /dev/null (seekable, at 0), stdout and stderr are pipes
+        assert row["return_value"] == "[(True, False, 0), (False, False, None), (False, False, None)]"
