@@ -1,7 +1,8 @@
 """Turn programs into work units: grouped by image, `programs_per_unit` each, ids from content.
 
-A unit's id is a hash of its image, the settings that decide its traces and its programs, so the
-same command always plans the same units and a re-run maps every unit to the same shard name.
+A unit's id is a hash of its image, the settings that decide its traces, the tracer's version and its
+programs, so the same command always plans the same units and a re-run maps every unit to the same
+shard name.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 from harvest.errors import ConfigError
 from harvest.inputs import Program
 from harvest.sandbox import base as sb
+from tracer import __version__ as tracer_version
 
 DEFAULT_IMAGE = "base-py311"
 DEFAULT_PROGRAMS_PER_UNIT = 200
@@ -83,8 +85,10 @@ def plan_units(programs: Sequence[Program], settings: HarvestSettings) -> list[W
     by_image: dict[str, list[Program]] = {}
     for program in programs:
         by_image.setdefault(program.image or settings.image, []).append(program)
+    # The tracer's version too: one of another version records other traces of the same programs,
+    # so it plans other units, and a folder never mixes the two (see shard_io.check_no_overlap).
     fingerprint = json.dumps(
-        {"plan": PLAN_VERSION, "settings": settings.trace_fingerprint()}, sort_keys=True
+        {"plan": PLAN_VERSION, "settings": settings.trace_fingerprint(), "tracer": tracer_version}, sort_keys=True
     )
     units: list[WorkUnit] = []
     size = settings.programs_per_unit

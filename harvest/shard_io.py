@@ -21,6 +21,7 @@ from schemas.shards import (
     read_manifest,
     rebuild_manifest,
 )
+from tracer import __version__ as tracer_version
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +135,13 @@ def status_counts(paths: Iterable[Path]) -> dict[str, int]:
 
 
 def check_no_overlap(out_dir: Path, units: Sequence[WorkUnit], committed: set[str]) -> None:
-    """Refuse to add traces that shards from a differently planned harvest already hold.
+    """Refuse to add traces that shards from a differently planned harvest already hold, or to
+    add traces of this tracer version to a folder of another's.
 
     A changed --programs-per-unit, --timeout, --backend, ... plans different units; writing them
-    next to the old shards would duplicate programs, so the folder must be a new one.
+    next to the old shards would duplicate programs, so the folder must be a new one. Another
+    tracer version records other traces of the same programs (its version is in every trace id):
+    a folder holds one version's traces, whatever the programs.
     """
     planned = {unit.shard_name for unit in units}
     # Also shards on disk that no manifest entry records (a writer killed between renaming its
@@ -149,9 +153,16 @@ def check_no_overlap(out_dir: Path, units: Sequence[WorkUnit], committed: set[st
     wanted = {(unit.image, p.program_id) for unit in units for p in unit.programs}
     for name in foreign:
         try:
-            table = pq.read_table(out_dir / name, columns=["image", "program_id"])
+            table = pq.read_table(out_dir / name, columns=["image", "program_id", "tracer_version"])
         except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
             raise ConfigError(f"{out_dir / name} cannot be read ({exc}); harvest into a new --out folder") from None
+        recorded = sorted(set(table.column("tracer_version").to_pylist()) - {tracer_version})
+        if recorded:
+            raise ConfigError(
+                f"{out_dir} holds traces recorded by tracer {', '.join(recorded)} (shard {name}); this "
+                f"worldtrace records with tracer {tracer_version}, whose traces differ: harvest into a new "
+                "--out folder, or finish this one with the worldtrace that started it"
+            )
         images = table.column("image").to_pylist()
         ids = table.column("program_id").to_pylist()
         clash = next(((i, p) for i, p in zip(images, ids, strict=True) if (i, p) in wanted), None)

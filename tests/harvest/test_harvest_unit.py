@@ -14,7 +14,7 @@ from harvest.errors import RunnerFailed
 from harvest.inputs import Program, load_programs
 from harvest.plan import HarvestSettings, plan_units
 from harvest.sandbox.local import LocalSandbox
-from harvest.shard_io import committed_shards, expected_output_mismatches
+from harvest.shard_io import check_no_overlap, committed_shards, expected_output_mismatches
 from harvest.unit import execute_unit, read_stream, unit_work_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,6 +156,25 @@ def test_a_differently_planned_harvest_into_the_same_folder_is_refused(tmp_path:
     assert committed_shards(tmp_path) == set()
     with pytest.raises(ConfigError, match="already holds a trace of program 'p[0-3]' .*new --out"):
         check_no_overlap(tmp_path, other, committed_shards(tmp_path))
+
+
+def test_a_folder_of_another_tracer_versions_traces_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another tracer version records other traces of the same programs (the version is in every
+    # trace id): after an upgrade, neither the same command nor other programs may add to the folder.
+    from harvest import plan, shard_io
+    from harvest.errors import ConfigError
+    from tracer import __version__
+
+    programs = [call(f"p{i}", "    return x") for i in range(4)]
+    for unit in plan_units(programs[:2], SETTINGS):
+        execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    monkeypatch.setattr(plan, "tracer_version", "99.0.0")
+    monkeypatch.setattr(shard_io, "tracer_version", "99.0.0")
+    upgraded = plan_units(programs[:2], SETTINGS)
+    assert not {u.shard_name for u in upgraded} & committed_shards(tmp_path)  # other units: nothing skipped
+    for wanted in (programs[:2], programs[2:]):
+        with pytest.raises(ConfigError, match=f"recorded by tracer {__version__} .* with tracer 99.0.0.*new --out"):
+            check_no_overlap(tmp_path, plan_units(wanted, SETTINGS), committed_shards(tmp_path))
 
 
 def test_rows_are_converted_a_bounded_number_of_events_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
