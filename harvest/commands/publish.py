@@ -96,6 +96,13 @@ def command(
         for split in options.splits.names:
             if split not in result.files:
                 say(f"warning: no program was assigned to split {split!r}; it is left out")
+        tracers = result.stats.to_json()["tracer_versions"]
+        if len(tracers) > 1:  # e.g. a glob over the folders of two harvests
+            say(
+                f"warning: the dataset mixes the traces of {len(tracers)} tracer versions "
+                f"({', '.join(f'{v}: {n}' for v, n in tracers.items())}), which record the same program "
+                "differently; publish one version's shards per dataset"
+            )
         dropped = result.stats.to_json()["dropped"]
         say(
             f"dropped: {dropped['duplicates']} duplicates, {dropped['status']} by status, {dropped['max_events']} "

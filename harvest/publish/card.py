@@ -198,6 +198,8 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         "",
         *_counter_table("Python version", stats["python_versions"]),
         "",
+        *_counter_table("tracer version", stats["tracer_versions"]),
+        "",
         *_counter_table("image", stats["images"]),
         "",
         *_counter_table("tracer backend", stats["backends"]),

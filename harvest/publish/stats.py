@@ -38,6 +38,7 @@ class DatasetStats:
     dropped_nondeterministic: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     python_versions: Counter[str] = field(default_factory=Counter)
+    tracer_versions: Counter[str] = field(default_factory=Counter)
     images: Counter[str] = field(default_factory=Counter)
     backends: Counter[str] = field(default_factory=Counter)
     truncated: int = 0
@@ -48,6 +49,7 @@ class DatasetStats:
         """Count the rows of `batch`, all published in `split`."""
         self.statuses.update(_counts(batch.column("status")))
         self.python_versions.update(_counts(batch.column("python_version")))
+        self.tracer_versions.update(_counts(batch.column("tracer_version")))
         self.images.update(_counts(batch.column("image")))
         self.backends.update(_counts(batch.column("backend")))
         self.truncated += int(pc.sum(pc.cast(batch.column("truncated"), pa.int64())).as_py() or 0)
@@ -100,6 +102,7 @@ class DatasetStats:
             },
             "statuses": dict(self.statuses.most_common()),
             "python_versions": dict(sorted(self.python_versions.items())),
+            "tracer_versions": dict(sorted(self.tracer_versions.items())),
             "images": dict(self.images.most_common()),
             "backends": dict(self.backends.most_common()),
             "truncated": self.truncated,

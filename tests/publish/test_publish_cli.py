@@ -268,3 +268,28 @@ def test_a_killed_publish_is_undone_by_the_next(sample_shards: Path, tmp_path: P
     )
     assert _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "o"]
+
+
+def test_a_dataset_mixing_tracer_versions_is_flagged(sample_shards: Path, tmp_path: Path) -> None:
+    # Shards of two tracer versions (a glob over two harvests' folders): the card counts the
+    # traces per version, and the command warns that the versions record programs differently.
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.shards import rebuild_manifest
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sample_shards, mixed)
+    first = sorted(mixed.glob("*.parquet"))[0]
+    table = pq.read_table(first)
+    older = pa.array(["0.0.1"] * table.num_rows).dictionary_encode().cast(table.schema.field("tracer_version").type)
+    table = table.set_column(table.schema.get_field_index("tracer_version"), table.schema.field("tracer_version"), older)
+    pq.write_table(table, first, compression="zstd")
+    rebuild_manifest(mixed)
+    result = CliRunner().invoke(cli, ["publish", str(mixed), "--to", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    assert "warning: the dataset mixes the traces of 2 tracer versions (0.0.1: 3," in result.output
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "| tracer version | traces |" in card and "| `0.0.1` | 3 |" in card
