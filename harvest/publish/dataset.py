@@ -93,11 +93,14 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise PublishError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise PublishError(f"{out} is not empty (use --overwrite to replace a dataset published there)")
         unknown = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and p.name != ".cache")
-        if unknown:
-            raise PublishError(f"{out} holds files publish did not write ({', '.join(unknown[:3])}); not touching it")
+        if unknown:  # --overwrite would not help: say so before the user tries it
+            raise PublishError(
+                f"{out} is not empty: it holds files publish did not write ({', '.join(unknown[:3])});"
+                " publish into a new or empty folder"
+            )
+        if not overwrite:
+            raise PublishError(f"{out} is not empty (use --overwrite to replace the dataset published there)")
 
 
 def _recover_killed_publish(out: Path) -> None:

@@ -52,8 +52,17 @@ def test_refuses_a_non_empty_output_folder(sample_shards: Path, tmp_path: Path) 
     out = tmp_path / "o"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    assert "not empty" in _error(["publish", str(sample_shards), "--to", str(out)])
+    for extra in ([], ["--overwrite"]):  # not a dataset: --overwrite would not help, so it is not suggested
+        error = _error(["publish", str(sample_shards), "--to", str(out), *extra])
+        assert "not empty" in error and "mine.txt" in error and "new or empty folder" in error, error
+        assert "--overwrite" not in error
     assert (out / "mine.txt").read_text() == "keep me"
+
+
+def test_a_published_dataset_is_replaced_only_with_overwrite(sample_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert CliRunner().invoke(cli, ["publish", str(sample_shards), "--to", str(out)]).exit_code == 0
+    assert "use --overwrite" in _error(["publish", str(sample_shards), "--to", str(out)])
 
 
 def test_overwrite_replaces_a_published_dataset(sample_shards: Path, tmp_path: Path) -> None:
