@@ -70,7 +70,7 @@ def command(
     Example:
         worldtrace inspect harvest-out --program fibonacci
         worldtrace inspect harvest-out --where "status = 'exception'" --steps 1:20
-        worldtrace inspect harvest-out --trace a3cd315b --format html --out fib.html
+        worldtrace inspect harvest-out --trace fdc0f14d --format html --out fib.html
         worldtrace inspect harvest-out --program fibonacci --format cwm
     """
     from harvest.inspect.load import select
