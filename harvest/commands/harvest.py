@@ -130,7 +130,8 @@ def command(
 
     PROGRAMS are JSON Lines files of programs ({"id", "source", "entrypoint"?, "input"?, "argv"?,
     "image"?, "output"?}),
-    CRUXEval files ({"id", "code", "input", "output"}), Python scripts, or folders of both. Units
+    CRUXEval files ({"id", "code", "input", "output"}), MBPP files ({"task_id", "code", "test_list"}),
+    Python scripts, or folders of these. Units
     of programs run in one container each, on an embedded Ray or on --ray-address. Re-running the
     same command resumes: finished units are skipped, half-done ones are redone, nothing is
     duplicated.
