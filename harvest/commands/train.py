@@ -27,6 +27,20 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     return count
 
 
+def _statuses(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """Comma-separated trace statuses, each one that shards can hold (a typo is an error, not an
+    empty training set)."""
+    from schemas.stream import STATUSES
+
+    statuses = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown or not statuses:
+        raise click.BadParameter(
+            f"{', '.join(map(repr, unknown)) or 'no status'} given; statuses are {', '.join(STATUSES)}"
+        )
+    return statuses
+
+
 @click.command("train")
 @click.argument("shards", nargs=-1, required=True)
 @out_option(help="Run directory: checkpoint.pt, tokenizer.json, config.json, metrics.jsonl.")
@@ -55,8 +69,8 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | No
               help="BPE vocabulary size when the tokenizer is trained on the shards.")
 @click.option("--tokenizer", "tokenizer_file", type=click.Path(dir_okay=False, exists=True),
               default=None, help="Use this tokenizers JSON file instead of training a BPE.")
-@click.option("--status", "statuses", default="ok,exception", show_default=True,
-              help="Comma-separated trace statuses to train on.")
+@click.option("--status", "statuses", default="ok,exception", show_default=True, callback=_statuses,
+              help="Comma-separated trace statuses to train on (ok, exception, timeout, memory, crashed, error).")
 @click.option("--max-events", type=click.IntRange(1), default=None,
               help="Skip traces with more events than this.")
 @click.option("--heldout-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
@@ -120,7 +134,7 @@ def _config(options: dict[str, Any]) -> Any:
 
     if options["d_model"] % (2 * options["heads"]):
         raise click.BadParameter("must be a multiple of 2 x --heads", param_hint="--d-model")
-    statuses = tuple(s.strip() for s in options["statuses"].split(",") if s.strip())
+    statuses = options["statuses"]
     return TrainConfig(
         model=ModelConfig(
             seq_len=options["seq_len"], n_layer=options["layers"], n_head=options["heads"],

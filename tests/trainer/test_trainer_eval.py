@@ -114,6 +114,17 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no checkpoint" in result.output
 
 
+def test_cli_train_refuses_an_unknown_status_naming_it(harvested: Path, tmp_path: Path) -> None:
+    """A typo in --status is an error before any work, not "no training rows" after a BPE fit."""
+    for given, named in (("ok,excepion", "'excepion'"), (",", "no status")):
+        result = CliRunner().invoke(cli, [
+            "train", str(harvested), "--out", str(tmp_path / "o"), "--status", given,
+            "--steps", "1", "--device", "cpu", "--workers", "0", "--seq-len", "128", "--batch-size", "2",
+        ])
+        assert result.exit_code == 2 and named in result.output and "ok, exception, timeout" in result.output
+        assert not (tmp_path / "o").exists()
+
+
 def test_help_has_examples() -> None:
     for name in ("train", "eval"):
         result = CliRunner().invoke(cli, [name, "--help"])
