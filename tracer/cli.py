@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("call", help="trace ENTRY(ARGS) from FILE (CRUXEval style)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("entry", metavar="ENTRY")
-    p.add_argument("--input", required=True, metavar="ARGS",
-                   help="Python argument text evaluated as a whole call, e.g. \"'abc', 3\"")
+    p.add_argument("--input", default="", metavar="ARGS",
+                   help="Python argument text evaluated as a whole call, e.g. \"'abc', 3\" "
+                        "(default: no arguments)")
     p.add_argument("--program-id", default=None)
     _add_common(p)
 
@@ -189,4 +190,9 @@ def main(argv=None) -> int:
             except Exception:
                 pass
         os._exit(0)
-    return 0 if trace["status"] != "error" else 2
+    if trace["status"] == "error":
+        # The trace (written above) says why; so does the terminal, which is all a typo in FILE
+        # or ENTRY shows a user who passed --out. The program has ended: this is our channel.
+        print(f"python -m tracer {args.command}: error: {trace['tracer_error']}", file=sys.stderr)
+        return 2
+    return 0

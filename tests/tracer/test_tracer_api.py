@@ -414,6 +414,23 @@ def test_cli_help_and_bad_limits(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "--max-events must be >= 0" in proc.stderr
 
 
+def test_cli_invalid_job_says_why_on_stderr_and_input_defaults_to_no_arguments(tmp_path: Path) -> None:
+    prog = tmp_path / "prog.py"
+    prog.write_text("def f():\n    return 7\n")
+    out = tmp_path / "t.jsonl"
+    proc = _cli("call", str(prog), "f", "--out", str(out), cwd=tmp_path)  # no --input: f()
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert json.loads(out.read_text())["return_value"] == "7"
+    for args, named in (
+        (("call", "nope.py", "f"), "cannot read program nope.py"),
+        (("call", str(prog), "g"), "entry point 'g' is not defined"),
+        (("run", "nope.py"), "cannot read program nope.py"),
+    ):
+        proc = _cli(*args, "--out", str(out), cwd=tmp_path)
+        assert proc.returncode == 2 and named in proc.stderr, proc.stderr
+        assert json.loads(out.read_text())["tracer_error"] in proc.stderr  # the trace says the same
+
+
 def test_cli_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:
     proc = _cli("call", "x.py", "f", "--input", "", "--backend", "nope", cwd=tmp_path)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
