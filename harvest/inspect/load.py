@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from harvest.errors import ConfigError
-from harvest.query import locate, trace_shard_files
+from harvest.query import locate, query, trace_shard_files
 from schemas.arrow import trace_schema
 from schemas.reader import iter_batches, read_files, read_table, resolve_shards
 
@@ -111,8 +112,19 @@ def select(
         asked = ", ".join(
             f"{k} {v!r}" for k, v in (("trace id", trace_id), ("program", program_id), ("where", where)) if v
         )
-        raise TraceNotFoundError(f"{os.fspath(path)}: no trace with {asked}")
+        raise TraceNotFoundError(f"{os.fspath(path)}: no trace with {asked}{_suggestions(path, program_id)}")
     return Selection(_read_located(path, located[:limit]), len(located))
+
+
+def _suggestions(path: str | os.PathLike[str], program_id: str | None) -> str:
+    """For a `program_id` that matched nothing (a typo, most often): the closest ids there are."""
+    if program_id is None:
+        return ""
+    ids = query(path, "SELECT DISTINCT program_id FROM traces").column(0).to_pylist()
+    if program_id in ids:  # it is there: another selector (--where, --trace) left it out
+        return ""
+    close = difflib.get_close_matches(program_id, [i for i in ids if i is not None], n=3)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def select_traces(

@@ -101,6 +101,10 @@ def test_inspect_bad_input_is_one_error_line(sample_shards: Path, tmp_path: Path
     assert "not a readable Parquet shard" in error("inspect", str(bad))
     assert "no trace with trace id 'ffffffffff'" in error("inspect", str(sample_shards), "--trace", "ffffffffff")
     assert "SQL error" in error("inspect", str(sample_shards), "--where", "status = = 'ok'")
+    typo = error("inspect", str(sample_shards), "--program", "nestd")
+    assert "no trace with program 'nestd'; did you mean 'nested'?" in typo
+    assert "did you mean" not in error("inspect", str(sample_shards), "--program", "zzzzzz")
+    assert "did you mean" not in error("inspect", str(sample_shards), "--program", "nested", "--where", "n_events < 0")
     assert "--steps" in error("inspect", str(sample_shards), "--steps", "x")
     other = tmp_path / "other.parquet"  # Parquet, but not traces
     pq.write_table(pa.table({"a": [1, 2]}), other)
