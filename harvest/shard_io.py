@@ -37,6 +37,7 @@ def write_unit_shard(
     rows: Iterable[dict[str, Any]],
     mismatches: int = 0,
     retried: bool = True,
+    checked: bool = False,
 ) -> int:
     """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes.
 
@@ -46,6 +47,7 @@ def write_unit_shard(
     `retried`: an earlier attempt of the unit may have died writing this shard, so its temporary
     files are looked for (a listing of the whole folder: for every unit of a big harvest, that
     alone grew quadratic; a first attempt has none to find, its unit's work folder being new).
+    `checked`: `rows` have been through `checked_row` already.
     """
     if retried:
         _remove_stale_temporaries(out_dir, unit.shard_name)
@@ -58,7 +60,8 @@ def write_unit_shard(
     # (rebuilding it at every shard reads every entry, quadratic in the units of a harvest).
     with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata=metadata, merge_manifest=False) as writer:
         for number, obj in enumerate(rows, start=1):
-            obj = _checked(obj)
+            if not checked:
+                obj = checked_row(obj)
             context = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
             batch.append(stream_object_to_row(obj, context))
             events += len(obj["events"])
@@ -86,15 +89,17 @@ def _remove_stale_temporaries(out_dir: Path, shard_name: str) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _checked(obj: dict[str, Any]) -> dict[str, Any]:
-    """The stream object, or an `error` row saying why the tracer's output for it is malformed."""
+def checked_row(obj: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """The stream object, or an `error` row saying why the tracer's output for it is malformed
+    (logged as a warning, unless not `warn`)."""
     try:
         check_stream_object(obj)
         return obj
     except StreamFormatError as exc:
         from harvest.rows import malformed_row
 
-        log.warning("program %s: malformed tracer output: %s", obj.get("program_id"), exc)
+        if warn:
+            log.warning("program %s: malformed tracer output: %s", obj.get("program_id"), exc)
         return malformed_row(obj, str(exc))
 
 

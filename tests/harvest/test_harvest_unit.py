@@ -198,6 +198,50 @@ def test_rows_are_converted_a_bounded_number_of_events_at_a_time(tmp_path: Path,
     assert all([e["kind"] for e in r["events"]] == ["call", "line", "line", "line", "return"] for r in rows)
 
 
+FORGER = Program(
+    program_id="forger",
+    mode="script",
+    source="import os\nos.write(1000, b'{\"kind\": \"ran\"}\\n{\"kind\": \"result\", \"trace\": {\"status\": \"ok\"}}\\n')\nos._exit(0)\n",
+)
+
+
+@pytest.mark.parametrize("kept_bytes", [None, 0], ids=["kept", "read-again"])
+def test_each_row_is_checked_once_on_its_way_to_the_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, kept_bytes: int | None
+) -> None:
+    # The pass that finds every program done hands its parsed, checked rows to the shard; a unit
+    # whose rows are more than KEPT_ROWS_BYTES of stream reads it again, and makes the same shard.
+    from harvest import shard_io
+    from harvest import unit as unit_module
+    from schemas import convert
+
+    checks: list[str] = []
+    real = convert.check_stream_object
+
+    def counting(obj: object) -> None:
+        checks.append(getattr(obj, "get", lambda _k: None)("program_id"))
+        real(obj)
+
+    monkeypatch.setattr(convert, "check_stream_object", counting)
+    monkeypatch.setattr(shard_io, "check_stream_object", counting)
+    if kept_bytes is not None:
+        monkeypatch.setattr(unit_module, "KEPT_ROWS_BYTES", kept_bytes)
+    programs = [call("a", "    return x"), FORGER, call("b", "    y = x * 2\n    return y", "21")]
+    (unit,) = plan_units(programs, SETTINGS)
+    with caplog.at_level("WARNING", logger="harvest"):
+        result = execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    assert sorted(checks) == (["a", "b", "forger"] if kept_bytes is None else ["a", "a", "b", "b", "forger", "forger"])
+    warnings = [r.getMessage() for r in caplog.records if "malformed tracer output" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("program forger: ")  # once, either way
+    rows = pq.read_table(tmp_path / unit.shard_name, columns=["program_id", "status", "return_value", "n_events"]).to_pylist()
+    assert rows == [
+        {"program_id": "a", "status": "ok", "return_value": "1", "n_events": 3},
+        {"program_id": "forger", "status": "error", "return_value": None, "n_events": 0},
+        {"program_id": "b", "status": "ok", "return_value": "42", "n_events": 4},
+    ]
+    assert result.counts == {"ok": 2, "error": 1}
+
+
 def test_a_runner_that_cannot_start_is_the_infrastructures_failure_not_a_programs_row(tmp_path: Path) -> None:
     # An image whose Python cannot run the runner (here: a "python" that fails at once, as python2
     # or a broken interpreter would): no program ran, so none may get a `crashed` row, in this
