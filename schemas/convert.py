@@ -32,16 +32,31 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_type(obj: Mapping[str, Any], key: str, spec: str, what: str) -> None:
-    value = obj[key]
-    nullable = spec.endswith("?")
-    if value is None:
-        if not nullable:
-            raise StreamFormatError(f"{what} key {key!r} is null")
-        return
-    types = _JSON_TYPES[spec.rstrip("?")]
-    if not isinstance(value, types) or (spec != "bool" and isinstance(value, bool)):
-        raise StreamFormatError(f"{what} key {key!r} is {type(value).__name__}, expected {spec}")
+# (key, spec, accepted types, nullable, bool refused) for each key: worked out once, not per row
+_KeyCheck = tuple[str, str, tuple[type, ...], bool, bool]
+
+
+def _key_checks(keys: Mapping[str, str]) -> tuple[_KeyCheck, ...]:
+    return tuple(
+        (key, spec, _JSON_TYPES[spec.rstrip("?")], spec.endswith("?"), spec != "bool") for key, spec in keys.items()
+    )
+
+
+_TRACE_CHECKS = _key_checks(TRACE_KEYS)
+_LIMIT_CHECKS = _key_checks(LIMIT_KEYS)
+
+
+def _check_types(obj: Mapping[str, Any], checks: tuple[_KeyCheck, ...], what: str) -> None:
+    for key, spec, types, nullable, no_bool in checks:
+        try:
+            value = obj[key]
+        except KeyError:
+            raise StreamFormatError(f"{what} lacks key {key!r}") from None
+        if value is None:
+            if not nullable:
+                raise StreamFormatError(f"{what} key {key!r} is null")
+        elif not isinstance(value, types) or (no_bool and isinstance(value, bool)):
+            raise StreamFormatError(f"{what} key {key!r} is {type(value).__name__}, expected {spec}")
 
 
 def check_stream_object(obj: Any) -> None:
@@ -53,12 +68,8 @@ def check_stream_object(obj: Any) -> None:
     missing = [k for k in TRACE_KEYS if k not in obj]
     if missing:
         raise StreamFormatError(f"trace lacks keys {missing}")
-    for key, spec in TRACE_KEYS.items():
-        _check_type(obj, key, spec, "trace")
-    for key, spec in LIMIT_KEYS.items():
-        if key not in obj["limits"]:
-            raise StreamFormatError(f"limits lacks key {key!r}")
-        _check_type(obj["limits"], key, spec, "limits")
+    _check_types(obj, _TRACE_CHECKS, "trace")
+    _check_types(obj["limits"], _LIMIT_CHECKS, "limits")
     if obj["status"] not in STATUSES:
         raise StreamFormatError(f"unknown status {obj['status']!r}")
     if obj["n_events"] != len(obj["events"]):
