@@ -185,3 +185,26 @@ def test_interrupt_inside_create_leaves_no_container(
             UnitRequest(run_id, "u1", 0, "base-py311", jobs, tmp_path / "o" / "s.jsonl")
         )
     assert _containers(docker_client, run_id) == []
+
+
+def test_the_engines_unix_socket_client_does_not_search_the_environment_at_every_call(
+    docker_engine: None, monkeypatch: Any
+) -> None:
+    # requests reads proxies and .netrc from the environment for every request of a session that
+    # trusts it: a third of each control call's CPU, for settings a Unix socket never uses.
+    import requests.sessions
+
+    from harvest import docker_client
+
+    if not docker_client.engine_address().startswith("unix://"):
+        pytest.skip("the engine is not on a Unix socket")
+    monkeypatch.setattr(docker_client, "_clients", {})  # a client of its own, not the session's
+    client = docker_client.get_client(30.0)  # (the SDK's version query on creation may search it)
+
+    def searched(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a control call searched the environment")
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", searched)
+    monkeypatch.setattr(requests.sessions, "get_netrc_auth", searched)
+    assert client.ping()
+    client.containers.list(limit=1)
