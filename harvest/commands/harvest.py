@@ -180,9 +180,15 @@ def command(
             units_planned=len(units),
             programs_planned=sum(len(u) for u in units),
         )
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        with _exclusive(out):
-            _harvest(units, settings, out, record, ray_address, num_cpus, silent, started, recheck_fraction)
+        try:
+            with _exclusive(out):
+                _harvest(units, settings, out, record, ray_address, num_cpus, silent, started, recheck_fraction)
+        except (WorldtraceError, SchemaError):
+            if created:
+                _remove_if_untouched(out)
+            raise
     except (WorldtraceError, SchemaError) as exc:  # the output folder's shards or manifest, too
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # the output folder: read-only, full, removed while the harvest ran
@@ -264,6 +270,17 @@ def _test_suite(image: str, timeout_s: float, test_timeout_s: float) -> Program:
         raise click.UsageError(f"--tests: image {image!r} is not a repository image (it has no test suite)")
     package = spec.project.replace("-", "_").lower()
     return repository_tests_program(image, spec.tests, [package], timeout_s, test_timeout_s=test_timeout_s)
+
+
+def _remove_if_untouched(out: Path) -> None:
+    """Remove the output folder this harvest created when it holds nothing but its lock (a harvest
+    refused before it started, e.g. an image that is not built), so a typo leaves nothing behind."""
+    try:
+        found = [p for p in out.rglob("*") if not p.is_dir()]
+        if found == [out / LOCK_FILE]:
+            shutil.rmtree(out)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

@@ -159,3 +159,16 @@ def test_the_run_manifest_names_versions_without_importing_them() -> None:
     assert done.returncode == 0, done.stderr
     imported, found = json.loads(done.stdout)
     assert imported == [] and found["ray"][0].isdigit() and found["docker"][0].isdigit()
+
+
+def test_a_harvest_refused_before_it_starts_leaves_no_output_folder(tmp_path: Path, docker_engine: None) -> None:
+    # An image that is neither in the catalog nor on the engine is found after the output folder
+    # and its lock were made: a folder the harvest made itself goes again; one that existed stays.
+    script = tmp_path / "s.py"
+    script.write_text("print(1)\n")
+    code, output = invoke(str(script), "--out", str(tmp_path / "o"), "--image", "no-such-image")
+    assert code == 1 and "no-such-image" in output
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "mine").mkdir()
+    code, output = invoke(str(script), "--out", str(tmp_path / "mine"), "--image", "no-such-image")
+    assert code == 1 and (tmp_path / "mine").is_dir()
