@@ -211,6 +211,11 @@ def save_images(names: tuple[str, ...], save_all: bool, out_dir: Path) -> None:
         specs = [get_spec(n, catalog) for n in names] if names else list(catalog.values())
         if save_all:
             specs = [spec for spec in specs if builder.status(spec).state == "built"]
+        missing = [spec.name for spec in specs if builder.status(spec).state != "built"]
+        if missing:
+            raise WorldtraceError(
+                f"not built on this engine: {', '.join(missing)}; build with `worldtrace images build {' '.join(missing)}`"
+            )
         for spec in specs:
             path = save_image(
                 builder.client, spec.tag, out_dir / f"{spec.name}-{spec.recipe_hash}.tar"

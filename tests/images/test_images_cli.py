@@ -43,3 +43,19 @@ def test_usage_errors_need_no_engine() -> None:
     for args in (["images", "build"], ["images", "save", "--out", "x"], ["images", "load"]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 2, (args, result.output)
+
+
+def test_saving_an_image_that_is_not_built_names_it_and_the_build_command(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, docker_engine: None
+) -> None:
+    import dataclasses
+
+    import images.catalog as catalog_module
+
+    shipped = catalog_module.load_catalog()
+    never = dataclasses.replace(shipped["base-py311"], name="never-built-base")
+    monkeypatch.setattr(catalog_module, "load_catalog", lambda *a, **k: {**shipped, never.name: never})
+    result = CliRunner().invoke(cli, ["images", "save", "never-built-base", "base-py311", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 1
+    assert "not built on this engine: never-built-base; build with `worldtrace images build never-built-base`" in result.output
+    assert not (tmp_path / "a").exists()  # nothing saved of a request that cannot be met whole
