@@ -55,7 +55,8 @@ def command(checkpoint: str, shards: tuple[str, ...], as_json: bool, **options: 
         return
     dropped = report["traces_long_context"]
     note = f" ({dropped} more dropped, as in training: context too long)" if dropped else ""
-    click.echo(f"{report['traces']} {report['split']} traces{note}, checkpoint {report['checkpoint']}")
+    noun = "trace" if report["traces"] == 1 else "traces"
+    click.echo(f"{report['traces']} {report['split']} {noun}{note}, checkpoint {report['checkpoint']}")
     rows = [("overall", report["overall"])] + list(report["per_kind"].items())
     click.echo(f"{'event kind':<10}" + "".join(f"{h:>15}" for h in HEADERS))
     for name, scores in rows:
