@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from harvest.errors import EngineError
@@ -99,6 +100,12 @@ def timed_out(exc: BaseException) -> bool:
     from requests.exceptions import Timeout
     from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+    return any(isinstance(cause, Timeout | Urllib3Timeout | TimeoutError) for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every error nested in it, once each: requests and urllib3 keep the socket's error
+    in their errors' arguments and `reason`, besides the usual cause and context."""
     pending: list[object] = [exc]
     seen: set[int] = set()
     while pending:
@@ -106,11 +113,9 @@ def timed_out(exc: BaseException) -> bool:
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, Timeout | Urllib3Timeout | TimeoutError):
-            return True
+        yield current
         pending.extend(current.args)
         pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
-    return False
 
 
 def engine_address() -> str:
@@ -124,17 +129,9 @@ def root_cause(exc: BaseException) -> str:
     requests and urllib3 nest the socket's error in the arguments of their own errors, so their
     text is a tuple of reprs; the system's own words are what tells a user the engine is gone.
     """
-    pending: list[object] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return str(current.strerror)
-        pending.extend(current.args)
-        pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.strerror:
+            return str(cause.strerror)
     return str(exc)
 
 

@@ -91,19 +91,20 @@ def command(
             if not silent:
                 click.echo(text, err=True)
 
-        for split, part in result.stats.to_json()["splits"].items():
+        summary = result.stats.to_json()
+        for split, part in summary["splits"].items():
             say(f"{split}: {part['rows']} traces, {part['programs']} programs, {part['files']} file(s), {part['bytes']:,} bytes")
         for split in options.splits.names:
             if split not in result.files:
                 say(f"warning: no program was assigned to split {split!r}; it is left out")
-        tracers = result.stats.to_json()["tracer_versions"]
+        tracers = summary["tracer_versions"]
         if len(tracers) > 1:  # e.g. a glob over the folders of two harvests
             say(
                 f"warning: the dataset mixes the traces of {len(tracers)} tracer versions "
                 f"({', '.join(f'{v}: {n}' for v, n in tracers.items())}), which record the same program "
                 "differently; publish one version's shards per dataset"
             )
-        dropped = result.stats.to_json()["dropped"]
+        dropped = summary["dropped"]
         say(
             f"dropped: {dropped['duplicates']} duplicates, {dropped['status']} by status, {dropped['max_events']} "
             f"by --max-events, {dropped['nondeterministic']} nondeterministic"

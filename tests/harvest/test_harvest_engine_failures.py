@@ -177,6 +177,19 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.communicate(timeout=120)
 
 
+def start_and_stall(
+    engine: PrivateEngine, programs: Path, out: Path, engine_wait_s: int
+) -> tuple[dict[str, str], subprocess.Popen[str]]:
+    """Start a harvest on the private engine and pause the engine once a unit's container runs;
+    the harvest's environment and process."""
+    env = {**engine.env(), **STALL_ENV, "WORLDTRACE_ENGINE_WAIT_S": str(engine_wait_s)}
+    proc = subprocess.Popen(harvest_cmd(*stall_args(programs, out)), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    wait_for_a_running_unit(engine, proc)
+    engine.pause()
+    return env, proc
+
+
 def unit_folders_in_a_sandbox(out: Path) -> list[Path]:
     """The private folders of the units whose sandbox has not returned (see DockerSandbox)."""
     return list((out / ".worldtrace" / "work").glob("*/attempt-*/.stream.jsonl.sandbox"))
@@ -187,11 +200,7 @@ def test_an_engine_that_stalls_for_good_is_named_and_a_rerun_after_it_resumes_fi
 ) -> None:
     programs, reference_out = reference
     out = tmp_path / "out"
-    env = {**engine.env(), **STALL_ENV, "WORLDTRACE_ENGINE_WAIT_S": "1"}
-    proc = subprocess.Popen(harvest_cmd(*stall_args(programs, out)), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    wait_for_a_running_unit(engine, proc)
-    engine.pause()
+    env, proc = start_and_stall(engine, programs, out, engine_wait_s=1)
     try:
         # Before: every control call waited for the SDK's 900 s socket timeout, per unit and try.
         _, stderr = proc.communicate(timeout=HANG_GUARD_S * 4)
@@ -218,11 +227,7 @@ def test_an_engine_that_stalls_and_resumes_mid_harvest_costs_nothing(
 ) -> None:
     programs, reference_out = reference
     out = tmp_path / "out"
-    env = {**engine.env(), **STALL_ENV, "WORLDTRACE_ENGINE_WAIT_S": "600"}
-    proc = subprocess.Popen(harvest_cmd(*stall_args(programs, out)), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    wait_for_a_running_unit(engine, proc)
-    engine.pause()
+    env, proc = start_and_stall(engine, programs, out, engine_wait_s=600)
     try:
         assert unit_folders_in_a_sandbox(out)
         # The units that ran noticed the stall (their sandbox returned, with an engine error: no call
