@@ -7,7 +7,6 @@ never returns into the parent's batch loop.
 from __future__ import annotations
 
 import io
-import json
 import mmap
 import os
 import random
@@ -17,7 +16,9 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from tracer.jsonl import RawJSON, dumps_utf8
+from tracer.jsonl import RawJSON, dumps_ascii, dumps_utf8
+
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 
 try:  # resource is POSIX-only; the batch runner needs fork anyway
     import resource
@@ -100,7 +101,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def encode(message: Dict[str, Any]) -> bytes:
     """One message to the parent: a JSON line (ASCII, so lone surrogates survive the trip)."""
-    return json.dumps(message, ensure_ascii=True).encode("ascii") + b"\n"
+    return dumps_ascii(message).encode("ascii") + b"\n"
 
 
 def encode_result(trace: Dict[str, Any]) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 
 class BatchError(Exception):
     """The batch cannot go on (cannot fork, cannot write): exit code 1."""

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 MODES = ("call", "script", "pytest")
 KNOWN_KEYS = frozenset(
     (

@@ -9,6 +9,8 @@ from typing import Any, Set
 from tracer._batch_errors import OutputError
 from tracer.jsonl import encode_line
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 
 def decode_output(data: bytes) -> str:
     """Captured program output as text: UTF-8, undecodable bytes as \\xNN."""

@@ -37,6 +37,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from tracer._batch_child import LIBC, close_inherited_fds, prctl, prepare_std_streams
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 FRAME = struct.Struct("!cidq")
 REQUEST_HEADER = struct.Struct("!I")
 N_FDS = 3  # the child's stdout, stderr and report pipes

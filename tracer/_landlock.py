@@ -21,6 +21,8 @@ import struct
 import sys
 from typing import Optional, Sequence, Tuple
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 # System call numbers: the same on x86-64 and arm64 (and every architecture using the generic
 # table), since Linux 5.13.
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446

@@ -5,6 +5,7 @@ The trace object and its events follow schemas/trace_stream.md (``worldtrace.str
 
 from __future__ import annotations
 
+import _signal  # signal's C functions: its wrappers look builtins up live (_builtins.py)
 import builtins
 import dataclasses
 import importlib.machinery
@@ -18,6 +19,7 @@ import threading
 import time
 import types
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from .backends.select import BackendUnavailable, choose_backend
 from .env import PYBEHAVIOR, PYTHON_VERSION
 from .jsonl import RawJSON, text_utf8
@@ -246,7 +248,7 @@ class _Run:
             signal.setitimer(signal.ITIMER_REAL, TIMEOUT_GRACE_S)  # in case the program catches this one
             raise _Timeout()
 
-        previous = signal.signal(signal.SIGALRM, on_alarm)
+        previous = _signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, seconds)
         return previous
 
@@ -254,7 +256,7 @@ class _Run:
         if previous is None:
             return
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _signal.signal(signal.SIGALRM, previous)
 
     def abandon(self) -> dict:
         """The trace of a program that swallowed its timeout: stop recording where it is."""

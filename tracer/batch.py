@@ -44,6 +44,8 @@ from tracer.jsonl import RawJSON
 from tracer.stream import FORMAT as STREAM_FORMAT
 from tracer.stream import blank_trace
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 __all__ = ["BatchError", "BatchRunner", "OutputError", "UsageError", "run_batch"]
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import os
 import sys
 
 from . import __version__
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from .api import Limits, trace_call, trace_script
 from .backends.select import BACKEND_NAMES
 from .jsonl import write_trace

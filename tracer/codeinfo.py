@@ -5,6 +5,7 @@ from __future__ import annotations
 import dis
 import linecache
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from .env import PYBEHAVIOR
 
 
@@ -27,7 +28,7 @@ def _qualnames_for_file(filename: str) -> dict:
         return cached
     out: dict = {}
     _QUALNAME_CACHE[filename] = out
-    source = "".join(linecache.getlines(filename))
+    source = "".join(_source_lines(filename))
     if not source:
         return out
     try:
@@ -56,10 +57,20 @@ def _looks_like_class_body(code) -> bool:
     return code.co_argcount == 0 and "__module__" in code.co_names and "__qualname__" in code.co_names
 
 
+def _source_lines(filename: str) -> list:
+    """linecache's lines of a file; a file it already holds is read from its cache here, by the
+    tracer's own code (linecache's functions look their builtins up live: a program that replaced
+    ``len`` would see the recorder's calls, tracer/_builtins.py)."""
+    entry = linecache.cache.get(filename)
+    if entry is not None and len(entry) == 4:
+        return entry[2]
+    return linecache.getlines(filename)
+
+
 def source_line(filename: str, lineno: int) -> str:
     """The text of one source line without its line ending ("" if unknown)."""
-    line = linecache.getline(filename, lineno)
-    return line.rstrip("\r\n")
+    lines = _source_lines(filename)
+    return lines[lineno - 1].rstrip("\r\n") if 0 < lineno <= len(lines) else ""
 
 
 _LINE_TABLES: dict = {}
@@ -320,13 +331,43 @@ def _line_of_offsets(code) -> list:
             table[start:end] = [line] * (end - start)
         return table
     # 3.8-3.10: every instruction belongs to the last line start before it.
-    starts = dict(dis.findlinestarts(code))
+    starts = _line_starts(code)
     line = None
     for offset in range(0, len(table), 2):
         line = starts.get(offset, line)
         table[offset] = line
     return table
 
+
+
+def _line_starts(code) -> dict:
+    """Offset -> line of each instruction that starts a new line, as ``dis.findlinestarts`` gives
+    them (3.8-3.10), computed here: dis's pure-Python code would look its builtins up live."""
+    starts = {}
+    last = None
+    if PYBEHAVIOR.has_co_lines:  # PYBEHAVIOR: has_co_lines (3.10+)
+        for start, _end, line in code.co_lines():
+            if line is not None and line != last:
+                starts[start] = last = line
+        return starts
+    # 3.8/3.9: co_lnotab holds (bytecode increment, signed line increment) byte pairs; a line
+    # starts where the bytecode moves on after its line number changed.
+    table = code.co_lnotab
+    size = len(code.co_code)
+    offset = 0
+    line = code.co_firstlineno
+    for i in range(0, len(table), 2):
+        step, delta = table[i], table[i + 1]
+        if step:
+            if line != last:
+                starts[offset] = last = line
+            offset += step
+            if offset >= size:
+                return starts
+        line += delta - 256 if delta >= 128 else delta
+    if line != last and offset < size:
+        starts[offset] = line
+    return starts
 
 _OPNAME = dis.opname
 _EXTENDED_ARG = dis.EXTENDED_ARG

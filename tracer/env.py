@@ -9,6 +9,8 @@ from __future__ import annotations
 import platform
 import sys
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 PYVERSION = sys.version_info
 PYTHON_VERSION = platform.python_version()
 CPYTHON = platform.python_implementation() == "CPython"
@@ -56,6 +58,8 @@ class PYBEHAVIOR:
     # Every instruction has its own source position (co_positions / co_lines, 3.11+);
     # before, an instruction belongs to the last line start before it.
     has_co_positions = PYVERSION >= (3, 11)
+    # code.co_lines(): (start, end, line) ranges of bytecode (PEP 626, 3.10+).
+    has_co_lines = PYVERSION >= (3, 10)
 
     # LOAD_ATTR's oparg carries a "load a method" flag in its low bit, the name index above it
     # (3.12+; before, LOAD_METHOD was an opcode of its own).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -16,9 +18,34 @@ def _escape_surrogate(match) -> str:
     return "\\\\u%04x" % cp
 
 
+def _unserialisable(obj):
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _compact_encoder(ensure_ascii: bool):
+    """``json.dumps(obj, ensure_ascii=..., separators=(",", ":"))`` straight from json's C encoder.
+
+    json.dumps goes through ``JSONEncoder``'s Python code, which looks its builtins up live; the
+    batch child encodes its report after the program ran, and a program may have replaced
+    ``isinstance`` or ``str`` and left them so (tracer/_builtins.py).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator
+        return lambda obj: json.dumps(obj, ensure_ascii=ensure_ascii, separators=(",", ":"))
+    string = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+    # (markers: no cycle check, default, string encoder, indent, key and item separators,
+    # sort_keys, skipkeys, allow_nan): what JSONEncoder.iterencode passes for these options.
+    encode = make(None, _unserialisable, string, None, ":", ",", False, False, True)
+    return lambda obj: "".join(encode(obj, 0))
+
+
+dumps_compact = _compact_encoder(ensure_ascii=False)
+dumps_ascii = _compact_encoder(ensure_ascii=True)
+
+
 def dumps_utf8(obj) -> bytes:
     """``obj`` as one line of JSON in UTF-8: non-ASCII kept, lone surrogates escaped."""
-    return text_utf8(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    return text_utf8(dumps_compact(obj))
 
 
 def text_utf8(text: str) -> bytes:

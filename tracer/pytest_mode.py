@@ -10,6 +10,7 @@ trace per top-level call.
 
 from __future__ import annotations
 
+import _signal  # signal's C functions: its wrappers look builtins up live (_builtins.py)
 import importlib.util
 import itertools
 import os
@@ -17,14 +18,17 @@ import signal
 import sys
 import threading
 import time
+import types
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tracer import codeinfo
 from tracer.backends.select import BackendUnavailable, choose_backend
 from tracer.recorder import Deadline, Recorder
 from tracer.render import Renderer, type_qualified_name
-from tracer.scope import _TRACER_DIR, CachedScope
+from tracer.scope import _TRACER_DIR, CachedScope, absolute_path, glob_matcher
 from tracer.stream import blank_trace
+
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 
 try:
     from _thread import get_ident
@@ -43,11 +47,11 @@ PYTEST_RAN = (0, 1, 5)
 
 def is_test_file(path: str, root: str) -> bool:
     """Whether `path` (below `root`) is test code: test_*.py, *_test.py, conftest.py, tests/ dirs."""
-    name = os.path.basename(path)
+    name = path.rpartition("/")[2]
     if name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py"):
         return True
-    rel = os.path.relpath(path, root) if path.startswith(root) else path
-    return any(part in TEST_DIRS for part in rel.split(os.sep)[:-1])
+    rel = path[len(root):].lstrip("/") if path.startswith(root) else path
+    return any(part in TEST_DIRS for part in rel.split("/")[:-1])
 
 
 class PackageScope(CachedScope):
@@ -62,25 +66,27 @@ class PackageScope(CachedScope):
     def __init__(
         self, packages: Sequence[str], include: Sequence[str] = (), exclude: Sequence[str] = ()
     ) -> None:
-        import fnmatch
-
         super().__init__()
-        self._fnmatch = fnmatch.fnmatchcase
         self.packages = tuple(packages)
         self.include = tuple(include)
         self.exclude = tuple(exclude)
+        # Decisions are made while the tests run, by the tracer's own code (scope.absolute_path).
+        self._include = [glob_matcher(pattern) for pattern in self.include]
+        self._exclude = [glob_matcher(pattern) for pattern in self.exclude]
 
     def roots(self) -> List[str]:
         """Where the packages are now: imported modules first, else where an import would find them."""
         roots: List[str] = []
         for name in self.packages:
             module = sys.modules.get(name)
-            paths = list(getattr(module, "__path__", None) or []) if module is not None else []
-            where = getattr(module, "__file__", None) if module is not None else None
+            # From the module's dict: getattr could run a module-level __getattr__.
+            attrs = module.__dict__ if issubclass(type(module), types.ModuleType) else {}
+            paths = [p for p in attrs.get("__path__") or () if type(p) is str]
+            where = attrs.get("__file__")
             if paths:
-                roots.extend(os.path.abspath(p) for p in paths)
-            elif where:
-                roots.append(os.path.abspath(where))
+                roots.extend(absolute_path(p) for p in paths)
+            elif type(where) is str:
+                roots.append(absolute_path(where))
             else:
                 roots.extend(package_roots([name], strict=False))
         return roots
@@ -88,17 +94,17 @@ class PackageScope(CachedScope):
     def _decide(self, filename: str) -> bool:
         if filename.startswith("<"):
             return False
-        path = os.path.abspath(filename)
+        path = absolute_path(filename)
         if path.startswith(_TRACER_DIR + os.sep):
             return False
-        if any(self._fnmatch(path, pat) for pat in self.exclude):
+        if any(match(path) for match in self._exclude):
             return False
-        if any(self._fnmatch(path, pat) for pat in self.include):
+        if any(match(path) for match in self._include):
             return True
         for root in self.roots():
-            if path == root or path.startswith(root + os.sep):
-                rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
-                if any(part in ENV_DIRS for part in rel.split(os.sep)[:-1]):
+            if path == root or path.startswith(root + "/"):
+                rel = path[len(root.rpartition("/")[0] if path == root else root):].lstrip("/")
+                if any(part in ENV_DIRS for part in rel.split("/")[:-1]):
                     return False
                 return not is_test_file(path, root)
         return False
@@ -242,7 +248,7 @@ class _TestDeadline(object):
     def arm(self) -> None:
         if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
             return
-        self.previous = signal.signal(signal.SIGALRM, self.handler)
+        self.previous = _signal.signal(signal.SIGALRM, self.handler)
         self.due = time.monotonic() + self.seconds
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
         self.armed = True
@@ -254,7 +260,7 @@ class _TestDeadline(object):
         self.armed = self.pending = False
         if self._ours():
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
+            _signal.signal(signal.SIGALRM, self.previous)
         # else the test installed its own SIGALRM handler (and maybe timer): left as it is
 
     def enter_phase(self, raise_pending: bool = True) -> None:
@@ -275,7 +281,7 @@ class _TestDeadline(object):
             signal.setitimer(signal.ITIMER_REAL, 1e-3)
 
     def _ours(self) -> bool:
-        return signal.getsignal(signal.SIGALRM) is self.handler
+        return _signal.getsignal(signal.SIGALRM) is self.handler
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if not self.armed:

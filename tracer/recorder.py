@@ -9,18 +9,18 @@ final conversion of buffered tuples into the event objects of schemas/trace_stre
 
 from __future__ import annotations
 
+import _signal  # signal's C functions: its wrappers look builtins up live (_builtins.py)
 import builtins
 import gc
 import itertools
 import json
 import os
-import signal
 import sys
 import threading
-import traceback
 import types
 
 from . import codeinfo
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from .env import PYBEHAVIOR
 from .render import _LAZY_ITERATOR_IDS, ELIDED, Renderer, is_immutable_type, type_module
 
@@ -168,6 +168,14 @@ class Deadline(BaseException):
 
 
 
+def _exception_text(exc: BaseException) -> str:
+    """``str(exc)`` as traceback shows it ("<exception str() failed>" when that raises)."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
+
+
 def _raised_by_signal_handler(exc: BaseException) -> bool:
     """Whether a Python signal handler of the program is on ``exc``'s traceback: it ran inside a
     callback (signals are handled between any two bytecodes) and raised."""
@@ -175,9 +183,9 @@ def _raised_by_signal_handler(exc: BaseException) -> bool:
     if tb is None:
         return False
     handlers = set()
-    for signum in signal.valid_signals():
+    for signum in _signal.valid_signals():
         try:
-            handler = signal.getsignal(signum)
+            handler = _signal.getsignal(signum)
         except (ValueError, OSError):
             continue
         code = getattr(getattr(handler, "__func__", handler), "__code__", None)
@@ -679,11 +687,19 @@ class Recorder:
     def fail(self, exc: BaseException) -> None:
         """The tracer itself failed: stop recording and remember why."""
         if self.error is None:
-            self.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            tb = traceback.extract_tb(exc.__traceback__)
-            if tb:
-                last = tb[-1]
-                self.error += " (at %s:%s in %s)" % (last.filename, last.lineno, last.name)
+            # Written here rather than by traceback's functions, which look their builtins up
+            # live (a program may have replaced them: _builtins.py).
+            cls = type(exc)
+            name = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else "%s.%s" % (
+                cls.__module__, cls.__qualname__)
+            message = _exception_text(exc)
+            self.error = "%s: %s" % (name, message) if message else name
+            tb = exc.__traceback__
+            if tb is not None:
+                while tb.tb_next is not None:
+                    tb = tb.tb_next
+                code = tb.tb_frame.f_code
+                self.error += " (at %s:%s in %s)" % (code.co_filename, tb.tb_lineno, code.co_name)
         self.halt()
 
     def halt(self) -> None:

@@ -18,6 +18,7 @@ from gc import get_referents as _gc_referents
 from itertools import compress, islice, repeat
 from operator import is_, is_not
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from .env import PYBEHAVIOR
 
 DEFAULT_MAX_VALUE_CHARS = 1000

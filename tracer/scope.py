@@ -5,10 +5,42 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import re
 import sys
 import sysconfig
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 _TRACER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+_getcwd = os.getcwd
+
+
+def absolute_path(path: str) -> str:
+    """``os.path.abspath(path)`` for a str path on POSIX, computed here.
+
+    Scope decisions are made while the program runs (a code object's first event), and
+    posixpath's functions look their builtins and helpers up live: a program, or a test's
+    monkeypatch, may have replaced ``isinstance`` or ``os.path.join`` (tracer/_builtins.py).
+    """
+    if not path.startswith("/"):
+        path = _getcwd() + "/" + path
+    # POSIX keeps exactly two leading slashes; '.' and empty parts go, '..' removes one part
+    # (none above the root), as posixpath.normpath does.
+    lead = "//" if path.startswith("//") and not path.startswith("///") else "/"
+    parts: list = []
+    for part in path.split("/"):
+        if part == ".." and parts:
+            parts.pop()
+        elif part and part != "." and part != "..":
+            parts.append(part)
+    return lead + "/".join(parts)
+
+
+def glob_matcher(pattern: str):
+    """``fnmatch.fnmatchcase(name, pattern)`` as a compiled regex's ``match``."""
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 @functools.lru_cache(maxsize=None)  # sysconfig.get_paths() costs ~1 ms a call: half a small trace
@@ -61,21 +93,24 @@ class Scope(CachedScope):
         self.program_abs = os.path.abspath(program_file) if program_file else None
         self.include = tuple(include)
         self.exclude = tuple(exclude)
+        # Compiled now: decisions are made while the program runs (see absolute_path).
+        self._include = [glob_matcher(pattern) for pattern in self.include]
+        self._exclude = [glob_matcher(pattern) for pattern in self.exclude]
         self.roots = []
         if program_file and os.path.exists(program_file):
             self.roots.append(os.path.dirname(os.path.abspath(program_file)) + os.sep)
         self.library_dirs = [d + os.sep for d in _library_dirs()]
 
     def _decide(self, filename: str) -> bool:
-        absolute = os.path.abspath(filename) if not filename.startswith("<") else filename
+        absolute = absolute_path(filename) if not filename.startswith("<") else filename
         names = (filename, absolute)
-        if any(fnmatch.fnmatchcase(n, pat) for pat in self.exclude for n in names):
+        if any(match(n) for match in self._exclude for n in names):
             return False
         if self.program_file is not None and (filename == self.program_file or absolute == self.program_abs):
             return True
         if absolute.startswith(_TRACER_DIR + os.sep):
             return False  # whatever the globs say: the recorder would record itself
-        if any(fnmatch.fnmatchcase(n, pat) for pat in self.include for n in names):
+        if any(match(n) for match in self._include for n in names):
             return True
         if filename.startswith("<"):
             return False

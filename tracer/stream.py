@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional
 
 from tracer import __version__
 
+from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 FORMAT = "worldtrace.stream/1"
 
 

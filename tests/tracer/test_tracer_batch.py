@@ -270,6 +270,22 @@ HOSTILE_JOBS = [
         "placeholder-output",  # output equal to the writer's placeholder for spliced events
         "import sys\ndef f():\n    sys.stdout.write('\\x00raw-json\\x00')\n    return 'é\\ud800'\n",
     ),
+    call(
+        "breaks-builtins",  # and leaves them broken: the child still records and reports the trace
+        """
+        import builtins
+        def broken(*args, **kwargs):
+            raise RuntimeError("the program broke this builtin")
+        def f(x):
+            for name in ("len", "isinstance", "issubclass", "repr", "str", "type", "id", "hash",
+                         "open", "print", "__import__", "iter", "next", "getattr", "hasattr",
+                         "sorted", "min", "max", "int", "dict", "list", "tuple", "range", "zip"):
+                setattr(builtins, name, broken)
+            y = [x, {"x": x}]
+            return y
+        """,
+        input_text="21",
+    ),
     call("good-last", GOOD, input_text="4"),
 ]
 
@@ -321,6 +337,13 @@ def test_hostile_program_gets_its_status(
     assert row["status"] == status, row
     if message is not None:
         assert message in (row["exception_message"] or ""), row["exception_message"]
+
+
+def test_a_program_that_breaks_the_builtins_is_still_recorded(hostile: tuple) -> None:
+    row = hostile[0]["breaks-builtins"]
+    assert (row["status"], row["return_value"], row["tracer_error"]) == ("ok", "[21, {'x': 21}]", None)
+    assert [e["kind"] for e in row["events"]][-3:] == ["line", "line", "return"]
+    assert row["events"][-2]["locals"] == {"y": "[21, {'x': 21}]"}
 
 
 def test_a_forged_report_is_not_written_into_the_output(hostile: tuple) -> None:

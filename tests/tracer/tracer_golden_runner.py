@@ -108,11 +108,85 @@ def check_retrace(backend: str) -> list:
     return problems
 
 
+# A program that replaces builtins while it runs (as a test suite's monkeypatch does) with spies
+# that log each call: the recorder keeps the builtins it was imported with (tracer/_builtins.py),
+# so the program sees only its own calls, traced exactly as untraced.
+PATCHED_BUILTINS_SOURCE = """\
+import builtins
+import dataclasses
+import enum
+from collections import deque, namedtuple
+from fractions import Fraction
+
+Pair = namedtuple("Pair", "a b")
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Color(enum.Enum):
+    RED = 1
+
+PATCHED = ("__import__", "isinstance", "issubclass", "len", "repr", "type", "id", "getattr",
+           "hasattr", "iter", "next", "str", "sorted", "hash", "callable", "vars", "min", "max",
+           "print", "open", "dict", "list", "tuple", "set", "frozenset", "int", "object")
+
+
+def f(xs):
+    saved = dict(builtins.__dict__)
+    seen = []
+
+    def spy(name):
+        real = saved[name]
+
+        def fake(*args, **kwargs):
+            seen.append(name)
+            if seen.__len__() > 100:
+                raise RuntimeError("something other than the program called its builtins")
+            return real(*args, **kwargs)
+        return fake
+    for name in PATCHED:
+        setattr(builtins, name, spy(name))
+    try:
+        xs.append(len(xs))
+        table = {"xs": xs, "n": len(xs)}
+        import json
+        text = repr(table)
+        values = [Point(1, 2), Color.RED, ValueError("bad", 3), Fraction(1, 3), deque([1]), Pair(1, 2)]
+        values.append(i for i in xs)
+    finally:
+        builtins.__dict__.update(saved)
+    return seen, text
+"""
+
+
+def check_patched_builtins(backend: str) -> list:
+    namespace: dict = {}
+    exec(compile(PATCHED_BUILTINS_SOURCE, "patched_builtins.py", "exec"), namespace)
+    seen, _ = result = namespace["f"]([1])
+    untraced = repr(result)
+    trace = trace_call("patched_builtins.py", "f", "[1]", source=PATCHED_BUILTINS_SOURCE, backend=backend)
+    problems = []
+    if trace["status"] != "ok" or trace["return_value"] != untraced:
+        problems.append(f"traced: {trace['status']} {trace['return_value']!r} ({trace['tracer_error']}), "
+                        f"untraced: {untraced!r}")
+    fakes = sum(1 for e in trace["events"] if e["kind"] == "call" and e["function"].endswith("fake"))
+    if fakes != len(seen):  # the program's own calls (its own and its constructors')
+        problems.append(f"{fakes} calls of the spies recorded, the program made {len(seen)}")
+    return problems
+
+
 def check(backend: str) -> dict:
     failures = {}
     retrace = check_retrace(backend)
     if retrace:
         failures["retrace_after_truncation"] = retrace
+    patched = check_patched_builtins(backend)
+    if patched:
+        failures["program_patches_builtins"] = patched
     for case in CASES:
         limits = Limits(max_events=case["max_events"]) if "max_events" in case else None
         trace = trace_call(case["name"] + ".py", case["entry"], case["input"], source=case["source"], backend=backend,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
+
 
 class Backend:
     """A mechanism that feeds a ``Recorder`` with call/line/return/exception events.

@@ -24,6 +24,7 @@ from sys import _getframe
 
 from .. import codeinfo
 from .. import recorder as recorder_module
+from .._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from ..env import PYBEHAVIOR
 from ..recorder import (
     _BUILTINS,

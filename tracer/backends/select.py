@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from ..env import monitoring_unavailable_reason
 
 BACKEND_ENV = "WORLDTRACE_BACKEND"

@@ -9,6 +9,7 @@ import warnings
 from types import MethodType
 
 from .. import codeinfo
+from .._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from ..env import PYBEHAVIOR
 from .base import Backend
 
