@@ -308,9 +308,10 @@ def train(
             on_resume(start_step)
     else:
         cfg = dataclasses.replace(cfg, decay_steps=cfg.decay_steps or cfg.steps)
-        if run.is_main and ckpt_path.exists():  # --no-resume: the old run's checkpoint must not outlive it
-            ckpt_path.unlink()
-            log.info("not resuming: removed %s of the previous run", ckpt_path)
+        if run.is_main and ckpt_path.exists():  # --no-resume: the old run's files must not outlive it
+            for name in (CHECKPOINT_NAME, "tokenizer.json", "config.json", "metrics.jsonl"):
+                (out / name).unlink(missing_ok=True)
+            log.info("not resuming: removed %s and the other files of the previous run", ckpt_path)
         # One rank fits the BPE and sends it to the others over the process group. (They once read
         # it back from tokenizer.json, which rank 0 was by then rewriting: a rank could read it empty.)
         fitted = None
@@ -324,12 +325,6 @@ def train(
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
         )
-    if run.is_main:
-        trim_metrics(metrics_path, start_step)
-        tmp = out / ".tokenizer.json.tmp"
-        tokenizer.save(tmp)
-        os.replace(tmp, out / "tokenizer.json")
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = TraceLM(cfg.model).to(dev)
@@ -358,6 +353,13 @@ def train(
     validation = heldout_rows(shards, cfg, tokenizer) if cfg.eval_every and run.is_main else []
     if cfg.eval_every and run.is_main and not validation:
         log.warning("no held-out rows (heldout_fraction %s): no held-out loss", cfg.data.heldout_fraction)
+
+    if run.is_main:  # the run's files, once it is set up: a run that cannot start leaves none
+        trim_metrics(metrics_path, start_step)
+        tmp = out / ".tokenizer.json.tmp"
+        tokenizer.save(tmp)
+        os.replace(tmp, out / "tokenizer.json")
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
     model.train()
     step, last_loss = start_step, float("nan")

@@ -86,7 +86,7 @@ def _statuses(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
               help="Continue from DIR/checkpoint.pt when it exists (model, data and optimiser "
                    "settings from the checkpoint; steps, workers and the log/ckpt/eval cadence "
                    "from this command; a larger --steps goes on at the decayed learning rate). "
-                   "--no-resume removes that checkpoint and starts over.")
+                   "--no-resume removes that run's files and starts over.")
 @silent_option
 def command(shards: tuple[str, ...], out: Path, silent: bool, **options: Any) -> None:
     """Train a small decoder-only transformer on the CWM text of the traces in SHARDS
