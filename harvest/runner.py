@@ -34,7 +34,14 @@ NODE_CHECK_TIMEOUT_S = 180.0  # for every node to check its engine (a busy node 
 
 
 class UnitFailed(WorldtraceError):
-    """A unit failed for a reason that running it again cannot fix (e.g. its image is missing)."""
+    """A unit failed for a reason that running it again cannot fix (e.g. its image is missing).
+
+    `engine_lost`: the reason is that the node's Docker engine stopped answering (and no other
+    node could take the unit), which dooms the units not started yet as well."""
+
+    def __init__(self, message: str, engine_lost: bool = False) -> None:
+        super().__init__(message)
+        self.engine_lost = engine_lost
 
 
 @dataclass(frozen=True)
@@ -194,11 +201,26 @@ def run_unit_task(unit: WorkUnit, settings: HarvestSettings, out_dir: str, run_i
         if isinstance(exc, EngineError):
             from harvest.docker_client import wait_for_engine
 
-            wait_for_engine(engine_wait_s())
+            waited = engine_wait_s()
+            if not wait_for_engine(waited) and _docker_nodes() <= 1:
+                # Ray would retry on this node, the only one with an engine, which stayed silent:
+                # each try would only wait out the control calls' timeouts again.
+                raise UnitFailed(
+                    f"{type(exc).__name__}: {exc} (it did not answer again within {waited:g} s, and no "
+                    "other node of the cluster has a Docker engine to retry on)",
+                    engine_lost=True,
+                ) from exc
         raise  # Ray retries these (retry_exceptions)
     # Anything else (StorageError: the output folder is full, read-only or gone) is not retried.
     result.node_id = ray.get_runtime_context().get_node_id()
     return asdict(result)
+
+
+def _docker_nodes() -> int:
+    """The live nodes of the cluster that offer Docker slots."""
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(DOCKER_RESOURCE))
 
 
 def engine_wait_s() -> float:
@@ -255,7 +277,8 @@ def run_units(
                 try:
                     data = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    if isinstance(_cause(exc), EngineError | StorageError):
+                    cause = _cause(exc)
+                    if isinstance(cause, EngineError | StorageError) or getattr(cause, "engine_lost", False):
                         # Its retries waited for the engine in vain, or the output folder is full,
                         # read-only or gone: the units still to start would only fail the same
                         # way, one after another. Stop; a re-run resumes.

@@ -207,6 +207,8 @@ def test_an_engine_that_stalls_for_good_is_named_and_a_rerun_after_it_resumes_fi
         assert proc.returncode == 1, stderr
         assert f"SandboxEngineError: the Docker engine at {engine.host}" in stderr, stderr
         assert "within 5 s" in stderr and "it is stalled" in stderr, stderr
+        # One node: no retry (each would wait out the timeouts again on the same silent engine).
+        assert "no other node of the cluster has a Docker engine to retry on" in stderr, stderr
         assert "re-run the same command" in stderr
         assert not json.loads((out / "harvest-run.json").read_text())["complete"]
         # What is there is whole: shards only complete, no temporaries.
