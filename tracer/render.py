@@ -275,6 +275,16 @@ def _stdlib_type(module: str, name: str) -> object:
     return getattr(mod, name, None) if mod is not None else None
 
 
+def _is_stdlib_class(t: type, module: str, name: str) -> bool:
+    """Whether ``t`` is the stdlib class ``module.name``: that attribute of the module, and
+    defined there (a program, or a test's monkeypatch, may set ``datetime.date = MyDate``, a
+    subclass whose own ``__repr__`` or properties the stdlib class's renderer would run)."""
+    if t is not _stdlib_type(module, name):
+        return False
+    mod = _type_module(t)
+    return type(mod) is str and (mod == module or mod.startswith(module + "."))  # pathlib._local
+
+
 _EXC_STR_READS = _exc_str_reads()
 
 
@@ -1282,13 +1292,13 @@ class Renderer:
         """Renderers for a few stdlib types whose repr is trusted or easy to rebuild."""
         mod = _type_module(t)
         if type(mod) is str and mod == "collections":
-            if t is _stdlib_type("collections", "deque"):
+            if _is_stdlib_class(t, "collections", "deque"):
                 def deque_kind(v, d, b):
                     maxlen = v.maxlen
                     return self._seq(list(v), d, b, "[", "]", list, prefix="deque(",
                                      suffix=(")" if maxlen is None else ", maxlen=%d)" % maxlen))
                 return deque_kind
-            if t is _stdlib_type("collections", "OrderedDict"):
+            if _is_stdlib_class(t, "collections", "OrderedDict"):
                 def od_kind(v, d, b):
                     if not v:
                         return "OrderedDict()"
@@ -1296,7 +1306,7 @@ class Renderer:
                         return self._dict(dict(v), d, b, "{", "}", prefix="OrderedDict(", suffix=")")
                     return self._seq(list(v.items()), d, b, "[", "]", list, prefix="OrderedDict(", suffix=")")
                 return od_kind
-            if t is _stdlib_type("collections", "Counter"):
+            if _is_stdlib_class(t, "collections", "Counter"):
                 def counter_kind(v, d, b):
                     if not v:
                         return "Counter()"
@@ -1305,26 +1315,26 @@ class Renderer:
                     # The sorted pairs, not a new dict: that would hash the keys again.
                     return self._dict(v, d, b, "{", "}", prefix="Counter(", suffix=")", items=pairs)
                 return counter_kind
-            if t is _stdlib_type("collections", "defaultdict"):
+            if _is_stdlib_class(t, "collections", "defaultdict"):
                 def dd_kind(v, d, b):
                     factory = self._render(v.default_factory, d + 1, b)
                     return self._dict(v, d, b, "{", "}", prefix="defaultdict(%s, " % factory, suffix=")")
                 return dd_kind
-        if t is _stdlib_type("datetime", "datetime") or t is _stdlib_type("datetime", "time"):
+        if _is_stdlib_class(t, "datetime", "datetime") or _is_stdlib_class(t, "datetime", "time"):
             return self._render_datetime
-        if t is _stdlib_type("datetime", "timezone"):
+        if _is_stdlib_class(t, "datetime", "timezone"):
             return self._render_timezone
-        if t is _stdlib_type("functools", "partial"):
+        if _is_stdlib_class(t, "functools", "partial"):
             return self._render_partial
-        if t is _stdlib_type("array", "array"):
+        if _is_stdlib_class(t, "array", "array"):
             return self._render_array
         if type(mod) is str and mod.startswith("pathlib"):  # pathlib._local on 3.13
             for tname in ("PurePosixPath", "PosixPath", "PureWindowsPath", "WindowsPath"):
-                if t is _stdlib_type("pathlib", tname):
+                if _is_stdlib_class(t, "pathlib", tname):
                     return self._unless_unfinished(self._render_path, t)
-        if t is _stdlib_type("re", "Pattern"):
+        if _is_stdlib_class(t, "re", "Pattern"):
             return self._render_pattern
-        if t is _stdlib_type("re", "Match"):
+        if _is_stdlib_class(t, "re", "Match"):
             return self._render_match
         trusted = (
             ("datetime", ("date", "timedelta")),
@@ -1334,7 +1344,7 @@ class Renderer:
         )
         for module, names in trusted:
             for tname in names:
-                if t is _stdlib_type(module, tname):
+                if _is_stdlib_class(t, module, tname):
                     return self._unless_unfinished(lambda v, d, b: self._spend(b, repr(v)), t)
         return None
 
@@ -1367,7 +1377,7 @@ class Renderer:
 
     @staticmethod
     def _plain_timezone(tz: object) -> bool:
-        return type(tz) is _stdlib_type("datetime", "timezone") and type(tz.tzname(None)) is str  # type: ignore[attr-defined]
+        return _is_stdlib_class(type(tz), "datetime", "timezone") and type(tz.tzname(None)) is str  # type: ignore[attr-defined]
 
     def _render_timezone(self, v, depth, budget):
         if self._plain_timezone(v):

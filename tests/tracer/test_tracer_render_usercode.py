@@ -165,6 +165,24 @@ def test_an_exception_claiming_to_be_builtin() -> None:
     assert no_user_code(R.exception_message, SpoofedModule("x")) == "x"
 
 
+class LoudDate(datetime.date):
+    def __repr__(self):
+        _ran("date subclass __repr__")
+        return "loud"
+
+
+def test_a_stdlib_class_replaced_by_a_subclass_is_not_trusted() -> None:
+    # As a test's monkeypatch does (``monkeypatch.setattr(datetime, "date", FixedDate)``): the
+    # module's attribute is now the program's class, whose repr the renderer must not call.
+    saved = datetime.date
+    datetime.date = LoudDate  # type: ignore[misc]
+    try:
+        assert no_user_code(Renderer().render, LoudDate(2020, 1, 2)) == "LoudDate()"
+    finally:
+        datetime.date = saved  # type: ignore[misc]
+    assert Renderer().render(datetime.date(2020, 1, 2)) == "datetime.date(2020, 1, 2)"
+
+
 class Callable:
     def __call__(self, *args):
         return 0
