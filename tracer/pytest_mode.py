@@ -36,6 +36,10 @@ except ImportError:  # pragma: no cover
     from threading import get_ident
 
 _TRACER_PREFIX = _TRACER_DIR + os.sep
+# The clocks as imported: a test may replace time.perf_counter or time.monotonic (a monkeypatch,
+# freezegun) while the recorder reads them, which would call its fake (and use up its values).
+_perf_counter = time.perf_counter
+_monotonic = time.monotonic
 CO_VARARGS = 0x04
 CO_VARKEYWORDS = 0x08
 TEST_DIRS = frozenset(("tests", "test", "testing"))
@@ -243,13 +247,13 @@ class _TestDeadline(object):
         self.in_phase = False
         self.held = 0  # > 0 while the recorder writes a trace
         self.pending = False  # the deadline passed where it could not be raised
-        self.due = 0.0  # time.monotonic() of the deadline
+        self.due = 0.0  # _monotonic() of the deadline
 
     def arm(self) -> None:
         if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
             return
         self.previous = _signal.signal(signal.SIGALRM, self.handler)
-        self.due = time.monotonic() + self.seconds
+        self.due = _monotonic() + self.seconds
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
         self.armed = True
         self.pending = False
@@ -286,7 +290,7 @@ class _TestDeadline(object):
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if not self.armed:
             return
-        left = self.due - time.monotonic()
+        left = self.due - _monotonic()
         if left > 1e-3:  # a timer the test set (there is one per process): ours again, for the rest
             signal.setitimer(signal.ITIMER_REAL, left)
             return
@@ -319,7 +323,7 @@ class _Call(object):
         self.entry = entry
         self.input = input_text
         self.nodeid = nodeid
-        self.started = time.perf_counter()
+        self.started = _perf_counter()
         self.exc: Optional[BaseException] = None
         self.truncated = False
         self.timed_out = False  # the test's deadline passed while this call ran
@@ -467,7 +471,7 @@ class CallRecorder(Recorder):
         n = self.counts.get(nodeid, 0)
         self.counts[nodeid] = n + 1
         trace = self.make_trace("%s::%d" % (nodeid, n), call.entry, call.input)
-        trace["wall_time_s"] = round(time.perf_counter() - call.started, 6)
+        trace["wall_time_s"] = round(_perf_counter() - call.started, 6)
         if call.timed_out:  # whatever the call made of the deadline's exception
             trace["status"] = "timeout"
             trace["exception_message"] = self.timeout_message
@@ -633,7 +637,7 @@ def run_pytest_job(
                 config.hook.pytest_deselected(items=dropped)
 
     args = [job.file] + list(job.argv) + ["-p", "no:cacheprovider"]
-    started = time.perf_counter()
+    started = _perf_counter()
     try:
         backends[0].start()
     except Exception as exc:
@@ -654,7 +658,7 @@ def run_pytest_job(
         except Exception as exc:
             recorder.fail(exc)
         sys.stdout.flush()
-    summary["wall_time_s"] = round(time.perf_counter() - started, 6)
+    summary["wall_time_s"] = round(_perf_counter() - started, 6)
     if code is not None:
         value = int(code)
         summary["return_value"] = repr(value)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,16 @@ def test_tracer_failure_is_error_but_program_result_is_kept(backend: str, monkey
     assert t["status"] == "error" and "tracer bug" in t["tracer_error"]
     assert t["return_value"] == "42"
     assert sys.gettrace() is None
+
+
+def test_a_program_that_leaves_the_clock_replaced(backend: str) -> None:
+    # The run's wall time comes from the clock as the tracer imported it, not the program's.
+    real = time.perf_counter
+    try:
+        t = call("import time\n\ndef f():\n    time.perf_counter = None\n    return 1\n", backend=backend)
+    finally:
+        time.perf_counter = real
+    assert (t["status"], t["return_value"]) == ("ok", "1"), t["tracer_error"]
 
 
 def test_user_code_the_tracer_reaches_cannot_raise_into_the_program(backend: str) -> None:

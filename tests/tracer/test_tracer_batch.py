@@ -286,6 +286,10 @@ HOSTILE_JOBS = [
         """,
         input_text="21",
     ),
+    call(
+        "breaks-clocks",  # as a test's monkeypatch may: the child times and reports with its own
+        "import time\ndef f():\n    time.monotonic = time.perf_counter = None\n    return 1\n",
+    ),
     call("good-last", GOOD, input_text="4"),
 ]
 
@@ -344,6 +348,11 @@ def test_a_program_that_breaks_the_builtins_is_still_recorded(hostile: tuple) ->
     assert (row["status"], row["return_value"], row["tracer_error"]) == ("ok", "[21, {'x': 21}]", None)
     assert [e["kind"] for e in row["events"]][-3:] == ["line", "line", "return"]
     assert row["events"][-2]["locals"] == {"y": "[21, {'x': 21}]"}
+
+
+def test_a_program_that_breaks_the_clocks_is_still_recorded(hostile: tuple) -> None:
+    row = hostile[0]["breaks-clocks"]
+    assert (row["status"], row["return_value"], row["tracer_error"]) == ("ok", "1", None)
 
 
 def test_a_forged_report_is_not_written_into_the_output(hostile: tuple) -> None:

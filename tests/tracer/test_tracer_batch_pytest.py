@@ -244,6 +244,19 @@ PACKAGE = {
             release.set()
             worker.join()
         """,
+    "clock/test_clock.py": """
+        import time
+
+        import mypkg
+
+
+        def test_replaced_clocks(monkeypatch):
+            calls = []
+            monkeypatch.setattr(time, "perf_counter", lambda: calls.append("perf_counter") or 1.0)
+            monkeypatch.setattr(time, "monotonic", lambda: calls.append("monotonic") or 1.0)
+            assert mypkg.total([1, 2]) == 3
+            assert calls == []
+        """,
     "srcproj/pytest.ini": "[pytest]\npythonpath = src\n",
     "srcproj/src/srcpkg/__init__.py": """
         def double(x):
@@ -544,6 +557,16 @@ def test_a_call_holds_only_its_own_threads_events(tmp_path: Path) -> None:
     assert {e["function"] for e in held["events"]} == {"hold"}
     assert len({e["thread_id"] for e in held["events"]}) == 1
     assert "job::threads/test_threads.py::test_overlap::1" not in rows
+
+
+def test_a_test_that_replaces_the_clocks(tmp_path: Path) -> None:
+    """The recorder reads its clocks as they were imported, never a test's fakes of them (a
+    monkeypatch of time.perf_counter that hands out planned values would see extra calls)."""
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    rows = run_jobs(tmp_path, [{"program_id": "clock", "mode": "pytest", "file": "clock", "package": "mypkg"}])
+    assert rows["clock"]["return_value"] == "0", rows["clock"]["stdout"]
+    assert rows["clock::clock/test_clock.py::test_replaced_clocks::0"]["return_value"] == "3"
 
 
 def test_a_package_that_pytest_makes_importable(tmp_path: Path) -> None:
