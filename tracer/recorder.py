@@ -494,13 +494,19 @@ class Recorder:
         if eff.pure_calls and frame is not None:
             g = frame.f_globals
             b = frame.f_builtins
-            for bname in eff.pure_calls:
-                if bname in g or b.get(bname) is not _BUILTINS.get(bname):
-                    mutating = True
-                    break
+            if type(g) is not dict or type(b) is not dict:
+                # The program's own mapping (``FunctionType(code, Namespace())``): never asked.
+                mutating = True
+            else:
+                for bname in eff.pure_calls:
+                    if bname in g or b.get(bname) is not _BUILTINS.get(bname):
+                        mutating = True
+                        break
         if mutating:
             if eff.globals and frame is not None:
                 g = frame.f_globals
+                if type(g) is not dict:  # (see above)
+                    return self.delta(act, mapping)
                 for gname in eff.globals:
                     gval = g.get(gname)
                     if gval is not None and not is_immutable_type(type(gval)) and not _inert_global(gval):
@@ -611,6 +617,8 @@ class Recorder:
     def _holds_state(self, names, g: dict) -> bool:
         """Whether one of the globals ``names`` is a function, class or module of the program
         (in scope), whose attributes can hold objects that locals alias."""
+        if type(g) is not dict:
+            return True  # the program's own mapping, never asked (see line_delta)
         cache = self._state_holders
         for name in names:
             value = g.get(name)

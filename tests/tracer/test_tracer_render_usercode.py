@@ -316,6 +316,37 @@ def test_tracing_a_program_with_a_hashing_metaclass_changes_nothing(backend: str
     assert (t["status"], t["return_value"]) == ("ok", "(0, [P(x=1), P(x=2)])"), t
 
 
+def test_a_function_whose_globals_are_the_programs_mapping(backend: str) -> None:
+    # ``FunctionType(code, Namespace(...))``: the recorder asks such globals (and builtins) for
+    # nothing. The mapping's class lies outside the program's scope: its methods run untraced, so
+    # no other frame's events make the recorder re-read every local instead.
+    source = textwrap.dedent("""\
+        import types
+        calls = []
+        ns = {"calls": calls}
+        exec(compile(
+            "class Names(dict):\\n"
+            "    def get(self, k, d=None):\\n"
+            "        calls.append('get ' + k)\\n"
+            "        return dict.get(self, k, d)\\n"
+            "    def __contains__(self, k):\\n"
+            "        calls.append('in ' + k)\\n"
+            "        return dict.__contains__(self, k)\\n", "/elsewhere/names.py", "exec"), ns)
+        K = [7]
+        def body(xs):
+            n = len(xs)
+            xs.append(K)
+            return n
+        def f():
+            names = ns["Names"](globals())
+            names["__builtins__"] = ns["Names"](len=len)
+            n = types.FunctionType(body.__code__, names)([1])
+            return n, calls
+    """)
+    t = trace_call("prog.py", "f", "", source=source, backend=backend)
+    assert (t["status"], t["return_value"]) == ("ok", "(1, [])"), t
+
+
 def test_instance_dicts_and_counters_with_user_keys() -> None:
     obj = Plain()
     obj.__dict__[Loud()] = 1

@@ -541,11 +541,13 @@ class MonitoringBackend(Backend):
                             # long as those names still mean the builtins.
                             g = frame.f_globals
                             b = frame.f_builtins
-                            for bname in eff.pure_calls:
-                                if bname in g or b.get(bname) is not _BUILTINS.get(bname):
-                                    break
-                            else:
-                                names = eff.ordered_writes
+                            # (the program's own mapping is never asked: see Recorder.line_delta)
+                            if type(g) is dict and type(b) is dict:
+                                for bname in eff.pure_calls:
+                                    if bname in g or b.get(bname) is not _BUILTINS.get(bname):
+                                        break
+                                else:
+                                    names = eff.ordered_writes
                         if names is not None and eff.inplace:
                             # ``x += ...`` on a container may mutate what other names share (a name not
                             # seen yet may be bound on the line itself: ``for r in rows: r += [0]``).
