@@ -289,14 +289,16 @@ class _Run:
 
     def set_exception(self, exc: BaseException, *, is_script: bool) -> None:
         trace = self.trace
-        if isinstance(exc, _Timeout):
+        if issubclass(type(exc), _Timeout):
             trace["status"] = "timeout"
             trace["exception_message"] = "ran past timeout_s=%s" % self.limits.timeout_s
             return
-        if is_script and type(exc) is SystemExit and exc.code in (None, 0):
-            trace["status"] = "ok"
-            return
-        trace["status"] = "memory" if isinstance(exc, MemoryError) else "exception"
+        if is_script and type(exc) is SystemExit:
+            code = exc.code  # compared only when a plain int (the program's object has its own __eq__)
+            if code is None or ((type(code) is int or type(code) is bool) and code == 0):
+                trace["status"] = "ok"
+                return
+        trace["status"] = "memory" if issubclass(type(exc), MemoryError) else "exception"
         trace["exception_type"] = type_qualified_name(type(exc))
         trace["exception_message"] = self.renderer.exception_message(exc)
 

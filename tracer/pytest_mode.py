@@ -477,7 +477,7 @@ class CallRecorder(Recorder):
             trace["exception_message"] = self.timeout_message
         elif unwind:
             exc = call.exc
-            trace["status"] = "memory" if isinstance(exc, MemoryError) else "exception"
+            trace["status"] = "memory" if issubclass(type(exc), MemoryError) else "exception"
             if exc is not None:
                 trace["exception_type"] = type_qualified_name(type(exc))
                 trace["exception_message"] = self.renderer.exception_message(exc)
@@ -646,7 +646,7 @@ def run_pytest_job(
         code = pytest.main(args, plugins=[NodeTracker()])
     except BaseException as exc:  # pytest itself blew up: the job's outcome
         code = None
-        summary["status"] = "memory" if isinstance(exc, MemoryError) else "exception"
+        summary["status"] = "memory" if issubclass(type(exc), MemoryError) else "exception"
         summary["exception_type"] = type_qualified_name(type(exc))
         summary["exception_message"] = renderer.exception_message(exc)
     finally:

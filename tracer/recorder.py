@@ -188,9 +188,11 @@ def _raised_by_signal_handler(exc: BaseException) -> bool:
             handler = _signal.getsignal(signum)
         except (ValueError, OSError):
             continue
-        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
-        if code is not None:
-            handlers.add(code)
+        # By exact type: a callable object's attributes are the program's code.
+        if type(handler) is types.MethodType:
+            handler = handler.__func__
+        if type(handler) is types.FunctionType:
+            handlers.add(handler.__code__)
     while tb is not None:
         if tb.tb_frame.f_code in handlers:
             return True
@@ -412,7 +414,7 @@ class Recorder:
         act.prev_line = None
         if lineno is None:
             lineno = self.line_before(act)
-        if isinstance(exc, BaseException):
+        if issubclass(type(exc), BaseException):
             text = self.renderer.render_exception(exc)
         else:
             text = "StopIteration: %s" % self.render(exc)
@@ -660,7 +662,7 @@ class Recorder:
         (``truncated_reason`` "interrupted"), the program goes on as it would untraced. Anything
         else is the tracer's failure: recorded (``fail``) and swallowed, except that running out
         of memory only stops the recording (``truncated_reason`` "memory")."""
-        if isinstance(exc, RecursionError):
+        if issubclass(type(exc), RecursionError):
             # The program's stack is at the recursion limit: it gets the RecursionError here,
             # a few frames before it would untraced, as when the interpreter cannot start a
             # callback at the limit. Swallowed, the program would recurse on past the limit
@@ -672,15 +674,15 @@ class Recorder:
             except RecursionError:  # no room for the backend's hook: the callbacks see this
                 self.active = False
             raise exc
-        if isinstance(exc, Exception) and not _raised_by_signal_handler(exc):
-            if isinstance(exc, MemoryError):
+        if issubclass(type(exc), Exception) and not _raised_by_signal_handler(exc):
+            if issubclass(type(exc), MemoryError):
                 if self.truncated_reason is None:
                     self.truncated_reason = "memory"
                 self.halt()
             else:
                 self.fail(exc)
             return
-        if self.truncated_reason is None and not isinstance(exc, Deadline):
+        if self.truncated_reason is None and not issubclass(type(exc), Deadline):
             self.truncated_reason = "interrupted"
         self.halt()
         raise exc

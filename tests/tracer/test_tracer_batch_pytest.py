@@ -244,8 +244,10 @@ PACKAGE = {
             release.set()
             worker.join()
         """,
-    "clock/test_clock.py": """
+    "usercode/test_usercode.py": """
         import time
+
+        import pytest
 
         import mypkg
 
@@ -256,6 +258,25 @@ PACKAGE = {
             monkeypatch.setattr(time, "monotonic", lambda: calls.append("monotonic") or 1.0)
             assert mypkg.total([1, 2]) == 3
             assert calls == []
+
+
+        class Loud(Exception):
+            calls = []
+
+            def __getattribute__(self, name):
+                Loud.calls.append(name)
+                return Exception.__getattribute__(self, name)
+
+
+        class Bad:
+            def __radd__(self, other):
+                raise Loud("bad")
+
+
+        def test_an_exception_that_logs_its_attributes():
+            with pytest.raises(Loud):
+                mypkg.total([1, Bad()])
+            assert Loud.calls == []
         """,
     "srcproj/pytest.ini": "[pytest]\npythonpath = src\n",
     "srcproj/src/srcpkg/__init__.py": """
@@ -559,14 +580,17 @@ def test_a_call_holds_only_its_own_threads_events(tmp_path: Path) -> None:
     assert "job::threads/test_threads.py::test_overlap::1" not in rows
 
 
-def test_a_test_that_replaces_the_clocks(tmp_path: Path) -> None:
+def test_the_recorder_runs_none_of_the_tests_code(tmp_path: Path) -> None:
     """The recorder reads its clocks as they were imported, never a test's fakes of them (a
-    monkeypatch of time.perf_counter that hands out planned values would see extra calls)."""
+    monkeypatch of time.perf_counter that hands out planned values would see extra calls), and
+    tells a memory error by the exception's type (``isinstance`` asks others for ``__class__``)."""
     pytest.importorskip("pytest")
     make_repo(tmp_path)
-    rows = run_jobs(tmp_path, [{"program_id": "clock", "mode": "pytest", "file": "clock", "package": "mypkg"}])
-    assert rows["clock"]["return_value"] == "0", rows["clock"]["stdout"]
-    assert rows["clock::clock/test_clock.py::test_replaced_clocks::0"]["return_value"] == "3"
+    rows = run_jobs(tmp_path, [{"program_id": "job", "mode": "pytest", "file": "usercode", "package": "mypkg"}])
+    assert rows["job"]["return_value"] == "0", rows["job"]["stdout"]
+    t = "job::usercode/test_usercode.py::"
+    assert rows[t + "test_replaced_clocks::0"]["return_value"] == "3"
+    assert rows[t + "test_an_exception_that_logs_its_attributes::0"]["status"] == "exception"
 
 
 def test_a_package_that_pytest_makes_importable(tmp_path: Path) -> None:

@@ -10,16 +10,21 @@ lists, without pytest.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import inspect
+import os
 import re
+import signal
 import sys
+import tempfile
 import textwrap
 import threading
 import types
 
-from tracer.api import trace_call
+from tracer.api import trace_call, trace_script
+from tracer.recorder import _raised_by_signal_handler
 from tracer.render import Renderer
 
 try:
@@ -345,6 +350,78 @@ def test_a_function_whose_globals_are_the_programs_mapping(backend: str) -> None
     """)
     t = trace_call("prog.py", "f", "", source=source, backend=backend)
     assert (t["status"], t["return_value"]) == ("ok", "(1, [])"), t
+
+
+@contextlib.contextmanager
+def program_log():
+    """A list the traced program reaches as ``import usercode_log; usercode_log.calls``."""
+    log = types.ModuleType("usercode_log")
+    log.calls = []  # type: ignore[attr-defined]
+    sys.modules["usercode_log"] = log
+    try:
+        yield log.calls  # type: ignore[attr-defined]
+    finally:
+        del sys.modules["usercode_log"]
+
+
+def test_a_programs_exception_is_classified_by_its_type(backend: str) -> None:
+    # ``isinstance(exc, MemoryError)`` asks an exception of another class for its ``__class__``:
+    # the program's ``__getattribute__``.
+    source = textwrap.dedent("""\
+        import usercode_log
+        class E(Exception):
+            def __getattribute__(self, name):
+                usercode_log.calls.append(name)
+                return Exception.__getattribute__(self, name)
+        def f():
+            raise E("bad")
+    """)
+    with program_log() as calls:
+        t = trace_call("prog.py", "f", "", source=source, backend=backend)
+    assert (t["status"], t["exception_type"], t["exception_message"]) == ("exception", "prog.E", "bad"), t
+    assert calls == []
+
+
+def test_a_scripts_exit_code_is_not_compared_by_its_eq(backend: str) -> None:
+    source = textwrap.dedent("""\
+        import sys
+        import usercode_log
+        class Code:
+            def __eq__(self, other):
+                usercode_log.calls.append("__eq__")
+                return True
+            __hash__ = None
+        sys.exit(Code())
+    """)
+    with tempfile.TemporaryDirectory() as folder, program_log() as calls:
+        path = os.path.join(folder, "prog.py")
+        with open(path, "w") as f:
+            f.write(source)
+        t = trace_script(path, [], backend=backend)
+    assert (t["status"], t["exception_type"]) == ("exception", "SystemExit"), t
+    assert calls == []
+
+
+class LoudHandler:
+    def __call__(self, signum, frame):
+        pass
+
+    def __getattr__(self, name):
+        _ran("handler __getattr__ " + name)
+        raise AttributeError(name)
+
+
+def test_signal_handlers_are_recognised_without_asking_them() -> None:
+    # Whether an exception escaping a callback was raised by one of the program's signal
+    # handlers: a handler that is an object with a __getattr__ is not asked for __code__.
+    previous = signal.signal(signal.SIGUSR1, LoudHandler())
+    try:
+        try:
+            raise ValueError("x")
+        except ValueError as exc:
+            assert no_user_code(_raised_by_signal_handler, exc) is False
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_instance_dicts_and_counters_with_user_keys() -> None:
