@@ -24,8 +24,10 @@ import threading
 import types
 
 from tracer.api import trace_call, trace_script
-from tracer.recorder import _raised_by_signal_handler
+from tracer.backends.settrace import SettraceBackend
+from tracer.recorder import Recorder, _raised_by_signal_handler
 from tracer.render import Renderer
+from tracer.scope import Scope
 
 try:
     import pytest
@@ -422,6 +424,30 @@ def test_signal_handlers_are_recognised_without_asking_them() -> None:
             assert no_user_code(_raised_by_signal_handler, exc) is False
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+class LoudTrace:
+    def __call__(self, frame, event, arg):
+        return None
+
+    def __eq__(self, other):
+        _ran("trace object __eq__")
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_whether_the_trace_function_is_still_ours_asks_nothing_of_the_programs() -> None:
+    backend = SettraceBackend(Recorder(Renderer(), Scope(__file__), 0))
+    previous = sys.gettrace()
+    backend.start()
+    try:
+        assert backend.installed()
+        sys.settrace(LoudTrace())
+        assert no_user_code(backend.installed) is False
+    finally:
+        backend.stop()
+        sys.settrace(previous)
 
 
 def test_instance_dicts_and_counters_with_user_keys() -> None:

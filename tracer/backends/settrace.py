@@ -72,6 +72,7 @@ class SettraceBackend(Backend):
         self._prev_thread_trace = None
         self._calls = 0
         self._filter = None
+        self._hook = self._global  # one bound method: what gettrace() gives back while ours
 
     def start(self) -> None:
         if PYBEHAVIOR.settrace_locals_to_fast_warns:  # PYBEHAVIOR: settrace_locals_to_fast_warns
@@ -86,8 +87,8 @@ class SettraceBackend(Backend):
             self._prev_thread_trace = threading.gettrace()
         else:
             self._prev_thread_trace = getattr(threading, "_trace_hook", None)
-        threading.settrace(self._global)
-        sys.settrace(self._global)
+        threading.settrace(self._hook)
+        sys.settrace(self._hook)
         self.recorder.on_halt = self._halt
 
     def _halt(self) -> None:
@@ -108,7 +109,7 @@ class SettraceBackend(Backend):
         return {"calls_seen": self._calls}
 
     def installed(self) -> bool:
-        return sys.gettrace() == self._global
+        return sys.gettrace() is self._hook  # (== would run a trace object's __eq__ the program set)
 
     def _global(self, frame, event, arg):
         rec = self.recorder
