@@ -269,10 +269,29 @@ def is_immutable_type(t: type) -> bool:
     return id(t) in _IMMUTABLE_IDS
 
 
+# The stdlib's folder (that of a pure-Python stdlib module), with a separator.
+_STDLIB_DIR = types.__file__[: -len("types.py")]
+
+
+def _stdlib_module(name: str):
+    """``sys.modules[name]`` if it is the stdlib's module (built in, or a file of the stdlib's
+    folder outside any site-packages), else None: a program may have its own ``uuid.py`` beside
+    it (first on sys.path), or put its own object in sys.modules, whose classes are its code."""
+    mod = sys.modules.get(name)
+    if mod is None or not issubclass(type(mod), types.ModuleType):
+        return None
+    where = mod.__dict__.get("__file__")  # from its dict: getattr could run a module __getattr__
+    if where is None:
+        return mod  # built into the interpreter
+    if type(where) is str and where.startswith(_STDLIB_DIR) and "-packages" not in where[len(_STDLIB_DIR):]:
+        return mod
+    return None
+
+
 def _stdlib_type(module: str, name: str) -> object:
     """A stdlib type if its module is already imported (never import on the program's behalf)."""
-    mod = sys.modules.get(module)
-    return getattr(mod, name, None) if mod is not None else None
+    mod = _stdlib_module(module)
+    return mod.__dict__.get(name) if mod is not None else None
 
 
 def _is_stdlib_class(t: type, module: str, name: str) -> bool:

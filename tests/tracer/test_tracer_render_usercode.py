@@ -190,6 +190,52 @@ def test_a_stdlib_class_replaced_by_a_subclass_is_not_trusted() -> None:
     assert Renderer().render(datetime.date(2020, 1, 2)) == "datetime.date(2020, 1, 2)"
 
 
+class LoudUUID:
+    def __repr__(self):
+        _ran("__repr__")
+        return "UUID('?')"
+
+    def __getattr__(self, name):
+        _ran("module __getattr__ " + name)
+        raise AttributeError(name)
+
+
+LoudUUID.__module__, LoudUUID.__qualname__ = "uuid", "UUID"
+
+
+@contextlib.contextmanager
+def _program_module(name: str, path: str, **attrs: object):
+    """``sys.modules[name]`` is, for the block, a module of the program's (as its own ``uuid.py``
+    beside it, first on sys.path, would be)."""
+    saved = sys.modules.get(name)
+    module = types.ModuleType(name)
+    module.__file__ = path
+    module.__dict__.update(attrs)
+    module.__getattr__ = LoudUUID().__getattr__  # type: ignore[method-assign]
+    sys.modules[name] = module
+    try:
+        yield module
+    finally:
+        if saved is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = saved
+
+
+def test_a_program_module_named_like_the_stdlibs_is_not_trusted() -> None:
+    # The program's own uuid.py with its class UUID: neither is the stdlib's, whatever their names.
+    with _program_module("uuid", os.path.join(tempfile.gettempdir(), "uuid.py"), UUID=LoudUUID):
+        assert no_user_code(Renderer().render, LoudUUID()) == "LoudUUID()"
+    # The stdlib's own is still rendered by its repr; a module of the program's that is not there
+    # at all is asked nothing (no module __getattr__ runs).
+    import uuid
+
+    value = uuid.UUID(int=1)
+    assert Renderer().render(value) == repr(value)
+    with _program_module("fractions", os.path.join(tempfile.gettempdir(), "fractions.py")):
+        assert no_user_code(Renderer().render, LoudUUID()) == "LoudUUID()"
+
+
 class Callable:
     def __call__(self, *args):
         return 0
