@@ -552,11 +552,12 @@ class BatchRunner(object):
         """Run one job in a forked child and return its trace.
 
         Extra traces the job makes (a `pytest` job: one per traced call) go to `write_extra` as
-        they arrive, except those whose id is in `done`.
+        they arrive, except those whose id is in `done`. Other jobs make none: a program that
+        sent one for `ID::x` would stand in for a later job of that id (it would be skipped).
         """
         if job.mode == "pytest":
             return self._run_pytest_job(job, done, write_extra)
-        return self._run_child(job, done, write_extra)[0]
+        return self._run_child(job, done, None)[0]
 
     def _run_pytest_job(
         self, job: Job, done: Any, write_extra: Optional[Callable[[Dict[str, Any]], None]]
@@ -614,9 +615,9 @@ class BatchRunner(object):
 
         def on_extra(trace: Dict[str, Any]) -> bool:
             pid = trace.get("program_id") if isinstance(trace, dict) else None
-            if not isinstance(pid, str) or not pid.startswith(prefix):
+            if write_extra is None or not isinstance(pid, str) or not pid.startswith(prefix):
                 return False  # never let a child write rows for other ids
-            if pid not in done and write_extra is not None:
+            if pid not in done:
                 trace.setdefault("format", STREAM_FORMAT)
                 write_extra(trace)
             return True

@@ -267,6 +267,18 @@ HOSTILE_JOBS = [
         """,
     ),
     call(
+        "forges-a-neighbour",  # a trace of its own for the id of a program after it (not a pytest job)
+        """
+        import os
+        from tracer._batch_child import RESULT_FD
+        def f():
+            os.write(RESULT_FD, b'{"kind": "trace", "trace": {"program_id": "forges-a-neighbour::victim",'
+                                b' "status": "ok", "return_value": "666"}}\\n')
+            return 1
+        """,
+    ),
+    call("forges-a-neighbour::victim", GOOD, input_text="5"),
+    call(
         "placeholder-output",  # output equal to the writer's placeholder for spliced events
         "import sys\ndef f():\n    sys.stdout.write('\\x00raw-json\\x00')\n    return 'é\\ud800'\n",
     ),
@@ -363,6 +375,14 @@ def test_a_forged_report_is_not_written_into_the_output(hostile: tuple) -> None:
     for pid in ("forged-report", "forged-utf16-events"):
         row = rows[pid]
         assert row["status"] == "crashed" and row["events"] == [], row
+
+
+def test_a_program_cannot_write_the_row_of_a_program_after_it(hostile: tuple) -> None:
+    # Only a pytest job's child adds rows (its traced calls, ID::...): the runner would skip a
+    # later job whose id already has one, so another program's could stand in for its trace.
+    row = hostile[0]["forges-a-neighbour::victim"]
+    assert (row["status"], row["return_value"]) == ("ok", "10"), row
+    assert hostile[0]["forges-a-neighbour"]["return_value"] == "1"
 
 
 def test_output_equal_to_the_writers_placeholder_is_kept(hostile: tuple) -> None:
