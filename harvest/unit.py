@@ -21,7 +21,7 @@ import shutil
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,8 @@ def _execute_unit(
     stream = attempt_dir / "stream.jsonl"
     # What is known of each finished program (its row without events and output: a unit's rows in
     # full can be gigabytes); the rows themselves stay in the stream until the shard is written.
-    done = _seed_from_earlier_attempts(work, attempt_dir, stream)
+    claims = unit_claims(unit)
+    done = _seed_from_earlier_attempts(work, attempt_dir, stream, claims)
     if done:
         log.info("unit %s: attempt %d resumes with %d of %d programs done", unit.unit_id, attempt, len(done), len(unit))
 
@@ -154,7 +155,7 @@ def _execute_unit(
             sandbox_time += time.monotonic() - round_started
         before = len(done)
         with gc_paused():
-            shard_rows = _read_round(stream, done)
+            shard_rows = _read_round(stream, done, claims)
         missing = [p for p in pending if p.program_id not in done]  # a job's own row comes last
         if not missing:
             break
@@ -189,7 +190,7 @@ def _execute_unit(
         if shard_rows is not None:  # parsed and checked once, by the pass that found them all
             rows_in, checked = _drain(shard_rows), True
         else:
-            rows_in, checked = unique_rows(stream), False
+            rows_in, checked = unique_rows(stream, claims), False
         shard_bytes = write_unit_shard(out_dir, unit, rows_in, mismatches, retried=attempt > 1, checked=checked)
     shutil.rmtree(work, ignore_errors=True)
     rows = list(done.values())
@@ -217,13 +218,25 @@ def _execute_unit(
     )
 
 
-def read_stream(path: Path) -> Iterator[dict[str, Any]]:
-    """Complete rows of a tracer stream; a torn last line (a killed writer) is skipped."""
-    for row, _ in _read_stream_lines(path):
+def read_stream(path: Path, claims: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """Complete rows of a tracer stream; a torn last line (a killed writer) is skipped, and so are
+    rows whose program id `claims` refuses (see `unit_claims`)."""
+    for row, _ in _read_stream_lines(path, claims):
         yield row
 
 
-def _read_stream_lines(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+def unit_claims(unit: WorkUnit) -> Callable[[str], bool]:
+    """Whether a row of `unit`'s stream is one of its own: a program's, or one of a pytest
+    program's traced calls (`ID::...`). A sandbox whose programs run unconfined (no Landlock, see
+    docs/sandbox.md) can write any row into its stream: those of other ids are not taken."""
+    ids = frozenset(p.program_id for p in unit.programs)
+    suites = tuple(p.program_id + "::" for p in unit.programs if p.mode == "pytest")
+    return lambda program_id: program_id in ids or program_id.startswith(suites)
+
+
+def _read_stream_lines(
+    path: Path, claims: Callable[[str], bool] | None = None
+) -> Iterator[tuple[dict[str, Any], bytes]]:
     if not path.exists():
         return
     with path.open("rb") as f:
@@ -237,6 +250,9 @@ def _read_stream_lines(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
                 log.warning("%s: skipping a line that is not JSON", path)
                 continue
             if isinstance(row, dict) and isinstance(row.get("program_id"), str) and "status" in row:
+                if claims is not None and not claims(row["program_id"]):
+                    log.warning("%s: skipping a row of program %r, which is not of this unit", path, row["program_id"][:200])
+                    continue
                 yield row, raw
 
 
@@ -339,7 +355,9 @@ def _new_attempt_dir(work: Path) -> tuple[Path, int]:
             attempt += 1
 
 
-def _seed_from_earlier_attempts(work: Path, current: Path, stream: Path) -> dict[str, dict[str, Any]]:
+def _seed_from_earlier_attempts(
+    work: Path, current: Path, stream: Path, claims: Callable[[str], bool]
+) -> dict[str, dict[str, Any]]:
     """Copy the complete rows of earlier attempts (first per program) into `stream`; summarise them."""
     done: dict[str, dict[str, Any]] = {}
     earlier = sorted(
@@ -350,7 +368,7 @@ def _seed_from_earlier_attempts(work: Path, current: Path, stream: Path) -> dict
         for folder in earlier:
             # A sandbox may have moved the stream into its private folder when the attempt died.
             for old in [folder / "stream.jsonl", *sorted(folder.glob(".*.sandbox/stream.jsonl"))]:
-                for row, line in _read_stream_lines(old):
+                for row, line in _read_stream_lines(old, claims):
                     if row["program_id"] not in done:
                         done[row["program_id"]] = _summary(row)
                         out.write(line)
@@ -377,7 +395,9 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {key: row.get(key) for key in SUMMARY_KEYS}
 
 
-def _read_round(stream: Path, done: dict[str, dict[str, Any]]) -> deque[dict[str, Any]] | None:
+def _read_round(
+    stream: Path, done: dict[str, dict[str, Any]], claims: Callable[[str], bool]
+) -> deque[dict[str, Any]] | None:
     """Summarise the stream's programs that are not `done` yet into it; return the stream's rows as
     its shard takes them (the first of each program, checked: see `checked_row`), or None when they
     are more than KEPT_ROWS_BYTES of it (then the shard reads the stream again).
@@ -389,7 +409,7 @@ def _read_round(stream: Path, done: dict[str, dict[str, Any]]) -> deque[dict[str
     rows: deque[dict[str, Any]] | None = deque()
     seen: set[str] = set()
     kept = 0
-    for obj, line in _read_stream_lines(stream):
+    for obj, line in _read_stream_lines(stream, claims):
         program_id = obj["program_id"]
         if program_id in seen:
             continue
@@ -416,10 +436,10 @@ def _drain(rows: deque[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield rows.popleft()
 
 
-def unique_rows(stream: Path) -> Iterator[dict[str, Any]]:
-    """The stream's complete rows in order, the first of each program id only."""
+def unique_rows(stream: Path, claims: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """The stream's complete rows in order, the first of each program id only (and `claims`)."""
     seen: set[str] = set()
-    for row in read_stream(stream):
+    for row in read_stream(stream, claims):
         if row["program_id"] not in seen:
             seen.add(row["program_id"])
             yield row

@@ -294,6 +294,27 @@ def test_a_runner_killed_mid_line_gives_its_program_a_crashed_row_that_the_next_
     assert [(r["program_id"], r["status"]) for r in rows] == [("p0", "crashed"), ("p1", "ok"), ("p2", "ok"), ("p3", "ok")]
 
 
+class ForgesRows(LocalSandbox):
+    """A sandbox whose stream also has rows of ids that are no program of its unit, as a program
+    that runs unconfined (an engine without Landlock) can write there."""
+
+    def run_unit(self, req):  # type: ignore[no-untyped-def]
+        outcome = super().run_unit(req)
+        row = json.loads(req.output_path.read_text().splitlines()[0])
+        with req.output_path.open("a") as f:
+            for forged in ("of-another-unit", "p0::call"):  # p0 is no pytest job: it has no calls
+                f.write(json.dumps({**row, "program_id": forged, "return_value": "666"}) + "\n")
+        return outcome
+
+
+def test_rows_of_programs_that_are_not_the_units_are_left_out(tmp_path: Path) -> None:
+    programs = [call(f"p{i}", f"    return x + {i}") for i in range(2)]
+    (unit,) = plan_units(programs, SETTINGS)
+    result = execute_unit(unit, SETTINGS, tmp_path, "run-1", ForgesRows())
+    assert result.counts == {"ok": 2}
+    assert [(r["program_id"], r["return_value"]) for r in shard_rows(tmp_path / unit.shard_name)] == [("p0", "1"), ("p1", "2")]
+
+
 def test_a_runner_failure_reaches_the_driver_whole() -> None:
     # Ray pickles a task's exception to send it to the driver: the failure must survive that,
     # or all the driver can say is "Failed to deserialize exception".
