@@ -29,7 +29,7 @@ from typing import Any
 from harvest.errors import RunnerFailed, SandboxError, StorageError, UnitDeadlineExceeded
 from harvest.inputs import Program
 from harvest.plan import HarvestSettings, WorkUnit
-from harvest.sandbox.base import Sandbox, UnitRequest
+from harvest.sandbox.base import Sandbox, UnitRequest, open_regular
 from tracer._batch_output import STARTED_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -237,9 +237,10 @@ def unit_claims(unit: WorkUnit) -> Callable[[str], bool]:
 def _read_stream_lines(
     path: Path, claims: Callable[[str], bool] | None = None
 ) -> Iterator[tuple[dict[str, Any], bytes]]:
-    if not path.exists():
+    f = open_regular(path)  # a dead attempt's sandbox folder may hold a link or a FIFO instead
+    if f is None:
         return
-    with path.open("rb") as f:
+    with f:
         for raw in f:
             if not raw.endswith(b"\n"):
                 log.info("%s: skipping a torn last line (%d bytes)", path, len(raw))

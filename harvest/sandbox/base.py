@@ -9,13 +9,20 @@ infrastructure failed (image missing, engine error, start failure, unit deadline
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import stat
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from harvest.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Where the tracer package lives on the host (the repository's tracer/ folder).
 TRACER_DIR = Path(__file__).resolve().parent.parent.parent / "tracer"
@@ -161,6 +168,27 @@ def tail(text: bytes | str, limit: int = STDERR_TAIL_CHARS) -> str:
     if isinstance(text, bytes):
         text = text[-limit * 4 :].decode("utf-8", errors="replace")
     return text[-limit:]
+
+
+def open_regular(path: Path) -> BinaryIO | None:
+    """`path` opened for reading if it is a regular file; None if it is missing or anything else.
+
+    For files a sandbox wrote: a program that runs unconfined (no Landlock) can put a link to a
+    host file, a FIFO (which would block the reader for good) or a device in their place."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # ELOOP: the last component is a symbolic link
+            raise
+        log.warning("%s is a symbolic link, not a file: left unread", path)
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        log.warning("%s is not a regular file: left unread", path)
+        return None
+    return os.fdopen(fd, "rb")
 
 
 def precompile_tracer(tracer_dir: Path = TRACER_DIR) -> bool:

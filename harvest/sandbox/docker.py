@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,7 @@ from harvest.sandbox.base import (
     Sandbox,
     UnitOutcome,
     UnitRequest,
+    open_regular,
     precompile_tracer,
     tail,
 )
@@ -71,6 +73,8 @@ SANDBOX_HOSTNAME = "sandbox"  # every container's host name (see _container_opti
 SCRATCH_ARGS = ("--scratch", "/tmp", "--scratch", "/dev/shm", "--scratch", "/dev/mqueue", "--confine", "--private-ipc")
 CONTAINER_USER = "1000:1000"  # the catalog images' 'runner'; used when the host side runs as root
 REAP_INTERVAL_S = 300.0
+# The most of the unit folder's run record (one line of ~1 KB per batch run) the host copies out.
+MAX_RUN_RECORD_BYTES = 1 << 20
 # The batch runner's own stdout/stderr (not the programs': those go to the stream) is capped.
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}}
 
@@ -516,10 +520,10 @@ def _prepare_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
     """Lay out jobs.jsonl and the stream so far (moved, not copied) in the unit's folder."""
     req.output_path.parent.mkdir(parents=True, exist_ok=True)
     leftover = unit_dir / "stream.jsonl"
-    if leftover.exists():
+    if os.path.lexists(leftover):
         # A previous attempt died before moving its stream back (SIGKILL): keep what it traced.
         if not req.output_path.exists():
-            os.replace(leftover, req.output_path)
+            _take_file(leftover, req.output_path)
         else:
             log.warning("discarding %s: %s exists", leftover, req.output_path)
     shutil.rmtree(unit_dir, ignore_errors=True)
@@ -534,26 +538,48 @@ def _prepare_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
         # The container runs as uid 1000, the host side as root: hand the folder over for the run.
         uid, gid = (int(x) for x in CONTAINER_USER.split(":"))
         for path in (unit_dir, unit_dir / "jobs.jsonl", stream):
-            os.chown(path, uid, gid)
+            os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def _finish_unit_dir(unit_dir: Path, req: UnitRequest) -> None:
     """Move the stream back to output_path (owned by us again), append the runner's run record
     beside it (OUTPUT.runs.jsonl), move its list of started programs there (OUTPUT.started), and
-    drop the unit's folder."""
-    stream = unit_dir / "stream.jsonl"
-    if stream.exists():
-        if os.geteuid() == 0:
-            os.chown(stream, os.getuid(), os.getgid())
-        os.replace(stream, req.output_path)
-    runs = unit_dir / "stream.jsonl.runs.jsonl"  # the batch runner's run record (counts, CPU time)
-    if runs.exists():
-        with runs.open("rb") as src, open(f"{req.output_path}.runs.jsonl", "ab") as dst:
-            shutil.copyfileobj(src, dst)
-    started = unit_dir / f"stream.jsonl{STARTED_SUFFIX}"  # the programs the runner started, in order
-    if started.exists():
-        os.replace(started, f"{req.output_path}{STARTED_SUFFIX}")
+    drop the unit's folder.
+
+    The container wrote the folder: only regular files are taken (never a link to a host file,
+    a FIFO, a device), and of the run record no more than MAX_RUN_RECORD_BYTES."""
+    if _take_file(unit_dir / "stream.jsonl", req.output_path) and os.geteuid() == 0:
+        os.chown(req.output_path, os.getuid(), os.getgid(), follow_symlinks=False)
+    # the batch runner's run record (counts, CPU time)
+    src = open_regular(unit_dir / "stream.jsonl.runs.jsonl")
+    if src is not None:
+        with src, open(f"{req.output_path}.runs.jsonl", "ab") as dst:
+            dst.write(src.read(MAX_RUN_RECORD_BYTES))
+    # the programs the runner started, in order
+    _take_file(unit_dir / f"stream.jsonl{STARTED_SUFFIX}", Path(f"{req.output_path}{STARTED_SUFFIX}"))
     shutil.rmtree(unit_dir, ignore_errors=True)
+
+
+def _take_file(src: Path, dst: Path) -> bool:
+    """Move `src`, from the unit's folder, to `dst` if it is a regular file; else drop it.
+
+    Checked once moved, in the host's own folder, where a container still running (its engine
+    stalled) can no longer swap it for something else."""
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # a folder in its place
+        log.warning("%s is not a regular file (%s): left out", src, exc.strerror)
+        return False
+    if stat.S_ISREG(os.lstat(dst).st_mode):
+        return True
+    log.warning("%s is not a regular file: left out", src)
+    if stat.S_ISDIR(os.lstat(dst).st_mode):
+        shutil.rmtree(dst, ignore_errors=True)
+    else:
+        os.unlink(dst)
+    return False
 
 
 @contextmanager

@@ -4,6 +4,9 @@ the programs around it are unaffected, and the container is gone afterwards (the
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,3 +174,44 @@ def test_details_of_hostile_outcomes(traces: dict[str, Any]) -> None:
     flood = traces["output_flood"]
     assert flood["status"] == "ok" and flood["output_truncated"] is True
     assert len(flood["stdout"]) <= flood["limits"]["max_output_bytes"]
+
+
+# A runner that Landlock does not confine (as every program is on an engine without it) leaves
+# links to a host file, FIFOs and a folder where the host expects the files of its unit folder.
+LINKS_TO_THE_HOST = """
+import os
+os.unlink('/out/stream.jsonl')
+for name in ('stream.jsonl', 'stream.jsonl.runs.jsonl', 'stream.jsonl.started'):
+    os.symlink(HOST_FILE, '/out/' + name)
+"""
+FIFOS_AND_A_FOLDER = """
+import os
+os.unlink('/out/stream.jsonl')
+os.mkdir('/out/stream.jsonl')
+os.mkfifo('/out/stream.jsonl.runs.jsonl')
+os.mkfifo('/out/stream.jsonl.started')
+"""
+
+
+@pytest.mark.timeout(300)  # a host that opened a FIFO would block here for good
+def test_the_host_takes_only_regular_files_from_the_unit_folder(
+    tmp_path: Path, base_image: str, run_id: str, docker_client: Any, fake_tracer: Any
+) -> None:
+    host_file = tmp_path / "host-file"
+    host_file.write_text('{"program_id": "p1", "status": "ok", "secret": "of the host"}\n')
+    owner = (4242, 4242) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(host_file, *owner)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"program_id": "p1", "mode": "script", "source": "print(1)"}\n')
+    runners = {"links": LINKS_TO_THE_HOST.replace("HOST_FILE", repr(str(host_file))), "fifos": FIFOS_AND_A_FOLDER}
+    for name, runner in runners.items():
+        output = tmp_path / name / "stream.jsonl"
+        req = UnitRequest(run_id=run_id, unit_id="u1", attempt=0, image="base-py311", jobs_path=jobs,
+                          output_path=output, unit_timeout_s=120)  # fmt: skip
+        with DockerSandbox(docker_client, tracer_dir=fake_tracer(runner)) as sandbox:
+            sandbox.run_unit(req)
+            sandbox.run_unit(req)  # a second round moves the output back in, and hands it over
+        beside = {p.name: os.lstat(p) for p in output.parent.iterdir()}
+        assert all(stat.S_ISREG(st.st_mode) for st in beside.values()), beside
+        assert "secret" not in "".join(p.read_text() for p in output.parent.iterdir())
+        assert (os.stat(host_file).st_uid, os.stat(host_file).st_gid) == owner, "the host chowned a host file"

@@ -315,6 +315,21 @@ def test_rows_of_programs_that_are_not_the_units_are_left_out(tmp_path: Path) ->
     assert [(r["program_id"], r["return_value"]) for r in shard_rows(tmp_path / unit.shard_name)] == [("p0", "1"), ("p1", "2")]
 
 
+def test_a_dead_attempts_sandbox_folder_is_read_for_its_stream_file_only(tmp_path: Path) -> None:
+    # An attempt that died left its sandbox's folder (the container wrote it) with a link to a
+    # host file where the stream was: the next attempt must not take rows from the host file.
+    programs = [call(f"p{i}", f"    return x + {i}") for i in range(2)]
+    (unit,) = plan_units(programs, SETTINGS)
+    host_file = tmp_path / "host-file"
+    host_file.write_text(json.dumps({"program_id": "p0", "status": "ok", "return_value": "666"}) + "\n")
+    sandbox_dir = unit_work_dir(tmp_path / "out", unit.unit_id) / "attempt-1" / ".stream.jsonl.sandbox"
+    sandbox_dir.mkdir(parents=True)
+    (sandbox_dir / "stream.jsonl").symlink_to(host_file)
+    result = execute_unit(unit, SETTINGS, tmp_path / "out", "run-1", LocalSandbox())
+    assert result.counts == {"ok": 2}
+    assert [r["return_value"] for r in shard_rows(tmp_path / "out" / unit.shard_name)] == ["1", "2"]
+
+
 def test_a_runner_failure_reaches_the_driver_whole() -> None:
     # Ray pickles a task's exception to send it to the driver: the failure must survive that,
     # or all the driver can say is "Failed to deserialize exception".
