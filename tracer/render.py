@@ -269,8 +269,8 @@ def is_immutable_type(t: type) -> bool:
     return id(t) in _IMMUTABLE_IDS
 
 
-# The stdlib's folder (that of a pure-Python stdlib module), with a separator.
-_STDLIB_DIR = types.__file__[: -len("types.py")]
+# The stdlib's folder (that of a pure-Python stdlib module), with its separator ("" unknown).
+_STDLIB_DIR = getattr(types, "__file__", "")[: -len("types.py")]
 
 
 def _stdlib_module(name: str):
@@ -283,7 +283,7 @@ def _stdlib_module(name: str):
     where = mod.__dict__.get("__file__")  # from its dict: getattr could run a module __getattr__
     if where is None:
         return mod  # built into the interpreter
-    if type(where) is str and where.startswith(_STDLIB_DIR) and "-packages" not in where[len(_STDLIB_DIR):]:
+    if type(where) is str and _STDLIB_DIR and where.startswith(_STDLIB_DIR) and "-packages" not in where[len(_STDLIB_DIR):]:
         return mod
     return None
 
