@@ -67,12 +67,18 @@ def connect(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
 
 
 def _connect(path: str | os.PathLike[str], files: list[str]) -> duckdb.DuckDBPyConnection:
+    """The views over `files`, on a connection that can read those files and no others, and
+    write none: SQL over shards must not be a way to read /etc/passwd, COPY or ATTACH onto the
+    host, or install an extension (the settings are locked, so no SET undoes this)."""
     con = duckdb.connect()
     quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     try:
         con.execute(f"CREATE VIEW traces AS SELECT * FROM read_parquet([{quoted}], union_by_name=true)")
         con.execute(EVENTS_VIEW)
         con.execute(VARIABLES_VIEW)
+        con.execute(f"SET allowed_paths = [{quoted}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     except duckdb.Error as e:
         con.close()
         raise QueryError(f"{os.fspath(path)}: DuckDB cannot read the shards: {_first_line(e)}") from e
@@ -110,6 +116,10 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
         if result is None:  # a statement without a result (e.g. SET)
             return pa.table({})
         return result.to_arrow_table()
+    except duckdb.PermissionException as e:
+        raise QueryError(
+            f"SQL error: {_first_line(e)} (queries read the shards' views only and write nothing)"
+        ) from e
     except duckdb.Error as e:
         raise QueryError(f"SQL error: {_first_line(e)}") from e
 

@@ -162,3 +162,24 @@ def test_query_bad_input_is_one_error_line(sample_shards: Path, tmp_path: Path) 
     bad = tmp_path / "x.parquet"
     bad.write_text("hello")
     assert "not a readable Parquet shard" in error("query", str(bad), "SELECT 1")
+
+
+def test_query_reads_only_the_shards_and_writes_nothing(sample_shards: Path, tmp_path: Path) -> None:
+    """SQL over shards cannot read other host files, write any, or undo that with SET."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    written = tmp_path / "written.csv"
+    for sql in (
+        f"SELECT * FROM read_csv('{secret}')",
+        f"COPY (SELECT 1 AS x) TO '{written}'",
+        f"ATTACH '{tmp_path / 'x.db'}' AS x",
+        f"EXPORT DATABASE '{tmp_path / 'exported'}'",
+        "LOAD httpfs",
+    ):
+        line = error("query", str(sample_shards), sql)
+        assert "SQL error" in line and "write nothing" in line, (sql, line)
+    for sql in ("SET enable_external_access = true", f"SET allowed_paths = ['{secret}']"):
+        assert "locked" in error("query", str(sample_shards), sql)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.csv"]
+    assert "1" in run("query", str(sample_shards), "SELECT count(*) FROM variables")
+    assert "SQL error" in error("inspect", str(sample_shards), "--where", f"trace_id IN (SELECT a FROM '{secret}')")
