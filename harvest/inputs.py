@@ -160,6 +160,11 @@ def _read_path(path: Path) -> Iterator[Program]:
             yield script_program(path, path.stem)
         else:
             yield from read_jsonl(path)
+    elif path.exists():
+        raise InputFormatError(
+            f"{_shown(path)}: not a regular file or folder (a FIFO, socket or device?); PROGRAMS are "
+            "Python scripts (.py), JSON Lines files of programs, or folders of both"
+        )
     else:
         raise InputFormatError(f"{path}: no such file or folder")
 
@@ -226,6 +231,8 @@ def read_jsonl(path: Path) -> Iterator[Program]:
                 if not any_row and path.suffix not in (*PROGRAM_SUFFIXES, ".json"):
                     hint = " (PROGRAMS are Python scripts (.py), JSON Lines files of programs, or folders of both)"
                 raise InputFormatError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno}){hint}") from None
+            except RecursionError:  # Python's parser recurses once per nesting level
+                raise InputFormatError(f"{where}: JSON nested too deeply to read (no program row is)") from None
             if not isinstance(row, dict):
                 raise InputFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
             if ("\\ud" in text or "\\uD" in text) and not _utf8_encodable(row):

@@ -89,6 +89,7 @@ def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
         ('{"task_id": 3, "code": "", "test_list": "assert 1"}', "p.jsonl:2: 'test_list' must be a list of strings"),
         ('{"code": "", "test_list": []}', "p.jsonl:2: every program needs a non-empty string 'id'"),
         ('{"id": "x", "source": "# \\ud800"}', "p.jsonl:2: a string holds a lone surrogate"),
+        ('{"id": "x", "source": ' + "[" * 100_000 + "]" * 100_000 + "}", "p.jsonl:2: JSON nested too deeply"),
     ],
 )
 def test_bad_rows_name_the_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -172,6 +173,9 @@ def test_empty_inputs_are_errors(tmp_path: Path) -> None:
         load_programs([tmp_path / "folder"])
     with pytest.raises(InputFormatError, match="no such file"):
         load_programs([tmp_path / "missing.jsonl"])
+    os.mkfifo(tmp_path / "fifo.jsonl")  # exists, but reading it would wait for a writer
+    with pytest.raises(InputFormatError, match="fifo.jsonl: not a regular file or folder"):
+        load_programs([tmp_path / "fifo.jsonl"])
 
 
 def test_test_suite_job_runs_in_the_project_folder() -> None:
