@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from schemas.arrow import trace_schema
 from schemas.errors import ShardError
 from schemas.reader import open_shard, resolve_shards
 from trainer.config import DataConfig
@@ -54,6 +55,17 @@ def plain_type(type_: pa.DataType) -> pa.DataType:
         return pa.list_(pa.field(item.name, plain_type(item.type), item.nullable))
     if pa.types.is_struct(type_):
         return pa.struct([pa.field(f.name, plain_type(f.type), f.nullable) for f in type_])
+    return type_
+
+
+def loose_type(type_: pa.DataType) -> pa.DataType:
+    """`type_` as the readers' compute kernels see it: strings decoded, every field nullable."""
+    if pa.types.is_dictionary(type_):
+        return loose_type(type_.value_type)
+    if pa.types.is_list(type_):
+        return pa.list_(loose_type(type_.value_type))
+    if pa.types.is_struct(type_):
+        return pa.struct([pa.field(f.name, loose_type(f.type)) for f in type_])
     return type_
 
 
@@ -164,11 +176,19 @@ class TraceDataset(IterableDataset):
         shards = [(name, open_shard(fs, name)) for fs, name in self.files]
         self.row_groups = [shard.metadata.num_row_groups for _, shard in shards]
         in_all = set(OPTIONAL_COLUMNS)
+        expected = trace_schema()
         for name, shard in shards:
             names = set(shard.schema_arrow.names)
             missing = [c for c in REQUIRED_COLUMNS if c not in names]
             if missing:
                 raise ShardError(f"{name} lacks the trace columns {missing}")
+            for column in (c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names):
+                stored = shard.schema_arrow.field(column).type
+                if not loose_type(stored).equals(loose_type(expected.field(column).type)):
+                    raise ShardError(
+                        f"{name}: column {column!r} has type {plain_type(stored)}, "
+                        f"expected {plain_type(expected.field(column).type)} (not a trace shard)"
+                    )
             in_all &= names
         self.columns = [*REQUIRED_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in in_all)]
 

@@ -149,3 +149,17 @@ def test_every_shard_is_checked_for_the_columns_a_rendering_needs(harvested: Pat
     pq.write_table(table.drop_columns(["events"]), tmp_path / "b.parquet")
     with pytest.raises(ShardError, match=r"b\.parquet lacks the trace columns \['events'\]"):
         TraceDataset([tmp_path], split="all")
+
+
+def test_a_shard_with_a_column_of_another_type_is_named(harvested: Path, tmp_path: Path) -> None:
+    """Found when the dataset is made, not as an Arrow kernel error in a DataLoader worker."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted(harvested.glob("*.parquet"))[0])
+    at = table.column_names.index("n_events")
+    as_text = pa.array([str(n) for n in table.column("n_events").to_pylist()])
+    pq.write_table(table.set_column(at, "n_events", as_text), tmp_path / "b.parquet")
+    with pytest.raises(ShardError, match=r"b\.parquet: column 'n_events' has type string, expected int64"):
+        TraceDataset([tmp_path], split="all")
+    assert len(list(TraceDataset([harvested], split="all"))) > 0  # dictionary strings, nested lists: the same
