@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -106,6 +107,11 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's own text says to retry unsafely, or to file an issue
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a checkpoint `worldtrace train` wrote (corrupted, or "
+            "holding objects other than tensors and plain values, which are never unpickled)"
+        ) from exc
     except Exception as exc:  # torch raises a zoo of types for a bad file
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -79,9 +79,11 @@ def test_learning_rate_warms_up_then_decays() -> None:
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path)
-    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        load_checkpoint(tmp_path)
+    for content in (b"not a checkpoint", b"garbage\n"):
+        (tmp_path / "checkpoint.pt").write_bytes(content)
+        with pytest.raises(CheckpointError, match="cannot read checkpoint") as info:
+            load_checkpoint(tmp_path)
+        assert "weights_only" not in str(info.value)  # not torch's advice to unpickle it unsafely
     if not torch.cuda.is_available():
         with pytest.raises(TrainerError, match="no CUDA device"):
             resolve_device("cuda")
