@@ -73,13 +73,42 @@ def resolve_shards(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, list[
         raise ShardError(f"{text}: no such file or directory")
     if info.type == pafs.FileType.File:
         return fs, [inner]
-    selector = pafs.FileSelector(inner, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        listed = _local_files(inner)
+    else:
+        try:
+            listed = [i.path for i in fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+                      if i.type == pafs.FileType.File]
+        except OSError as e:
+            raise ShardError(f"{text}: cannot list it ({e})") from e
     files = []
-    for item in fs.get_file_info(selector):
-        relative = item.path[len(inner.rstrip("/")) + 1 :]
-        if item.type == pafs.FileType.File and item.path.endswith(SHARD_SUFFIX) and not _hidden(relative):
-            files.append(item.path)
+    for path in listed:
+        relative = path[len(inner.rstrip("/")) + 1 :]
+        if path.endswith(SHARD_SUFFIX) and not _hidden(relative):
+            files.append(path)
     return fs, sorted(files)
+
+
+def _local_files(root: str) -> list[str]:
+    """Every file under the local folder `root`, following linked folders but entering each real
+    folder once (pyarrow's listing follows a link back up, `ln -s .. up`, until the path is too
+    long: every shard read ~40 times, and with two such links an exponential walk)."""
+
+    def refuse(error: OSError) -> None:
+        raise ShardError(f"{root}: cannot list {error.filename} ({error.strerror or error})")
+
+    files: list[str] = []
+    entered: set[str] = set()
+    for folder, subfolders, names in os.walk(root, onerror=refuse, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in entered:
+            subfolders.clear()
+            continue
+        entered.add(real)
+        # real folders before links, so that a folder also linked is listed under its own name
+        subfolders.sort(key=lambda name: (os.path.islink(os.path.join(folder, name)), name))
+        files += [path for path in (os.path.join(folder, n) for n in names) if os.path.isfile(path)]
+    return files
 
 
 class TraceShardFile(pq.ParquetFile):

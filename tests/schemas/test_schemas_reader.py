@@ -46,6 +46,20 @@ def test_file_directory_and_glob(tmp_path: Path) -> None:
     assert [b.num_rows for b in iter_batches(a, columns=["status"])] == [3]
 
 
+def test_a_folder_linked_into_itself_or_twice_is_read_once(tmp_path: Path) -> None:
+    """pyarrow's listing followed a link back up (ln -s .. up) until the path was too long: every
+    shard some 40 times (and with two such links, an exponential walk ending in ELOOP)."""
+    loop = tmp_path / "loop"
+    make(loop, "a.parquet", range(0, 2))
+    (loop / "up").symlink_to(loop)
+    assert shard_paths(loop) == [str(loop / "a.parquet")]
+    assert [t["program_id"] for t in iter_traces(loop)] == ["p0", "p1"]
+    twice = tmp_path / "twice"
+    make(twice / "sub", "b.parquet", range(2, 3))
+    (twice / "also-sub").symlink_to(twice / "sub")
+    assert shard_paths(twice) == [str(twice / "sub" / "b.parquet")]  # its own name, not the link's
+
+
 def test_fsspec_uri(tmp_path: Path) -> None:
     fsspec = pytest.importorskip("fsspec")
     a = make(tmp_path, "a.parquet", range(2))
