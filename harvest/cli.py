@@ -60,3 +60,7 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":  # `python -m harvest.cli ...`, as the `worldtrace` script
+    cli(prog_name="worldtrace")

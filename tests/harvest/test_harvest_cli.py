@@ -172,3 +172,16 @@ def test_a_harvest_refused_before_it_starts_leaves_no_output_folder(tmp_path: Pa
     (tmp_path / "mine").mkdir()
     code, output = invoke(str(script), "--out", str(tmp_path / "mine"), "--image", "no-such-image")
     assert code == 1 and (tmp_path / "mine").is_dir()
+
+
+def test_python_m_harvest_cli_runs_the_command_line() -> None:
+    """It exited 0 having done nothing (the module only defined the group)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "harvest.cli", "query", "--help"], capture_output=True,
+                          text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root)})
+    assert done.returncode == 0 and "Usage: worldtrace query" in done.stdout, done.stderr
+    done = subprocess.run([sys.executable, "-m", "harvest.cli", "query", str(root / "missing"), "SELECT 1"],
+                          capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root)})
+    assert done.returncode == 1 and "no such file or directory" in done.stderr
