@@ -94,6 +94,8 @@ def command(path: str, sql: str, fmt: str) -> None:
     """
     from harvest.query import query
 
+    if not sql.replace(";", " ").strip():  # DuckDB runs it as nothing: "(0 rows)" would be a lie
+        raise click.BadParameter("no statement given", param_hint="SQL")
     try:
         table = query(path, sql)
     except (WorldtraceError, SchemaError) as e:

@@ -158,6 +158,9 @@ def test_query_views_and_formats(sample_shards: Path) -> None:
 def test_query_bad_input_is_one_error_line(sample_shards: Path, tmp_path: Path) -> None:
     assert "SQL error" in error("query", str(sample_shards), "SELEC 1")
     assert "SQL error" in error("query", str(sample_shards), "SELECT nope FROM traces")
+    for empty in ("", " ;\n"):
+        result = CliRunner().invoke(cli, ["query", str(sample_shards), empty])
+        assert result.exit_code == 2 and "no statement given" in result.output, result.output
     assert "no such file" in error("query", str(tmp_path / "missing"), "SELECT 1")
     bad = tmp_path / "x.parquet"
     bad.write_text("hello")
