@@ -112,6 +112,9 @@ def _first_line(error: BaseException) -> str:
 def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """The result of `sql` as an Arrow table, or QueryError with DuckDB's message."""
     try:
+        statements = len(con.extract_statements(sql))
+        if statements > 1:  # DuckDB would run them all and show the last one's result only
+            raise QueryError(f"SQL error: {statements} statements given; run one at a time")
         result = con.sql(sql)
         if result is None:  # a statement without a result (e.g. SET)
             return pa.table({})

@@ -161,6 +161,8 @@ def test_query_bad_input_is_one_error_line(sample_shards: Path, tmp_path: Path) 
     for empty in ("", " ;\n"):
         result = CliRunner().invoke(cli, ["query", str(sample_shards), empty])
         assert result.exit_code == 2 and "no statement given" in result.output, result.output
+    # DuckDB would run both and print only the second's result.
+    assert "2 statements given; run one at a time" in error("query", str(sample_shards), "SELECT 1; SELECT 2")
     assert "no such file" in error("query", str(tmp_path / "missing"), "SELECT 1")
     bad = tmp_path / "x.parquet"
     bad.write_text("hello")
