@@ -36,11 +36,19 @@ OPTIONAL_COLUMNS = (
 
 
 def list_shards(paths: Iterable[str | Path]) -> list[tuple[pafs.FileSystem, str]]:
-    """(filesystem, file) of every shard that `paths` name (files, directories, globs, URIs)."""
-    files = []
+    """(filesystem, file) of every shard that `paths` name (files, directories, globs, URIs), each
+    once: a shard that two paths name (a folder and a file or glob in it) would be read twice an
+    epoch, its traces trained on twice as often and counted twice by `eval`."""
+    files: list[tuple[pafs.FileSystem, str]] = []
+    seen: dict[str, list[pafs.FileSystem]] = {}
     for path in paths:
         fs, names = resolve_shards(path)
-        files += [(fs, name) for name in names]
+        for name in names:
+            same_name = seen.setdefault(name, [])
+            if any(fs.equals(other) for other in same_name):
+                continue
+            same_name.append(fs)
+            files.append((fs, name))
     if not files:
         raise ShardError(f"no Parquet shards in {', '.join(map(str, paths))}")
     return files

@@ -78,6 +78,13 @@ def test_filters_by_status_and_length(harvested: Path) -> None:
     assert len(short) == sum(row["n_events"] <= limit for row in rows)
 
 
+def test_a_shard_named_twice_is_read_once(harvested: Path) -> None:
+    first = sorted(harvested.glob("*.parquet"))[0]
+    paths = [harvested, first, harvested / "*.parquet", harvested]
+    ids = ids_of(TraceDataset(paths, DataConfig(), split="all"))
+    assert len(ids) == len(set(ids)) == 96
+
+
 def test_heldout_split_is_by_program(harvested: Path) -> None:
     config = DataConfig(heldout_fraction=0.25)
     train = list(TraceDataset([harvested], config, split="train"))
