@@ -66,6 +66,19 @@ def parse_frame(text: str) -> Frame:
     return Frame(kind, line.removesuffix("\n"), values)
 
 
+class Unparsed:
+    """The value of text that is not JSON: equal to nothing, so it never scores (json.loads gives
+    None for a real `null`, the value of every return frame of a function that returns None)."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return "Unparsed()"
+
+
 def _json_object(text: str) -> dict[str, Any]:
     value = _json_value(text)
     return value if isinstance(value, dict) else {}
@@ -75,7 +88,7 @@ def _json_value(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return None
+        return Unparsed()
 
 
 @dataclass

@@ -13,7 +13,7 @@ from harvest.cli import cli
 from schemas.cwm import parse_cwm
 from trainer.config import train_config_from_dict
 from trainer.data import TraceDataset
-from trainer.evaluate import RETURN_VALUE, evaluate, parse_frame, prompts
+from trainer.evaluate import RETURN_VALUE, KindScore, evaluate, parse_frame, prompts
 from trainer.packing import cwm_texts
 from trainer.tokenizer import TraceTokenizer
 from trainer.train import load_checkpoint
@@ -33,6 +33,19 @@ def test_parse_frame_agrees_with_the_schemas_parser(harvested: Path) -> None:
             assert parsed.values == {RETURN_VALUE: frame.arg}
     assert parse_frame("garbage").kind is None
     assert parse_frame("<|line_sep|>{not json<|action_sep|>x = 1\n").values == {}
+
+
+def test_a_value_that_does_not_parse_does_not_match_a_real_null() -> None:
+    truth = parse_frame("<|return_sep|><|action_sep|>    return\n<|arg_sep|>null<|frame_sep|>")
+    assert truth.values == {RETURN_VALUE: None}
+    for garbage in ('"abc', "nullnull", ""):
+        predicted = parse_frame(f"<|return_sep|><|action_sep|>    return\n<|arg_sep|>{garbage}<|frame_sep|>")
+        score = KindScore()
+        score.add(truth, predicted, exact=False)
+        assert (score.values, score.values_ok, score.changed_ok) == (1, 0, 0), garbage
+    score = KindScore()
+    score.add(truth, truth, exact=True)
+    assert score.values_ok == 1
 
 
 def test_prompts_end_at_a_frame_boundary_and_fit() -> None:
