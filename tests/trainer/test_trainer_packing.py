@@ -70,6 +70,27 @@ def test_pack_masks_context_and_padding_and_separates_documents() -> None:
     assert first["doc_ids"].tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
 
 
+def test_a_packed_chunk_computes_what_it_computes_alone() -> None:
+    from trainer.config import ModelConfig
+    from trainer.model import TraceLM
+
+    torch.manual_seed(0)
+    model = TraceLM(ModelConfig(vocab_size=120, seq_len=24, n_layer=2, n_head=2, d_model=32)).eval()
+    a = Chunk([1, SEP, 5, 6, 7, SEP], [False, False, True, True, True, True])
+    b = Chunk([1, 11, 12, SEP, 13, 14, SEP, 15], [False] * 4 + [True] * 4)
+    row = next(pack([a, b], seq_len=24, pad_id=0))
+    with torch.no_grad():
+        packed, loss = model(row["input_ids"][None], row["targets"][None], row["doc_ids"][None])
+        alone, _ = model(torch.tensor([b.ids]))
+        alone_loss = torch.nn.functional.cross_entropy(alone[0, 3:-1], torch.tensor(b.ids[4:]))
+        alone_a, _ = model(torch.tensor([a.ids]))
+        loss_a = torch.nn.functional.cross_entropy(alone_a[0, 1:-1], torch.tensor(a.ids[2:]), reduction="sum")
+    start = len(a)
+    assert torch.allclose(packed[0, start : start + len(b)], alone[0], atol=1e-5)
+    assert loss is not None
+    assert torch.allclose(loss, (loss_a + alone_loss * 4) / 8, atol=1e-5)
+
+
 def test_special_tokens_are_single_tokens(tokenizer: TraceTokenizer, texts: list[str]) -> None:
     for token in CWM_SPECIAL_TOKENS:
         assert len(tokenizer.encode(token)) == 1
