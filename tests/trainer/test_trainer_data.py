@@ -98,6 +98,27 @@ def test_heldout_split_is_by_program(harvested: Path) -> None:
     assert is_heldout("abc", 0.25) == is_heldout("abc", 0.25)
 
 
+# program_id -> 8 bytes of its sha256 as a fraction of 2**64. Pinned: a change to the assignment
+# would move programs across the line for every checkpoint already trained (eval would score a
+# model on programs it trained on).
+SPLIT_POINTS = {"sample_0": 0.8979, "mbpp_11": 0.2459, "accumulate-1": 0.0199, "\u00e9t\u00e9/42": 0.2494}
+
+
+def test_heldout_assignment_is_pinned_and_shares_publishs_hash() -> None:
+    from harvest.publish.splits import SplitSpec
+
+    for program, point in SPLIT_POINTS.items():
+        assert is_heldout(program, point + 0.001) and not is_heldout(program, point - 0.001)
+    # The same hash as `publish --split`, from the other end: train holds out the bottom
+    # fraction, publish's last split is the top, so with the defaults they are disjoint.
+    published = SplitSpec.parse("train=0.95,test=0.05")
+    ids = [f"program-{i}" for i in range(2000)]
+    assert all(is_heldout(p, 0.95) == (published.assign(p) == "train") for p in ids)
+    heldout = {p for p in ids if is_heldout(p, 0.05)}
+    test = {p for p in ids if published.assign(p) == "test"}
+    assert heldout and test and not heldout & test
+
+
 def test_endless_epochs_reshuffle(harvested: Path) -> None:
     dataset = TraceDataset([harvested], DataConfig(shuffle_buffer=16), split="all", epochs=None)
     ids = [row["trace_id"] for row in itertools.islice(dataset, 192)]
