@@ -182,13 +182,15 @@ def command(
         )
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        try:
-            with _exclusive(out):
+        with _exclusive(out):
+            try:
                 _harvest(units, settings, out, record, ray_address, num_cpus, silent, started, recheck_fraction)
-        except (WorldtraceError, SchemaError):
-            if created:
-                _remove_if_untouched(out)
-            raise
+            except (WorldtraceError, SchemaError):
+                # Only while holding the lock: a harvest refused by another's lock must not remove
+                # the folder that one is writing to (both may have found it missing).
+                if created:
+                    _remove_if_untouched(out)
+                raise
     except (WorldtraceError, SchemaError) as exc:  # the output folder's shards or manifest, too
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # the output folder: read-only, full, removed while the harvest ran

@@ -185,3 +185,33 @@ def test_python_m_harvest_cli_runs_the_command_line() -> None:
     done = subprocess.run([sys.executable, "-m", "harvest.cli", "query", str(root / "missing"), "SELECT 1"],
                           capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root)})
     assert done.returncode == 1 and "no such file or directory" in done.stderr
+
+
+def test_a_harvest_refused_by_anothers_lock_leaves_that_harvests_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two harvests started together into a new --out: both find it missing, one takes its lock
+    and the other is refused. The refused one removed the folder as its own (lock file and all),
+    and the first went on without a lock, open to a third harvest."""
+    import fcntl
+
+    from harvest.commands import harvest as command
+
+    out = tmp_path / "o"
+    held = []
+    exclusive = command._exclusive
+
+    def first_takes_the_lock(folder: Path):  # type: ignore[no-untyped-def]
+        lock = folder / command.LOCK_FILE
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        held.append(lock.open("a+"))  # the other harvest's lock: another open file, as another process has
+        fcntl.flock(held[0].fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return exclusive(folder)
+
+    monkeypatch.setattr(command, "_exclusive", first_takes_the_lock)
+    script = tmp_path / "s.py"
+    script.write_text("print(1)\n")
+    try:
+        code, output = invoke(str(script), "--out", str(out), "--sandbox", "local")
+        assert code == 1 and f"another harvest is writing to {out} right now" in output
+        assert (out / command.LOCK_FILE).is_file()
+    finally:
+        held[0].close()
