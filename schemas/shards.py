@@ -296,9 +296,13 @@ class ShardWriter:
         """Drop the temporary file; nothing appears under the final name."""
         with contextlib.suppress(Exception):
             self._writer.close()
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        try:
+            self._file.close()  # flushes: on a full disk that fails again (the error being handled says why)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
 
     def __enter__(self) -> ShardWriter:
         return self

@@ -90,6 +90,24 @@ def test_exception_while_writing_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing the temporary file flushes it, which fails again on a full disk: the temporary file
+    was left behind (on the disk that is full), and that second error hid the first."""
+    import errno
+
+    from schemas import shards
+
+    def full_disk(path: Path, mode: str):  # type: ignore[no-untyped-def]
+        Path(path).touch()  # the temporary file exists; every byte written to it fails to land
+        return open("/dev/full", mode)
+
+    monkeypatch.setattr(shards, "open", full_disk, raising=False)
+    with pytest.raises(OSError) as raised:
+        write_shard(tmp_path / "s.parquet", batches(20))
+    assert raised.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writer_refuses_bad_names_and_existing_files(tmp_path: Path) -> None:
     write_shard(tmp_path / "s.parquet", batches(1))
     with pytest.raises(ShardError, match="already exists"):
