@@ -370,19 +370,41 @@ def _harvest(
         if progress is not None:
             progress.write(f"unit {unit.unit_id} failed: {reason}")
 
+    # Ctrl-C or SIGTERM while Ray starts (seconds) is held until ray.init returns: raised inside
+    # it, it left Ray half started, and the driver crashed on its way out (SIGSEGV). A second one
+    # is not held (a start that hangs).
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if held:
+            raise KeyboardInterrupt(f"signal {signum}")
+        held.append(signum)
+
+    main = _main_thread()
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         started_ray = runner.start_ray(runner.RayOptions(address=ray_address, num_cpus=num_cpus), settings.sandbox)
-    except Exception as exc:
+    except BaseException as exc:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         # The manifest already says this run started: it says why it ended, too.
-        record.error = str(exc)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        record.interrupted = interrupted
+        record.error = None if interrupted else str(exc)
         record.finished_at = now()
         record.wall_time_s = time.monotonic() - started
         manifest.write(force=True)
-        raise
+        if not interrupted:
+            raise
+        runner.stop_ray()
+        raise click.ClickException("interrupted; re-run the same command to resume where it stopped") from None
     record.startup_s = time.monotonic() - started
     # SIGTERM (a scheduler, `kill`, `timeout`) ends the harvest as Ctrl-C does: containers removed,
     # the record marked interrupted. Installed after ray.init, which sets its own handler.
-    previous_term = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    previous_term = previous.get(signal.SIGTERM)
+    if main:
+        signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        signal.signal(signal.SIGTERM, _interrupt)
 
     checking = False  # in the determinism check: the harvest itself is complete
 
@@ -414,6 +436,8 @@ def _harvest(
         if settings.sandbox == "docker" and ray_address is not None:
             # On a cluster every node with Docker slots may run any unit: check their engines now.
             runner.check_docker_nodes(sorted({u.image for u in todo + checks_todo}))
+        if held:
+            raise KeyboardInterrupt(f"signal {held[0]}")  # held while Ray started
         progress = _progress_bar(sum(len(u) for u in todo + checks_todo), silent)
         if todo:
             runner.run_units(todo, settings, out, record.run_id, on_result, on_failure, on_interrupt=on_interrupt)

@@ -129,6 +129,31 @@ def test_sigterm_to_the_driver_is_an_interruption_and_the_same_command_resumes(
     assert_same_result(out, reference)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interruption_while_ray_starts_is_an_interruption_too(signum: int, tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM in the seconds the embedded Ray takes to start (the run manifest is
+    written by then): it said only "Aborted!" (or died of Ray's SIGTERM handler, or of a SIGSEGV
+    on its way out), and the manifest said the run was still going."""
+    out = tmp_path / "out"
+    programs = sleepy_programs(tmp_path / "p.jsonl", 4, 0.0)
+    args = [programs, "--out", out, "--sandbox", "local", "--num-cpus", "1", "-s"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(harvest_cmd(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "harvest-run.json").exists():  # written just before Ray starts
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)  # polling for the run manifest, not synchronising
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    assert "interrupted; re-run the same command to resume" in stderr and "Traceback" not in stderr
+    data = manifest(out)
+    assert data["interrupted"] is True and data["finished_at"] and not data["complete"]
+    done = run_harvest(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(trace_ids(out)) == 4 and manifest(out)["complete"]
+
+
 def test_two_nodes_share_the_work(ray_cluster: Cluster, tmp_path: Path) -> None:
     """A second node joins with `ray start --address` and its own Docker slots; both run units."""
     sandbox = "docker" if docker_available() and _image_built("base-py311") else "local"
