@@ -174,6 +174,7 @@ def check_no_overlap(out_dir: Path, units: Sequence[WorkUnit], committed: set[st
         if clash is not None:
             raise ConfigError(
                 f"{out_dir} already holds a trace of program {clash[1]!r} in image {clash[0]!r} "
-                f"(shard {name}) from a harvest with other settings or other unit sizes; "
-                "harvest into a new --out folder (or re-run the original command to finish it)"
+                f"(shard {name}) from a harvest planned otherwise: other programs (one added, removed or "
+                "edited in the inputs since), other settings or other unit sizes; harvest into a new --out "
+                "folder (or re-run the original command, with the original inputs, to finish it)"
             )

@@ -158,6 +158,20 @@ def test_a_differently_planned_harvest_into_the_same_folder_is_refused(tmp_path:
         check_no_overlap(tmp_path, other, committed_shards(tmp_path))
 
 
+def test_a_rerun_after_an_input_was_edited_is_refused_naming_the_edit(tmp_path: Path) -> None:
+    # The same command, but a program's source edited after its unit was done: the re-run plans
+    # another unit for it (the old shard holds its old trace). The refusal blamed "other settings
+    # or other unit sizes", which the user had not changed.
+    from harvest.errors import ConfigError
+
+    programs = [call(f"p{i}", "    return x") for i in range(4)]
+    for unit in plan_units(programs, SETTINGS):
+        execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    edited = [call("p0", "    return x + 1"), *programs[1:]]
+    with pytest.raises(ConfigError, match=r"already holds a trace of program 'p[0-3]' .*edited in the inputs since"):
+        check_no_overlap(tmp_path, plan_units(edited, SETTINGS), committed_shards(tmp_path))
+
+
 def test_a_folder_of_another_tracer_versions_traces_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Another tracer version records other traces of the same programs (the version is in every
     # trace id): after an upgrade, neither the same command nor other programs may add to the folder.
