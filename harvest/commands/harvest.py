@@ -315,6 +315,7 @@ def _harvest(
     shard_io.check_no_overlap(out, units, committed)
     todo = [u for u in units if u.shard_name not in committed]
     done_before = [u for u in units if u.shard_name in committed]
+    _remove_finished_work(out, committed)
     record.units_done_before = len(done_before)
     record.counts_before = shard_io.status_counts(out / u.shard_name for u in done_before)
     record.mismatches_before = shard_io.expected_output_mismatches(out / u.shard_name for u in done_before)
@@ -472,6 +473,22 @@ def _harvest(
                 # Once no task of the run is left: containers whose owner could not remove them
                 # (the engine was lost and came back, the worker was killed or cancelled).
                 _reap_run(record.run_id)
+
+
+def _remove_finished_work(out: Path, committed: set[str]) -> None:
+    """Remove the work folders of units whose shards are committed: a unit whose worker was killed
+    (Ctrl-C cancels the units in flight; a killed driver takes its workers) between committing its
+    shard and removing its folder left it, a copy of its traces, and no later run redoes the unit."""
+    from harvest.unit import WORK_DIR
+
+    work = out / WORK_DIR
+    try:
+        names = [p.name for p in work.iterdir()]  # the units in flight or left: not all units
+    except FileNotFoundError:
+        return
+    for name in names:
+        if f"unit-{name}.parquet" in committed:  # WorkUnit.shard_name
+            shutil.rmtree(work / name, ignore_errors=True)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -215,3 +215,30 @@ def test_a_harvest_refused_by_anothers_lock_leaves_that_harvests_folder(tmp_path
         assert (out / command.LOCK_FILE).is_file()
     finally:
         held[0].close()
+
+
+def test_the_work_folder_of_a_unit_killed_after_its_shard_was_committed_goes_on_the_next_run(tmp_path: Path) -> None:
+    """A worker killed (Ctrl-C cancels the units in flight, a killed driver takes its workers)
+    between committing its unit's shard and removing the unit's work folder left that folder,
+    a copy of the unit's traces, for good: no later run ran the unit again."""
+    from harvest.commands.harvest import _programs
+    from harvest.plan import HarvestSettings, plan_units
+    from harvest.sandbox.local import LocalSandbox
+    from harvest.unit import execute_unit, unit_work_dir
+
+    programs = tmp_path / "p.jsonl"
+    programs.write_text("".join(json.dumps({"id": f"p{i}", "source": f"print({i})\n"}) + "\n" for i in range(4)))
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(programs), "--out", str(out), "--sandbox", "local", "--programs-per-unit", "2", "-s"]
+    settings = HarvestSettings(image="local", images=("local",), sandbox="local", programs_per_unit=2)
+    units = plan_units(_programs((programs,), ("local",), False, "local", 900.0, 60.0), settings)
+    for unit in units:  # as the harvest would: the same units, each committed
+        execute_unit(unit, settings, out, "run-1", LocalSandbox())
+    left = unit_work_dir(out, units[0].unit_id) / "attempt-1"
+    left.mkdir(parents=True)
+    (left / "stream.jsonl").write_text("{}\n")  # what the killed worker had not removed yet
+    code, output = invoke(*args)
+    assert code == 0, output
+    assert json.loads((out / "harvest-run.json").read_text())["units"]["done_before"] == len(units)
+    assert not unit_work_dir(out, units[0].unit_id).exists()
