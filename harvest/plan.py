@@ -63,6 +63,11 @@ class HarvestSettings:
         return 120.0 + sum((p.timeout_s or self.timeout_s) + 1.0 for p in programs)
 
 
+def shard_name(unit_id: str) -> str:
+    """The file name of unit `unit_id`'s shard."""
+    return f"unit-{unit_id}.parquet"
+
+
 @dataclass(frozen=True)
 class WorkUnit:
     """Programs that run together in one sandbox and land in one shard."""
@@ -74,7 +79,7 @@ class WorkUnit:
     @property
     def shard_name(self) -> str:
         """The shard's file name; deterministic, so a re-run overwrites rather than duplicates."""
-        return f"unit-{self.unit_id}.parquet"
+        return shard_name(self.unit_id)
 
     def __len__(self) -> int:
         return len(self.programs)

@@ -25,7 +25,7 @@ from tracer import codeinfo
 from tracer.backends.select import BackendUnavailable, choose_backend
 from tracer.recorder import Deadline, Recorder
 from tracer.render import Renderer, type_qualified_name
-from tracer.scope import _TRACER_DIR, CachedScope, absolute_path, glob_matcher
+from tracer.scope import _TRACER_DIR, CachedScope, absolute_path
 from tracer.stream import blank_trace
 
 from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
@@ -70,13 +70,8 @@ class PackageScope(CachedScope):
     def __init__(
         self, packages: Sequence[str], include: Sequence[str] = (), exclude: Sequence[str] = ()
     ) -> None:
-        super().__init__()
+        super().__init__(include, exclude)
         self.packages = tuple(packages)
-        self.include = tuple(include)
-        self.exclude = tuple(exclude)
-        # Decisions are made while the tests run, by the tracer's own code (scope.absolute_path).
-        self._include = [glob_matcher(pattern) for pattern in self.include]
-        self._exclude = [glob_matcher(pattern) for pattern in self.exclude]
 
     def roots(self) -> List[str]:
         """Where the packages are now: imported modules first, else where an import would find them."""

@@ -62,10 +62,15 @@ def _library_dirs() -> list:
 
 class CachedScope:
     """A scope: ``scope(filename)`` says whether code of that file is recorded; each file's
-    decision (``_decide``) is made once."""
+    decision (``_decide``) is made once. ``include`` / ``exclude``: path globs, compiled now, since
+    decisions are made while the program runs (see absolute_path)."""
 
-    def __init__(self) -> None:
+    def __init__(self, include=(), exclude=()) -> None:
         self._cache: dict = {}
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self._include = [glob_matcher(pattern) for pattern in self.include]
+        self._exclude = [glob_matcher(pattern) for pattern in self.exclude]
 
     def __call__(self, filename: str) -> bool:
         hit = self._cache.get(filename)
@@ -87,15 +92,10 @@ class Scope(CachedScope):
     """
 
     def __init__(self, program_file: str | None, include=(), exclude=()) -> None:
-        super().__init__()
+        super().__init__(include, exclude)
         self.program_file = program_file
         # The same file by another name (a module's absolute __file__ for a relative or virtual one).
         self.program_abs = os.path.abspath(program_file) if program_file else None
-        self.include = tuple(include)
-        self.exclude = tuple(exclude)
-        # Compiled now: decisions are made while the program runs (see absolute_path).
-        self._include = [glob_matcher(pattern) for pattern in self.include]
-        self._exclude = [glob_matcher(pattern) for pattern in self.exclude]
         self.roots = []
         if program_file and os.path.exists(program_file):
             self.roots.append(os.path.dirname(os.path.abspath(program_file)) + os.sep)

@@ -54,27 +54,21 @@ def list_shards(paths: Iterable[str | Path]) -> list[tuple[pafs.FileSystem, str]
     return files
 
 
-def plain_type(type_: pa.DataType) -> pa.DataType:
-    """`type_` with every dictionary-encoded string decoded (nested lists and structs too)."""
+def plain_type(type_: pa.DataType, loose: bool = False) -> pa.DataType:
+    """`type_` with every dictionary-encoded string decoded (nested lists and structs too); `loose`:
+    also every field nullable and list items unnamed, as the readers' compute kernels see it."""
     if pa.types.is_dictionary(type_):
-        return type_.value_type
+        return plain_type(type_.value_type, loose)
     if pa.types.is_list(type_):
-        item = type_.value_field
-        return pa.list_(pa.field(item.name, plain_type(item.type), item.nullable))
+        return pa.list_(_plain_field(type_.value_field, loose, "item"))
     if pa.types.is_struct(type_):
-        return pa.struct([pa.field(f.name, plain_type(f.type), f.nullable) for f in type_])
+        return pa.struct([_plain_field(f, loose) for f in type_])
     return type_
 
 
-def loose_type(type_: pa.DataType) -> pa.DataType:
-    """`type_` as the readers' compute kernels see it: strings decoded, every field nullable."""
-    if pa.types.is_dictionary(type_):
-        return loose_type(type_.value_type)
-    if pa.types.is_list(type_):
-        return pa.list_(loose_type(type_.value_type))
-    if pa.types.is_struct(type_):
-        return pa.struct([pa.field(f.name, loose_type(f.type)) for f in type_])
-    return type_
+def _plain_field(field: pa.Field, loose: bool, loose_name: str | None = None) -> pa.Field:
+    name = loose_name if loose and loose_name else field.name
+    return pa.field(name, plain_type(field.type, loose), True if loose else field.nullable)
 
 
 def is_heldout(program_id: str, fraction: float) -> bool:
@@ -192,7 +186,7 @@ class TraceDataset(IterableDataset):
                 raise ShardError(f"{name} lacks the trace columns {missing}")
             for column in (c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names):
                 stored = shard.schema_arrow.field(column).type
-                if not loose_type(stored).equals(loose_type(expected.field(column).type)):
+                if not plain_type(stored, loose=True).equals(plain_type(expected.field(column).type, loose=True)):
                     raise ShardError(
                         f"{name}: column {column!r} has type {plain_type(stored)}, "
                         f"expected {plain_type(expected.field(column).type)} (not a trace shard)"

@@ -28,6 +28,7 @@ from harvest.plan import (
     HarvestSettings,
     WorkUnit,
     plan_units,
+    shard_name,
 )
 from harvest.run_manifest import RunManifestWriter, RunRecord, images_of, now
 from harvest.sandbox import base as sb
@@ -487,7 +488,7 @@ def _remove_finished_work(out: Path, committed: set[str]) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        if f"unit-{name}.parquet" in committed:  # WorkUnit.shard_name
+        if shard_name(name) in committed:
             shutil.rmtree(work / name, ignore_errors=True)
 
 
