@@ -219,7 +219,8 @@ def read_jsonl(path: Path) -> Iterator[Program]:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
             try:
-                text = raw.decode("utf-8")
+                # A byte order mark opens the file, as editors on Windows write it (as for .py files).
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 raise InputFormatError(f"{where}: not UTF-8 ({exc.reason} at column {exc.start + 1})") from None
             if not text.strip():

@@ -144,6 +144,16 @@ def test_folders_read_scripts_and_jsonl_only_and_allow_a_bom(tmp_path: Path) -> 
     assert programs["bom"].source == "print('hi')\n"  # CPython runs a file with a BOM
 
 
+def test_a_jsonl_file_may_open_with_a_bom_but_not_hold_one_later(tmp_path: Path) -> None:
+    # Editors on Windows write a byte order mark at the start of a UTF-8 file.
+    row = json.dumps({"id": "a", "source": "pass"}).encode()
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + row + b"\n" + row.replace(b'"a"', b'"b"') + b"\n")
+    assert [p.program_id for p in load_programs([tmp_path / "bom.jsonl"])] == ["a", "b"]
+    (tmp_path / "late.jsonl").write_bytes(row + b"\n\xef\xbb\xbf" + row.replace(b'"a"', b'"b"') + b"\n")
+    with pytest.raises(InputFormatError, match=r"late.jsonl:2: not valid JSON: Unexpected UTF-8 BOM"):
+        load_programs([tmp_path / "late.jsonl"])
+
+
 def test_unreadable_files_and_undecodable_names_are_clear_errors(tmp_path: Path) -> None:
     folder = tmp_path / "progs"
     folder.mkdir()
