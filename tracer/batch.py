@@ -232,18 +232,25 @@ class _Capture(object):
         self.data += chunk
 
 
+def _plausible(events: Any, max_events: int) -> bool:
+    """Whether `events` can be the recorder's: a list of at most `max_events` (0: no limit). A
+    child's report that fails this was written by the program, not the tracer."""
+    return isinstance(events, list) and not 0 < max_events < len(events)
+
+
 class _Messages(object):
     """The child's report channel: newline-separated JSON messages."""
 
     __slots__ = (
-        "buf", "scanned", "on_trace", "result", "head", "harness_error", "garbled", "ran", "oversize",
-        "test_running", "test_started", "test_extended", "test_drained", "tests_done",
+        "buf", "scanned", "on_trace", "max_events", "result", "head", "harness_error", "garbled", "ran",
+        "oversize", "test_running", "test_started", "test_extended", "test_drained", "tests_done",
     )  # fmt: skip
 
-    def __init__(self, on_trace: Callable[[Dict[str, Any]], bool]) -> None:
+    def __init__(self, on_trace: Callable[[Dict[str, Any]], bool], max_events: int = 0) -> None:
         self.buf = bytearray()
         self.scanned = 0  # bytes of `buf` known to hold no newline
         self.on_trace = on_trace  # extra traces (pytest jobs), handed on as they arrive
+        self.max_events = max_events  # a result with more is not the recorder's (_plausible)
         self.result: Optional[Dict[str, Any]] = None
         # A result whose events come on the next line (see _batch_child.encode_result).
         self.head: Optional[Dict[str, Any]] = None
@@ -288,10 +295,13 @@ class _Messages(object):
                 if not self.on_trace(msg["trace"]):
                     self.garbled = True
             elif kind == "result":
-                if msg.get("events") == "next-line" and isinstance(msg.get("trace"), dict):
-                    self.head = msg["trace"]
+                trace = msg.get("trace")
+                if msg.get("events") == "next-line" and isinstance(trace, dict):
+                    self.head = trace
+                elif isinstance(trace, dict) and _plausible(trace.get("events"), self.max_events):
+                    self.result = trace
                 else:
-                    self.result = msg["trace"]
+                    self.garbled = True
             elif kind == "ran":
                 self.ran = True
             elif kind == "test" and isinstance(msg.get("nodeid"), str):
@@ -315,7 +325,7 @@ class _Messages(object):
         try:
             # UTF-8 only (json.loads would take UTF-16 bytes too), and no carriage return (valid
             # JSON whitespace, but a line break to readers that open the output as text).
-            ok = b"\r" not in line and isinstance(json.loads(line.decode("utf-8")), list)
+            ok = b"\r" not in line and _plausible(json.loads(line.decode("utf-8")), self.max_events)
         except (ValueError, RecursionError):
             ok = False
         if not ok:
@@ -612,11 +622,14 @@ class BatchRunner(object):
         """Run `job` in a forked child: (its trace, what it reported, how it ended). `time_left`:
         what is left of the job's timeout (a pytest job started again), else all of it."""
         prefix = job.program_id + "::"
+        max_events = int(self.limits.max_events or 0)
 
         def on_extra(trace: Dict[str, Any]) -> bool:
             pid = trace.get("program_id") if isinstance(trace, dict) else None
             if write_extra is None or not isinstance(pid, str) or not pid.startswith(prefix):
                 return False  # never let a child write rows for other ids
+            if not _plausible(trace.get("events"), max_events):
+                return False
             if pid not in done:
                 trace.setdefault("format", STREAM_FORMAT)
                 write_extra(trace)
@@ -664,7 +677,7 @@ class BatchRunner(object):
                 os.close(fd)
             raise
         self._current = pid
-        out, err, msgs = _Capture(cap), _Capture(cap), _Messages(on_extra)
+        out, err, msgs = _Capture(cap), _Capture(cap), _Messages(on_extra, max_events)
         try:
             self._supervise(
                 pid, t0, kill_after, {out_r: out, err_r: err, res_r: msgs}, res_r, outcome,

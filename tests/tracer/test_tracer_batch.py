@@ -267,6 +267,28 @@ HOSTILE_JOBS = [
         """,
     ),
     call(
+        "forged-too-many-events",  # more events than --max-events (2000 here): not the recorder's
+        """
+        import os
+        from tracer._batch_child import RESULT_FD
+        def f():
+            os.write(RESULT_FD, b'{"kind": "result", "trace": {"status": "ok"}, "events": "next-line"}\\n')
+            os.write(RESULT_FD, b'[' + b','.join([b'{}'] * 2001) + b']\\n')
+            os._exit(0)
+        """,
+    ),
+    call(
+        "forged-too-many-inline",  # the same, with the events inside the result message
+        """
+        import os
+        from tracer._batch_child import RESULT_FD
+        def f():
+            os.write(RESULT_FD, b'{"kind": "result", "trace": {"status": "ok", "events": ['
+                                + b','.join([b'{}'] * 2001) + b']}}\\n')
+            os._exit(0)
+        """,
+    ),
+    call(
         "forges-a-neighbour",  # a trace of its own for the id of a program after it (not a pytest job)
         """
         import os
@@ -372,7 +394,7 @@ def test_a_forged_report_is_not_written_into_the_output(hostile: tuple) -> None:
     # text that is not one JSON array could end the events early and add keys to the line.
     rows = hostile[0]
     assert "injected" not in rows
-    for pid in ("forged-report", "forged-utf16-events"):
+    for pid in ("forged-report", "forged-utf16-events", "forged-too-many-events", "forged-too-many-inline"):
         row = rows[pid]
         assert row["status"] == "crashed" and row["events"] == [], row
 

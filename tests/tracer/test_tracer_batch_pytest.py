@@ -677,6 +677,32 @@ def test_max_events_is_a_budget_per_call_for_line_events_too(tmp_path: Path) -> 
     assert add["truncated"] is False and [e["kind"] for e in add["events"]] == ["call", "line", "line", "return"]
 
 
+def test_a_call_trace_with_more_events_than_max_events_is_not_written(tmp_path: Path) -> None:
+    """The tests run in the child and can write to its report channel: a trace of more events
+    than --max-events is not the recorder's, and is dropped (one within the limit is a trace
+    like any other that the job's child sends)."""
+    pytest.importorskip("pytest")
+    (tmp_path / "forge").mkdir()
+    (tmp_path / "forge" / "test_forge.py").write_text(textwrap.dedent("""
+        import os
+        from tracer._batch_child import RESULT_FD
+
+        def send(pid, n):  # no call into the package (textwrap): no trace of the recorder's
+            events = ", ".join(["{}"] * n)
+            message = '{"kind": "trace", "trace": {"program_id": "%s", "status": "ok", "events": [%s]}}' % (pid, events)
+            os.write(RESULT_FD, message.encode() + b"\\n")
+
+        def test_forge():
+            send("job::forge/test_forge.py::test_forge::0", 5)
+            send("job::forge/test_forge.py::test_forge::1", 6)
+        """))
+    rows = run_jobs(tmp_path, [{"program_id": "job", "mode": "pytest", "file": "forge", "package": "textwrap"}],
+                    extra=("--max-events", "5"))  # fmt: skip
+    assert rows["job"]["status"] == "ok" and rows["job"]["return_value"] == "0", rows["job"]["stdout"]
+    assert len(rows["job::forge/test_forge.py::test_forge::0"]["events"]) == 5
+    assert "job::forge/test_forge.py::test_forge::1" not in rows
+
+
 def _python_with_pytest(min_minor: int) -> str | None:
     """An interpreter >= 3.<min_minor> that has pytest ($WORLDTRACE_PYTEST_PYTHON or this one)."""
     candidates = [os.environ.get("WORLDTRACE_PYTEST_PYTHON"), sys.executable]
