@@ -22,7 +22,7 @@ import types
 from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from .backends.select import BackendUnavailable, choose_backend
 from .env import PYBEHAVIOR, PYTHON_VERSION
-from .jsonl import RawJSON, text_utf8
+from .jsonl import RawJSON, text_utf8, valid_text
 from .recorder import Deadline, Recorder
 from .render import (
     DEFAULT_MAX_DEPTH,
@@ -139,9 +139,10 @@ class _OutputCapture:
         data = b"".join(sink.parts)
         encoding = self.streams[name].encoding or "utf-8"
         try:
-            return data.decode(encoding, "surrogateescape")
+            text = data.decode(encoding, "surrogateescape")
         except LookupError:
-            return data.decode("utf-8", "surrogateescape")
+            text = data.decode("utf-8", "surrogateescape")
+        return valid_text(text)  # bytes that are not text as \xNN, as the output writes them
 
     @property
     def truncated(self) -> bool:

@@ -10,12 +10,24 @@ from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _escape_surrogate(match) -> str:
-    # Inside JSON text: a literal backslash is written as two.
+def _surrogate_text(match) -> str:
     cp = ord(match.group(0))
     if 0xDC80 <= cp <= 0xDCFF:  # a byte smuggled in by surrogateescape: show it as \xNN
-        return "\\\\x%02x" % (cp - 0xDC00)
-    return "\\\\u%04x" % cp
+        return "\\x%02x" % (cp - 0xDC00)
+    return "\\u%04x" % cp
+
+
+def _escape_surrogate(match) -> str:
+    # Inside JSON text: a literal backslash is written as two.
+    return _surrogate_text(match).replace("\\", "\\\\")
+
+
+def valid_text(text: str) -> str:
+    """``text`` as a reader of the output gets it: each lone surrogate written out as ``\\uXXXX``
+    (a byte that surrogateescape smuggled in as ``\\xNN``), so it is valid Unicode."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(_surrogate_text, text)
 
 
 def _unserialisable(obj):

@@ -20,6 +20,7 @@ from operator import is_, is_not
 
 from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 from .env import PYBEHAVIOR
+from .jsonl import valid_text
 
 DEFAULT_MAX_VALUE_CHARS = 1000
 DEFAULT_MAX_ITEMS = 100
@@ -594,7 +595,11 @@ class Renderer:
         return "%s: %s" % (type_qualified_name(type(exc)), self.exception_message(exc))
 
     def exception_message(self, exc: BaseException) -> str:
-        """What ``str(exc)`` would say, computed without running user code."""
+        """What ``str(exc)`` would say, computed without running user code (a lone surrogate in
+        it written out, as the output writes it: ``jsonl.valid_text``)."""
+        return valid_text(self._exception_message(exc))
+
+    def _exception_message(self, exc: BaseException) -> str:
         try:
             args = _exc_args(exc)
         except Exception:

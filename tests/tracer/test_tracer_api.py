@@ -334,6 +334,26 @@ def test_jsonl_escapes_lone_surrogates() -> None:
     assert json.loads(line.decode("utf-8"))["s"] == "ok \\xff \\ud800 é"
 
 
+def test_in_process_traces_hold_valid_text_as_the_output_does(tmp_path: Path, backend: str) -> None:
+    # A lone surrogate in an exception's message, or bytes that are not text on stdout, were
+    # kept raw in the dict trace_call returns (not encodable as UTF-8: pyarrow, a notebook's
+    # json.dumps(ensure_ascii=False) and the like failed on it); the JSON output wrote them out.
+    prog = tmp_path / "prog.py"
+    prog.write_text(
+        "import sys\n"
+        "def f():\n"
+        "    sys.stdout.flush()\n"
+        "    sys.stdout.buffer.write(b'out \\xff')\n"
+        "    raise ValueError('bad \\ud800 text')\n"
+    )
+    t = trace_call(str(prog), "f", "", backend=backend)
+    assert t["exception_message"] == "bad \\ud800 text"
+    assert t["stdout"] == "out \\xff"
+    assert [e["arg"] for e in t["events"] if e["kind"] == "exception"] == ["ValueError: bad \\ud800 text"]
+    assert json.loads(dumps_utf8(t).decode("utf-8")) == json.loads(json.dumps(t))  # nothing left to escape
+    assert dumps_utf8(t) == json.dumps(t, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True, text=True, cwd=str(cwd),
