@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import glob as globlib
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
@@ -56,7 +57,7 @@ def resolve_shards(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, list[
         while any(c in root for c in _GLOB_CHARS):
             root = root.rsplit("/", 1)[0]
         if isinstance(fs, pafs.LocalFileSystem):
-            matches = globlib.glob(inner, recursive=True)
+            matches = _local_glob(inner, root)
         else:
             selector = pafs.FileSelector(root or "/", recursive=True, allow_not_found=True)
             matches = [i.path for i in fs.get_file_info(selector) if fnmatch.fnmatch(i.path, inner)]
@@ -108,7 +109,58 @@ def _local_files(root: str) -> list[str]:
         # real folders before links, so that a folder also linked is listed under its own name
         subfolders.sort(key=lambda name: (os.path.islink(os.path.join(folder, name)), name))
         files += [path for path in (os.path.join(folder, n) for n in names) if os.path.isfile(path)]
-    return files
+    return _once(files)
+
+
+def _once(paths: Iterable[str]) -> list[str]:
+    """`paths` with each file once: a file with several names (a link to it) under the name that
+    is not a link where it has one, else under its first."""
+    chosen: dict[str, str] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in chosen or (os.path.islink(chosen[real]) and not os.path.islink(path)):
+            chosen[real] = path
+    return list(chosen.values())
+
+
+def _local_glob(pattern: str, root: str) -> list[str]:
+    """The local paths that `pattern` matches, each file once. Python's glob follows a linked
+    folder back up (`ln -s .. up`) and lists every shard under it again, ~40 times over one
+    such link (`DIR/**/*.parquet`) and without end over two; a pattern with `**` is therefore
+    matched against the loop-safe listing of `root`, and any other is deduplicated by real path."""
+    if "**" in pattern:
+        matcher = _glob_regex(pattern)
+        return [path for path in _local_files(root or "/") if matcher.fullmatch(path)]
+    return _once(globlib.glob(pattern))
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A regular expression for a glob pattern as glob.glob(recursive=True) reads it: `**` as a
+    whole path segment matches any number of folders, `*` and `?` stay within a segment and do
+    not match a leading dot."""
+    parts: list[str] = []
+    i = 0
+    while i < len(pattern):
+        segment_start = i == 0 or pattern[i - 1] == "/"
+        if segment_start and pattern.startswith("**/", i):
+            parts.append(r"(?:[^/.][^/]*/)*")
+            i += 3
+        elif segment_start and pattern[i:] == "**":
+            parts.append(r"(?:[^/.][^/]*(?:/[^/.][^/]*)*)?")
+            i += 2
+        elif pattern[i] in "*?":
+            lead = r"(?!\.)" if segment_start else ""
+            parts.append(lead + ("[^/]*" if pattern[i] == "*" else "[^/]"))
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) > 0:
+            body = pattern[i + 1 : end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            parts.append("[" + body.replace("\\", "\\\\").replace("[", "\\[") + "]")
+            i = end + 1
+        else:
+            parts.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(parts))
 
 
 class TraceShardFile(pq.ParquetFile):

@@ -60,6 +60,29 @@ def test_a_folder_linked_into_itself_or_twice_is_read_once(tmp_path: Path) -> No
     assert shard_paths(twice) == [str(twice / "sub" / "b.parquet")]  # its own name, not the link's
 
 
+def test_a_glob_over_linked_folders_or_files_lists_each_shard_once(tmp_path: Path) -> None:
+    """Python's glob followed a link back up too: `DIR/**/*.parquet` listed a shard 41 times over
+    one such link (a query counted its rows 41 times) and never ended over two."""
+    root = tmp_path / "out"
+    make(root / "sub", "a.parquet", range(0, 2))
+    (root / "sub" / "up").symlink_to(root)
+    (root / "sub" / "up2").symlink_to(root)
+    (root / "b-link.parquet").symlink_to(root / "sub" / "a.parquet")  # one shard, two names
+    (root / "sub" / "also").symlink_to(root / "sub")
+    only = [str(root / "sub" / "a.parquet")]
+    assert shard_paths(str(root / "**" / "*.parquet")) == only
+    assert shard_paths(str(root / "*" / "*.parquet")) == only  # its own name, not a link's
+    assert shard_paths(root) == only
+    assert [t["program_id"] for t in iter_traces(str(root / "**" / "a.parquet"))] == ["p0", "p1"]
+    (root / "sub" / ".hidden").mkdir()
+    make(root / "sub" / ".hidden", "c.parquet", range(2, 3))
+    make(root / "sub" / "deeper", "d.parquet", range(3, 4))
+    assert shard_paths(str(root / "**" / "*.parquet")) == [*only, str(root / "sub" / "deeper" / "d.parquet")]
+    # a shard that the pattern matches only through a link is listed under that name
+    assert shard_paths(str(root / "s?b" / "[!x]*" / "*.parquet")) == [
+        str(root / "sub" / "also" / "a.parquet"), str(root / "sub" / "deeper" / "d.parquet")]
+
+
 def test_fsspec_uri(tmp_path: Path) -> None:
     fsspec = pytest.importorskip("fsspec")
     a = make(tmp_path, "a.parquet", range(2))
