@@ -14,7 +14,6 @@ import _signal  # signal's C functions: its wrappers look builtins up live (_bui
 import importlib.util
 import itertools
 import os
-import signal
 import sys
 import threading
 import time
@@ -40,6 +39,10 @@ _TRACER_PREFIX = _TRACER_DIR + os.sep
 # freezegun) while the recorder reads them, which would call its fake (and use up its values).
 _perf_counter = time.perf_counter
 _monotonic = time.monotonic
+# As imported too, for the same reason: the timer and its handler go through _signal, and the
+# main thread (where signal handlers run) is asked of threading.main_thread as imported, since a
+# test may replace signal.setitimer or threading.current_thread.
+_main_thread = threading.main_thread
 CO_VARARGS = 0x04
 CO_VARKEYWORDS = 0x08
 TEST_DIRS = frozenset(("tests", "test", "testing"))
@@ -245,11 +248,11 @@ class _TestDeadline(object):
         self.due = 0.0  # _monotonic() of the deadline
 
     def arm(self) -> None:
-        if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        if self.seconds <= 0 or get_ident() != _main_thread().ident:
             return
-        self.previous = _signal.signal(signal.SIGALRM, self.handler)
+        self.previous = _signal.signal(_signal.SIGALRM, self.handler)
         self.due = _monotonic() + self.seconds
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        _signal.setitimer(_signal.ITIMER_REAL, self.seconds)
         self.armed = True
         self.pending = False
 
@@ -258,8 +261,8 @@ class _TestDeadline(object):
             return
         self.armed = self.pending = False
         if self._ours():
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            _signal.signal(signal.SIGALRM, self.previous)
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+            _signal.signal(_signal.SIGALRM, self.previous)
         # else the test installed its own SIGALRM handler (and maybe timer): left as it is
 
     def enter_phase(self, raise_pending: bool = True) -> None:
@@ -277,17 +280,17 @@ class _TestDeadline(object):
         self.held -= 1
         if self.pending and not self.held and self.in_phase and self.armed and self._ours():
             self.pending = False
-            signal.setitimer(signal.ITIMER_REAL, 1e-3)
+            _signal.setitimer(_signal.ITIMER_REAL, 1e-3)
 
     def _ours(self) -> bool:
-        return _signal.getsignal(signal.SIGALRM) is self.handler
+        return _signal.getsignal(_signal.SIGALRM) is self.handler
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if not self.armed:
             return
         left = self.due - _monotonic()
         if left > 1e-3:  # a timer the test set (there is one per process): ours again, for the rest
-            signal.setitimer(signal.ITIMER_REAL, left)
+            _signal.setitimer(_signal.ITIMER_REAL, left)
             return
         if not self.in_phase or self.held:
             self.pending = True
@@ -296,7 +299,7 @@ class _TestDeadline(object):
             # In the tracer's own code (a callback): raised there, it would stop the recording
             # (settrace drops a trace function that raises) or leave a traceback pytest cannot
             # format. Raised in the program's code just after.
-            signal.setitimer(signal.ITIMER_REAL, 1e-3)
+            _signal.setitimer(_signal.ITIMER_REAL, 1e-3)
             return
         self._raise()
 

@@ -677,6 +677,39 @@ def test_max_events_is_a_budget_per_call_for_line_events_too(tmp_path: Path) -> 
     assert add["truncated"] is False and [e["kind"] for e in add["events"]] == ["call", "line", "line", "return"]
 
 
+def test_a_suite_that_replaces_the_timer_and_thread_functions_keeps_its_deadlines(tmp_path: Path) -> None:
+    """The per-test deadline was armed through signal.setitimer and threading.current_thread as
+    the tests left them: a suite that replaced them (for good, or a monkeypatch in a fixture of
+    wider scope) had its fakes called by the runner, and its tests ran without a deadline."""
+    pytest.importorskip("pytest")
+    make_repo(tmp_path)
+    (tmp_path / "mocks").mkdir()
+    (tmp_path / "mocks" / "test_mocks.py").write_text(textwrap.dedent("""
+        import signal, threading, time
+        import mypkg
+
+        CALLS = []
+        real_current_thread = threading.current_thread
+
+        def test_replaces_them():
+            signal.setitimer = lambda *args: CALLS.append(("setitimer", args))
+            threading.current_thread = lambda: CALLS.append("current_thread") or real_current_thread()
+            assert mypkg.add(1, 2) == 3
+
+        def test_the_fakes_are_not_called_by_the_runner():
+            assert mypkg.add(2, 2) == 4
+            assert CALLS == []
+
+        def test_runs_past_its_deadline():
+            time.sleep(5)
+        """))
+    job = {"program_id": "mocks", "mode": "pytest", "file": "mocks", "package": "mypkg", "test_timeout_s": 1}
+    summary = run_jobs(tmp_path, [job])["mocks"]
+    assert summary["status"] == "ok" and summary["return_value"] == "1", summary["stdout"]
+    assert "1 failed, 2 passed" in summary["stdout"], summary["stdout"]
+    assert "FAILED mocks/test_mocks.py::test_runs_past_its_deadline" in summary["stdout"], summary["stdout"]
+
+
 def test_a_call_trace_with_more_events_than_max_events_is_not_written(tmp_path: Path) -> None:
     """The tests run in the child and can write to its report channel: a trace of more events
     than --max-events is not the recorder's, and is dropped (one within the limit is a trace
