@@ -24,6 +24,7 @@ KNOWN_KEYS = frozenset(
         "package",
         "cwd",
         "meta",
+        "modules",
     )
 )
 
@@ -51,6 +52,9 @@ class Job:
     package: Tuple[str, ...] = ()  # pytest mode: import names whose calls are traced
     cwd: Optional[str] = None  # pytest mode: the folder pytest runs in (None: the runner's)
     test_timeout_s: Optional[float] = None  # pytest mode: each test's wall-clock limit
+    # script mode with `source`: (relative path, source text) of the modules that travel with
+    # the program (its folder's own modules), sorted by path
+    modules: Tuple[Tuple[str, str], ...] = ()
     # pytest mode, set by the runner only: node ids not to run (tests that already ran, or ended
     # an earlier child of the job), when it starts pytest again after a test ended the process.
     skip_tests: Tuple[str, ...] = ()
@@ -126,6 +130,16 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
             program_id,
         )
 
+    modules = _modules(raw.get("modules"), program_id)
+    if modules and (mode != "script" or source is None):
+        raise JobError("`modules` is for `script` jobs given as `source`", program_id)
+    if any(path == script_file_name(program_id) for path, _ in modules):
+        raise JobError(
+            "`modules` must not hold the script itself (%s, from its `program_id`)"
+            % script_file_name(program_id),
+            program_id,
+        )
+
     if mode in ("call", "script"):
         if (source is None) == (file is None):
             raise JobError(
@@ -165,8 +179,60 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
         package=tuple(package),
         cwd=cwd,
         test_timeout_s=test_timeout_s,
+        modules=modules,
         lineno=lineno,
     )
+
+
+def script_file_name(program_id: str) -> str:
+    """The file name a `script` job with `modules` runs under, next to its modules: the id with
+    characters other than letters, digits, `-_.` as `_` (a folder's `main.py` has id `main`)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in program_id) + ".py"
+
+
+def _modules(value: Any, program_id: str) -> Tuple[Tuple[str, str], ...]:
+    """`modules` (untrusted): relative `.py` paths inside the program's folder -> source text."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise JobError(
+            "`modules` must be an object of relative path -> source text, got %s" % _show(value),
+            program_id,
+        )
+    out = []
+    for path, text in value.items():
+        problem = _module_path_problem(path)
+        if problem:
+            raise JobError("`modules` path %s: %s" % (_show(path), problem), program_id)
+        if not isinstance(text, str):
+            raise JobError(
+                "`modules` %s must be source text (a string), got %s" % (_show(path), _show(text)),
+                program_id,
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JobError(
+                "`modules` %s is not text (a lone surrogate escape)" % _show(path), program_id
+            ) from None
+        out.append((path, text))
+    return tuple(sorted(out))
+
+
+def _module_path_problem(path: str) -> str:
+    """What is wrong with `path` as a module's place in the program's folder ('' if nothing)."""
+    if not path.endswith(".py") or "\0" in path or "\\" in path:
+        return "must be a relative path of a .py file (no NUL, no backslash)"
+    if path.startswith("/"):
+        return "must be relative, not absolute"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "must not have empty, `.` or `..` parts (it stays inside the program's folder)"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not text (a lone surrogate escape)"
+    return ""
 
 
 def _opt_seconds(raw: Dict[str, Any], key: str, program_id: str) -> Optional[float]:

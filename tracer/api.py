@@ -156,6 +156,13 @@ def _base_trace(program_id: str, entry, input_text, limits: Limits) -> dict:
     )
 
 
+def error_trace(program_id: str, limits: Limits, message: str, backend: str = "auto") -> dict:
+    """The `error` trace of a program that could not be started (``message`` says why)."""
+    trace = _base_trace(program_id, None, None, limits)
+    trace["backend"] = backend
+    return _error(trace, message)
+
+
 def _program_id(file: str) -> str:
     base = os.path.basename(file)
     stem = base[:-3] if base.endswith(".py") else base
@@ -547,9 +554,11 @@ def trace_script(
     capture_output: bool = True,
     events_as_json: bool = False,
     on_hard_timeout=None,
+    relative_to=(),
 ) -> dict:
     """Trace the script at ``path`` (or ``source`` named ``path``) run as ``__main__``
-    (``events_as_json``, ``on_hard_timeout``: as in ``trace_call``)."""
+    (``events_as_json``, ``on_hard_timeout``: as in ``trace_call``). Events name the files
+    under a folder of ``relative_to`` (each ending in ``/``) relative to it."""
     limits = limits if limits is not None else Limits()
     try:
         run, source = _prepare(
@@ -559,6 +568,7 @@ def trace_script(
         return rejected.trace
     run.events_as_json = events_as_json
     run.on_hard_timeout = on_hard_timeout
+    run.recorder.relative_to = tuple(relative_to)
     module = _program_module("__main__", path)
     namespace = module.__dict__
     capture = run.capture = _OutputCapture(limits.max_output_bytes) if capture_output else None

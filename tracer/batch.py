@@ -36,7 +36,15 @@ from tracer._batch_child import (
     signals_to_reset,
 )
 from tracer._batch_errors import BatchError, OutputError, UsageError
-from tracer._batch_jobs import Job, JobError, invalid_job_id, iter_job_lines, parse_job
+from tracer._batch_folder import remove_program_folder, write_program_folder
+from tracer._batch_jobs import (
+    Job,
+    JobError,
+    invalid_job_id,
+    iter_job_lines,
+    parse_job,
+    script_file_name,
+)
 from tracer._batch_output import TraceWriter, decode_output
 from tracer._batch_zygote import FORK_RETRY_S, Message, Zygote, kill_and_reap
 from tracer._landlock import Confinement
@@ -736,7 +744,7 @@ class BatchRunner(object):
             setup.parent_pid = server_pid
             setup.stdout_w, setup.stderr_w, setup.result_w = fds
             limits = _with_timeout(self.limits, job.timeout_s)
-            work = _job_work(job, self.backend, limits, self.include, self.exclude)
+            work = _job_work(job, self.backend, limits, self.include, self.exclude, self.scratch)
         except BaseException:
             try:
                 import traceback
@@ -1007,10 +1015,16 @@ class BatchRunner(object):
 
 
 def _job_work(
-    job: Job, backend: str, limits: Any, include: Sequence[str], exclude: Sequence[str]
+    job: Job,
+    backend: str,
+    limits: Any,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    scratch: Sequence[str] = (),
 ) -> Callable[..., Dict[str, Any]]:
     """What the child runs for `job`: a function of `emit` (extra traces) and `note` (progress
-    messages) returning the trace."""
+    messages) returning the trace. A script with `modules` runs from a folder of its own (under
+    the first scratch directory, else the temporary directory), removed afterwards."""
 
     def work(
         emit: Callable[[Dict[str, Any]], None], note: Callable[[Dict[str, Any]], None]
@@ -1030,6 +1044,8 @@ def _job_work(
         if job.mode == "call":
             path = job.file or _pseudo_path(job)
             return api.trace_call(path, job.entrypoint or "", job.input or "", **common)
+        if job.mode == "script" and job.modules:
+            return _script_with_modules(job, scratch, common)
         if job.mode == "script":
             path = job.file or _pseudo_path(job)
             return api.trace_script(path, job.argv, **common)
@@ -1040,6 +1056,29 @@ def _job_work(
         )
 
     return work
+
+
+def _script_with_modules(job: Job, scratch: Sequence[str], common: Dict[str, Any]) -> Dict[str, Any]:
+    """Trace `job`'s script run as `FOLDER/NAME.py` next to its modules, as `python` runs a file
+    (its folder first on sys.path, `__file__` its path); events name the files relative to it."""
+    import tempfile
+
+    from tracer import api
+
+    parent = scratch[0] if scratch else tempfile.gettempdir()
+    name = script_file_name(job.program_id)
+    try:
+        folder = write_program_folder(parent, name, job.source or "", job.modules)
+    except (OSError, UnicodeError) as exc:
+        message = "cannot write the program's folder under %s: %s" % (parent, exc)
+        return api.error_trace(job.program_id, common["limits"], message, common["backend"])
+    pid = os.getpid()
+    try:
+        path = os.path.join(folder, name)
+        return api.trace_script(path, job.argv, relative_to=(folder + os.sep,), **common)
+    finally:
+        if os.getpid() == pid:  # not in a process the program forked
+            remove_program_folder(folder)
 
 
 def _kill_after(timeout_s: float) -> float:

@@ -227,6 +227,9 @@ class Recorder:
         self._scope_by_code: dict = {}
         self._state_holders: dict = {}  # id -> (global, whether it is the program's: _holds_state)
         self._effects: dict = {}
+        # Folders whose files the events name relative to them ("helper.py", not
+        # "/tmp/program/helper.py"): a program run with its modules (tracer/batch.py).
+        self.relative_to: tuple = ()
 
     # -- scope --------------------------------------------------------------------------
 
@@ -754,7 +757,8 @@ class Recorder:
             info = infos.get(id(code))
             if info is None:
                 info = infos[id(code)] = (
-                    ',"function":%s,"file":%s,"depth":' % (string(codeinfo.qualname(code)), string(code.co_filename)),
+                    ',"function":%s,"file":%s,"depth":' % (
+                        string(codeinfo.qualname(code)), string(self._shown_file(code.co_filename))),
                     code.co_filename,
                     {},
                 )
@@ -775,18 +779,26 @@ class Recorder:
                 head, depth, fid, tid, locals_text, "null" if arg is None else string(arg)))
         return "[" + ",".join(parts) + "]"
 
+    def _shown_file(self, filename: str) -> str:
+        """The name events give ``filename``: relative to a folder of ``relative_to`` it is in."""
+        for folder in self.relative_to:
+            if filename.startswith(folder) and len(filename) > len(folder):
+                return filename[len(folder):]
+        return filename
+
     def _event_dicts(self) -> list:
         out = []
         append = out.append
-        # id(code) -> (code, qualname, file, {lineno: source line}); the events keep the
+        # id(code) -> (qualname, file, its name in events, {lineno: source line}); the events keep the
         # code objects alive, so their ids are stable (code objects hash slowly).
         infos: dict = {}
         source_line = codeinfo.source_line
         for kind, lineno, code, fid, tid, depth, local_delta, arg in self.events:
             info = infos.get(id(code))
             if info is None:
-                info = infos[id(code)] = (codeinfo.qualname(code), code.co_filename, {})
-            sources = info[2]
+                info = infos[id(code)] = (
+                    codeinfo.qualname(code), code.co_filename, self._shown_file(code.co_filename), {})
+            sources = info[3]
             source = sources.get(lineno)
             if source is None:
                 source = sources[lineno] = source_line(info[1], lineno) if lineno else ""
@@ -795,7 +807,7 @@ class Recorder:
                 "lineno": lineno if lineno is not None else 0,
                 "source": source,
                 "function": info[0],
-                "file": info[1],
+                "file": info[2],
                 "depth": depth,
                 "frame_id": fid,
                 "thread_id": tid,

@@ -631,6 +631,104 @@ def test_jobs_from_files(tmp_path: Path) -> None:
     assert rows["script"]["stdout"] == "['script.py', 'x']\n"
 
 
+# ------------------------------------------------------------------ modules (a script's own folder)
+
+MAIN_WITH_MODULES = textwrap.dedent(
+    """\
+    import os, sys
+    from helper import double
+    import pkg.sub
+    print(double(21), pkg.sub.VALUE)
+    print(os.path.basename(__file__), sys.path[0] == os.path.dirname(__file__), __file__)
+    """
+)
+MODULES = {
+    "helper.py": "def double(x):\n    y = x * 2\n    return y\n",
+    "pkg/__init__.py": "",
+    "pkg/sub.py": "from . import _priv\nVALUE = _priv.V + 1\n",
+    "pkg/_priv.py": "V = 6\n",
+}
+
+
+def modules_jobs() -> list:
+    return [
+        {"program_id": "main", "source": MAIN_WITH_MODULES, "modules": MODULES},
+        {"program_id": "without", "source": "from helper import double\n"},
+        {"program_id": "abs", "source": "x = 1\n", "modules": {"/tmp/helper.py": "x = 1\n"}},
+        {"program_id": "up", "source": "x = 1\n", "modules": {"../helper.py": "x = 1\n"}},
+        {"program_id": "nonstr", "source": "x = 1\n", "modules": {"helper.py": 1}},
+    ]
+
+
+@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+def test_a_script_job_runs_next_to_its_modules(tmp_path: Path, version: str | None) -> None:
+    """A harvested folder's `main.py` doing `from helper import double` failed with
+    ModuleNotFoundError: only its own source travelled. A job's `modules` are written next to the
+    script, which runs under its own name from that folder, as `python folder/main.py` does."""
+    python = sys.executable if version is None else pyenv_python(version)
+    if python is None:
+        pytest.skip(f"no CPython {version} from pyenv")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    rows, proc = run_batch_process(tmp_path, modules_jobs(), {"timeout_s": 10}, python=python, scratch=[str(scratch)])
+    assert proc.returncode == 0, proc.stderr
+    main = rows["main"]
+    assert main["status"] == "ok", main
+    folder = scratch / "program"
+    assert main["stdout"] == f"42 7\nmain.py True {folder / 'main.py'}\n"
+    assert not folder.exists()  # the folder goes with the program
+    files = {e["file"] for e in main["events"]}  # relative: the same on every run, wherever it ran
+    assert files == {"main.py", "helper.py", "pkg/__init__.py", "pkg/sub.py", "pkg/_priv.py"}
+    double = [e for e in main["events"] if e["function"] == "double"]
+    assert [(e["kind"], e["lineno"], e["source"]) for e in double] == [
+        ("call", 1, "def double(x):"), ("line", 2, "    y = x * 2"), ("line", 3, "    return y"),
+        ("return", 3, "    return y"),
+    ]
+    assert double[0]["locals"] == {"x": "21"} and double[-1]["arg"] == "42"
+    without = rows["without"]  # a job without modules runs as before
+    assert without["exception_type"] == "ModuleNotFoundError"
+    assert {e["file"] for e in without["events"]} == {"program_without.py"}
+    for pid, words in {"abs": "must be relative", "up": "`..` parts", "nonstr": "must be source text"}.items():
+        assert rows[pid]["status"] == "error" and words in rows[pid]["tracer_error"], rows[pid]
+
+
+def test_a_script_job_with_modules_traces_the_same_wherever_its_folder_is(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "bb"):
+        scratch = tmp_path / name / "scratch"
+        scratch.mkdir(parents=True)
+        rows, proc = run_batch_process(tmp_path / name, modules_jobs()[:1], {"timeout_s": 10}, scratch=[str(scratch)])
+        assert proc.returncode == 0, proc.stderr
+        assert rows["main"]["status"] == "ok", rows["main"]
+        runs.append(rows["main"]["events"])
+    assert runs[0] == runs[1]
+
+
+def test_parse_job_checks_modules() -> None:
+    job = {"program_id": "main", "source": "import b\n"}
+    parsed = parse_job(json.dumps({**job, "modules": {"b.py": "x = 1\n", "a/__init__.py": ""}}), 1)
+    assert parsed.modules == (("a/__init__.py", ""), ("b.py", "x = 1\n"))
+    assert parse_job(json.dumps(job), 1).modules == ()
+    bad = {
+        "must be an object": ["b.py"],
+        "must be relative": {"/etc/b.py": ""},
+        "`..` parts": {"a/../../b.py": ""},
+        "empty, `.` or `..` parts": {"a//b.py": ""},
+        "no NUL": {"b\0.py": ""},
+        "of a .py file": {"b.txt": ""},
+        "must be source text \\(a string\\), got null": {"b.py": None},
+        "not text": {"b.py": "\ud800"},
+        "must not hold the script itself \\(main.py": {"main.py": ""},
+    }
+    for words, modules in bad.items():
+        with pytest.raises(JobError, match=words):
+            parse_job(json.dumps({**job, "modules": modules}), 1)
+    with pytest.raises(JobError, match="`modules` is for `script` jobs given as `source`"):
+        parse_job(json.dumps({"program_id": "c", "source": "", "entrypoint": "f", "modules": {"b.py": ""}}), 1)
+    with pytest.raises(JobError, match="`modules` is for `script` jobs given as `source`"):
+        parse_job(json.dumps({"program_id": "c", "file": "c.py", "modules": {"b.py": ""}}), 1)
+
+
 # ------------------------------------------------------------------ resume
 
 
