@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harvest.errors import ConfigError
+from harvest.script_modules import ScriptModulesError, sibling_modules
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Program:
     cwd: str | None = None  # pytest mode: the folder pytest runs in
     timeout_s: float | None = None  # None: the harvest's --timeout
     test_timeout_s: float | None = None  # pytest mode: each test's limit (None: none)
+    # script mode: (path relative to the script's folder, text) of the folder's modules it imports
+    modules: tuple[tuple[str, str], ...] = ()
     origin: str = ""  # "path/to/file.jsonl:12", for messages
 
     def job(self) -> dict[str, Any]:
@@ -78,6 +81,8 @@ class Program:
             job["timeout_s"] = self.timeout_s
         if self.test_timeout_s is not None:
             job["test_timeout_s"] = self.test_timeout_s
+        if self.modules:  # absent when none, so a program without modules keeps its hash
+            job["modules"] = dict(self.modules)
         return job
 
     def content_hash(self) -> str:
@@ -193,7 +198,8 @@ def _shown(path: Path) -> str:
 
 
 def script_program(path: Path, program_id: str) -> Program:
-    """A Python file run as `__main__`."""
+    """A Python file run as `__main__`, with the modules of its folder that it imports
+    (harvest/script_modules.py), as `python path` would find them."""
     try:
         program_id.encode("utf-8")
     except UnicodeEncodeError:
@@ -204,7 +210,11 @@ def script_program(path: Path, program_id: str) -> Program:
         raise InputFormatError(f"{_shown(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise InputFormatError(f"{_shown(path)}: cannot read it ({exc.strerror or exc})") from None
-    return Program(program_id=program_id, mode="script", source=source, origin=str(path))
+    try:
+        modules = sibling_modules(path, source)
+    except ScriptModulesError as exc:
+        raise InputFormatError(str(exc)) from None
+    return Program(program_id=program_id, mode="script", source=source, modules=modules, origin=str(path))
 
 
 def read_jsonl(path: Path) -> Iterator[Program]:

@@ -52,6 +52,7 @@ def write_unit_shard(
     if retried:
         _remove_stale_temporaries(out_dir, unit.shard_name)
     sources = {p.program_id: p.source or "" for p in unit.programs}
+    modules = {p.program_id: dict(p.modules) for p in unit.programs if p.modules}  # part of the trace id
     batch: list[dict[str, Any]] = []
     events = 0
     number = 0
@@ -62,7 +63,9 @@ def write_unit_shard(
         for number, obj in enumerate(rows, start=1):
             if not checked:
                 obj = checked_row(obj)
-            context = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
+            context: dict[str, Any] = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
+            if obj["program_id"] in modules:
+                context["modules"] = modules[obj["program_id"]]
             batch.append(stream_object_to_row(obj, context))
             events += len(obj["events"])
             if len(batch) >= BATCH_ROWS or events >= BATCH_EVENTS:

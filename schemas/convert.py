@@ -93,6 +93,7 @@ def stream_object_to_row(obj: dict[str, Any], extra: Mapping[str, Any]) -> dict[
         extra["image"],
         obj["backend"],
         obj["tracer_version"],
+        extra.get("modules"),
     )
     row["limits"] = {k: obj["limits"][k] for k in LIMIT_KEYS}
     events = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any
 
 TRACE_ID_CHARS = 32  # hex digits of sha256 kept (128 bits)
 
@@ -16,8 +18,12 @@ def trace_id(
     image: str,
     backend: str,
     tracer_version: str,
+    modules: Mapping[str, str] | None = None,
 ) -> str:
-    """Hex id of one trace: sha256 over the canonical JSON of its identifying fields."""
-    key = [1, program_id, source, entrypoint, input, image, backend, tracer_version]
+    """Hex id of one trace: sha256 over the canonical JSON of its identifying fields. `modules`:
+    the script's own modules that travelled with it (path -> text); none leaves the id as it was."""
+    key: list[Any] = [1, program_id, source, entrypoint, input, image, backend, tracer_version]
+    if modules:
+        key.append(sorted(modules.items()))
     payload = json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
     return hashlib.sha256(payload).hexdigest()[:TRACE_ID_CHARS]

@@ -242,3 +242,36 @@ def test_the_work_folder_of_a_unit_killed_after_its_shard_was_committed_goes_on_
     assert code == 0, output
     assert json.loads((out / "harvest-run.json").read_text())["units"]["done_before"] == len(units)
     assert not unit_work_dir(out, units[0].unit_id).exists()
+
+
+def test_a_folder_script_imports_its_sibling_module_as_python_runs_it(tmp_path: Path) -> None:
+    """`python prog/main.py` runs, but `worldtrace harvest prog` gave main the status `exception`,
+    ModuleNotFoundError: No module named 'helper' (only the script's own source travelled)."""
+    import pyarrow.parquet as pq
+
+    from schemas.ids import trace_id
+    from schemas.validate import validate
+
+    prog = tmp_path / "prog"
+    prog.mkdir()
+    (prog / "helper.py").write_text("def double(x):\n    return x * 2\n", encoding="utf-8")
+    (prog / "main.py").write_text("from helper import double\nprint(double(21))\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, output = invoke(str(prog), "--out", str(out), "--sandbox", "local", "-s")
+    assert code == 0, output
+    (shard,) = out.glob("unit-*.parquet")
+    rows = {row["program_id"]: row for row in pq.read_table(shard).to_pylist()}
+    main = rows["main"]
+    assert (main["status"], main["stdout"], main["exception_message"]) == ("ok", "42\n", None)
+    assert main["source"] == "from helper import double\nprint(double(21))\n"  # the script's own text
+    assert [(e["file"], e["function"], e["kind"]) for e in main["events"] if e["function"] == "double"] == [
+        ("helper.py", "double", "call"), ("helper.py", "double", "line"), ("helper.py", "double", "return"),
+    ]
+    assert {e["file"] for e in main["events"]} == {"main.py", "helper.py"}
+    assert validate(out).ok
+    # The trace id covers the modules too (an edited helper.py is another trace); none: as before.
+    fields = ["local", main["backend"], main["tracer_version"]]
+    helper_text = (prog / "helper.py").read_text(encoding="utf-8")
+    assert main["trace_id"] == trace_id("main", main["source"], None, None, *fields, {"helper.py": helper_text})
+    assert main["trace_id"] != trace_id("main", main["source"], None, None, *fields)
+    assert rows["helper"]["trace_id"] == trace_id("helper", helper_text, None, None, *fields)

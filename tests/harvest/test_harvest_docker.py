@@ -225,3 +225,24 @@ def test_a_missing_image_is_reported_before_anything_runs(engine, tmp_path: Path
     assert "neither in the image catalog nor on the Docker engine at unix://" in done.stderr
     assert ": worldtrace-no-such-image:0; the catalog has" in done.stderr
     assert "the catalog has: base-py311" in done.stderr and "images build" not in done.stderr
+
+
+def test_a_folder_script_imports_its_sibling_module_in_the_container(engine, base_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """main.py's `from helper import double` ended as ModuleNotFoundError in the container: only the
+    script's own source travelled. In-process (this checkout's harvest and tracer), embedded Ray."""
+    from click.testing import CliRunner
+
+    from harvest.cli import cli
+
+    prog = tmp_path / "prog"
+    (prog / "pkg").mkdir(parents=True)
+    (prog / "helper.py").write_text("from pkg import TIMES\n\ndef double(x):\n    return x * TIMES\n", encoding="utf-8")
+    (prog / "pkg" / "__init__.py").write_text("from ._impl import TIMES\n", encoding="utf-8")
+    (prog / "pkg" / "_impl.py").write_text("TIMES = 2\n", encoding="utf-8")
+    (prog / "main.py").write_text("import os\nfrom helper import double\nprint(double(21), __file__)\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["harvest", str(prog), "--out", str(out), "--image", base_image, "-s"])
+    assert result.exit_code == 0, result.output
+    main = {r["program_id"]: r for r in rows(out, ["program_id", "status", "stdout", "events"])}["main"]
+    assert (main["status"], main["stdout"]) == ("ok", "42 /tmp/program/main.py\n")  # the same path on every run
+    assert {e["file"] for e in main["events"]} == {"main.py", "helper.py", "pkg/__init__.py", "pkg/_impl.py"}

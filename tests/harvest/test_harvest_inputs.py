@@ -205,3 +205,73 @@ def test_test_suite_job_runs_in_the_project_folder() -> None:
     assert repository_tests_program("x", ["-q", "t.py"], ["x"]).job()["file"] == "t.py"
     with pytest.raises(ConfigError, match="lists no tests"):
         repository_tests_program("x", ["-q"], ["x"])
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+
+
+def test_a_script_carries_the_modules_of_its_folder_that_it_imports(tmp_path: Path) -> None:
+    """A folder's main.py doing `from helper import double` ran as ModuleNotFoundError: only its
+    own source travelled to the sandbox. Now the folder's modules it imports (transitively) go too."""
+    folder = tmp_path / "prog"
+    write_tree(folder, {
+        "main.py": "import os, missing_module\nimport helper, _private\nfrom pkg import thing\nfrom ns import mod\n"
+                   "def f():\n    import late\n",
+        "helper.py": "import only_by_helper\nimport main\n",  # main: the script itself, never a module
+        "only_by_helper.py": "X = 1\n",
+        "_private.py": "Y = 2\n",
+        "late.py": "Z = 3\n",
+        "pkg/__init__.py": "from .impl import thing\n",
+        "pkg/impl.py": "from . import util\nfrom .. import nothing_above\nthing = util.T\n",
+        "pkg/util.py": "T = 4\n",
+        "pkg/unused.py": "pass\n",
+        "ns/mod.py": "from . import sibling\n",  # a namespace package: relative imports work there too
+        "ns/sibling.py": "pass\n",
+        "unrelated.py": "pass\n",
+        "os.py": "pass\n",  # a sibling named like a stdlib module shadows it, as `python main.py` finds it
+    })
+    programs = {p.program_id: p for p in load_programs([folder])}
+    main = programs["main"]
+    expected = {"helper.py", "only_by_helper.py", "_private.py", "late.py", "pkg/__init__.py", "pkg/impl.py",
+                "pkg/util.py", "ns/mod.py", "ns/sibling.py", "os.py"}
+    assert {path for path, _ in main.modules} == expected
+    assert dict(main.modules)["pkg/util.py"] == "T = 4\n"
+    assert main.job()["modules"] == dict(main.modules)
+    assert programs["unrelated"].modules == () and "modules" not in programs["unrelated"].job()
+    # helper.py run as a script imports main.py as a module (and so all main imports), never itself
+    assert {path for path, _ in programs["helper"].modules} == expected - {"helper.py"} | {"main.py"}
+    (single,) = load_programs([folder / "main.py"])  # a script named alone carries them too
+    assert single.modules == main.modules
+
+
+def test_editing_a_module_changes_the_programs_hash_and_no_modules_keeps_it(tmp_path: Path) -> None:
+    from harvest.inputs import Program
+
+    write_tree(tmp_path, {"main.py": "import helper\n", "helper.py": "X = 1\n", "alone.py": "print(1)\n"})
+    before = {p.program_id: p.content_hash() for p in load_programs([tmp_path])}
+    (tmp_path / "helper.py").write_text("X = 2\n", encoding="utf-8")
+    after = {p.program_id: p.content_hash() for p in load_programs([tmp_path])}
+    assert before["main"] != after["main"]
+    assert before["alone"] == after["alone"]
+    # the hash of a program without modules is what it was before modules existed
+    assert after["alone"] == Program(program_id="alone", mode="script", source="print(1)\n").content_hash()
+
+
+def test_modules_over_the_bound_are_an_input_error_naming_the_script(tmp_path: Path) -> None:
+    from harvest.script_modules import MAX_MODULE_BYTES, MAX_MODULE_FILES
+
+    write_tree(tmp_path / "big", {"main.py": "import huge\n", "huge.py": "#" * MAX_MODULE_BYTES + "\n"})
+    with pytest.raises(InputFormatError, match=r"big/main.py: the modules it imports from its folder come to "
+                       r"262,145 bytes in 1 files; at most 262,144 bytes and 100 files travel with a script"):
+        load_programs([tmp_path / "big"])
+    many = {f"m{i}.py": "pass\n" for i in range(MAX_MODULE_FILES + 1)}
+    write_tree(tmp_path / "many", {"main.py": "".join(f"import {name[:-3]}\n" for name in many), **many})
+    with pytest.raises(InputFormatError, match=r"many/main.py: .* in 101 files"):
+        load_programs([tmp_path / "many" / "main.py"])
+    write_tree(tmp_path / "latin", {"main.py": "import old\n"})
+    (tmp_path / "latin" / "old.py").write_bytes(b"# \xe9\n")
+    with pytest.raises(InputFormatError, match=r"latin/old.py: not UTF-8 text"):
+        load_programs([tmp_path / "latin" / "main.py"])
