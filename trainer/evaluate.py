@@ -29,7 +29,7 @@ from schemas.cwm import (
 from trainer.config import TrainConfig
 from trainer.data import Split, TraceDataset
 from trainer.errors import TrainerError
-from trainer.packing import cwm_texts, split_frames
+from trainer.packing import Skipped, cwm_texts, split_frames
 from trainer.train import autocast, load_checkpoint, model_from_checkpoint, resolve_device
 
 KIND_MARKERS = {CALL_SEP: "call", LINE_SEP: "line", RETURN_SEP: "return", EXCEPTION_SEP: "exception"}
@@ -176,8 +176,9 @@ def evaluate(
     rng = random.Random(seed)
     pairs: list[tuple[list[int], list[int]]] = []
     n_traces = long_context = 0
+    not_cwm = Skipped()
     sep, seq_len, max_context = tokenizer.frame_sep_id, cfg.model.seq_len, max_context_tokens(cfg)
-    for text in cwm_texts(traces):
+    for text in cwm_texts(traces, not_cwm):
         if n_traces == max_traces:
             break
         ids = tokenizer.encode(text)
@@ -209,13 +210,15 @@ def evaluate(
         raise TrainerError(
             f"no {split} frames to evaluate in {', '.join(map(str, shards))} "
             f"(held-out fraction {cfg.data.heldout_fraction}, {n_traces} traces matched, "
-            f"{long_context} dropped for a context over {max_context} tokens)"
+            f"{long_context} dropped for a context over {max_context} tokens, {not_cwm.count} not "
+            "expressible as CWM text)"
         )
     return {
         "checkpoint": str(checkpoint),
         "split": split,
         "traces": n_traces,
         "traces_long_context": long_context,
+        "traces_not_cwm": not_cwm.count,  # skipped, as in training: CWM text cannot express them
         "overall": total.report(),
         "per_kind": {kind: score.report() for kind, score in sorted(per_kind.items())},
     }

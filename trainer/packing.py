@@ -32,13 +32,25 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
-def cwm_texts(traces: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """CWM text of each trace row (schemas/cwm.py renders); rows CWM cannot express are skipped."""
+@dataclass
+class Skipped:
+    """How many traces CWM text cannot express were skipped, and why the first one was."""
+
+    count: int = 0
+    first: str | None = None
+
+
+def cwm_texts(traces: Iterable[dict[str, Any]], skipped: Skipped | None = None) -> Iterator[str]:
+    """CWM text of each trace row (schemas/cwm.py renders); rows CWM cannot express are skipped
+    (counted in `skipped`)."""
     for trace in traces:
         try:
             yield render_cwm(trace)
         except CwmFormatError as exc:
             log.debug("trace %s skipped: %s", trace.get("trace_id"), exc)
+            if skipped is not None:
+                skipped.count += 1
+                skipped.first = skipped.first or f"trace {trace.get('trace_id')}: {exc}"
 
 
 @dataclass

@@ -25,7 +25,7 @@ from trainer.config import TrainConfig, train_config_from_dict
 from trainer.data import TraceDataset
 from trainer.errors import CheckpointError, TrainerError
 from trainer.model import TraceLM
-from trainer.packing import IGNORE_INDEX, PackedDataset, batch_loader, cwm_texts
+from trainer.packing import IGNORE_INDEX, PackedDataset, Skipped, batch_loader, cwm_texts
 from trainer.tokenizer import TraceTokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def fit_tokenizer(shards: Sequence[str | Path], cfg: TrainConfig) -> TraceTokenizer:
     """Train the BPE on the CWM text of the first `tokenizer_sample` training traces."""
     traces = TraceDataset(shards, cfg.data, split="train", seed=cfg.seed, rank=0, world_size=1)
-    texts = itertools.islice(cwm_texts(traces), cfg.tokenizer_sample)
-    return train_tokenizer(texts, cfg.vocab_size)
+    skipped = Skipped()
+    texts = itertools.islice(cwm_texts(traces, skipped), cfg.tokenizer_sample)
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    if skipped.count:
+        log.warning(
+            "%d trace(s) of the tokenizer's sample cannot be written as CWM text; training skips "
+            "such traces too (the first: %s)", skipped.count, skipped.first,
+        )
+    return tokenizer
 
 
 def make_optimizer(model: TraceLM, cfg: TrainConfig) -> torch.optim.AdamW:

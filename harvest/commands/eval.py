@@ -53,8 +53,13 @@ def command(checkpoint: str, shards: tuple[str, ...], as_json: bool, **options: 
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    dropped = report["traces_long_context"]
-    note = f" ({dropped} more dropped, as in training: context too long)" if dropped else ""
+    reasons = [
+        f"{n} more dropped, as in training: {why}"
+        for n, why in ((report["traces_long_context"], "context too long"),
+                       (report["traces_not_cwm"], "not expressible as CWM text"))
+        if n
+    ]
+    note = f" ({'; '.join(reasons)})" if reasons else ""
     noun = "trace" if report["traces"] == 1 else "traces"
     click.echo(f"{report['traces']} {report['split']} {noun}{note}, checkpoint {report['checkpoint']}")
     rows = [("overall", report["overall"])] + list(report["per_kind"].items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -70,6 +71,29 @@ def test_eval_reports_accuracies_per_event_kind(trained_run: Path, harvested: Pa
             assert scores[name] is None or 0.0 <= scores[name] <= 1.0
     # 30 steps are enough to learn what kind of frame comes next most of the time
     assert report["overall"]["kind_accuracy"] > 0.5
+
+
+def test_traces_cwm_cannot_express_are_counted(trained_run: Path, tmp_path: Path, caplog) -> None:
+    """A trace whose program holds a CWM special token cannot be CWM text: training and eval skip
+    it, and say so (they were skipped silently, with a debug log line)."""
+    from tests.trainer.conftest import write_shards
+    from tracer.api import trace_call
+    from trainer.train import fit_tokenizer
+
+    traced = []
+    for i, body in enumerate(["return 1", "return '<|frame_sep|>'", "return '<|line_sep|>'"]):
+        source = f"def f():\n    {body}\n"
+        path = tmp_path / f"p{i}.py"
+        path.write_text(source, encoding="utf-8")
+        traced.append((trace_call(str(path), "f", "", source=source, program_id=f"p{i}"), source))
+    shards = write_shards(traced, tmp_path / "shards", n_shards=1)
+    report = evaluate(trained_run, shards, device="cpu", split="all", max_new_tokens=8)
+    assert (report["traces"], report["traces_not_cwm"]) == (1, 2)
+    cfg = train_config_from_dict(load_checkpoint(trained_run)["config"])
+    with caplog.at_level("WARNING", logger="trainer.train"):
+        fit_tokenizer(shards, replace(cfg, data=replace(cfg.data, heldout_fraction=0.0)))
+    assert "2 trace(s) of the tokenizer's sample cannot be written as CWM text" in caplog.text
+    assert "contains the CWM special token" in caplog.text
 
 
 def test_eval_drops_the_traces_training_drops_for_a_long_context(trained_run: Path, harvested: Path,
