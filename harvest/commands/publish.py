@@ -12,12 +12,13 @@ from harvest.options import silent_option
 from schemas.errors import SchemaError
 from schemas.stream import STATUSES
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kKmMgGtT]?)[bB]?|([kKmMgGtT])i[bB])\s*$")
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+_BINARY_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}  # KiB, MiB, GiB, TiB
 
 
 class ByteSize(click.ParamType):
-    """A size such as 500MB, 100M, 2GB or 1048576 (bytes)."""
+    """A size such as 500MB, 100M, 2GB (powers of 1000), 512MiB (powers of 1024) or 1048576 (bytes)."""
 
     name = "size"
 
@@ -27,6 +28,8 @@ class ByteSize(click.ParamType):
         match = _SIZE.match(str(value))
         if not match or float(match.group(1)) <= 0:
             self.fail(f"{value!r} is not a size like 500MB, 100M or 1048576", param, ctx)
+        if match.group(3):
+            return int(float(match.group(1)) * _BINARY_UNITS[match.group(3).lower()])
         return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 

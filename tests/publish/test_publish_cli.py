@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from harvest.cli import cli
+from harvest.commands.publish import ByteSize
 
 
 def _error(args: list[str], **env: str) -> str:
@@ -302,3 +304,19 @@ def test_a_dataset_mixing_tracer_versions_is_flagged(sample_shards: Path, tmp_pa
     assert "warning: the dataset mixes the traces of 2 tracer versions (0.0.1: 3," in result.output
     card = (tmp_path / "ds" / "README.md").read_text()
     assert "| tracer version | traces |" in card and "| `0.0.1` | 3 |" in card
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("500MB", 500 * 10**6), ("100M", 100 * 10**6), ("2gb", 2 * 10**9), ("1048576", 1048576), ("1B", 1),
+     ("512MiB", 512 * 2**20), ("1GiB", 2**30), ("1.5 kib", 1536)],
+)
+def test_sizes_in_powers_of_1000_and_of_1024(text: str, expected: int) -> None:
+    # GiB used to be read as GB: --shard-size 1GiB gave 10**9 bytes
+    assert ByteSize().convert(text, None, None) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "10XB", "GB", "", "1iB", "0MB"])
+def test_bad_sizes_are_refused(text: str) -> None:
+    with pytest.raises(click.BadParameter, match="is not a size"):
+        ByteSize().convert(text, None, None)
