@@ -43,7 +43,7 @@ def _parse_steps(text: str | None) -> tuple[int, int | None]:
 )
 @click.option(
     "-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to FILE instead of the terminal (html default: trace-<id>.html).",
+    help="Write to FILE instead of the terminal (html default: trace-<first 12 digits of the id>.html).",
 )
 @click.option(
     "--steps", metavar="A:B",
