@@ -207,11 +207,11 @@ def evaluate(
             per_kind.setdefault(truth.kind, KindScore()).add(truth, predicted, exact)
             total.add(truth, predicted, exact)
     if total.frames == 0:
+        fraction = "" if split == "all" else f", held-out fraction {cfg.data.heldout_fraction}"
         raise TrainerError(
-            f"no {split} frames to evaluate in {', '.join(map(str, shards))} "
-            f"(held-out fraction {cfg.data.heldout_fraction}, {n_traces} traces matched, "
-            f"{long_context} dropped for a context over {max_context} tokens, {not_cwm.count} not "
-            "expressible as CWM text)"
+            f"no frames to evaluate in {', '.join(map(str, shards))} (split {split}{fraction}: "
+            f"{n_traces} traces matched, {long_context} dropped for a context over {max_context} tokens, "
+            f"{not_cwm.count} not expressible as CWM text)"
         )
     return {
         "checkpoint": str(checkpoint),

@@ -7,6 +7,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -14,6 +15,7 @@ from harvest.cli import cli
 from schemas.cwm import parse_cwm
 from trainer.config import train_config_from_dict
 from trainer.data import TraceDataset
+from trainer.errors import TrainerError
 from trainer.evaluate import RETURN_VALUE, KindScore, evaluate, parse_frame, prompts
 from trainer.packing import cwm_texts
 from trainer.tokenizer import TraceTokenizer
@@ -114,6 +116,19 @@ def test_eval_drops_the_traces_training_drops_for_a_long_context(trained_run: Pa
     report = evaluate(tmp_path / "checkpoint.pt", [harvested], device="cpu", max_traces=1000,
                       frames_per_trace=1, max_new_tokens=4)
     assert (report["traces"], report["traces_long_context"]) == (kept, len(contexts) - kept)
+
+
+def test_eval_with_no_frame_to_score_names_the_split(trained_run: Path, harvested: Path, tmp_path: Path) -> None:
+    # `--split all` said "no all frames to evaluate ... (held-out fraction 0.05, ...)"
+    state = load_checkpoint(trained_run)
+    state["config"]["data"]["max_context_share"] = 1e-6  # every trace's context is too long
+    torch.save(state, tmp_path / "checkpoint.pt")
+    for split, fraction in (("all", False), ("heldout", True)):
+        with pytest.raises(TrainerError) as error:
+            evaluate(tmp_path / "checkpoint.pt", [harvested], device="cpu", split=split, max_traces=3)
+        message = str(error.value)
+        assert message.startswith("no frames to evaluate in ") and f"(split {split}" in message, message
+        assert ("held-out fraction" in message) == fraction, message
 
 
 def test_cli_train_and_eval(harvested: Path, tmp_path: Path) -> None:
