@@ -1,0 +1,144 @@
+"""Harvests on a Ray cluster that loses a whole node (its raylet, or every process of it) while
+the node runs units, or just before the harvest starts. The node's containers run on the shared
+system engine, so that what its workers leave behind is seen (and must be gone at the end)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harvest.sandbox.docker import LABEL_RUN
+from harvest.shard_io import committed_shards
+from tests.harvest.conftest import (
+    WORLDTRACE,
+    Cluster,
+    RayNode,
+    harvest_cmd,
+    leftovers,
+    run_harvest,
+    shard_files,
+    sleepy_programs,
+    trace_ids,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
+
+N_PROGRAMS, PER_UNIT, SLOW_S = 12, 3, 1.0
+
+
+@pytest.fixture(scope="module")
+def programs(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    done = subprocess.run([WORLDTRACE, "images", "build", "base-py311"], capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr  # a no-op when built
+    return sleepy_programs(tmp_path_factory.mktemp("inputs") / "slow.jsonl", N_PROGRAMS, SLOW_S)
+
+
+def docker_args(programs: Path, out: Path, cluster: Cluster, per_unit: int = PER_UNIT) -> list[str | Path]:
+    return [programs, "--out", out, "--sandbox", "docker", "--programs-per-unit", str(per_unit),
+            "--ray-address", cluster.address, "-s"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(ray_cluster: Cluster, programs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted harvest of the programs (on the one node of the cluster)."""
+    out = tmp_path_factory.mktemp("reference")
+    done = run_harvest(*docker_args(programs, out, ray_cluster), env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize("what", ["every process", "the raylet"])
+def test_a_node_lost_mid_unit_has_its_units_redone_by_the_others(
+    what: str, ray_cluster: Cluster, programs: Path, reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    node = ray_cluster.add_node(cpus=1, docker_slots=1)
+    try:
+        proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, ray_cluster)), env=ray_cluster.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        victim = _unit_started_on(node, out, proc)
+        lose(node, only="raylet" if what == "the raylet" else "")
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        node.stop()
+        ray_cluster.nodes.remove(node)
+    assert proc.returncode == 0, stderr
+    data = json.loads((out / "harvest-run.json").read_text())
+    # The driver counted each unit once, the lost one included (redone: a second attempt).
+    results = {r["unit_id"]: r for r in data["unit_results"]}
+    assert len(results) == len(data["unit_results"]) == N_PROGRAMS // PER_UNIT
+    assert results[victim]["attempt"] >= 2
+    assert data["complete"] and not data["failed_units"] and data["counts"] == {"ok": N_PROGRAMS}
+    assert data["units"]["ran"] == N_PROGRAMS // PER_UNIT
+    assert_same_result(out, reference)
+    # The lost node's container (on the shared engine here) is gone with the run.
+    assert run_containers(data["run_id"]) == []
+
+
+def assert_same_result(out: Path, reference: Path) -> None:
+    ids = trace_ids(out)
+    assert len(ids) == len(set(ids)) == N_PROGRAMS
+    assert ids == trace_ids(reference)
+    assert [p.name for p in shard_files(out)] == [p.name for p in shard_files(reference)]
+    assert committed_shards(out) == {p.name for p in shard_files(out)}
+    assert leftovers(out) == [] and list((out / ".worldtrace" / "work").iterdir()) == []
+    check = subprocess.run([WORLDTRACE, "validate", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def run_containers(run_id: str) -> list[str]:
+    done = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_RUN}={run_id}"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.split()
+
+
+def lose(node: RayNode, only: str = "") -> None:
+    """SIGKILL every process of the node (its `ray start`, raylet, agents and workers: the machine
+    is gone), or only those whose command line has `only` in it."""
+    for pid, cmdline in _processes_of(node):
+        if only in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _processes_of(node: RayNode) -> list[tuple[int, str]]:
+    """Pid and command line of every process in the node's session (`ray start` began it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == node.proc.pid:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def _unit_started_on(node: RayNode, out: Path, proc: subprocess.Popen[str]) -> str:
+    """The id of a unit that a worker of `node` runs, once its first program has started (the
+    others of the unit still to run)."""
+    work = out / ".worldtrace" / "work"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the harvest ended before the node could be lost"
+        for attempt in sorted(work.glob("*/attempt-1")) if work.exists() else []:
+            try:
+                pid = json.loads((attempt / "attempt.json").read_text())["pid"]
+                started = sum(p.read_text().count("\n") for p in attempt.glob("**/stream.jsonl.started"))
+                on_node = os.getsid(pid) == node.proc.pid
+            except (OSError, ValueError):
+                continue
+            if on_node and started == 1:
+                return attempt.parent.name
+        time.sleep(0.02)  # polling the units' progress, not synchronising
+    raise AssertionError("no unit started on the node")
+
