@@ -151,11 +151,22 @@ def check_docker_nodes(images: Sequence[str]) -> None:
         where = f"node {node.get('NodeManagerAddress', '?')} ({node.get('NodeManagerHostname', '?')})"
         if ref not in ready:
             ray.cancel(ref, force=True)
+            if _node_left(node["NodeID"]):
+                log.warning("%s left the Ray cluster during the check of its engine: it runs no units", where)
+                continue
             problems.append(f"{where}: did not answer the check within {NODE_CHECK_TIMEOUT_S:g} s")
             continue
         try:
             problem = ray.get(ref)
+        except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError) as exc:
+            # The node is gone (the cluster may still list it as alive for a while): the units
+            # go to the others; the task's only other reason, too few resources, cannot be (0 CPUs).
+            log.warning("%s left the Ray cluster (%s): it runs no units", where, _explain(exc))
+            continue
         except ray.exceptions.RayError as exc:
+            if _node_left(node["NodeID"]):
+                log.warning("%s left the Ray cluster during the check of its engine: it runs no units", where)
+                continue
             problem = f"the check failed: {_explain(exc)}"
         if problem:
             problems.append(f"{where}: {problem}")
@@ -164,6 +175,13 @@ def check_docker_nodes(images: Sequence[str]) -> None:
             "not every node of the Ray cluster with Docker slots can run the units (each may get any of them):\n  "
             + "\n  ".join(problems)
         )
+
+
+def _node_left(node_id: str) -> bool:
+    """Whether the cluster no longer lists the node as alive."""
+    import ray
+
+    return not any(n.get("NodeID") == node_id and n.get("Alive") for n in ray.nodes())
 
 
 def _check_this_node(images: list[str]) -> str:

@@ -142,3 +142,23 @@ def _unit_started_on(node: RayNode, out: Path, proc: subprocess.Popen[str]) -> s
         time.sleep(0.02)  # polling the units' progress, not synchronising
     raise AssertionError("no unit started on the node")
 
+
+
+def test_a_harvest_started_just_after_a_node_was_lost_runs_on_the_others(
+    ray_cluster: Cluster, tmp_path: Path, docker_engine: None
+) -> None:
+    """The cluster takes a while to notice that a node is gone; the check of every Docker node's
+    engine must not count it as one that cannot run units."""
+    few = sleepy_programs(tmp_path / "few.jsonl", 2, 0.0)
+    node = ray_cluster.add_node(cpus=1, docker_slots=1)
+    try:
+        lose(node)
+        out = tmp_path / "out"
+        done = run_harvest(*docker_args(few, out, ray_cluster, per_unit=1), env=ray_cluster.env)
+    finally:
+        node.stop()
+        ray_cluster.nodes.remove(node)
+    assert done.returncode == 0, done.stderr
+    data = json.loads((out / "harvest-run.json").read_text())
+    assert data["complete"] and data["counts"] == {"ok": 2}
+    assert run_containers(data["run_id"]) == []
