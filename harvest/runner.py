@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,11 @@ CONNECT_TIMEOUT_S = 10.0  # to reach a cluster's GCS port before handing the add
 ENGINE_WAIT_S = 30.0
 ENGINE_WAIT_ENV = "WORLDTRACE_ENGINE_WAIT_S"  # read where the units run (a node's environment)
 NODE_CHECK_TIMEOUT_S = 180.0  # for every node to check its engine (a busy node starts a worker first)
+# When no node of the cluster offers the slots the units need (the nodes that had them left), the
+# driver waits this long for one to join, then stops (a re-run resumes); it looks every SLOTS_POLL_S.
+NO_SLOTS_WAIT_S = 300.0
+NO_SLOTS_WAIT_ENV = "WORLDTRACE_NO_SLOTS_WAIT_S"  # read by the driver
+SLOTS_POLL_S = 5.0
 
 
 class UnitFailed(WorldtraceError):
@@ -243,12 +249,57 @@ def _docker_nodes() -> int:
 
 def engine_wait_s() -> float:
     """How long a unit waits for a lost engine before its retry: $WORLDTRACE_ENGINE_WAIT_S or 30 s."""
-    text = os.environ.get(ENGINE_WAIT_ENV, "").strip()
+    return _seconds(ENGINE_WAIT_ENV, ENGINE_WAIT_S)
+
+
+def no_slots_wait_s() -> float:
+    """How long the driver waits for a node with slots once none is left: $WORLDTRACE_NO_SLOTS_WAIT_S or 300 s."""
+    return _seconds(NO_SLOTS_WAIT_ENV, NO_SLOTS_WAIT_S)
+
+
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
     try:
-        return max(0.0, float(text)) if text else ENGINE_WAIT_S
+        return max(0.0, float(text)) if text else default
     except ValueError:
-        log.warning("%s=%r is not a number of seconds; waiting %g s", ENGINE_WAIT_ENV, text, ENGINE_WAIT_S)
-        return ENGINE_WAIT_S
+        log.warning("%s=%r is not a number of seconds; waiting %g s", name, text, default)
+        return default
+
+
+class _SlotWatch:
+    """Notices that no node of the cluster offers the slots the units need any more (the nodes that
+    had them were lost): Ray then keeps their tasks waiting, silently, until one joins. Warns at
+    once; after `no_slots_wait_s()` without one, says why the run stops."""
+
+    def __init__(self, sandbox: str) -> None:
+        self.key = DOCKER_RESOURCE if sandbox == "docker" else "CPU"
+        self.wait_s = no_slots_wait_s()
+        self.since: float | None = None
+        self.lost = ""  # why no unit can run, once the wait is over
+
+    def check(self) -> str:
+        """'' while some node offers slots or the wait is not over; else why no unit can run."""
+        import ray
+
+        if ray.cluster_resources().get(self.key, 0) >= 1:
+            if self.since is not None:
+                log.warning("a node with %r slots is back in the Ray cluster: the units go on", self.key)
+            self.since = None
+            return ""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            log.warning(
+                "no node of the Ray cluster offers %r slots any more (the nodes that had them left): waiting "
+                "up to %g s (%s) for one to join", self.key, self.wait_s, NO_SLOTS_WAIT_ENV,
+            )  # fmt: skip
+        if now - self.since < self.wait_s:
+            return ""
+        self.lost = (
+            f"no node of the Ray cluster offered {self.key!r} slots for {self.wait_s:g} s (the nodes that had "
+            "them left); re-run the same command once one has joined"
+        )
+        return self.lost
 
 
 OnResult = Callable[[UnitResult], None]
@@ -284,12 +335,20 @@ def run_units(
     in_flight: dict[Any, WorkUnit] = {}
     out = str(out_dir.resolve())
     stop = ""  # why no further unit can succeed: an engine that stopped answering, an unusable --out
+    slots = _SlotWatch(settings.sandbox)
     try:
         while in_flight or (pending and not stop):
             while pending and not stop and len(in_flight) < limit:
                 unit = pending.pop()
                 in_flight[remote.remote(unit, settings, out, run_id)] = unit
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=SLOTS_POLL_S)
+            if not ready and (lost := slots.check()):
+                # No node can run the units in flight: Ray would keep them waiting for good.
+                stop = stop or lost
+                for ref, unit in list(in_flight.items()):
+                    ray.cancel(ref, force=True)
+                    del in_flight[ref]
+                    on_failure(unit, f"not finished: {lost}")
             for ref in ready:
                 unit = in_flight.pop(ref)
                 try:
@@ -305,7 +364,7 @@ def run_units(
                     continue
                 on_result(UnitResult(**data))
         for unit in reversed(pending):
-            on_failure(unit, f"not started: another unit failed with {stop}")
+            on_failure(unit, f"not started: {stop if stop == slots.lost else f'another unit failed with {stop}'}")
     except BaseException as exc:
         if on_interrupt is not None and isinstance(exc, KeyboardInterrupt):
             on_interrupt()

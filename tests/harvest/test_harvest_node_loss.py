@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +23,15 @@ from tests.harvest.conftest import (
     WORLDTRACE,
     Cluster,
     RayNode,
+    _free_port,
     harvest_cmd,
     leftovers,
     run_harvest,
     shard_files,
     sleepy_programs,
+    start_node,
     trace_ids,
+    wait_for_nodes,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
@@ -161,4 +168,71 @@ def test_a_harvest_started_just_after_a_node_was_lost_runs_on_the_others(
     assert done.returncode == 0, done.stderr
     data = json.loads((out / "harvest-run.json").read_text())
     assert data["complete"] and data["counts"] == {"ok": 2}
+    assert run_containers(data["run_id"]) == []
+
+
+@pytest.fixture
+def head_without_docker(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of our own whose head has no Docker slots (as on many real clusters: it runs the
+    driver), so that the nodes that join are the only ones that can run units. Its GCS notices a
+    lost node within seconds (Ray's default health check takes about half a minute)."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+    }
+    env.pop("RAY_ADDRESS", None)
+    ray_tmp = tempfile.mkdtemp(prefix="wt-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    head = start_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={ray_tmp}"],
+                      tmp_path / "head.log", env)  # fmt: skip
+    cluster = Cluster(address=f"127.0.0.1:{port}", env=env, tmp=tmp_path, nodes=[head])
+    try:
+        wait_for_nodes(cluster.address, 1, env, cluster.nodes)
+        yield cluster
+    finally:
+        for node in reversed(cluster.nodes):
+            node.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_losing_the_last_node_with_docker_slots_stops_the_harvest_and_a_rerun_finishes_it(
+    head_without_docker: Cluster, tmp_path: Path, docker_engine: None
+) -> None:
+    """Ray keeps tasks whose resources no node offers waiting until one joins: the harvest waited,
+    silently and for good. It now says so, and stops after WORLDTRACE_NO_SLOTS_WAIT_S (0 here)."""
+    cluster = head_without_docker
+    few = sleepy_programs(tmp_path / "few.jsonl", 4, SLOW_S)
+    out = tmp_path / "out"
+    node = cluster.add_node(cpus=1, docker_slots=1)
+    env = {**cluster.env, "WORLDTRACE_NO_SLOTS_WAIT_S": "0"}
+    proc = subprocess.Popen(harvest_cmd(*docker_args(few, out, cluster, per_unit=2)), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        victim = _unit_started_on(node, out, proc)
+        lose(node)
+        _, stderr = proc.communicate(timeout=180)  # it waited for good
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "no node of the Ray cluster offered 'worldtrace_docker' slots for 0 s" in stderr
+    data = json.loads((out / "harvest-run.json").read_text())
+    assert not data["complete"] and victim in {u["unit_id"] for u in data["failed_units"]}
+    assert len(data["unit_results"]) + len(data["failed_units"]) == 2  # each unit once
+    node.stop()
+    cluster.nodes.remove(node)
+    cluster.add_node(cpus=1, docker_slots=1)  # the same command finishes the job
+    done = run_harvest(*docker_args(few, out, cluster, per_unit=2), env=env)
+    assert done.returncode == 0, done.stderr
+    data = json.loads((out / "harvest-run.json").read_text())
+    assert data["complete"] and data["counts"] == {"ok": 4}
+    ids = trace_ids(out)
+    assert len(ids) == len(set(ids)) == 4 and leftovers(out) == []
+    check = subprocess.run([WORLDTRACE, "validate", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
     assert run_containers(data["run_id"]) == []
