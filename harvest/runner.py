@@ -277,11 +277,15 @@ class _SlotWatch:
         self.since: float | None = None
         self.lost = ""  # why no unit can run, once the wait is over
 
-    def check(self) -> str:
-        """'' while some node offers slots or the wait is not over; else why no unit can run."""
+    def count(self) -> int:
+        """The slots the cluster's live nodes offer now."""
         import ray
 
-        if ray.cluster_resources().get(self.key, 0) >= 1:
+        return int(ray.cluster_resources().get(self.key, 0))
+
+    def check(self) -> str:
+        """'' while some node offers slots or the wait is not over; else why no unit can run."""
+        if self.count() >= 1:
             if self.since is not None:
                 log.warning("a node with %r slots is back in the Ray cluster: the units go on", self.key)
             self.since = None
@@ -338,6 +342,9 @@ def run_units(
     slots = _SlotWatch(settings.sandbox)
     try:
         while in_flight or (pending and not stop):
+            if not max_in_flight and pending:
+                # Nodes come and go: one that joins gets units, not only what overflows the others.
+                limit = 2 * (slots.count() or limit // 2)
             while pending and not stop and len(in_flight) < limit:
                 unit = pending.pop()
                 in_flight[remote.remote(unit, settings, out, run_id)] = unit

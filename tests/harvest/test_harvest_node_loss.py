@@ -236,3 +236,50 @@ def test_losing_the_last_node_with_docker_slots_stops_the_harvest_and_a_rerun_fi
     check = subprocess.run([WORLDTRACE, "validate", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert run_containers(data["run_id"]) == []
+
+
+def test_a_node_that_joins_mid_run_gets_units_beyond_what_the_first_nodes_left_over(
+    head_without_docker: Cluster, tmp_path: Path, docker_engine: None
+) -> None:
+    """The units in flight were bounded by twice the slots of the cluster at the start: a node of
+    2 slots joining a cluster of 1 ran at most what the first node left over (2 units in flight in
+    all). The bound now follows the cluster, so 3 units run at once after the node has joined."""
+    cluster = head_without_docker
+    many = sleepy_programs(tmp_path / "many.jsonl", 12, 1.5)
+    out = tmp_path / "out"
+    cluster.add_node(cpus=1, docker_slots=1)
+    proc = subprocess.Popen(harvest_cmd(*docker_args(many, out, cluster, per_unit=1)), env=cluster.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (out.exists() and committed_shards(out)):  # the harvest is under way on one slot
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)  # polling for the first shard, not synchronising
+        cluster.add_node(cpus=2, docker_slots=2)
+        most = 0
+        while proc.poll() is None and most < 3:
+            most = max(most, len(_units_running(out)))
+            time.sleep(0.02)  # polling the units' progress, not synchronising
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert most == 3
+    data = json.loads((out / "harvest-run.json").read_text())
+    assert data["complete"] and data["counts"] == {"ok": 12} and len(data["unit_results"]) == 12
+
+
+def _units_running(out: Path) -> list[str]:
+    """The units whose attempt has started a program and not yet committed its shard."""
+    work = out / ".worldtrace" / "work"
+    running = []
+    for attempt in work.glob("*/attempt-*") if work.exists() else []:
+        try:
+            if any(p.stat().st_size for p in attempt.glob("**/stream.jsonl.started")):
+                running.append(attempt.parent.name)
+        except OSError:
+            continue  # committed meanwhile
+    return sorted(set(running))
