@@ -1,6 +1,7 @@
-"""Harvests on a Ray cluster that loses a whole node (its raylet, or every process of it) while
-the node runs units, or just before the harvest starts. The node's containers run on the shared
-system engine, so that what its workers leave behind is seen (and must be gone at the end)."""
+"""Harvests on a Ray cluster whose nodes come and go: a whole node lost (its raylet, or every
+process of it) while it runs units or just before the harvest starts, the last node with Docker
+slots lost, a node that joins mid-run. The nodes' containers run on the shared system engine, so
+that what a lost node's workers leave behind is seen (and must be gone at the end)."""
 
 from __future__ import annotations
 
