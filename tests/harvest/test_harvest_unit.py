@@ -88,13 +88,14 @@ def test_a_program_that_kills_the_runner_is_a_crashed_row_and_the_rest_still_run
 
 def test_a_forged_report_is_the_programs_error_row_and_the_unit_completes(tmp_path: Path) -> None:
     # The program writes its own "result" to the report channel (fd 1000), with a wall time that
-    # is not a number: its row is an error row, and the unit's bookkeeping does not choke on it.
+    # is not a number (and events the runner takes: a list): its row is an error row, and the
+    # unit's bookkeeping does not choke on it.
     forger = Program(
         program_id="forger",
         mode="script",
         source=(
             "import json, os\n"
-            "fake = {'kind': 'result', 'trace': {'status': 'ok', 'wall_time_s': 'slow'}}\n"
+            "fake = {'kind': 'result', 'trace': {'status': 'ok', 'wall_time_s': 'slow', 'events': []}}\n"
             "os.write(1000, b'{\"kind\": \"ran\"}\\n' + json.dumps(fake).encode() + b'\\n')\n"
             "os._exit(0)\n"
         ),
@@ -215,7 +216,7 @@ def test_rows_are_converted_a_bounded_number_of_events_at_a_time(tmp_path: Path,
 FORGER = Program(
     program_id="forger",
     mode="script",
-    source="import os\nos.write(1000, b'{\"kind\": \"ran\"}\\n{\"kind\": \"result\", \"trace\": {\"status\": \"ok\"}}\\n')\nos._exit(0)\n",
+    source="import os\nos.write(1000, b'{\"kind\": \"ran\"}\\n{\"kind\": \"result\", \"trace\": {\"status\": \"ok\", \"events\": []}}\\n')\nos._exit(0)\n",
 )
 
 
