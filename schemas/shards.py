@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -191,8 +191,10 @@ class ShardWriter:
         overwrite: bool = False,
         update_manifest: bool = True,
         merge_manifest: bool = True,
+        commit_check: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.commit_check = commit_check
         if self.path.name.startswith((TEMP_PREFIX, "_")):
             raise ShardError(f"shard name {self.path.name!r} must not start with '.' or '_'")
         if self.path.exists() and not overwrite:
@@ -273,7 +275,9 @@ class ShardWriter:
             self._flush_row_group()
             self._writer.close()
             sha256 = self._file.sync_and_close()
-            size = self._tmp.stat().st_size
+            written = self._tmp.stat()
+            if self.commit_check is not None:
+                self.commit_check()  # e.g. raises when another writer took over this shard
             os.replace(self._tmp, self.path)
             _fsync_dir(self.path.parent)
         except BaseException:
@@ -283,13 +287,14 @@ class ShardWriter:
             file=self.path.name,
             rows=self.rows,
             events=self.events,
-            bytes=size,
+            bytes=written.st_size,
             sha256=sha256,
             schema_version=SCHEMA_VERSION,
             created_at=time.time(),
         )
         if self.update_manifest:
             record_shard(self.path.parent, self.info, merge=self.merge_manifest)
+            self.info = _settle_entry(self.path, self.info, (written.st_dev, written.st_ino), self.merge_manifest)
         return self.info
 
     def abort(self) -> None:
@@ -317,6 +322,53 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+# How often a writer re-describes a shard that other writers of the same name keep replacing.
+SETTLE_TRIES = 10
+
+
+def _settle_entry(path: Path, info: ShardInfo, ours: tuple[int, int], merge: bool) -> ShardInfo:
+    """Make the manifest entry just written describe the file now under `path`.
+
+    Two writers of one shard (a worker that was frozen, declared dead and woke up, and the retry of
+    its unit) can interleave: A renames its file into place, B renames its own over it and records
+    it, then A records its entry, which no longer describes the file on disk (another size and
+    sha256: the shard reads as corrupt). The writer that recorded last finds out here (the file is
+    not the one it renamed) and records the file that is there instead; a writer that renames after
+    that records its own entry later, and checks in turn. `ours`: (device, inode) of our file."""
+    for _ in range(SETTLE_TRIES):
+        try:
+            with open(path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                if (stat.st_dev, stat.st_ino) == ours:
+                    return info
+                logger.warning("%s was replaced by another writer meanwhile: recording that one", path)
+                ours = (stat.st_dev, stat.st_ino)
+                info = _describe(f, path.name, stat.st_size)
+        except FileNotFoundError:
+            return info  # removed meanwhile: the entry names a missing file, as for any removed shard
+        record_shard(path.parent, info, merge=merge)
+    raise ShardError(f"{path} keeps being replaced by other writers: its manifest entry may not describe it")
+
+
+def _describe(f: Any, name: str, size: int) -> ShardInfo:
+    """The manifest entry of the shard open as `f` (read from its start)."""
+    sha = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        sha.update(chunk)
+    f.seek(0)
+    table = pq.read_table(f, columns=["n_events"])
+    version = schema_version_of(table.schema.metadata)
+    return ShardInfo(
+        file=name,
+        rows=table.num_rows,
+        events=int(pc.sum(table.column("n_events")).as_py() or 0),
+        bytes=size,
+        sha256=sha.hexdigest(),
+        schema_version=SCHEMA_VERSION if version is None else version,
+        created_at=time.time(),
+    )
 
 
 def write_shard(

@@ -158,6 +158,41 @@ def test_concurrent_writers_share_one_manifest(tmp_path: Path) -> None:
     assert len(list(iter_traces(tmp_path))) == 120
 
 
+@pytest.mark.parametrize("merge", [True, False])
+def test_two_writers_of_one_shard_that_interleave_leave_an_entry_that_describes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, merge: bool
+) -> None:
+    """A worker frozen between renaming its shard into place and recording it (declared dead, its
+    unit retried elsewhere) wakes up after the retry committed the same shard: the retry's file was
+    on disk, the zombie's entry in the manifest (other size and sha256: a corrupt shard)."""
+    from schemas import shards
+
+    path = tmp_path / "unit.parquet"
+    record = shards.record_shard
+    calls = []
+
+    def retry_commits_first(directory: Path, info: shards.ShardInfo, merge: bool = True) -> None:
+        calls.append(info)
+        if len(calls) == 1:  # the zombie's shard is in place, its entry not yet written
+            monkeypatch.setattr(shards, "record_shard", record)
+            retry = write_shard(path, batches(5, start=100), overwrite=True, merge_manifest=merge)
+            monkeypatch.setattr(shards, "record_shard", retry_commits_first)
+            assert retry.rows == 5
+        record(directory, info, merge=merge)
+
+    monkeypatch.setattr(shards, "record_shard", retry_commits_first)
+    zombie = write_shard(path, batches(3), overwrite=True, merge_manifest=merge)
+    monkeypatch.setattr(shards, "record_shard", record)
+    assert calls[0].rows == 3  # the zombie's entry was written after the retry's
+    assert zombie.rows == 5 and zombie.bytes == path.stat().st_size  # it recorded the file on disk
+    if not merge:
+        shards.rebuild_manifest(tmp_path)
+    assert read_manifest(tmp_path) == {"unit.parquet": zombie}
+    report = validate(tmp_path)
+    assert report.ok, report.problems + [p for s in report.shards for p in s.problems]
+    assert [t["program_id"] for t in iter_traces(tmp_path)] == [f"p{i}" for i in range(100, 105)]
+
+
 def test_plain_string_batches_are_cast_and_foreign_ones_refused(tmp_path: Path) -> None:
     import pyarrow as pa
 
