@@ -64,6 +64,11 @@ class UnitDeadlineExceeded(SandboxError):
     """The whole unit ran past its deadline and was killed by the host."""
 
 
+class AttemptSuperseded(SandboxError):
+    """A later attempt of the unit runs it, or has committed it: this one (a worker given up for
+    lost that woke up: a frozen or cut-off node) neither commits nor removes anything."""
+
+
 class RunnerFailed(SandboxError):
     """The batch runner itself exited abnormally (not a program: the runner, e.g. bad jobs file)."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ def write_unit_shard(
     mismatches: int = 0,
     retried: bool = True,
     checked: bool = False,
+    commit_check: Callable[[], None] | None = None,
 ) -> int:
     """Write `rows` (stream objects, in the unit's order) as the unit's shard; return its bytes.
 
@@ -48,6 +49,7 @@ def write_unit_shard(
     files are looked for (a listing of the whole folder: for every unit of a big harvest, that
     alone grew quadratic; a first attempt has none to find, its unit's work folder being new).
     `checked`: `rows` have been through `checked_row` already.
+    `commit_check`: called just before the shard is renamed into place (it raises to stop that).
     """
     if retried:
         _remove_stale_temporaries(out_dir, unit.shard_name)
@@ -59,7 +61,8 @@ def write_unit_shard(
     metadata = {UNIT_ID_KEY: unit.unit_id, MISMATCHES_KEY: str(mismatches)}
     # Only the shard's own manifest entry: the driver merges `_manifest.json` once per run
     # (rebuilding it at every shard reads every entry, quadratic in the units of a harvest).
-    with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata=metadata, merge_manifest=False) as writer:
+    with ShardWriter(out_dir / unit.shard_name, overwrite=True, metadata=metadata, merge_manifest=False,
+                     commit_check=commit_check) as writer:  # fmt: skip
         for number, obj in enumerate(rows, start=1):
             if not checked:
                 obj = checked_row(obj)

@@ -7,7 +7,9 @@ Exactly-once, step by step:
 - the batch runner skips program ids already in its stream, so a unit that died half-way resumes;
 - rows are de-duplicated by program id (a pytest job adds one row per traced call, then its own);
 - the shard is written under a temporary name and renamed into place by `ShardWriter`, and its
-  name is derived from the unit id, so a redone unit replaces, never duplicates.
+  name is derived from the unit id, so a redone unit replaces, never duplicates;
+- an attempt that a later one superseded (its worker was frozen or cut off, given up for lost by
+  Ray, and woke up) starts no round, commits no shard and removes nothing (`_check_current`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harvest.errors import RunnerFailed, SandboxError, StorageError, UnitDeadlineExceeded
+from harvest.errors import (
+    AttemptSuperseded,
+    RunnerFailed,
+    SandboxError,
+    StorageError,
+    UnitDeadlineExceeded,
+)
 from harvest.inputs import Program
 from harvest.plan import HarvestSettings, WorkUnit
 from harvest.sandbox.base import Sandbox, UnitRequest, open_regular
@@ -121,6 +129,7 @@ def _execute_unit(
         pending = [p for p in unit.programs if p.program_id not in done]
         if not pending:
             break
+        _check_current(unit, work, attempt_dir, attempt)  # a round would lay out its folder again
         rounds += 1
         jobs = attempt_dir / f"jobs-{rounds}.jsonl"
         _write_rows(jobs, (p.job() for p in pending))
@@ -191,7 +200,11 @@ def _execute_unit(
             rows_in, checked = _drain(shard_rows), True
         else:
             rows_in, checked = unique_rows(stream, claims), False
-        shard_bytes = write_unit_shard(out_dir, unit, rows_in, mismatches, retried=attempt > 1, checked=checked)
+        _check_current(unit, work, attempt_dir, attempt)
+        shard_bytes = write_unit_shard(
+            out_dir, unit, rows_in, mismatches, retried=attempt > 1, checked=checked,
+            commit_check=lambda: _check_current(unit, work, attempt_dir, attempt),
+        )  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
     rows = list(done.values())
     counts: dict[str, int] = {}
@@ -342,6 +355,32 @@ def _cut_torn_tail(path: Path, chunk: int = 1 << 16) -> None:
         if end < size:
             log.info("%s: cutting off a torn last line (%d bytes)", path, size - end)
             f.truncate(end)
+
+
+def _check_current(unit: WorkUnit, work: Path, attempt_dir: Path, attempt: int) -> None:
+    """Raise `AttemptSuperseded` when another attempt took the unit over: its folder is gone (a
+    later attempt committed the unit and removed its work folder), or a later attempt's exists.
+
+    Ray retries a unit once it gives its worker up for lost (its node stopped answering); a worker
+    that was only frozen or cut off wakes up and goes on. Were it to commit the unit's shard and
+    remove the unit's work folder, it would pull the folder from under the retry running in it."""
+    if not attempt_dir.is_dir():
+        why = "its folder is gone (another attempt committed the unit)"
+    else:
+        later = sorted(n for n in _attempt_numbers(work) if n > attempt)
+        if not later:
+            return
+        why = f"attempt {later[-1]} runs the unit (this one was given up for lost)"
+    log.warning("unit %s: attempt %d stops without committing: %s", unit.unit_id, attempt, why)
+    raise AttemptSuperseded(f"unit {unit.unit_id}: attempt {attempt} was superseded: {why}")
+
+
+def _attempt_numbers(work: Path) -> list[int]:
+    try:
+        names = [p.name for p in work.iterdir()]
+    except FileNotFoundError:
+        return []
+    return [int(n[8:]) for n in names if n.startswith("attempt-") and n[8:].isdigit()]
 
 
 def _new_attempt_dir(work: Path) -> tuple[Path, int]:

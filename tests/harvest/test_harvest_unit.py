@@ -350,3 +350,61 @@ def test_a_runner_failure_reaches_the_driver_whole() -> None:
     # or all the driver can say is "Failed to deserialize exception".
     failure = pickle.loads(pickle.dumps(RunnerFailed("the runner exited", exit_code=3, stderr_tail="why")))
     assert (str(failure), failure.exit_code, failure.stderr_tail) == ("the runner exited", 3, "why")
+
+
+
+class FrozenMidRound(LocalSandbox):
+    """A worker frozen while its runner ran (its node given up for lost by Ray): meanwhile the
+    unit's retry starts elsewhere; then the worker wakes up and goes on with its unit."""
+
+    def __init__(self, out: Path, unit) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.out, self.unit = out, unit
+
+    def run_unit(self, req):  # type: ignore[no-untyped-def]
+        outcome = super().run_unit(req)
+        retry = unit_work_dir(self.out, self.unit.unit_id) / "attempt-2"
+        retry.mkdir()
+        (retry / "stream.jsonl").write_text("")  # the retry's runner writes here
+        return outcome
+
+
+def test_a_worker_that_wakes_up_while_its_unit_is_retried_commits_and_removes_nothing(tmp_path: Path) -> None:
+    """It committed the unit's shard and removed the unit's work folder: the retry's own folder,
+    pulled from under its runner (the retry then failed, or could not write its files)."""
+    from harvest.errors import AttemptSuperseded
+
+    (unit,) = plan_units([call(f"p{i}", f"    return x + {i}") for i in range(3)], SETTINGS)
+    with pytest.raises(AttemptSuperseded, match="attempt 1 was superseded: attempt 2 runs the unit"):
+        execute_unit(unit, SETTINGS, tmp_path, "run-1", FrozenMidRound(tmp_path, unit))
+    assert (unit_work_dir(tmp_path, unit.unit_id) / "attempt-2" / "stream.jsonl").exists()  # left to the retry
+    assert not (tmp_path / unit.shard_name).exists()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_worker_that_wakes_up_after_its_unit_was_retried_leaves_the_retrys_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frozen with its rows read, about to write the shard, while the retry committed the unit:
+    it replaced the retry's shard (and the shard the driver counted) with its own."""
+    import harvest.unit as unit_module
+    from harvest.errors import AttemptSuperseded
+    from schemas.shards import read_manifest
+
+    (unit,) = plan_units([call(f"p{i}", f"    return x + {i}") for i in range(3)], SETTINGS)
+    run_records = unit_module._run_records
+    committed = {}
+
+    def frozen_here(stream: Path):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(unit_module, "_run_records", run_records)
+        retry = execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+        assert retry.attempt == 2
+        committed.update(read_manifest(tmp_path) or {})
+        return run_records(stream)
+
+    monkeypatch.setattr(unit_module, "_run_records", frozen_here)
+    with pytest.raises(AttemptSuperseded, match="attempt 1 was superseded: its folder is gone"):
+        execute_unit(unit, SETTINGS, tmp_path, "run-1", LocalSandbox())
+    assert read_manifest(tmp_path) == committed  # the retry's shard and entry, untouched
+    assert committed[unit.shard_name].bytes == (tmp_path / unit.shard_name).stat().st_size
+    assert not unit_work_dir(tmp_path, unit.unit_id).exists()
