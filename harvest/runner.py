@@ -217,8 +217,9 @@ def run_unit_task(unit: WorkUnit, settings: HarvestSettings, out_dir: str, run_i
     """Body of the Ray task: run the unit, return its `UnitResult` as a dict."""
     import ray
 
+    node_id = ray.get_runtime_context().get_node_id()
     try:
-        result = execute_unit(unit, settings, Path(out_dir), run_id, _worker_sandbox(settings.sandbox))
+        result = execute_unit(unit, settings, Path(out_dir), run_id, _worker_sandbox(settings.sandbox), node_id)
     except SandboxError as exc:
         if not getattr(exc, "retryable", True):
             raise UnitFailed(f"{type(exc).__name__}: {exc}") from exc
@@ -236,7 +237,7 @@ def run_unit_task(unit: WorkUnit, settings: HarvestSettings, out_dir: str, run_i
                 ) from exc
         raise  # Ray retries these (retry_exceptions)
     # Anything else (StorageError: the output folder is full, read-only or gone) is not retried.
-    result.node_id = ray.get_runtime_context().get_node_id()
+    result.node_id = node_id
     return asdict(result)
 
 
@@ -340,6 +341,8 @@ def run_units(
     out = str(out_dir.resolve())
     stop = ""  # why no further unit can succeed: an engine that stopped answering, an unusable --out
     slots = _SlotWatch(settings.sandbox)
+    node_losses: dict[str, int] = {}  # unit id -> times its node was lost while it ran (see _on_lost_nodes)
+    last_look = time.monotonic()
     try:
         while in_flight or (pending and not stop):
             if not max_in_flight and pending:
@@ -356,6 +359,15 @@ def run_units(
                     ray.cancel(ref, force=True)
                     del in_flight[ref]
                     on_failure(unit, f"not finished: {lost}")
+            if time.monotonic() - last_look >= SLOTS_POLL_S:
+                last_look = time.monotonic()
+                for ref, unit in _on_lost_nodes(in_flight, out_dir, run_id):
+                    del in_flight[ref]
+                    node_losses[unit.unit_id] = node_losses.get(unit.unit_id, 0) + 1
+                    if node_losses[unit.unit_id] > TASK_RETRIES:
+                        on_failure(unit, f"its node was lost {node_losses[unit.unit_id]} times while it ran")
+                        continue
+                    in_flight[remote.remote(unit, settings, out, run_id)] = unit
             for ref in ready:
                 unit = in_flight.pop(ref)
                 try:
@@ -381,6 +393,35 @@ def run_units(
             except Exception as cancel_exc:  # the interruption is what the caller must see
                 log.debug("cannot cancel a unit's task: %s", cancel_exc)
         raise
+
+
+def _on_lost_nodes(in_flight: dict[Any, WorkUnit], out_dir: Path, run_id: str) -> list[tuple[Any, WorkUnit]]:
+    """The units in flight whose node the cluster no longer lists as alive; their tasks cancelled.
+
+    A node that dies outright takes its workers' connections down, and Ray retries their tasks at
+    once. One that stalls (frozen, its network cut off) keeps them open: the cluster declares it
+    dead within its health check, but the driver keeps waiting on its tasks until gRPC's keepalive
+    gives up on the worker (Ray's default: 5 minutes, then 2 more). The driver runs them again
+    itself; a worker that wakes up later finds its attempt superseded (see harvest.unit)."""
+    import ray
+
+    if not in_flight:
+        return []
+    from harvest.unit import running_on
+
+    alive = {n.get("NodeID") for n in ray.nodes() if n.get("Alive")}
+    found = []
+    for ref, unit in in_flight.items():
+        node = running_on(out_dir, unit.unit_id, run_id)
+        if not node or node in alive:
+            continue
+        log.warning("unit %s: its node %s left the Ray cluster while it ran: running it again", unit.unit_id, node)
+        try:
+            ray.cancel(ref, force=True)  # and Ray's own retry of it, should the worker's connection drop
+        except Exception as exc:
+            log.debug("cannot cancel the task of unit %s: %s", unit.unit_id, exc)
+        found.append((ref, unit))
+    return found
 
 
 def _cause(exc: BaseException) -> BaseException | None:

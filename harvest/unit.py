@@ -81,15 +81,18 @@ def execute_unit(
     out_dir: Path,
     run_id: str,
     sandbox: Sandbox,
+    node_id: str = "",
 ) -> UnitResult:
     """Trace every program of `unit` in one sandbox and commit its shard; return its metadata.
+
+    `node_id`: the Ray node that runs it, recorded with the attempt (the driver watches it).
 
     Raises `SandboxError` when the sandbox failed, `StorageError` when the unit's files could not
     be written (its shard never appears half-written: see `ShardWriter`)."""
     if not out_dir.is_dir():  # not created again here: the harvest that made it is gone with it
         raise StorageError(f"the output folder {out_dir} no longer exists (removed while the harvest ran?)")
     try:
-        return _execute_unit(unit, settings, out_dir, run_id, sandbox)
+        return _execute_unit(unit, settings, out_dir, run_id, sandbox, node_id)
     except OSError as exc:
         if exc.errno is None:
             raise  # not a system call's error (HTTP client errors are OSErrors too)
@@ -103,13 +106,15 @@ def _execute_unit(
     out_dir: Path,
     run_id: str,
     sandbox: Sandbox,
+    node_id: str = "",
 ) -> UnitResult:
     started = time.monotonic()
     cpu_started = time.process_time()
     work = unit_work_dir(out_dir, unit.unit_id)
     attempt_dir, attempt = _new_attempt_dir(work)
     # Who runs this attempt: for post-mortems of a unit that died (and for the resume tests).
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id, "started_at": time.time()}
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "node_id": node_id, "run_id": run_id,
+             "started_at": time.time()}  # fmt: skip
     (attempt_dir / "attempt.json").write_text(json.dumps(owner), encoding="utf-8")
     stream = attempt_dir / "stream.jsonl"
     # What is known of each finished program (its row without events and output: a unit's rows in
@@ -381,6 +386,21 @@ def _attempt_numbers(work: Path) -> list[int]:
     except FileNotFoundError:
         return []
     return [int(n[8:]) for n in names if n.startswith("attempt-") and n[8:].isdigit()]
+
+
+def running_on(out_dir: Path, unit_id: str, run_id: str) -> str:
+    """The Ray node that runs the unit's latest attempt of run `run_id` ('' when none is known)."""
+    work = unit_work_dir(out_dir, unit_id)
+    numbers = _attempt_numbers(work)
+    if not numbers:
+        return ""
+    try:
+        owner = json.loads((work / f"attempt-{max(numbers)}" / "attempt.json").read_bytes())
+    except (OSError, ValueError):
+        return ""  # not written yet, or its unit committed meanwhile
+    if not isinstance(owner, dict) or owner.get("run_id") != run_id:
+        return ""  # an attempt of an earlier run, not started yet in this one
+    return str(owner.get("node_id") or "")
 
 
 def _new_attempt_dir(work: Path) -> tuple[Path, int]:
