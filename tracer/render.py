@@ -306,6 +306,12 @@ def _is_stdlib_class(t: type, module: str, name: str) -> bool:
 
 
 _EXC_STR_READS = _exc_str_reads()
+# The builtin ``__str__`` slots that do not format ``args`` (only the attributes listed above):
+# an exception group's says ``"<message> (<n> sub-exceptions)"`` whatever its exceptions are.
+_EXC_STR_IGNORES_ARGS = frozenset(
+    m for m in [_type_dict(getattr(builtins, "BaseExceptionGroup", BaseException)).get("__str__")]
+    if m in _EXC_STR_READS and m is not _BASE_EXC_STR  # PYBEHAVIOR: 3.11+ exception groups
+)
 
 
 class _Budget:
@@ -630,7 +636,7 @@ class Renderer:
         reads = _EXC_STR_READS.get(method)
         if reads is None or not (method is _BASE_EXC_STR or type_module_is_builtins(cls)):
             return False
-        if not self._plain(args):
+        if method not in _EXC_STR_IGNORES_ARGS and not self._plain(args):
             return False
         for getter, allowed in reads:
             t = type(getter(exc))

@@ -160,6 +160,20 @@ def test_unicode_errors_and_groups_with_user_attributes() -> None:
         assert no_user_code(R.exception_message, g) == ""
 
 
+def test_exception_group_messages_are_what_str_says() -> None:
+    # A group's __str__ formats its message and the number of its exceptions, never its args
+    # (which hold the exceptions themselves, not plain values): found by fuzzing except*.
+    if sys.version_info < (3, 11):
+        return  # no exception groups
+    for g in (ExceptionGroup("g", [ValueError("m")]),  # noqa: F821  (3.11+)
+              ExceptionGroup("two", [ValueError(1), TypeError()]),  # noqa: F821
+              BaseExceptionGroup("b", [KeyboardInterrupt()])):  # noqa: F821
+        assert no_user_code(R.exception_message, g) == str(g)
+    g = ExceptionGroup("g", [ValueError(Loud())])  # noqa: F821
+    assert no_user_code(R.exception_message, g) == "g (1 sub-exception)"
+    assert no_user_code(R.render_exception, g) == "ExceptionGroup: g (1 sub-exception)"
+
+
 class SpoofedModule(Exception):
     __module__ = "builtins"
 
