@@ -411,6 +411,13 @@ class MonitoringBackend(Backend):
             infos[id(code)] = info
             return info
 
+        def body_locals(act, frame):
+            # A module or class body (and every frame on 3.12) has no proxy kept: its f_locals,
+            # without the names that must not be read (SafeLocals), as Recorder.line reads them.
+            if act.hidden is None:
+                return frame.f_locals
+            return safe_locals(act, frame.f_locals)
+
         def truncate():
             rec.truncated_reason = "max_events"
             rec.halt()
@@ -513,19 +520,19 @@ class MonitoringBackend(Backend):
                 n = len(events)
                 delta = None
                 if prev is None or n != act.clock or act.rescan or full_scan:
-                    delta = full_delta(act, act.proxy if act.proxy is not None else frame.f_locals)
+                    delta = full_delta(act, act.proxy if act.proxy is not None else body_locals(act, frame))
                 elif prev is _ENTERED:
                     pass  # nothing ran since the call event read every local
                 else:
                     eff = act.effects.get(prev)
                     if eff is None:
-                        delta = full_delta(act, act.proxy if act.proxy is not None else frame.f_locals)
+                        delta = full_delta(act, act.proxy if act.proxy is not None else body_locals(act, frame))
                     elif eff.inert:  # the previous line can change nothing, unless it read a defaultdict
                         if eff.subscr and renderer.saw_defaultdict:
-                            mapping = act.proxy if act.proxy is not None else frame.f_locals
+                            mapping = act.proxy if act.proxy is not None else body_locals(act, frame)
                             delta = line_delta(act, mapping, eff, frame, True)
                         elif eff.consumes and renderer.saw_lazy:  # ``if x in it:``, see Recorder.line
-                            mapping = act.proxy if act.proxy is not None else frame.f_locals
+                            mapping = act.proxy if act.proxy is not None else body_locals(act, frame)
                             delta = line_delta(act, mapping, eff, frame, False)
                     else:
                         names = eff.simple
@@ -558,7 +565,7 @@ class MonitoringBackend(Backend):
                                     break
                         mapping = act.proxy
                         if mapping is None:
-                            mapping = frame.f_locals
+                            mapping = body_locals(act, frame)
                         if names is None:
                             delta = line_delta(act, mapping, eff, frame, force)
                         else:
