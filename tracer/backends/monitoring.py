@@ -412,11 +412,9 @@ class MonitoringBackend(Backend):
             return info
 
         def body_locals(act, frame):
-            # A module or class body (and every frame on 3.12) has no proxy kept: its f_locals,
-            # without the names that must not be read (SafeLocals), as Recorder.line reads them.
-            if act.hidden is None:
-                return frame.f_locals
-            return safe_locals(act, frame.f_locals)
+            # A module or class body (every frame on 3.12) keeps no proxy: its f_locals, without
+            # the names that must not be read (SafeLocals), as Recorder.line reads them.
+            return frame.f_locals if act.hidden is None else safe_locals(act, frame.f_locals)
 
         def truncate():
             rec.truncated_reason = "max_events"
@@ -564,8 +562,8 @@ class MonitoringBackend(Backend):
                                     names = None
                                     break
                         mapping = act.proxy
-                        if mapping is None:
-                            mapping = body_locals(act, frame)
+                        if mapping is None:  # body_locals, inline: the common path
+                            mapping = frame.f_locals if act.hidden is None else safe_locals(act, frame.f_locals)
                         if names is None:
                             delta = line_delta(act, mapping, eff, frame, force)
                         else:
