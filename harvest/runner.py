@@ -183,11 +183,16 @@ def check_docker_nodes(images: Sequence[str]) -> None:
         )
 
 
-def _node_left(node_id: str) -> bool:
-    """Whether the cluster no longer lists the node as alive."""
+def _alive_nodes() -> set[str]:
+    """The ids of the nodes the cluster lists as alive."""
     import ray
 
-    return not any(n.get("NodeID") == node_id and n.get("Alive") for n in ray.nodes())
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("NodeID")}
+
+
+def _node_left(node_id: str) -> bool:
+    """Whether the cluster no longer lists the node as alive."""
+    return node_id not in _alive_nodes()
 
 
 def _check_this_node(images: list[str]) -> str:
@@ -409,7 +414,7 @@ def _on_lost_nodes(in_flight: dict[Any, WorkUnit], out_dir: Path, run_id: str) -
         return []
     from harvest.unit import running_on
 
-    alive = {n.get("NodeID") for n in ray.nodes() if n.get("Alive")}
+    alive = _alive_nodes()
     found = []
     for ref, unit in in_flight.items():
         node = running_on(out_dir, unit.unit_id, run_id)

@@ -405,7 +405,7 @@ def running_on(out_dir: Path, unit_id: str, run_id: str) -> str:
 
 def _new_attempt_dir(work: Path) -> tuple[Path, int]:
     work.mkdir(parents=True, exist_ok=True)
-    attempt = 1 + sum(1 for p in work.iterdir() if p.name.startswith("attempt-"))
+    attempt = 1 + max(_attempt_numbers(work), default=0)
     while True:
         path = work / f"attempt-{attempt}"
         try:
