@@ -1,7 +1,7 @@
 """Storage benchmark on the CRUXEval traces: bytes per event of our Parquet shards against JSON Lines
 + zstd at the same level, and write throughput against the tracer's event rate (one core).
 
-    .venv/bin/python benchmarks/storage.py [--level 9] [--repeat 1] [--corpus PATH]
+    .venv/bin/python benchmarks/storage.py [--levels 1,3,9,19] [--repeat 1] [--corpus PATH]
 
 Both formats store the same rows (the tracer's stream objects plus source, image and trace_id).
 Targets: Parquet no larger than JSONL+zstd; writing faster than the tracer produces events.
