@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from harvest.sandbox.docker import LABEL_RUN
+from harvest.shard_io import committed_shards
 
 BIN = Path(sys.executable).parent
 WORLDTRACE = str(BIN / "worldtrace")
@@ -99,20 +105,50 @@ class Cluster:
         return node
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A one-node Ray cluster (2 CPUs, 2 Docker slots) of our own; stopped (only it) at the end."""
-    tmp = tmp_path_factory.mktemp("ray")
-    port = _free_port()
-    # Ray enables token authentication for the clusters it starts; drivers given an explicit
-    # address use it only when told to. The cluster gets its own token (a fresh CI machine has none).
+def cluster_env(**ray_settings: str) -> dict[str, str]:
+    """The environment of a Ray cluster of our own (and of its drivers), with `ray_settings`.
+
+    Ray enables token authentication for the clusters it starts; drivers given an explicit
+    address use it only when told to. The cluster gets its own token (a fresh CI machine has none).
+    """
     env = {
         **os.environ,
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        **ray_settings,
     }
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@contextmanager
+def quick_cluster(tmp: Path, docker_slots: int, **ray_settings: str) -> Iterator[Cluster]:
+    """A cluster of our own, its head of one CPU and `docker_slots` Docker slots, whose GCS declares
+    a node that stops answering dead within seconds (Ray's default takes about half a minute)."""
+    port = _free_port()
+    env = cluster_env(RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3", **ray_settings)
+    ray_tmp = tempfile.mkdtemp(prefix="wt-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    args = ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={ray_tmp}"]
+    if docker_slots:
+        args.append(f"--resources={json.dumps({'worldtrace_docker': docker_slots})}")
+    head = start_node(args, tmp / "head.log", env)
+    cluster = Cluster(address=f"127.0.0.1:{port}", env=env, tmp=tmp, nodes=[head])
+    try:
+        wait_for_nodes(cluster.address, 1, env, cluster.nodes)
+        yield cluster
+    finally:
+        for node in reversed(cluster.nodes):
+            node.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A one-node Ray cluster (2 CPUs, 2 Docker slots) of our own; stopped (only it) at the end."""
+    tmp = tmp_path_factory.mktemp("ray")
+    port = _free_port()
+    env = cluster_env()
     head = start_node(
         ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
          f"--resources={json.dumps({'worldtrace_docker': 2})}", f"--temp-dir={tmp / 't'}"],
@@ -160,3 +196,64 @@ def sleepy_programs(path: Path, n: int, seconds: float) -> Path:
             source = f"import time\n\ndef f(x):\n    time.sleep({seconds})\n    return x * {i}\n"
             f.write(json.dumps({"id": f"slow-{i:03d}", "source": source, "entrypoint": "f", "input": "2"}) + "\n")
     return path
+
+
+# -- nodes that come and go (test_harvest_node_loss.py, test_harvest_node_stall.py) -------------
+
+
+def docker_args(programs: Path, out: Path, cluster: Cluster, per_unit: int) -> list[str | Path]:
+    """`worldtrace harvest` arguments: `programs` in Docker sandboxes on `cluster`, silent."""
+    return [programs, "--out", out, "--sandbox", "docker", "--programs-per-unit", str(per_unit),
+            "--ray-address", cluster.address, "-s"]  # fmt: skip
+
+
+def assert_same_result(out: Path, reference: Path, n_programs: int) -> None:
+    """`out` holds what the uninterrupted harvest `reference` holds, and nothing besides."""
+    ids = trace_ids(out)
+    assert len(ids) == len(set(ids)) == n_programs
+    assert ids == trace_ids(reference)
+    assert [p.name for p in shard_files(out)] == [p.name for p in shard_files(reference)]
+    assert committed_shards(out) == {p.name for p in shard_files(out)}
+    assert leftovers(out) == [] and list((out / ".worldtrace" / "work").iterdir()) == []
+    check = subprocess.run([WORLDTRACE, "validate", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def run_containers(run_id: str) -> list[str]:
+    done = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_RUN}={run_id}"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.split()
+
+
+def processes_of(node: RayNode) -> list[tuple[int, str]]:
+    """Pid and command line of every process in the node's session (`ray start` began it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == node.proc.pid:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def unit_started_on(node: RayNode, out: Path, proc: subprocess.Popen[str]) -> str:
+    """The id of a unit that a worker of `node` runs, once its first program has started (the
+    others of the unit still to run)."""
+    work = out / ".worldtrace" / "work"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the harvest ended before the node could be lost"
+        for attempt in sorted(work.glob("*/attempt-1")) if work.exists() else []:
+            try:
+                pid = json.loads((attempt / "attempt.json").read_text())["pid"]
+                started = sum(p.read_text().count("\n") for p in attempt.glob("**/stream.jsonl.started"))
+                on_node = os.getsid(pid) == node.proc.pid
+            except (OSError, ValueError):
+                continue
+            if on_node and started == 1:
+                return attempt.parent.name
+        time.sleep(0.02)  # polling the units' progress, not synchronising
+    raise AssertionError("no unit started on the node")

@@ -7,32 +7,30 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harvest.sandbox.docker import LABEL_RUN
 from harvest.shard_io import committed_shards
 from tests.harvest.conftest import (
     WORLDTRACE,
     Cluster,
     RayNode,
-    _free_port,
+    assert_same_result,
+    docker_args,
     harvest_cmd,
     leftovers,
+    processes_of,
+    quick_cluster,
+    run_containers,
     run_harvest,
-    shard_files,
     sleepy_programs,
-    start_node,
     trace_ids,
-    wait_for_nodes,
+    unit_started_on,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
@@ -47,16 +45,11 @@ def programs(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> P
     return sleepy_programs(tmp_path_factory.mktemp("inputs") / "slow.jsonl", N_PROGRAMS, SLOW_S)
 
 
-def docker_args(programs: Path, out: Path, cluster: Cluster, per_unit: int = PER_UNIT) -> list[str | Path]:
-    return [programs, "--out", out, "--sandbox", "docker", "--programs-per-unit", str(per_unit),
-            "--ray-address", cluster.address, "-s"]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def reference(ray_cluster: Cluster, programs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted harvest of the programs (on the one node of the cluster)."""
     out = tmp_path_factory.mktemp("reference")
-    done = run_harvest(*docker_args(programs, out, ray_cluster), env=ray_cluster.env)
+    done = run_harvest(*docker_args(programs, out, ray_cluster, PER_UNIT), env=ray_cluster.env)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -68,9 +61,9 @@ def test_a_node_lost_mid_unit_has_its_units_redone_by_the_others(
     out = tmp_path / "out"
     node = ray_cluster.add_node(cpus=1, docker_slots=1)
     try:
-        proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, ray_cluster)), env=ray_cluster.env,
+        proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, ray_cluster, PER_UNIT)), env=ray_cluster.env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        victim = _unit_started_on(node, out, proc)
+        victim = unit_started_on(node, out, proc)
         lose(node, only="raylet" if what == "the raylet" else "")
         _, stderr = proc.communicate(timeout=600)
     finally:
@@ -84,72 +77,20 @@ def test_a_node_lost_mid_unit_has_its_units_redone_by_the_others(
     assert results[victim]["attempt"] >= 2
     assert data["complete"] and not data["failed_units"] and data["counts"] == {"ok": N_PROGRAMS}
     assert data["units"]["ran"] == N_PROGRAMS // PER_UNIT
-    assert_same_result(out, reference)
+    assert_same_result(out, reference, N_PROGRAMS)
     # The lost node's container (on the shared engine here) is gone with the run.
     assert run_containers(data["run_id"]) == []
-
-
-def assert_same_result(out: Path, reference: Path) -> None:
-    ids = trace_ids(out)
-    assert len(ids) == len(set(ids)) == N_PROGRAMS
-    assert ids == trace_ids(reference)
-    assert [p.name for p in shard_files(out)] == [p.name for p in shard_files(reference)]
-    assert committed_shards(out) == {p.name for p in shard_files(out)}
-    assert leftovers(out) == [] and list((out / ".worldtrace" / "work").iterdir()) == []
-    check = subprocess.run([WORLDTRACE, "validate", str(out)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-
-
-def run_containers(run_id: str) -> list[str]:
-    done = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_RUN}={run_id}"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return done.stdout.split()
 
 
 def lose(node: RayNode, only: str = "") -> None:
     """SIGKILL every process of the node (its `ray start`, raylet, agents and workers: the machine
     is gone), or only those whose command line has `only` in it."""
-    for pid, cmdline in _processes_of(node):
+    for pid, cmdline in processes_of(node):
         if only in cmdline:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _processes_of(node: RayNode) -> list[tuple[int, str]]:
-    """Pid and command line of every process in the node's session (`ray start` began it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == node.proc.pid:
-                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
-        except OSError:
-            continue  # gone meanwhile
-    return found
-
-
-def _unit_started_on(node: RayNode, out: Path, proc: subprocess.Popen[str]) -> str:
-    """The id of a unit that a worker of `node` runs, once its first program has started (the
-    others of the unit still to run)."""
-    work = out / ".worldtrace" / "work"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the harvest ended before the node could be lost"
-        for attempt in sorted(work.glob("*/attempt-1")) if work.exists() else []:
-            try:
-                pid = json.loads((attempt / "attempt.json").read_text())["pid"]
-                started = sum(p.read_text().count("\n") for p in attempt.glob("**/stream.jsonl.started"))
-                on_node = os.getsid(pid) == node.proc.pid
-            except (OSError, ValueError):
-                continue
-            if on_node and started == 1:
-                return attempt.parent.name
-        time.sleep(0.02)  # polling the units' progress, not synchronising
-    raise AssertionError("no unit started on the node")
-
 
 
 def test_a_harvest_started_just_after_a_node_was_lost_runs_on_the_others(
@@ -177,27 +118,8 @@ def head_without_docker(tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of our own whose head has no Docker slots (as on many real clusters: it runs the
     driver), so that the nodes that join are the only ones that can run units. Its GCS notices a
     lost node within seconds (Ray's default health check takes about half a minute)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_health_check_period_ms": "1000",
-        "RAY_health_check_failure_threshold": "3",
-    }
-    env.pop("RAY_ADDRESS", None)
-    ray_tmp = tempfile.mkdtemp(prefix="wt-ray-")  # short: Ray's socket paths must fit in 107 bytes
-    head = start_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={ray_tmp}"],
-                      tmp_path / "head.log", env)  # fmt: skip
-    cluster = Cluster(address=f"127.0.0.1:{port}", env=env, tmp=tmp_path, nodes=[head])
-    try:
-        wait_for_nodes(cluster.address, 1, env, cluster.nodes)
+    with quick_cluster(tmp_path, docker_slots=0) as cluster:
         yield cluster
-    finally:
-        for node in reversed(cluster.nodes):
-            node.stop()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_losing_the_last_node_with_docker_slots_stops_the_harvest_and_a_rerun_finishes_it(
@@ -213,7 +135,7 @@ def test_losing_the_last_node_with_docker_slots_stops_the_harvest_and_a_rerun_fi
     proc = subprocess.Popen(harvest_cmd(*docker_args(few, out, cluster, per_unit=2)), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        victim = _unit_started_on(node, out, proc)
+        victim = unit_started_on(node, out, proc)
         lose(node)
         _, stderr = proc.communicate(timeout=180)  # it waited for good
     finally:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,22 +16,21 @@ from pathlib import Path
 import pytest
 
 from harvest.plan import shard_name
-from harvest.sandbox.docker import LABEL_ATTEMPT, LABEL_RUN, LABEL_UNIT
+from harvest.sandbox.docker import LABEL_ATTEMPT, LABEL_UNIT
 from harvest.shard_io import committed_shards
 from tests.harvest.conftest import (
-    WORLDTRACE,
     Cluster,
-    _free_port,
+    RayNode,
+    assert_same_result,
+    docker_args,
     harvest_cmd,
-    leftovers,
+    processes_of,
+    quick_cluster,
+    run_containers,
     run_harvest,
-    shard_files,
     sleepy_programs,
-    start_node,
-    trace_ids,
-    wait_for_nodes,
+    unit_started_on,
 )
-from tests.harvest.test_harvest_node_loss import _processes_of, _unit_started_on
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
 
@@ -45,31 +41,10 @@ DEADLINE_S = 120.0  # for each awaited state (a loaded 2-core machine starts con
 @pytest.fixture(scope="module")
 def fast_cluster(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster of our own whose head has one Docker slot, and whose GCS declares a node dead
-    after ~3 s without an answer (a frozen node's raylet accepts connections, never answers) (Ray's default health check takes about half a minute)."""
-    tmp = tmp_path_factory.mktemp("stall")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_health_check_period_ms": "1000",
-        "RAY_health_check_failure_threshold": "3",
-        "RAY_health_check_timeout_ms": "1000",  # a frozen raylet never answers: each check waits it out
-    }
-    env.pop("RAY_ADDRESS", None)
-    ray_tmp = tempfile.mkdtemp(prefix="wt-ray-")  # short: Ray's socket paths must fit in 107 bytes
-    head = start_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                       f"--resources={json.dumps({'worldtrace_docker': 1})}", f"--temp-dir={ray_tmp}"],
-                      tmp / "head.log", env)  # fmt: skip
-    cluster = Cluster(address=f"127.0.0.1:{port}", env=env, tmp=tmp, nodes=[head])
-    try:
-        wait_for_nodes(cluster.address, 1, env, cluster.nodes)
+    after ~3 s without an answer (a frozen node's raylet accepts connections but never answers,
+    so each health check waits its timeout out)."""
+    with quick_cluster(tmp_path_factory.mktemp("stall"), docker_slots=1, RAY_health_check_timeout_ms="1000") as cluster:
         yield cluster
-    finally:
-        for node in reversed(cluster.nodes):
-            node.stop()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +52,11 @@ def programs(fast_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     return sleepy_programs(tmp_path_factory.mktemp("inputs") / "slow.jsonl", N_PROGRAMS, SLOW_S)
 
 
-def docker_args(programs: Path, out: Path, cluster: Cluster) -> list[str | Path]:
-    return [programs, "--out", out, "--sandbox", "docker", "--programs-per-unit", str(PER_UNIT),
-            "--ray-address", cluster.address, "-s"]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def reference(fast_cluster: Cluster, programs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted harvest of the programs (on the head alone)."""
     out = tmp_path_factory.mktemp("reference")
-    done = run_harvest(*docker_args(programs, out, fast_cluster), env=fast_cluster.env)
+    done = run_harvest(*docker_args(programs, out, fast_cluster, PER_UNIT), env=fast_cluster.env)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -103,15 +73,15 @@ def test_a_stalled_node_that_wakes_up_while_its_unit_is_retried_leaves_the_retry
     node = cluster.add_node(cpus=1, docker_slots=1)
     stopped: list[int] = []
     paused: list[str] = []
-    proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, cluster)), env=cluster.env,
+    proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, cluster, PER_UNIT)), env=cluster.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        victim = _unit_started_on(node, out, proc)
+        victim = unit_started_on(node, out, proc)
         work = out / ".worldtrace" / "work" / victim
         zombie = json.loads((work / "attempt-1" / "attempt.json").read_text())["pid"]
         stderr_log = os.readlink(f"/proc/{zombie}/fd/2")  # the worker's log file
         # The node stalls: every process of it, and its unit's container.
-        for pid, _ in _processes_of(node):
+        for pid, _ in processes_of(node):
             os.kill(pid, signal.SIGSTOP)
             stopped.append(pid)
         first = _pause(_container(victim, 1), paused)
@@ -135,26 +105,13 @@ def test_a_stalled_node_that_wakes_up_while_its_unit_is_retried_leaves_the_retry
             os.kill(pid, signal.SIGCONT)
         _, stderr = proc.communicate(timeout=300)
     finally:
-        for container in list(paused):
-            _unpause(container, paused)
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        node.stop()
-        cluster.nodes.remove(node)
+        _wake_and_remove(node, cluster, proc, stopped, paused)
     assert proc.returncode == 0, stderr
-    data = json.loads((out / "harvest-run.json").read_text())
-    results = {r["unit_id"]: r for r in data["unit_results"]}
-    assert len(results) == len(data["unit_results"]) == N_PROGRAMS // PER_UNIT
+    data, results = _run_record(out)
     # The retry, left alone, finished the unit in one go (not a third run from scratch).
     assert results[victim]["attempt"] == 2 and results[victim]["sandbox_failures"] == []
     assert data["complete"] and not data["failed_units"] and data["counts"] == {"ok": N_PROGRAMS}
-    assert_same_result(out, reference)
+    assert_same_result(out, reference, N_PROGRAMS)
     assert run_containers(data["run_id"]) == []
 
 
@@ -168,12 +125,12 @@ def test_a_stalled_node_that_wakes_up_after_the_harvest_ended_changes_nothing(
     node = cluster.add_node(cpus=1, docker_slots=1)
     stopped: list[int] = []
     paused: list[str] = []
-    proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, cluster)), env=cluster.env,
+    proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, cluster, PER_UNIT)), env=cluster.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        victim = _unit_started_on(node, out, proc)
+        victim = unit_started_on(node, out, proc)
         zombie = json.loads((out / ".worldtrace" / "work" / victim / "attempt-1" / "attempt.json").read_text())["pid"]
-        for pid, _ in _processes_of(node):
+        for pid, _ in processes_of(node):
             os.kill(pid, signal.SIGSTOP)
             stopped.append(pid)
         _pause(_container(victim, 1), paused)
@@ -186,26 +143,39 @@ def test_a_stalled_node_that_wakes_up_after_the_harvest_ended_changes_nothing(
             _unpause(container, paused)
         _wait_for(lambda: not _alive(zombie), None, "the woken worker to end (its node was declared dead)")
     finally:
-        for container in list(paused):
-            _unpause(container, paused)
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        node.stop()
-        cluster.nodes.remove(node)
+        _wake_and_remove(node, cluster, proc, stopped, paused)
     assert _snapshot(out) == before
+    data, results = _run_record(out)
+    assert results[victim]["attempt"] == 2
+    assert data["complete"] and not data["failed_units"] and data["counts"] == {"ok": N_PROGRAMS}
+    assert_same_result(out, reference, N_PROGRAMS)
+    assert run_containers(data["run_id"]) == []
+
+
+def _wake_and_remove(
+    node: RayNode, cluster: Cluster, proc: subprocess.Popen[str], stopped: list[int], paused: list[str]
+) -> None:
+    """Whatever happened: continue what the test stopped and paused, end the harvest, drop the node."""
+    for container in list(paused):
+        _unpause(container, paused)
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    node.stop()
+    cluster.nodes.remove(node)
+
+
+def _run_record(out: Path) -> tuple[dict, dict[str, dict]]:
+    """The run record, and its unit results by unit id (each unit counted once)."""
     data = json.loads((out / "harvest-run.json").read_text())
     results = {r["unit_id"]: r for r in data["unit_results"]}
     assert len(results) == len(data["unit_results"]) == N_PROGRAMS // PER_UNIT
-    assert results[victim]["attempt"] == 2
-    assert data["complete"] and not data["failed_units"] and data["counts"] == {"ok": N_PROGRAMS}
-    assert_same_result(out, reference)
-    assert run_containers(data["run_id"]) == []
+    return data, results
 
 
 def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
@@ -220,23 +190,6 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def assert_same_result(out: Path, reference: Path) -> None:
-    ids = trace_ids(out)
-    assert len(ids) == len(set(ids)) == N_PROGRAMS
-    assert ids == trace_ids(reference)
-    assert [p.name for p in shard_files(out)] == [p.name for p in shard_files(reference)]
-    assert committed_shards(out) == {p.name for p in shard_files(out)}
-    assert leftovers(out) == [] and list((out / ".worldtrace" / "work").iterdir()) == []
-    check = subprocess.run([WORLDTRACE, "validate", str(out)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-
-
-def run_containers(run_id: str) -> list[str]:
-    done = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_RUN}={run_id}"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return done.stdout.split()
 
 
 def _container(unit_id: str, attempt: int) -> str:

@@ -556,26 +556,27 @@ class MonitoringOracle:
         if self.mine(code):
             self.enter(code, False)
 
-    def leave(self, code, extra):
-        fr = sys._getframe(2)
+    def leave(self, code, extra, fr=None):
+        fr = fr or sys._getframe(2)  # the program's frame: this method's caller's caller
         self.emit("return", code, fr.f_lineno, extra, fr=fr)
         self.stack.pop()
 
-    def on_return(self, code, off, val):
+    def end(self, code, how):
+        """The frame of `code` is done (returned or unwound): it leaves the live frames."""
         if self.mine(code):
-            fr = sys._getframe(1)
-            self.leave(code, "ret")
+            fr = sys._getframe(2)  # the program's frame (end <- on_return/on_unwind <- it)
+            self.leave(code, how, fr)
             del self.live[id(fr)]
+
+    def on_return(self, code, off, val):
+        self.end(code, "ret")
 
     def on_yield(self, code, off, val):
         if self.mine(code):
             self.leave(code, "ret")
 
     def on_unwind(self, code, off, exc):
-        if self.mine(code):
-            fr = sys._getframe(1)
-            self.leave(code, "unwind")
-            del self.live[id(fr)]
+        self.end(code, "unwind")
 
     def on_raise(self, code, off, exc):
         if self.mine(code):
