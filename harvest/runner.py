@@ -131,9 +131,9 @@ def task_slots(sandbox: str) -> int:
     return slots
 
 
-def check_docker_nodes(images: Sequence[str]) -> None:
+def check_docker_nodes(images: Sequence[str], backend: str = "auto") -> None:
     """Before any unit runs: on every node that offers Docker slots, the engine answers and has
-    `images` built. Any unit may run on any such node, so a node without them would fail its units
+    `images` built (and those of your own can run the tracer with `backend`). Any unit may run on any such node, so a node without them would fail its units
     (an image missing on one node is no reason to retry elsewhere: Ray's retries are blind)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -148,7 +148,7 @@ def check_docker_nodes(images: Sequence[str]) -> None:
             max_retries=0,
             name="worldtrace-node-check",
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-        ).remote(list(images)): n
+        ).remote(list(images), backend): n
         for n in nodes
     }
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=NODE_CHECK_TIMEOUT_S)
@@ -195,15 +195,14 @@ def _node_left(node_id: str) -> bool:
     return node_id not in _alive_nodes()
 
 
-def _check_this_node(images: list[str]) -> str:
+def _check_this_node(images: list[str], backend: str) -> str:
     """On a node: what keeps it from running units of `images` ('' when nothing)."""
-    from harvest.sandbox.docker import DockerSandbox, describe_missing_images
+    from harvest.sandbox.docker import DockerSandbox
 
     try:
-        missing = DockerSandbox(reap_on_start=False).missing_images(images)
+        return "; ".join(DockerSandbox(reap_on_start=False).image_problems(images, backend))
     except SandboxError as exc:
         return str(exc)
-    return describe_missing_images(missing) if missing else ""
 
 
 # One sandbox per worker process, created on first use (the Docker client is reused across units).

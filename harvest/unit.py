@@ -64,6 +64,7 @@ class UnitResult:
     runner_cpu_s: float = 0.0  # CPU time of the batch runners and their programs (their run records)
     host_cpu_s: float = 0.0  # CPU time of the process that ran the unit (jobs, stream, shard)
     node_id: str = ""
+    image_id: str = ""  # the Docker image id the unit's last sandbox ran ('' for the local sandbox)
     sandbox_failures: list[str] = field(default_factory=list)
     mismatches: int = 0  # rows whose return value differs from the program's expected output
     # How the batch runs confined the programs (Landlock), one entry per distinct run record value;
@@ -128,6 +129,7 @@ def _execute_unit(
     shard_rows: deque[dict[str, Any]] | None = None
     sandbox_time = 0.0
     start_stop = 0.0  # of which: starting and removing containers (or runner processes)
+    image_id = ""
     rounds = 0
     failures: list[str] = []
     while True:
@@ -162,6 +164,7 @@ def _execute_unit(
         try:
             outcome = sandbox.run_unit(request)
             start_stop += outcome.startup_s + outcome.teardown_s
+            image_id = outcome.image_id or ""
         except (RunnerFailed, UnitDeadlineExceeded) as exc:
             # The runner or the container died: maybe a program took it down. See what was done.
             failure = exc
@@ -231,6 +234,7 @@ def _execute_unit(
         runner_cpu_s=runner_cpu,
         confinements=confinements,
         host_cpu_s=time.process_time() - cpu_started,
+        image_id=image_id,
         sandbox_failures=failures,
         mismatches=mismatches,
     )

@@ -49,8 +49,9 @@ LOCK_FILE = ".worldtrace/harvest.lock"
     "images",
     multiple=True,
     metavar="NAME",
-    help=f"Image to run programs in (catalog name, see `worldtrace images list`); repeat to run "
-    f"every program in several images. Default: {DEFAULT_IMAGE}. Programs may name their own.",
+    help=f"Image to run programs in: a catalog name (see `worldtrace images list`) or any image of your "
+    f"own on the Docker engine (its python3 runs the tracer); repeat to run every program in several "
+    f"images. Default: {DEFAULT_IMAGE}. Programs may name their own.",
 )
 @click.option(
     "--sandbox",
@@ -254,7 +255,7 @@ def _check_monitoring(images: list[str]) -> None:
         elif image in catalog:
             where, python = image, catalog[image].python
         else:
-            continue  # an image only the engine knows: its Python is not known here
+            continue  # an image of your own: the engine check runs its Python (check_own_image)
         if tuple(int(part) for part in python.split(".")[:2]) < (3, 12):
             too_old.append(f"{where} has Python {python}")
     if too_old:
@@ -330,7 +331,7 @@ def _harvest(
     checks_todo = [c for c in checks if c.shard_name not in checked]
     if settings.sandbox == "docker":
         # With the embedded Ray, this engine runs every unit: a missing image is known now.
-        _prepare_docker(sorted({u.image for u in todo + checks_todo}) if ray_address is None else [])
+        _prepare_docker(sorted({u.image for u in todo + checks_todo}) if ray_address is None else [], settings.backend)
     manifest = RunManifestWriter(out, record)
     manifest.write(force=True)
 
@@ -437,7 +438,7 @@ def _harvest(
     try:
         if settings.sandbox == "docker" and ray_address is not None:
             # On a cluster every node with Docker slots may run any unit: check their engines now.
-            runner.check_docker_nodes(sorted({u.image for u in todo + checks_todo}))
+            runner.check_docker_nodes(sorted({u.image for u in todo + checks_todo}), settings.backend)
         if held:
             raise KeyboardInterrupt(f"signal {held[0]}")  # held while Ray started
         progress = _progress_bar(sum(len(u) for u in todo + checks_todo), silent)
@@ -510,20 +511,21 @@ def _progress_bar(total: int, silent: bool) -> Any:
     return tqdm(total=total, unit="program", desc="harvest", file=sys.stderr, ncols=min(width, 120))
 
 
-def _prepare_docker(images: list[str]) -> None:
-    """Remove containers of dead harvests; check that `images` are built on this engine."""
-    from harvest.sandbox.docker import DockerSandbox, describe_missing_images
+def _prepare_docker(images: list[str], backend: str) -> None:
+    """Remove containers of dead harvests; check that `images` are on this engine and that the
+    images of your own among them can run the tracer."""
+    from harvest.sandbox.docker import DockerSandbox
 
     docker = DockerSandbox(reap_on_start=False)
     try:
         removed = docker.reap()
-        missing = docker.missing_images(images)
+        problems = docker.image_problems(images, backend)
     finally:
         docker.close()
     if removed:
         log.warning("removed %d containers left behind by dead harvests", removed)
-    if missing:
-        raise WorldtraceError(describe_missing_images(missing))
+    if problems:
+        raise WorldtraceError("; ".join(problems))
 
 
 def _reap_run(run_id: str) -> None:

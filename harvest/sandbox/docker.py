@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -77,6 +78,11 @@ REAP_INTERVAL_S = 300.0
 MAX_RUN_RECORD_BYTES = 1 << 20
 # The batch runner's own stdout/stderr (not the programs': those go to the stream) is capped.
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}}
+# What an image of your own (not in the catalog) must run: its Python's version, then the tracer's
+# batch runner imported (written for the oldest Python, so that an old one reaches the version line).
+IMAGE_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3]); sys.stdout.flush(); import tracer.batch"
+MIN_PYTHON = (3, 8)
+MAX_TESTED_PYTHON = (3, 13)
 
 
 def _process_start_time(pid: int) -> str:
@@ -146,22 +152,28 @@ class DockerSandbox(Sandbox):
             self.reap()
 
     # -- images ---------------------------------------------------------------------------------
-    def resolve_image(self, image: str) -> str:
-        """A catalog name's recipe-hash tag; anything else is taken as a Docker image reference."""
+    def catalog(self) -> dict[str, Any]:
+        """The image catalog, read once."""
         if self._catalog is None:
             from images.catalog import load_catalog
 
             self._catalog = load_catalog()
-        spec = self._catalog.get(image)
+        return self._catalog
+
+    def resolve_image(self, image: str) -> str:
+        """A catalog name's recipe-hash tag; anything else is taken as a Docker image reference
+        (an image of your own)."""
+        spec = self.catalog().get(image)
         return str(spec.tag) if spec is not None else image
 
-    def _image_id(self, ref: str, name: str) -> str:
+    def _inspect_image(self, ref: str, name: str) -> dict[str, Any]:
+        """The engine's description of image `ref` (catalog name `name`): its id and config."""
         from docker.errors import APIError, DockerException
         from docker.errors import ImageNotFound as DockerImageNotFound
         from requests.exceptions import RequestException
 
         try:
-            return str(self.client.api.inspect_image(ref)["Id"])
+            return dict(self.client.api.inspect_image(ref))
         except DockerImageNotFound:
             hint = (
                 f"build it with `worldtrace images build {name}`"
@@ -182,10 +194,69 @@ class DockerSandbox(Sandbox):
         missing = []
         for image in images:
             try:
-                self._image_id(self.resolve_image(image), image)
+                self._inspect_image(self.resolve_image(image), image)
             except ImageNotFound:
                 missing.append(image)
         return missing
+
+    def image_problems(self, images: Sequence[str], backend: str = "auto") -> list[str]:
+        """What keeps units of `images` from running on this engine: images it does not have, and
+        images of your own (not in the catalog) whose Python cannot run the tracer (see
+        `check_own_image`). Empty when nothing does."""
+        missing = self.missing_images(images)
+        problems = [describe_missing_images(missing)] if missing else []
+        for image in images:
+            if image not in missing and image not in self.catalog():
+                problem = self.check_own_image(image, backend)
+                if problem:
+                    problems.append(problem)
+        return problems
+
+    def check_own_image(self, image: str, backend: str = "auto") -> str:
+        """Run one short container of `image` (an image the catalog does not describe) under the
+        sandbox's limits to find out what its `python3` is: '' when it can run the tracer with
+        `backend`, else what is wrong (no python3 on its PATH, a Python older than the tracer
+        supports, a tracer that does not import there, no sys.monitoring for --backend monitoring)."""
+        from docker.errors import APIError, DockerException
+        from docker.types import Mount
+        from requests.exceptions import RequestException
+
+        info = self._inspect_image(image, image)
+        user = CONTAINER_USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
+        container = None
+        try:
+            container = self.client.containers.create(
+                info["Id"],
+                entrypoint=["python3", "-c", IMAGE_PROBE],
+                user=user,
+                network_mode="none",
+                read_only=True,
+                tmpfs={"/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                pids_limit=64,
+                mem_limit="256m",
+                memswap_limit="256m",
+                init=True,
+                mounts=[Mount(TRACER_MOUNT, str(self.tracer_dir), type="bind", read_only=True)],
+                environment={**_image_env(info, DETERMINISTIC_ENV), "HOME": "/tmp"},
+                working_dir="/tmp",
+                labels={LABEL_RUN: "image-check", LABEL_OWNER: self.owner, LABEL_IMAGE: image},
+                detach=True,
+            )
+            with self._lock:
+                self._active[container.id] = container
+            container.start()
+            code = int(container.wait(timeout=max(60.0, engine_timeout_s())).get("StatusCode", -1))
+            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        except APIError as exc:
+            return f"image {image!r}: a container of it did not start: {exc.explanation or exc}"
+        except (DockerException, RequestException) as exc:
+            raise self._engine_error(f"checking the Python of image {image}", exc) from exc
+        finally:
+            if container is not None:
+                self._remove(container)
+        return _own_image_problem(image, code, output, backend)
 
     # -- running --------------------------------------------------------------------------------
     def run_unit(self, req: UnitRequest) -> UnitOutcome:
@@ -202,7 +273,8 @@ class DockerSandbox(Sandbox):
         if time.monotonic() - self._last_reap > REAP_INTERVAL_S:
             self.reap()
         ref = self.resolve_image(req.image)
-        image_id = self._image_id(ref, req.image)
+        image = self._inspect_image(ref, req.image)
+        image_id = str(image["Id"])
         record_use(ref)  # for the node's least-recently-used image eviction
         unit_dir = _unit_dir(req.output_path)
         _prepare_unit_dir(unit_dir, req)
@@ -214,7 +286,7 @@ class DockerSandbox(Sandbox):
                 try:
                     creating = True
                     container = self.client.containers.create(
-                        image_id, **self._container_options(req, unit_dir, ref)
+                        image_id, **self._container_options(req, unit_dir, ref, image)
                     )
                     with self._lock:
                         self._active[container.id] = container
@@ -276,13 +348,15 @@ class DockerSandbox(Sandbox):
             details={"image": ref},
         )
 
-    def _container_options(self, req: UnitRequest, unit_dir: Path, ref: str) -> dict[str, Any]:
+    def _container_options(self, req: UnitRequest, unit_dir: Path, ref: str, image: dict[str, Any]) -> dict[str, Any]:
         from docker.types import LogConfig, Mount, Ulimit
 
         user = CONTAINER_USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
         return {
+            # The runner, whatever ENTRYPOINT and CMD the image has (an image of your own may have
+            # an entrypoint that runs its application, or a shell script, first).
+            "entrypoint": ["python3"],
             "command": [
-                "python3",
                 *req.runner_args(f"{OUT_MOUNT}/jobs.jsonl", f"{OUT_MOUNT}/stream.jsonl"),
                 # each program starts with them empty, whatever the one before it left there
                 *SCRATCH_ARGS,
@@ -314,8 +388,7 @@ class DockerSandbox(Sandbox):
                 ),
             ],
             "environment": {
-                **DETERMINISTIC_ENV,
-                "PYTHONPATH": str(Path(TRACER_MOUNT).parent),
+                **_image_env(image, DETERMINISTIC_ENV),
                 "HOME": "/tmp",
                 "TMPDIR": "/tmp",
             },
@@ -482,6 +555,43 @@ class DockerSandbox(Sandbox):
         for container in active:
             if not self._remove(container):
                 return  # the engine does not answer: `reap` removes them later
+
+
+def _image_env(image: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """`env` with PYTHONPATH set to the tracer's folder, followed by the image's own PYTHONPATH
+    (an image of your own may keep its project's modules there). The image's other variables stay
+    as they are: the engine sets them, and `env` overrides them."""
+    path = str(Path(TRACER_MOUNT).parent)
+    for item in (image.get("Config") or {}).get("Env") or ():
+        name, _, value = item.partition("=")
+        if name == "PYTHONPATH" and value:
+            path = f"{path}:{value}"
+    return {**env, "PYTHONPATH": path}
+
+
+def _own_image_problem(image: str, exit_code: int, output: str, backend: str) -> str:
+    """What the probe of an image of your own (IMAGE_PROBE) says is wrong with it, or ''."""
+    lines = output.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    version = tuple(int(p) for p in first.split(".")[:2]) if re.fullmatch(r"\d+\.\d+\.\d+\S*", first) else None
+    if exit_code == 127 and version is None:
+        return f"image {image!r} has no `python3` on its PATH (the batch runner runs as `python3 -m tracer`)"
+    if version is None:
+        return f"image {image!r}: `python3` did not say its version (exit code {exit_code}): {tail(output).strip()}"
+    if version < MIN_PYTHON:
+        return (
+            f"image {image!r} has Python {first}; the tracer needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer"
+        )
+    if exit_code != 0:
+        last = lines[-1].strip() if lines else ""
+        return f"image {image!r}: the tracer does not import under its Python {first}: {last}"
+    if backend == "monitoring" and version < (3, 12):
+        return f"image {image!r} has Python {first}; --backend monitoring needs 3.12+ (sys.monitoring)"
+    if version > MAX_TESTED_PYTHON:
+        log.warning(
+            "image %r has Python %s; the tracer is tested on 3.8 to %d.%d", image, first, *MAX_TESTED_PYTHON
+        )
+    return ""
 
 
 def describe_missing_images(missing: Sequence[str]) -> str:

@@ -210,9 +210,8 @@ def _image_built(name: str) -> bool:
 
         sandbox = DockerSandbox(reap_on_start=False)
         try:
-            sandbox._image_id(sandbox.resolve_image(name), name)
+            return not sandbox.missing_images([name])
         finally:
             sandbox.close()
-        return True
     except Exception:
         return False

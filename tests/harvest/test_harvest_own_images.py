@@ -1,0 +1,138 @@
+"""Harvests in images of your own: any image on the engine that the catalog does not describe
+(`--image myorg/app:1`). The runner runs whatever ENTRYPOINT the image has, with the image's
+PYTHONPATH and other variables; an image whose `python3` cannot run the tracer is refused before
+any unit runs, naming the image and why."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.harvest.conftest import run_harvest, shard_files
+
+pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
+
+# An application image: its entrypoint runs the application (which would take the runner's
+# arguments as its own and print something else), its project's modules are on its PYTHONPATH,
+# and it sets a variable of its own.
+APP_DOCKERFILE = """\
+FROM {base}
+USER root
+RUN mkdir -p /opt/lib && printf 'def triple(x):\\n    return 3 * x\\n' > /opt/lib/mylib.py \\
+ && printf 'import sys\\nprint("the app, not the runner", sys.argv)\\n' > /app.py
+ENV PYTHONPATH=/opt/lib GREETING=hello
+ENTRYPOINT ["python3", "/app.py"]
+USER runner
+"""
+NO_PYTHON_DOCKERFILE = "FROM {base}\nUSER root\nRUN rm /usr/bin/python3 /usr/bin/python3.11\nUSER runner\n"
+# Stand-ins for interpreters the tracer cannot run under: a `python3` first on the PATH that says
+# it is an old version, and one whose tracer import fails.
+FAKE_PYTHON_DOCKERFILE = """\
+FROM {base}
+USER root
+RUN printf '#!/bin/sh\\n{script}\\n' > /usr/local/bin/python3 && chmod 755 /usr/local/bin/python3
+USER runner
+"""
+OLD_PYTHON = "echo 3.7.3"
+BROKEN_TRACER = "echo 3.11.2; echo Traceback; echo SyntaxError: invalid syntax; exit 1"
+
+PROGRAM = """\
+import os
+
+def f(x):
+    import mylib
+    return mylib.triple(x), os.environ.get("GREETING")
+"""
+
+
+def _build(engine: Any, tmp: Path, dockerfile: str) -> str:
+    context = tmp / uuid.uuid4().hex[:8]
+    context.mkdir()
+    (context / "Dockerfile").write_text(dockerfile)
+    tag = f"worldtrace-own-image-test-{context.name}:1"
+    engine.images.build(path=str(context), tag=tag, network_mode="none", rm=True)
+    return tag
+
+
+@pytest.fixture(scope="module")
+def own_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    import docker
+
+    from images.builder import ImageBuilder
+    from images.catalog import get_spec
+
+    engine = docker.from_env()
+    base = ImageBuilder(engine).ensure(get_spec("base-py311"))
+    tmp = tmp_path_factory.mktemp("own-images")
+    tags: dict[str, str] = {}
+    try:
+        tags["app"] = _build(engine, tmp, APP_DOCKERFILE.format(base=base))
+        tags["no-python"] = _build(engine, tmp, NO_PYTHON_DOCKERFILE.format(base=base))
+        tags["old-python"] = _build(engine, tmp, FAKE_PYTHON_DOCKERFILE.format(base=base, script=OLD_PYTHON))
+        tags["broken-tracer"] = _build(engine, tmp, FAKE_PYTHON_DOCKERFILE.format(base=base, script=BROKEN_TRACER))
+        yield tags
+    finally:
+        for tag in tags.values():
+            engine.images.remove(tag, force=True)
+        engine.close()
+
+
+def _programs(tmp: Path) -> Path:
+    path = tmp / "programs.jsonl"
+    path.write_text(json.dumps({"id": "p1", "source": PROGRAM, "entrypoint": "f", "input": "4"}) + "\n")
+    return path
+
+
+def test_a_harvest_runs_in_an_image_of_your_own_with_its_entrypoint_and_environment(
+    own_images: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = run_harvest(_programs(tmp_path), "--out", out, "--image", own_images["app"], "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pq.read_table(shard_files(out)).to_pylist()
+    assert [(r["status"], r["return_value"], r["image"]) for r in rows] == [
+        ("ok", "(12, 'hello')", own_images["app"])
+    ], rows
+    record = json.loads(done.stdout)
+    assert record["images"] == {own_images["app"]: 1}
+    import docker
+
+    engine = docker.from_env()
+    try:  # which image content the name stood for, should the tag move later
+        assert [r["image_id"] for r in record["unit_results"]] == [engine.images.get(own_images["app"]).id]
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("image", "backend", "says"),
+    [
+        ("no-python", "auto", "has no `python3` on its PATH"),
+        ("old-python", "auto", "has Python 3.7.3; the tracer needs 3.8 or newer"),
+        ("broken-tracer", "auto", "the tracer does not import under its Python 3.11.2: SyntaxError: invalid syntax"),
+        ("app", "monitoring", "has Python 3.11.2; --backend monitoring needs 3.12+"),
+    ],
+)
+def test_an_image_whose_python_cannot_run_the_tracer_is_refused_before_any_unit_runs(
+    own_images: dict[str, str], tmp_path: Path, image: str, backend: str, says: str
+) -> None:
+    import docker
+
+    out = tmp_path / "out"
+    done = run_harvest(_programs(tmp_path), "--out", out, "--image", own_images[image], "--backend", backend)
+    assert done.returncode == 1
+    assert f"image {own_images[image]!r} {says}" in done.stderr or f"image {own_images[image]!r}: {says}" in done.stderr, (
+        done.stderr[-2000:]
+    )
+    assert not out.exists()  # refused before anything was written
+    engine = docker.from_env()
+    try:  # the check's own container is gone too
+        assert not engine.containers.list(all=True, filters={"label": "worldtrace.run=image-check"})
+    finally:
+        engine.close()
