@@ -160,6 +160,7 @@ class ChildSetup(object):
         fsize_bytes: int,
         reset_signals: Optional[List[int]] = None,
         deadline: float = 0.0,
+        startup_modules: Optional[List[str]] = None,
     ) -> None:
         self.parent_pid = parent_pid
         self.stdout_w = stdout_w
@@ -174,6 +175,9 @@ class ChildSetup(object):
         # the parent knows its own handlers, so the child skips the resets that change nothing.
         self.reset_signals = reset_signals
         self.deadline = deadline  # time.monotonic() of the parent's kill (0: none)
+        # A script job with `modules`: what `python SCRIPT` has loaded before the script runs
+        # (see tracer/batch.py, startup_modules); None for other jobs.
+        self.startup_modules = startup_modules
 
 
 _CLOSE_RANGE = getattr(LIBC, "close_range", None) if sys.platform.startswith("linux") else None

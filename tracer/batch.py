@@ -404,6 +404,7 @@ class BatchRunner(object):
         self._subreaper = False
         self._current: Optional[int] = None
         self._zygote: Optional[Zygote] = None  # the fork server (tracer/_batch_zygote.py)
+        self._startup: Optional[List[str]] = None  # see _startup_modules
         self._zygote_usage = [0.0, 0]  # CPU seconds and page faults of the fork servers that ended
         self._oom_file: Optional[str] = None  # the cgroup's OOM-kill counter (memory.events)
         self._oom_kills = 0
@@ -672,6 +673,7 @@ class BatchRunner(object):
             fsize_bytes=self.max_file_bytes,
             reset_signals=self._signal_resets,
             deadline=time.monotonic() + kill_after if kill_after > 0 else 0.0,
+            startup_modules=self._startup_modules() if job.modules else None,
         )
         # plain data: the child rebuilds the job without pickle's class lookups
         payload = marshal.dumps((job.__dict__, setup.__dict__))
@@ -727,6 +729,29 @@ class BatchRunner(object):
         outcome.fork_s = fork_s
         return pid
 
+    def _startup_modules(self) -> List[str]:
+        """The modules `python SCRIPT` has loaded when the script starts, with this interpreter,
+        its flags and environment: asked of a new interpreter once per runner (~20 ms), on the
+        first script job with `modules`. Empty (every module of the folder then takes the place
+        of a loaded one) when that interpreter cannot be run."""
+        if self._startup is None:
+            import subprocess
+
+            command = [
+                sys.executable,
+                *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
+                "-c",
+                "import sys; sys.stdout.write(' '.join(sys.modules))",
+            ]
+            try:
+                done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+                self._startup = done.stdout.decode("ascii", "replace").split() if done.returncode == 0 else []
+            except (OSError, subprocess.SubprocessError):
+                self._startup = []
+            if not self._startup:
+                log.warning("could not list the modules a new interpreter starts with: %s", command)
+        return self._startup
+
     def _live_zygote(self) -> Zygote:
         if self._zygote is None or not self._zygote.alive:
             if self._zygote is not None:
@@ -744,7 +769,9 @@ class BatchRunner(object):
             setup.parent_pid = server_pid
             setup.stdout_w, setup.stderr_w, setup.result_w = fds
             limits = _with_timeout(self.limits, job.timeout_s)
-            work = _job_work(job, self.backend, limits, self.include, self.exclude, self.scratch)
+            work = _job_work(
+                job, self.backend, limits, self.include, self.exclude, self.scratch, setup.startup_modules
+            )
         except BaseException:
             try:
                 import traceback
@@ -1021,10 +1048,12 @@ def _job_work(
     include: Sequence[str],
     exclude: Sequence[str],
     scratch: Sequence[str] = (),
+    startup_modules: Optional[Sequence[str]] = None,
 ) -> Callable[..., Dict[str, Any]]:
     """What the child runs for `job`: a function of `emit` (extra traces) and `note` (progress
     messages) returning the trace. A script with `modules` runs from a folder of its own (under
-    the first scratch directory, else the temporary directory), removed afterwards."""
+    the first scratch directory, else the temporary directory), removed afterwards;
+    `startup_modules`: see `_script_with_modules`."""
 
     def work(
         emit: Callable[[Dict[str, Any]], None], note: Callable[[Dict[str, Any]], None]
@@ -1045,7 +1074,7 @@ def _job_work(
             path = job.file or _pseudo_path(job)
             return api.trace_call(path, job.entrypoint or "", job.input or "", **common)
         if job.mode == "script" and job.modules:
-            return _script_with_modules(job, scratch, common)
+            return _script_with_modules(job, scratch, common, startup_modules or ())
         if job.mode == "script":
             path = job.file or _pseudo_path(job)
             return api.trace_script(path, job.argv, **common)
@@ -1058,12 +1087,27 @@ def _job_work(
     return work
 
 
-def _script_with_modules(job: Job, scratch: Sequence[str], common: Dict[str, Any]) -> Dict[str, Any]:
+def _script_with_modules(
+    job: Job, scratch: Sequence[str], common: Dict[str, Any], startup_modules: Sequence[str]
+) -> Dict[str, Any]:
     """Trace `job`'s script run as `FOLDER/NAME.py` next to its modules, as `python` runs a file
-    (its folder first on sys.path, `__file__` its path); events name the files relative to it."""
+    (its folder first on sys.path, `__file__` its path); events name the files relative to it.
+
+    A module of the folder named like one this process has loaded (the runner's, the tracer's:
+    `json`, `random`, ...) is what `python FOLDER/NAME.py` imports under that name, unless a new
+    interpreter loads that name before any script runs (`startup_modules`: `os`, `io`, ...). So
+    the loaded one is dropped from `sys.modules` (in this child only, which runs one program):
+    the tracer keeps its own references to it, the program imports the folder's."""
     import tempfile
 
     from tracer import api
+
+    startup = frozenset(startup_modules)
+    for top in sorted({path.split("/", 1)[0][:-3] if path.endswith(".py") and "/" not in path
+                       else path.split("/", 1)[0] for path, _ in job.modules}):  # fmt: skip
+        if top in sys.modules and top not in startup:
+            for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+                del sys.modules[name]
 
     parent = scratch[0] if scratch else tempfile.gettempdir()
     name = script_file_name(job.program_id)

@@ -692,6 +692,49 @@ def test_a_script_job_runs_next_to_its_modules(tmp_path: Path, version: str | No
         assert rows[pid]["status"] == "error" and words in rows[pid]["tracer_error"], rows[pid]
 
 
+# A student's folder: its own `random.py` and `json.py` next to the script. `python main.py`
+# imports them (the script's folder comes first on sys.path); only what a new interpreter loads at
+# start-up (`os`) stays the standard library's. The runner had loaded json and random before, and
+# the program got those instead.
+SHADOWING_MAIN = textwrap.dedent(
+    """\
+    import random, json, os
+    print(random.choice([1, 2, 3]), json.dumps({}), os.sep)
+    print(json.__file__.endswith("json.py"), os.__file__ != __file__.replace("main.py", "os.py"))
+    """
+)
+SHADOWING_MODULES = {
+    "random.py": "def choice(xs):\n    return 'mine'\n",
+    "json.py": "def dumps(obj):\n    return 'my json'\n",
+    "os.py": "sep = 'never imported'\n",
+}
+
+
+@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+def test_a_folder_module_named_like_a_loaded_one_is_imported_as_python_would(
+    tmp_path: Path, version: str | None
+) -> None:
+    python = sys.executable if version is None else pyenv_python(version)
+    if python is None:
+        pytest.skip(f"no CPython {version} from pyenv")
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "main.py").write_text(SHADOWING_MAIN)
+    for name, text in SHADOWING_MODULES.items():
+        (folder / name).write_text(text)
+    untraced = subprocess.run([python, "main.py"], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert untraced.returncode == 0, untraced.stderr
+    assert untraced.stdout == "mine my json /\nTrue True\n", untraced.stdout  # what python does
+    jobs = [{"program_id": "main", "source": SHADOWING_MAIN, "modules": SHADOWING_MODULES}]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10}, python=python, scratch=[str(scratch)])
+    assert proc.returncode == 0, proc.stderr
+    assert rows["main"]["status"] == "ok", rows["main"]
+    assert rows["main"]["stdout"] == untraced.stdout
+    assert {"random.py", "json.py"} <= {e["file"] for e in rows["main"]["events"]}
+
+
 def test_a_script_job_with_modules_traces_the_same_wherever_its_folder_is(tmp_path: Path) -> None:
     runs = []
     for name in ("a", "bb"):
