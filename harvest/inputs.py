@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from harvest.errors import ConfigError
 from harvest.script_modules import ScriptModulesError, sibling_modules
+from tracer._batch_jobs import MAX_STDIN_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ Mode = Literal["call", "script", "pytest"]
 PROGRAM_SUFFIXES = (".jsonl", ".ndjson")
 # Every key a program, CRUXEval or MBPP row may have (others are reported, not an error: datasets
 # often carry their own metadata).
-ROW_KEYS = frozenset(("id", "program_id", "source", "code", "entrypoint", "input", "argv", "image", "output",
+ROW_KEYS = frozenset(("id", "program_id", "source", "code", "entrypoint", "input", "argv", "stdin", "image", "output",
                       "expected_output", "task_id", "text", "test_list", "test_setup_code",
                       "challenge_test_list"))
 PROJECT_ROOT = "/opt/project"  # where repository images keep the project and its tests
@@ -49,6 +50,7 @@ class Program:
     entrypoint: str | None = None  # function to call (call mode)
     input: str | None = None  # argument text of the call, CRUXEval style: "'abc', 3"
     argv: tuple[str, ...] = ()
+    stdin: str | None = None  # script mode: its standard input (None: /dev/null)
     image: str | None = None  # None: the harvest's --image
     file: str | None = None  # path inside the image (pytest mode: the test folder or file)
     expected_output: str | None = None  # CRUXEval's `output`, kept for checking
@@ -73,6 +75,8 @@ class Program:
             job["input"] = self.input
         if self.argv:
             job["argv"] = list(self.argv)
+        if self.stdin is not None:  # absent when none, so a program without it keeps its hash
+            job["stdin"] = self.stdin
         if self.package:
             job["package"] = list(self.package)
         if self.cwd is not None:
@@ -84,6 +88,11 @@ class Program:
         if self.modules:  # absent when none, so a program without modules keeps its hash
             job["modules"] = dict(self.modules)
         return job
+
+    @property
+    def trace_input(self) -> str | None:
+        """Its traces' `input`: a call's argument text, a script's standard input."""
+        return self.stdin if self.mode == "script" else self.input
 
     def content_hash(self) -> str:
         """Hash of everything that decides the trace (not the origin): same program, same hash."""
@@ -278,7 +287,7 @@ def program_from_row(row: dict[str, Any], where: str) -> Program:
     keys = ", ".join(sorted(row)) or "none"
     raise InputFormatError(
         f"{where}: unknown row format (keys: {keys}); expected a program "
-        "{'id', 'source', 'entrypoint'?, 'input'?, 'argv'?, 'image'?, 'output'?}, a CRUXEval row "
+        "{'id', 'source', 'entrypoint'?, 'input'?, 'argv'?, 'stdin'?, 'image'?, 'output'?}, a CRUXEval row "
         "{'id', 'code', 'input', 'output'} or an MBPP row {'task_id', 'code', 'test_list'}"
     )
 
@@ -297,6 +306,13 @@ def _program_row(row: dict[str, Any], where: str) -> Program:
         raise InputFormatError(f"{where}: 'argv' must be a list of strings")
     if argv and entrypoint is not None:
         raise InputFormatError(f"{where}: 'argv' is for scripts; a program with an 'entrypoint' takes 'input'")
+    stdin = row.get("stdin")
+    if stdin is not None and not isinstance(stdin, str):
+        raise InputFormatError(f"{where}: 'stdin' must be the text a script reads, got {type(stdin).__name__}")
+    if stdin is not None and entrypoint is not None:
+        raise InputFormatError(f"{where}: 'stdin' is for scripts; a program with an 'entrypoint' takes 'input'")
+    if stdin is not None and len(stdin.encode("utf-8", "surrogatepass")) > MAX_STDIN_BYTES:
+        raise InputFormatError(f"{where}: 'stdin' is longer than {MAX_STDIN_BYTES >> 20} MiB")
     image = _string(row, "image", where)
     expected = row.get("output", row.get("expected_output"))
     return Program(
@@ -306,6 +322,7 @@ def _program_row(row: dict[str, Any], where: str) -> Program:
         entrypoint=entrypoint,
         input=(call_input if call_input is not None else "") if entrypoint is not None else None,
         argv=tuple(argv),
+        stdin=stdin,
         image=image,
         expected_output=expected if isinstance(expected, str) else None,
         origin=where,

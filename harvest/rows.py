@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 from typing import Any
 
 from harvest.plan import HarvestSettings
@@ -22,6 +23,16 @@ def stream_row_defaults(settings: HarvestSettings) -> dict[str, Any]:
         "memory_mb": settings.memory_mb,
     }
     return blank_trace("", limits=limits, backend=settings.backend, python_version="")
+
+
+def judged_output(text: str) -> str:
+    """A digest of printed text as programming judges compare it (whitespace at the end of each
+    line and blank lines at the end do not count): a script's stdout matches its expected output
+    when their digests are equal."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def expected_rendering(expected_output: str, max_value_chars: int = 0) -> str | None:

@@ -192,7 +192,7 @@ def _execute_unit(
         # The runner was killed while this program ran, and it never reported: the program took
         # the sandbox down with it. That is the program's outcome (a row); the others still run.
         log.warning("unit %s: program %s took the sandbox down (%s)", unit.unit_id, culprit.program_id, reason)
-        row = crashed_row(culprit.program_id, culprit.entrypoint, culprit.input, settings, reason)
+        row = crashed_row(culprit.program_id, culprit.entrypoint, culprit.trace_input, settings, reason)
         _cut_torn_tail(stream)  # the killed runner may have left half a line, which the row must not extend
         _write_rows(stream, [row], append=True)
         done[culprit.program_id] = _summary(row)
@@ -301,7 +301,7 @@ def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]]]:
 
 
 def crashed_row(
-    program_id: str, entrypoint: str | None, call_input: str | None, settings: HarvestSettings, reason: str
+    program_id: str, entrypoint: str | None, trace_input: str | None, settings: HarvestSettings, reason: str
 ) -> dict[str, Any]:
     """A stream row for a program that took its whole sandbox down, so it never reported."""
     from harvest.rows import stream_row_defaults
@@ -310,7 +310,7 @@ def crashed_row(
     row.update(
         program_id=program_id,
         entrypoint=entrypoint,
-        input=call_input,
+        input=trace_input,
         status="crashed",
         exception_message=f"the sandbox died while running this program: {reason}"[:2000],
     )
@@ -456,7 +456,17 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
         check_stream_object(row)
     except StreamFormatError:
         return {"program_id": row.get("program_id"), "status": "error", "return_value": None, "wall_time_s": 0.0}
-    return {key: row.get(key) for key in SUMMARY_KEYS}
+    return _kept(row)
+
+
+def _kept(row: dict[str, Any]) -> dict[str, Any]:
+    """SUMMARY_KEYS of a checked row, and its stdout as a judge compares it (a script's expected
+    output is its stdout)."""
+    from harvest.rows import judged_output
+
+    kept = {key: row.get(key) for key in SUMMARY_KEYS}
+    kept["judged_stdout"] = judged_output(str(row.get("stdout") or ""))
+    return kept
 
 
 def _read_round(
@@ -485,7 +495,7 @@ def _read_round(
         # the shard reads the stream again.
         row = checked_row(obj, warn=new and rows is not None)
         if new:
-            done[program_id] = {key: row.get(key) for key in SUMMARY_KEYS}
+            done[program_id] = _kept(row)
         if rows is not None:
             kept += len(line)
             rows.append(row)
@@ -532,15 +542,20 @@ def _write_rows(path: Path, rows: Any, append: bool = False) -> None:
 
 
 def _count_mismatches(unit: WorkUnit, rows: dict[str, dict[str, Any]], max_value_chars: int) -> int:
-    """Rows of programs with an expected output (CRUXEval) whose rendered return differs."""
-    from harvest.rows import expected_rendering
+    """Rows of programs with an expected output whose result differs: a call's rendered return
+    value (CRUXEval), a script's stdout (a programming judge's test: `same_stdout`)."""
+    from harvest.rows import expected_rendering, judged_output
 
     mismatches = 0
     for program in unit.programs:
-        if program.expected_output is None or program.mode != "call":
+        if program.expected_output is None or program.mode == "pytest":
+            continue
+        row = rows[program.program_id]
+        if program.mode == "script":
+            if row.get("status") != "ok" or row.get("judged_stdout") != judged_output(program.expected_output):
+                mismatches += 1
             continue
         expected = expected_rendering(program.expected_output, max_value_chars)
-        row = rows[program.program_id]
         if expected is not None and (row.get("status") != "ok" or row.get("return_value") != expected):
             mismatches += 1
     return mismatches

@@ -85,7 +85,7 @@ def trace_schema() -> pa.Schema:
         _field("program_id", pa.string(), "the program's id", nullable=False),
         _field("source", pa.string(), "the program text", nullable=False),
         _field("entrypoint", pa.string(), "function called; null for scripts"),
-        _field("input", pa.string(), "argument text of the call; null for scripts"),
+        _field("input", pa.string(), "argument text of the call; a script's stdin text (null: none)"),
         _field("image", DICT_STRING, "sandbox image the program ran in", nullable=False),
         _field("python_version", DICT_STRING, "platform.python_version() in the sandbox", nullable=False),
         _field("backend", DICT_STRING, "monitoring or settrace", nullable=False),

@@ -161,6 +161,7 @@ class ChildSetup(object):
         reset_signals: Optional[List[int]] = None,
         deadline: float = 0.0,
         startup_modules: Optional[List[str]] = None,
+        stdin: Optional[str] = None,
     ) -> None:
         self.parent_pid = parent_pid
         self.stdout_w = stdout_w
@@ -178,6 +179,8 @@ class ChildSetup(object):
         # A script job with `modules`: what `python SCRIPT` has loaded before the script runs
         # (see tracer/batch.py, startup_modules); None for other jobs.
         self.startup_modules = startup_modules
+        # A script job's standard input (None: /dev/null); set in the child from its job.
+        self.stdin = stdin
 
 
 _CLOSE_RANGE = getattr(LIBC, "close_range", None) if sys.platform.startswith("linux") else None
@@ -371,8 +374,7 @@ def run_child(
         resets = setup.reset_signals
         if resets is None or signal.SIGCHLD in resets:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
+        os.dup2(_stdin_fd(setup.stdin), 0)
         os.dup2(setup.stdout_w, 1)
         os.dup2(setup.stderr_w, 2)
         os.dup2(setup.result_w, RESULT_FD)
@@ -427,6 +429,29 @@ def run_child(
             pass
     finally:
         os._exit(code)
+
+
+def _stdin_fd(text: Optional[str]) -> int:
+    """A read-only view for fd 0: /dev/null, or a file holding `text` as UTF-8, at its start, as
+    `python SCRIPT < FILE` has it (a regular file: seekable, its size known). In memory where
+    the kernel has memfd_create, else an unlinked temporary file."""
+    if text is None:
+        return os.open(os.devnull, os.O_RDONLY)
+    data = text.encode("utf-8")
+    memfd_create = getattr(os, "memfd_create", None)
+    try:
+        fd = memfd_create("stdin", getattr(os, "MFD_CLOEXEC", 1)) if memfd_create is not None else -1
+    except OSError:
+        fd = -1
+    if fd < 0:
+        import tempfile
+
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _reset_logging() -> None:

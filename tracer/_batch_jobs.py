@@ -25,8 +25,11 @@ KNOWN_KEYS = frozenset(
         "cwd",
         "meta",
         "modules",
+        "stdin",
     )
 )
+# A script's standard input (`stdin`), as UTF-8: competitive-programming tests run to megabytes.
+MAX_STDIN_BYTES = 16 << 20
 
 
 class JobError(ValueError):
@@ -55,10 +58,17 @@ class Job:
     # script mode with `source`: (relative path, source text) of the modules that travel with
     # the program (its folder's own modules), sorted by path
     modules: Tuple[Tuple[str, str], ...] = ()
+    # script mode: the text the program reads on its standard input (None: /dev/null)
+    stdin: Optional[str] = None
     # pytest mode, set by the runner only: node ids not to run (tests that already ran, or ended
     # an earlier child of the job), when it starts pytest again after a test ended the process.
     skip_tests: Tuple[str, ...] = ()
     lineno: int = 0  # where the job came from (1-based line of the jobs file)
+
+    @property
+    def trace_input(self) -> Optional[str]:
+        """The trace's `input`: a call's argument text, a script's standard input (or None)."""
+        return self.stdin if self.mode == "script" else self.input
 
 
 def invalid_job_id(jobs_name: str, lineno: int) -> str:
@@ -130,6 +140,13 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
             program_id,
         )
 
+    stdin = _opt_str(raw, "stdin", program_id)
+    if stdin is not None:
+        if mode != "script":
+            raise JobError("`stdin` is for `script` jobs (a call takes `input`)", program_id)
+        if len(stdin) > MAX_STDIN_BYTES or len(stdin.encode("utf-8")) > MAX_STDIN_BYTES:
+            raise JobError("`stdin` is longer than %d bytes of UTF-8" % MAX_STDIN_BYTES, program_id)
+
     modules = _modules(raw.get("modules"), program_id)
     if modules and (mode != "script" or source is None):
         raise JobError("`modules` is for `script` jobs given as `source`", program_id)
@@ -180,6 +197,7 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
         cwd=cwd,
         test_timeout_s=test_timeout_s,
         modules=modules,
+        stdin=stdin,
         lineno=lineno,
     )
 

@@ -766,6 +766,7 @@ class BatchRunner(object):
             job_fields, setup_fields = marshal.loads(payload)
             job = Job(**job_fields)
             setup = ChildSetup(**setup_fields)
+            setup.stdin = job.stdin
             setup.parent_pid = server_pid
             setup.stdout_w, setup.stderr_w, setup.result_w = fds
             limits = _with_timeout(self.limits, job.timeout_s)
@@ -931,7 +932,7 @@ class BatchRunner(object):
             log.warning("%s: its report channel carried unreadable or foreign data", job.program_id)
         trace["program_id"] = job.program_id
         trace["entrypoint"] = job.entrypoint if job.mode == "call" else trace.get("entrypoint")
-        trace["input"] = job.input if job.mode == "call" else trace.get("input")
+        trace["input"] = job.trace_input if job.mode != "pytest" else trace.get("input")
         trace["limits"] = ldict
         trace["stdout"] = decode_output(bytes(out.data))
         trace["stderr"] = decode_output(bytes(err.data))
@@ -992,7 +993,7 @@ class BatchRunner(object):
         trace = self._blank(job.program_id)
         if job.mode == "call":
             trace["entrypoint"] = job.entrypoint
-            trace["input"] = job.input
+        trace["input"] = job.trace_input
         trace["limits"] = _limits_dict(_with_timeout(self.limits, job.timeout_s))
         return trace
 

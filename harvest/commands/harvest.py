@@ -131,7 +131,7 @@ def command(
     """Trace PROGRAMS in sandboxes and write the traces as Parquet shards in --out.
 
     PROGRAMS are JSON Lines files of programs ({"id", "source", "entrypoint"?, "input"?, "argv"?,
-    "image"?, "output"?}),
+    "stdin"?, "image"?, "output"?}),
     CRUXEval files ({"id", "code", "input", "output"}), MBPP files ({"task_id", "code", "test_list"}),
     Python scripts, or folders of these. Units
     of programs run in one container each, on an embedded Ray or on --ray-address. Re-running the
@@ -593,7 +593,7 @@ def _summary(record: RunRecord, out: Path) -> str:
             f"({check['rechecked_this_run']} checked by this run; {out}/{check['report']})"
         )
     if data["expected_output_mismatches"]:
-        lines.append(f"return values differing from the expected output: {data['expected_output_mismatches']}")
+        lines.append(f"results differing from the expected output (a call's return value, a script's stdout): {data['expected_output_mismatches']}")
     lines.append("")
     lines.append(f"shards are in {out}/ (manifest: {out}/_manifest.json, run: {out}/harvest-run.json)")
     lines.append("look at them with:")

@@ -32,6 +32,8 @@ def header(trace: Mapping[str, Any]) -> str:
     call = trace.get("entrypoint") or "<script>"
     if trace.get("entrypoint") and trace.get("input") is not None:
         call = f"{trace['entrypoint']}({_short(trace['input'], 80)})"
+    elif trace.get("input") is not None:  # a script's standard input
+        call = f"<script> < {_short(trace['input'], 80)}"
     if trace["status"] == "ok":
         outcome = f"returned {_short(trace.get('return_value'))}" if trace.get("entrypoint") else "finished"
     elif trace.get("exception_type"):

@@ -145,7 +145,8 @@ def body(result: PublishResult, options: PublishOptions, schema: pa.Schema) -> s
         "## How to read a trace",
         "",
         "A row is one run of a program: `source` is the program text, `entrypoint(input)` the call "
-        "that was traced (null for scripts), `status` how it ended (`ok`, `exception`, `timeout`, "
+        "that was traced (`entrypoint` null for scripts, whose `input` is the text given on their "
+        "standard input, if any), `status` how it ended (`ok`, `exception`, `timeout`, "
         "`memory`, `crashed`, `error`), with `return_value` or `exception_type`/`exception_message`.",
         "`events` lists what happened in execution order: `call` (the frame's arguments in `locals`), "
         "`line` (about to run line `lineno` of `file`, whose text is `source`), `return` (`arg` is the "

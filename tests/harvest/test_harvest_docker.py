@@ -108,6 +108,34 @@ def test_cruxeval_end_to_end(engine, base_image: str, ray_cluster: Cluster, crux
     assert containers_of(engine, data["run_id"]) == []
 
 
+SOLUTION = "n = int(input())\nxs = list(map(int, input().split()))\nprint(max(xs[:n]))\n"
+
+
+def test_contest_solutions_read_their_tests_on_stdin_and_are_judged_by_stdout(engine, base_image: str, ray_cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A programming contest's tests: one row per (solution, test input, expected output)."""
+    tests = {"t1": ("3\n4 9 2\n", "9\n"), "t2": ("2\n5 1\n", "4"), "t3": ("2\n5 x\n", "5"), "t4": ("1\n7\n", "7  \n\n")}
+    source = tmp_path / "contest.jsonl"
+    source.write_text("".join(
+        json.dumps({"id": name, "source": SOLUTION, "stdin": stdin, "output": output}) + "\n"
+        for name, (stdin, output) in tests.items()
+    ))  # fmt: skip
+    out = tmp_path / "out"
+    done = run_harvest(source, "--out", out, "--ray-address", ray_cluster.address, env=ray_cluster.env)
+    assert done.returncode == 0, done.stderr
+    assert "results differing from the expected output (a call's return value, a script's stdout): 2" in done.stdout
+    data = run_manifest(out)
+    assert data["counts"] == {"exception": 1, "ok": 3} and data["expected_output_mismatches"] == 2
+    found = {r["program_id"]: r for r in rows(out, ["program_id", "status", "input", "stdout", "exception_type"])}
+    assert {name: (r["status"], r["input"], r["stdout"]) for name, r in found.items()} == {
+        "t1": ("ok", "3\n4 9 2\n", "9\n"),
+        "t2": ("ok", "2\n5 1\n", "5\n"),  # expected 4: a wrong answer, counted
+        "t3": ("exception", "2\n5 x\n", ""),  # ValueError: counted
+        "t4": ("ok", "1\n7\n", "7\n"),  # trailing blanks and blank lines do not count
+    }
+    assert len(set(trace_ids(out))) == 4  # the same program, four inputs: four traces
+    assert containers_of(engine, data["run_id"]) == []
+
+
 # Landlock signal scoping (ABI 6) in the sandboxes: the containers run on this kernel.
 SIGNALS_SCOPED = landlock_abi()[0] >= 6
 

@@ -37,6 +37,23 @@ def test_program_rows_become_call_and_script_jobs(tmp_path: Path) -> None:
     assert b.image == "base-py313"
 
 
+def test_a_script_row_may_give_its_stdin_which_is_part_of_the_program(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "a", "source": "print(int(input()) * 2)\n", "stdin": "21\n", "output": "42"},
+            {"id": "b", "source": "print(int(input()) * 2)\n", "stdin": "22\n"},
+            {"id": "c", "source": "print(int(input()) * 2)\n"},
+        ],
+    )
+    a, b, c = load_programs([path])
+    assert a.job() == {"program_id": "a", "mode": "script", "source": "print(int(input()) * 2)\n", "stdin": "21\n"}
+    assert (a.trace_input, a.expected_output, c.trace_input) == ("21\n", "42", None)
+    assert "stdin" not in c.job()  # a script without stdin keeps the hash it had
+    hashes = {p.content_hash() for p in (a, b, c)}
+    assert len(hashes) == 3
+
+
 def test_cruxeval_rows_call_f_and_keep_the_expected_output(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [{"code": "def f(a):\n    return a", "input": "'x'", "output": "'x'", "id": "sample_0"}])
     (program,) = load_programs([path])
@@ -85,6 +102,8 @@ def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
         ('{"source": "pass"}', "p.jsonl:2: every program needs a non-empty string 'id'"),
         ('{"id": "x", "source": 3}', "p.jsonl:2: 'source' must be a string, got int"),
         ('{"id": "x", "source": "", "input": "1"}', "p.jsonl:2: 'input' given without an 'entrypoint'"),
+        ('{"id": "x", "source": "", "stdin": ["1"]}', "p.jsonl:2: 'stdin' must be the text a script reads, got list"),
+        ('{"id": "x", "source": "def f(): pass", "entrypoint": "f", "stdin": "1"}', "p.jsonl:2: 'stdin' is for scripts"),
         ('{"id": "x", "code": "def f(): pass"}', "p.jsonl:2: missing 'input'"),
         ('{"task_id": 3, "code": "", "test_list": "assert 1"}', "p.jsonl:2: 'test_list' must be a list of strings"),
         ('{"code": "", "test_list": []}', "p.jsonl:2: every program needs a non-empty string 'id'"),

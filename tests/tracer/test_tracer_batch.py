@@ -735,6 +735,61 @@ def test_a_folder_module_named_like_a_loaded_one_is_imported_as_python_would(
     assert {"random.py", "json.py"} <= {e["file"] for e in rows["main"]["events"]}
 
 
+# A programming contest's solution: it reads its test on stdin, by every means Python has.
+STDIN_SCRIPT = textwrap.dedent(
+    """\
+    import os, sys
+    n = int(input())
+    xs = [int(x) for x in sys.stdin.readline().split()]
+    rest = sys.stdin.read()
+    print(n, sum(xs[:n]), len(rest), sys.stdin.seekable(), os.fstat(0).st_size, os.read(0, 5))
+    sys.stdin.seek(0)
+    print(repr(sys.stdin.readline()))
+    """
+)
+
+
+@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+def test_a_script_job_reads_its_stdin_as_python_reads_a_redirected_file(tmp_path: Path, version: str | None) -> None:
+    """A script job could only read /dev/null: a contest solution's `input()` raised EOFError."""
+    python = sys.executable if version is None else pyenv_python(version)
+    if python is None:
+        pytest.skip(f"no CPython {version} from pyenv")
+    stdin = "3\n4 9 2 7\n" + "é" * 100_000  # past a pipe's buffer, not ASCII
+    (tmp_path / "solution.py").write_text(STDIN_SCRIPT)
+    (tmp_path / "test.in").write_text(stdin, encoding="utf-8")
+    with (tmp_path / "test.in").open("rb") as f:
+        untraced = subprocess.run([python, "solution.py"], cwd=tmp_path, stdin=f, capture_output=True, text=True, timeout=60)
+    assert untraced.returncode == 0, untraced.stderr
+    assert untraced.stdout.startswith("3 15 100000 True 200010 b''\n'3\\n'"), untraced.stdout
+    jobs = [
+        {"program_id": "solution", "source": STDIN_SCRIPT, "stdin": stdin},
+        {"program_id": "no-stdin", "source": STDIN_SCRIPT},
+        {"program_id": "slow", "source": "import time\ntime.sleep(30)\n", "stdin": "1\n", "timeout_s": 0.5},
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10}, python=python)
+    assert proc.returncode == 0, proc.stderr
+    assert rows["solution"]["status"] == "ok", rows["solution"]
+    assert rows["solution"]["stdout"] == untraced.stdout
+    assert rows["solution"]["input"] == stdin  # the trace says what the program was given
+    assert rows["no-stdin"]["exception_type"] == "EOFError" and rows["no-stdin"]["input"] is None
+    assert (rows["slow"]["status"], rows["slow"]["input"]) == ("timeout", "1\n")
+
+
+def test_stdin_is_for_script_jobs_and_text() -> None:
+    from tracer._batch_jobs import MAX_STDIN_BYTES, JobError, parse_job
+
+    job = parse_job(json.dumps({"program_id": "s", "source": "input()", "stdin": "x\n"}), 1)
+    assert (job.stdin, job.trace_input) == ("x\n", "x\n")
+    for raw, words in [
+        ({"program_id": "c", "source": "def f(): pass", "entrypoint": "f", "stdin": "x"}, "`stdin` is for `script` jobs"),
+        ({"program_id": "n", "source": "input()", "stdin": 3}, "`stdin` must be a string, got 3"),
+        ({"program_id": "b", "source": "input()", "stdin": "é" * (MAX_STDIN_BYTES // 2 + 1)}, "longer than"),
+    ]:
+        with pytest.raises(JobError, match=words):
+            parse_job(json.dumps(raw), 1)
+
+
 def test_a_script_job_with_modules_traces_the_same_wherever_its_folder_is(tmp_path: Path) -> None:
     runs = []
     for name in ("a", "bb"):
