@@ -248,7 +248,8 @@ class DockerSandbox(Sandbox):
                 self._active[container.id] = container
             container.start()
             code = int(container.wait(timeout=max(60.0, engine_timeout_s())).get("StatusCode", -1))
-            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+            stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+            stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
         except APIError as exc:
             return f"image {image!r}: a container of it did not start: {exc.explanation or exc}"
         except (DockerException, RequestException) as exc:
@@ -256,7 +257,7 @@ class DockerSandbox(Sandbox):
         finally:
             if container is not None:
                 self._remove(container)
-        return _own_image_problem(image, code, output, backend)
+        return _own_image_problem(image, code, stdout, stderr, backend)
 
     # -- running --------------------------------------------------------------------------------
     def run_unit(self, req: UnitRequest) -> UnitOutcome:
@@ -569,10 +570,12 @@ def _image_env(image: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": path}
 
 
-def _own_image_problem(image: str, exit_code: int, output: str, backend: str) -> str:
-    """What the probe of an image of your own (IMAGE_PROBE) says is wrong with it, or ''."""
-    lines = output.strip().splitlines()
-    first = lines[0].strip() if lines else ""
+def _own_image_problem(image: str, exit_code: int, stdout: str, stderr: str, backend: str) -> str:
+    """What the probe of an image of your own (IMAGE_PROBE) says is wrong with it, or ''. The
+    version is the first line on stdout (a warning the interpreter prints first goes to stderr)."""
+    output = stderr.strip() or stdout.strip()
+    lines = output.splitlines()
+    first = (stdout.strip().splitlines() or [""])[0].strip()
     version = tuple(int(p) for p in first.split(".")[:2]) if re.fullmatch(r"\d+\.\d+\.\d+\S*", first) else None
     if exit_code == 127 and version is None:
         return f"image {image!r} has no `python3` on its PATH (the batch runner runs as `python3 -m tracer`)"

@@ -41,6 +41,8 @@ USER runner
 """
 OLD_PYTHON = "echo 3.7.3"
 BROKEN_TRACER = "echo 3.11.2; echo Traceback; echo SyntaxError: invalid syntax; exit 1"
+# A real Python behind a wrapper that warns first (on stderr, as interpreters do).
+WARNING_PYTHON = 'echo "warning: could not set the locale" >&2; exec /usr/bin/python3 "$@"'
 
 PROGRAM = """\
 import os
@@ -76,6 +78,7 @@ def own_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) ->
         tags["no-python"] = _build(engine, tmp, NO_PYTHON_DOCKERFILE.format(base=base))
         tags["old-python"] = _build(engine, tmp, FAKE_PYTHON_DOCKERFILE.format(base=base, script=OLD_PYTHON))
         tags["broken-tracer"] = _build(engine, tmp, FAKE_PYTHON_DOCKERFILE.format(base=base, script=BROKEN_TRACER))
+        tags["warning-python"] = _build(engine, tmp, FAKE_PYTHON_DOCKERFILE.format(base=base, script=WARNING_PYTHON))
         yield tags
     finally:
         for tag in tags.values():
@@ -136,3 +139,16 @@ def test_an_image_whose_python_cannot_run_the_tracer_is_refused_before_any_unit_
         assert not engine.containers.list(all=True, filters={"label": "worldtrace.run=image-check"})
     finally:
         engine.close()
+
+
+def test_a_python_that_warns_on_stderr_first_is_still_understood(own_images: dict[str, str]) -> None:
+    from harvest.sandbox.docker import DockerSandbox
+
+    sandbox = DockerSandbox(reap_on_start=False)
+    try:
+        assert sandbox.image_problems([own_images["warning-python"], own_images["app"]]) == []
+        assert sandbox.image_problems([own_images["warning-python"]], backend="monitoring") == [
+            f"image {own_images['warning-python']!r} has Python 3.11.2; --backend monitoring needs 3.12+ (sys.monitoring)"
+        ]
+    finally:
+        sandbox.close()
