@@ -30,7 +30,7 @@ Mode = Literal["call", "script", "pytest"]
 PROGRAM_SUFFIXES = (".jsonl", ".ndjson")
 # Every key a program, CRUXEval or MBPP row may have (others are reported, not an error: datasets
 # often carry their own metadata).
-ROW_KEYS = frozenset(("id", "program_id", "source", "code", "entrypoint", "input", "argv", "stdin", "image", "output",
+ROW_KEYS = frozenset(("id", "program_id", "source", "code", "entrypoint", "input", "argv", "stdin", "timeout_s", "image", "output",
                       "expected_output", "task_id", "text", "test_list", "test_setup_code",
                       "challenge_test_list"))
 PROJECT_ROOT = "/opt/project"  # where repository images keep the project and its tests
@@ -287,7 +287,7 @@ def program_from_row(row: dict[str, Any], where: str) -> Program:
     keys = ", ".join(sorted(row)) or "none"
     raise InputFormatError(
         f"{where}: unknown row format (keys: {keys}); expected a program "
-        "{'id', 'source', 'entrypoint'?, 'input'?, 'argv'?, 'stdin'?, 'image'?, 'output'?}, a CRUXEval row "
+        "{'id', 'source', 'entrypoint'?, 'input'?, 'argv'?, 'stdin'?, 'timeout_s'?, 'image'?, 'output'?}, a CRUXEval row "
         "{'id', 'code', 'input', 'output'} or an MBPP row {'task_id', 'code', 'test_list'}"
     )
 
@@ -306,6 +306,11 @@ def _program_row(row: dict[str, Any], where: str) -> Program:
         raise InputFormatError(f"{where}: 'argv' must be a list of strings")
     if argv and entrypoint is not None:
         raise InputFormatError(f"{where}: 'argv' is for scripts; a program with an 'entrypoint' takes 'input'")
+    timeout_s = row.get("timeout_s")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s < float("inf")
+    ):
+        raise InputFormatError(f"{where}: 'timeout_s' must be a positive number of seconds, got {json.dumps(timeout_s)}")
     stdin = row.get("stdin")
     if stdin is not None and not isinstance(stdin, str):
         raise InputFormatError(f"{where}: 'stdin' must be the text a script reads, got {type(stdin).__name__}")
@@ -323,6 +328,7 @@ def _program_row(row: dict[str, Any], where: str) -> Program:
         input=(call_input if call_input is not None else "") if entrypoint is not None else None,
         argv=tuple(argv),
         stdin=stdin,
+        timeout_s=float(timeout_s) if timeout_s is not None else None,
         image=image,
         expected_output=expected if isinstance(expected, str) else None,
         origin=where,

@@ -131,7 +131,7 @@ def command(
     """Trace PROGRAMS in sandboxes and write the traces as Parquet shards in --out.
 
     PROGRAMS are JSON Lines files of programs ({"id", "source", "entrypoint"?, "input"?, "argv"?,
-    "stdin"?, "image"?, "output"?}),
+    "stdin"?, "timeout_s"?, "image"?, "output"?}),
     CRUXEval files ({"id", "code", "input", "output"}), MBPP files ({"task_id", "code", "test_list"}),
     Python scripts, or folders of these. Units
     of programs run in one container each, on an embedded Ray or on --ray-address. Re-running the

@@ -41,13 +41,13 @@ def test_a_script_row_may_give_its_stdin_which_is_part_of_the_program(tmp_path: 
     path = write_jsonl(
         tmp_path / "p.jsonl",
         [
-            {"id": "a", "source": "print(int(input()) * 2)\n", "stdin": "21\n", "output": "42"},
+            {"id": "a", "source": "print(int(input()) * 2)\n", "stdin": "21\n", "output": "42", "timeout_s": 2},
             {"id": "b", "source": "print(int(input()) * 2)\n", "stdin": "22\n"},
             {"id": "c", "source": "print(int(input()) * 2)\n"},
         ],
     )
     a, b, c = load_programs([path])
-    assert a.job() == {"program_id": "a", "mode": "script", "source": "print(int(input()) * 2)\n", "stdin": "21\n"}
+    assert a.job() == {"program_id": "a", "mode": "script", "source": "print(int(input()) * 2)\n", "stdin": "21\n", "timeout_s": 2.0}
     assert (a.trace_input, a.expected_output, c.trace_input) == ("21\n", "42", None)
     assert "stdin" not in c.job()  # a script without stdin keeps the hash it had
     hashes = {p.content_hash() for p in (a, b, c)}
@@ -103,6 +103,8 @@ def test_a_folder_gives_its_scripts_and_jsonl_programs() -> None:
         ('{"id": "x", "source": 3}', "p.jsonl:2: 'source' must be a string, got int"),
         ('{"id": "x", "source": "", "input": "1"}', "p.jsonl:2: 'input' given without an 'entrypoint'"),
         ('{"id": "x", "source": "", "stdin": ["1"]}', "p.jsonl:2: 'stdin' must be the text a script reads, got list"),
+        ('{"id": "x", "source": "", "timeout_s": 0}', "p.jsonl:2: 'timeout_s' must be a positive number of seconds, got 0"),
+        ('{"id": "x", "source": "", "timeout_s": "2"}', "p.jsonl:2: 'timeout_s' must be a positive number of seconds, got \"2\""),
         ('{"id": "x", "source": "def f(): pass", "entrypoint": "f", "stdin": "1"}', "p.jsonl:2: 'stdin' is for scripts"),
         ('{"id": "x", "code": "def f(): pass"}', "p.jsonl:2: missing 'input'"),
         ('{"task_id": 3, "code": "", "test_list": "assert 1"}', "p.jsonl:2: 'test_list' must be a list of strings"),
