@@ -30,8 +30,22 @@ except ImportError:  # pragma: no cover
     from threading import get_ident
 
 
-# Debugging switch: re-read and re-render every local at every line (no bytecode analysis).
-FULL_SCAN = os.environ.get("WORLDTRACE_FULL_SCAN") == "1"
+# The newest CPython the per-line bytecode analysis (codeinfo.line_effects) was checked on. It
+# reads opcodes by name, and each release renames, splits and adds some (3.14 turned
+# BINARY_SUBSCR into a BINARY_OP): on a newer interpreter a line's effects could be missed.
+NEWEST_ANALYSED = (3, 13)
+
+
+def full_scan_default(version: tuple, setting: str | None) -> bool:
+    """Whether every local is re-read and re-rendered at every line instead of the analysis:
+    WORLDTRACE_FULL_SCAN=1 (a debugging switch) or =0 (the analysis even so); unset, on an
+    interpreter newer than NEWEST_ANALYSED (exact, and slower: docs/tracer.md)."""
+    if setting in ("0", "1"):
+        return setting == "1"
+    return tuple(version[:2]) > NEWEST_ANALYSED
+
+
+FULL_SCAN = full_scan_default(sys.version_info, os.environ.get("WORLDTRACE_FULL_SCAN"))
 
 _BUILTINS = dict(vars(builtins))
 _SMALL_INT = 1 << 60

@@ -13,6 +13,7 @@ inlined comprehension whose variable shadows a cell.) The module also runs as a 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from tracer import recorder
@@ -237,6 +238,7 @@ def f():
     return log
 """,
     "exec_and_frame_locals": """\
+import os
 import sys
 
 def f():
@@ -345,3 +347,17 @@ if "pytest" in sys.modules:  # as a script, the module prints its problems (stdl
 
 if __name__ == "__main__":
     sys.stdout.write(json.dumps([p for b in backends() for p in problems(b)]) + "\n")
+
+
+def test_an_interpreter_newer_than_the_analysis_was_checked_on_gets_the_full_scan() -> None:
+    """The analysis reads opcodes by name, and each CPython release renames some (3.14 replaced
+    BINARY_SUBSCR by BINARY_OP): on a newer interpreter than it was checked on, every local is
+    re-read at every line (the full scan, which the tests above hold equal to the analysis),
+    unless WORLDTRACE_FULL_SCAN says otherwise."""
+    assert recorder.NEWEST_ANALYSED >= (3, 13)
+    newer = (recorder.NEWEST_ANALYSED[0], recorder.NEWEST_ANALYSED[1] + 1, 0)
+    assert recorder.full_scan_default(newer, None) is True
+    assert recorder.full_scan_default(newer, "0") is False
+    assert recorder.full_scan_default(recorder.NEWEST_ANALYSED + (9,), None) is False
+    assert recorder.full_scan_default((3, 8, 18), "1") is True
+    assert recorder.FULL_SCAN is recorder.full_scan_default(sys.version_info, os.environ.get("WORLDTRACE_FULL_SCAN"))
