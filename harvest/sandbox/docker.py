@@ -82,6 +82,7 @@ LOG_CONFIG = {"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}
 # batch runner imported (written for the oldest Python, so that an old one reaches the version line).
 IMAGE_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3]); sys.stdout.flush(); import tracer.batch"
 MIN_PYTHON = (3, 8)
+NO_HEALTHCHECK = {"test": ["NONE"]}
 MAX_TESTED_PYTHON = (3, 13)
 
 
@@ -241,6 +242,7 @@ class DockerSandbox(Sandbox):
                 mounts=[Mount(TRACER_MOUNT, str(self.tracer_dir), type="bind", read_only=True)],
                 environment={**_image_env(info, DETERMINISTIC_ENV), "HOME": "/tmp"},
                 working_dir="/tmp",
+                healthcheck=NO_HEALTHCHECK,
                 labels={LABEL_RUN: "image-check", LABEL_OWNER: self.owner, LABEL_IMAGE: image},
                 detach=True,
             )
@@ -397,6 +399,9 @@ class DockerSandbox(Sandbox):
             # Not the container id, which Docker would make the host name (and $HOSTNAME): a
             # program that reads it would trace differently in every run.
             "hostname": SANDBOX_HOSTNAME,
+            # Not the image's HEALTHCHECK, which the engine would run inside the sandbox beside
+            # the programs (an image of your own may have one: its files in /tmp, its CPU).
+            "healthcheck": NO_HEALTHCHECK,
             "labels": {
                 LABEL_RUN: req.run_id,
                 LABEL_UNIT: req.unit_id,

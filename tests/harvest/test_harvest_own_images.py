@@ -6,6 +6,8 @@ any unit runs, naming the image and why."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.harvest.conftest import run_harvest, shard_files
+from tests.harvest.conftest import harvest_cmd, run_harvest, shard_files
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
 
@@ -28,6 +30,7 @@ RUN mkdir -p /opt/lib && printf 'def triple(x):\\n    return 3 * x\\n' > /opt/li
  && printf 'import sys\\nprint("the app, not the runner", sys.argv)\\n' > /app.py
 ENV PYTHONPATH=/opt/lib GREETING=hello
 ENTRYPOINT ["python3", "/app.py"]
+HEALTHCHECK --interval=1s --timeout=1s CMD sh -c "echo checked >> /tmp/health.log"
 USER runner
 """
 NO_PYTHON_DOCKERFILE = "FROM {base}\nUSER root\nRUN rm /usr/bin/python3 /usr/bin/python3.11\nUSER runner\n"
@@ -152,3 +155,33 @@ def test_a_python_that_warns_on_stderr_first_is_still_understood(own_images: dic
         ]
     finally:
         sandbox.close()
+
+
+def test_the_image_healthcheck_does_not_run_beside_the_programs(own_images: dict[str, str], tmp_path: Path) -> None:
+    """The engine ran an image's HEALTHCHECK inside the sandbox while the programs ran (its file
+    appeared in their /tmp). The running container is looked at while its program waits."""
+    import docker
+
+    programs = tmp_path / "programs.jsonl"
+    programs.write_text(json.dumps({"id": "w", "source": "import time\ntime.sleep(20)\n"}) + "\n")
+    engine = docker.from_env()
+    harvest = subprocess.Popen(
+        harvest_cmd(programs, "--out", tmp_path / "out", "--image", own_images["app"], "-s"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        found: list[Any] = []
+        while not found and harvest.poll() is None and time.monotonic() < deadline:
+            found = engine.containers.list(  # a unit's, not the image check's
+                filters={"label": ["worldtrace.image=" + own_images["app"], "worldtrace.unit"]}
+            )
+            time.sleep(0.1)  # polling for the container to exist, not synchronising
+        assert found, harvest.communicate()[1][-2000:] if harvest.poll() is not None else "no container"
+        container = found[0]
+        assert container.attrs["Config"]["Healthcheck"]["Test"] == ["NONE"]
+        assert "Health" not in container.attrs["State"]
+    finally:
+        harvest.terminate()
+        harvest.communicate(timeout=120)
+        engine.close()
