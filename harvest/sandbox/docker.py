@@ -367,7 +367,7 @@ class DockerSandbox(Sandbox):
             "user": user,
             "network_mode": "none",
             "read_only": True,
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={req.tmpfs_mb}m,mode=1777"},
+            "tmpfs": {**_image_volumes(image), "/tmp": f"rw,nosuid,nodev,size={req.tmpfs_mb}m,mode=1777"},
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
             "pids_limit": req.pids,
@@ -573,6 +573,17 @@ def _image_env(image: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
         if name == "PYTHONPATH" and value:
             path = f"{path}:{value}"
     return {**env, "PYTHONPATH": path}
+
+
+def _image_volumes(image: dict[str, Any]) -> dict[str, str]:
+    """An empty read-only tmpfs over each of the image's VOLUMEs (an image of your own may declare
+    some): the engine would make each a writable anonymous volume, a writable place besides /tmp
+    and /out that is not emptied between programs (what one wrote, the next read) nor capped in
+    size. Docker mounts no anonymous volume read-only, so what the image put there is not seen.
+    Not the paths the sandbox mounts itself."""
+    ours = {"/tmp", OUT_MOUNT, TRACER_MOUNT}
+    paths = sorted((image.get("Config") or {}).get("Volumes") or {})
+    return {path: "ro,nosuid,nodev,size=1k" for path in paths if path.rstrip("/") not in ours}
 
 
 def _own_image_problem(image: str, exit_code: int, stdout: str, stderr: str, backend: str) -> str:

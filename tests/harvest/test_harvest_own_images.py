@@ -26,11 +26,12 @@ pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
 APP_DOCKERFILE = """\
 FROM {base}
 USER root
-RUN mkdir -p /opt/lib && printf 'def triple(x):\\n    return 3 * x\\n' > /opt/lib/mylib.py \\
+RUN mkdir -p /opt/lib /data && chmod 777 /data && printf 'def triple(x):\\n    return 3 * x\\n' > /opt/lib/mylib.py \\
  && printf 'import sys\\nprint("the app, not the runner", sys.argv)\\n' > /app.py
 ENV PYTHONPATH=/opt/lib GREETING=hello
 ENTRYPOINT ["python3", "/app.py"]
 HEALTHCHECK --interval=1s --timeout=1s CMD sh -c "echo checked >> /tmp/health.log"
+VOLUME /data
 USER runner
 """
 NO_PYTHON_DOCKERFILE = "FROM {base}\nUSER root\nRUN rm /usr/bin/python3 /usr/bin/python3.11\nUSER runner\n"
@@ -185,3 +186,27 @@ def test_the_image_healthcheck_does_not_run_beside_the_programs(own_images: dict
         harvest.terminate()
         harvest.communicate(timeout=120)
         engine.close()
+
+
+VOLUME_PROGRAM = """\
+import errno, os
+
+def f():
+    try:
+        open("/data/left-behind.txt", "w").write("for the next program")
+    except OSError as exc:
+        return errno.errorcode[exc.errno], os.listdir("/data")
+"""
+
+
+def test_an_image_volume_is_no_writable_place_shared_by_the_programs(own_images: dict[str, str], tmp_path: Path) -> None:
+    """The engine made the image's VOLUME a writable anonymous volume: a place besides /tmp where
+    what one program wrote stayed for the next (where Landlock does not confine the programs),
+    with no size cap. It is an empty read-only file system in the sandbox now."""
+    programs = tmp_path / "programs.jsonl"
+    programs.write_text(json.dumps({"id": "v", "source": VOLUME_PROGRAM, "entrypoint": "f"}) + "\n")
+    out = tmp_path / "out"
+    done = run_harvest(programs, "--out", out, "--image", own_images["app"], "-s")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pq.read_table(shard_files(out)).to_pylist()
+    assert [(r["status"], r["return_value"]) for r in rows] == [("ok", "('EROFS', [])")], rows
