@@ -35,6 +35,10 @@ class PrivateEngine:
         self.host = f"unix://{self.root}/docker.sock"
         self.log = self.root / "dockerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            pytest.skip("a private Docker engine needs `unshare` (util-linux) for a network namespace of its own")
+        self.netns = [unshare, "--net", "--"]
 
     def start(self) -> None:
         """Start the daemon (again) and wait until it answers; skip the test if it cannot."""
@@ -45,6 +49,10 @@ class PrivateEngine:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
+                    # In a network namespace of its own: a dockerd started with --bridge=none
+                    # deletes the host's docker0, which broke the system engine's default
+                    # network (`docker run`, `docker build` with RUN) until it was restarted.
+                    *self.netns,
                     self.dockerd,
                     f"--host={self.host}",
                     f"--data-root={self.root / 'data'}",
