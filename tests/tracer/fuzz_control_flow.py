@@ -11,12 +11,20 @@ comprehensions, ``match`` (3.10+), ``except*`` (3.11+), class bodies, ...), trac
    and, on 3.12+, a raw ``sys.monitoring`` logger, recording (kind, function, line, depth,
    frame id, whether a return unwinds, exception type) for the program's own code, mapped to the
    tracer's four kinds as docs/tracer.md says;
-3. the traced result (status, return value, exception, stdout) against the untraced run.
+3. the traced result (status, return value, exception, stdout) against the untraced run;
+4. the ``locals`` deltas: both oracles also snapshot the frame's locals at each ``call`` and
+   ``line`` event (the values whose type is exactly int, str, bool, None or float, or a
+   tuple/list/dict of those, as ``repr()``; other values are not compared). The tracer's deltas
+   are folded per activation (``call`` and ``line`` carry what is new or changed, a deleted
+   variable is null) and, at each event up to the first difference found by check 2, every
+   snapshotted variable must have the oracle's text (where the tracer's text is not cut: it has
+   no ``...``), and the fold must hold no variable the frame no longer has (``--no-locals``
+   skips this check).
 
 Usage (the interpreter under test runs the programs; the tracer is imported from this checkout)::
 
     PYTHONPATH=. /root/.pyenv/versions/3.12.1/bin/python tests/tracer/fuzz_control_flow.py \\
-        --seeds 0:500 [--show SEED] [--backends monitoring,settrace]
+        --seeds 0:500 [--show SEED] [--backends monitoring,settrace] [--no-locals] [--data-flow]
 
 Prints one line per program that differs (seed, check, first difference) and a summary.
 """
@@ -40,9 +48,15 @@ import warnings
 
 FILE = "fuzzprog.py"
 V = sys.version_info[:2]
-# The oracles read each frame's f_locals at every event, as the recorder does: on 3.8-3.12 that
-# keeps a value a local held alive until the next event ("Object lifetimes" in the residual list).
+# The oracles read each frame's f_locals at call and line events, as the recorder does: on
+# 3.8-3.12 that keeps a value a local held alive until the next event ("Object lifetimes" in the
+# residual list). Not at exception and return events, where the recorder does not read them
+# either: on 3.12 settrace writes f_locals back into the frame after a callback that read them,
+# and after an exception inside an inlined comprehension of a class body that assigns None to
+# the comprehension's variable (the value the next line event then shows).
 READ_LOCALS = True
+# The oracles snapshot the locals of exact builtin types at call and line events (check 4).
+SNAP_LOCALS = True
 
 # ---------------------------------------------------------------------------------------------
 # program generator
@@ -53,9 +67,10 @@ class Gen:
 
     EXCS = ("ValueError", "KeyError", "TypeError", "ZeroDivisionError", "RuntimeError")
 
-    def __init__(self, seed: int, version=V) -> None:
+    def __init__(self, seed: int, version=V, data_flow: bool = False) -> None:
         self.r = random.Random(seed)
         self.version = version
+        self.data_flow = data_flow  # also statements that alias and mutate locals (s_data)
         self.helpers: list = []  # module-level definitions (lists of lines)
         self.n = 0
         self.gens: list = []  # names of generator helpers
@@ -92,6 +107,8 @@ class Gen:
         r = self.r
         simple = [self.s_assign, self.s_assign, self.s_log, self.s_call, self.s_raise_if, self.s_lambda,
                   self.s_comp, self.s_assert, self.s_del]
+        if self.data_flow:
+            simple += [self.s_data, self.s_data]
         if ctx.get("loop"):
             simple += [self.s_break, self.s_continue]
         if ctx.get("func"):
@@ -184,6 +201,27 @@ class Gen:
 
     def s_del(self, ctx):
         return ["tmp = a", "del tmp"]
+
+    def s_data(self, ctx):
+        """Aliasing, mutation and rebinding of locals: what the recorder's line analysis must
+        follow to keep the ``locals`` deltas right (check 4)."""
+        r = self.r
+        return r.choice((
+            ["c = log", "c.append(%s)" % r.choice(("a", "b", "(a, b)"))],
+            ["log += [b]"],
+            ["t = (a, log)", "log.append(a)"],
+            ["m = [log, [a]]", "m[%d].append(b)" % r.randint(0, 1)],
+            ["d = {'k': a, 'l': log}", "d['k'] += 1", "d['l'].append(len(d))"],
+            ["p, q = divmod(a + 7, 3)"],
+            ["if (w := a + b) > 2:", "    log.append(w)"],
+            ["s = 'x' * (a %% 4) + %r" % r.choice(("", "'", '"', "\\n", "\u00e9"))],
+            ["z = (a + 0.5) / 4"],
+            ["nest = [[a, b], {'n': None}]", "nest[0][1] = nest[1]"],
+            ["pushed = map(log.append, [a, b])", "list(pushed)"],
+            ["c = log[:]", "c.extend((True, None))", "log = c"],
+            ["u, *rest = (a, b, a)", "del rest"],
+            ["log.sort(key=repr)" if r.random() < 0.5 else "log.reverse()"],
+        ))
 
     def s_if(self, depth, ctx):
         out = [f"if {self.cond()}:"] + self.ind(self.block(depth, ctx))
@@ -459,6 +497,7 @@ class SettraceOracle:
         self.fids: dict = {}  # id(frame) -> frame id of its latest fresh start
         self.nfid = 0
         self.last: dict = {}
+        self.locals: list = []  # per event: snapshot_locals() at call/line events, else None
 
     def glob(self, frame, event, arg):
         if frame.f_code.co_filename != FILE:
@@ -471,13 +510,13 @@ class SettraceOracle:
         return self.local
 
     def emit(self, kind, frame, extra):
-        if READ_LOCALS:
-            frame.f_locals  # noqa: B018 (as the recorder does: the lifetimes residual)
+        snap = read_locals(kind, frame)
         line = frame.f_lineno
         if line is None:  # the cleanup of an except* block: the activation's previous line
             line = self.last.get(id(frame))
         self.last[id(frame)] = line
         self.events.append((kind, frame.f_code.co_name, line, len(self.stack) - 1, self.fids[id(frame)], extra))
+        self.locals.append(snap)
 
     def local(self, frame, event, arg):
         if event == "line":
@@ -499,6 +538,7 @@ class MonitoringOracle:
         self.live: dict = {}  # id(frame) -> frame id of a started, not finished activation
         self.last: dict = {}
         self.nfid = 0
+        self.locals: list = []  # per event: snapshot_locals() at call/line events, else None
 
     def start(self):
         m = sys.monitoring
@@ -529,12 +569,12 @@ class MonitoringOracle:
 
     def emit(self, kind, code, line, extra=None, fr=None):
         fr = fr or sys._getframe(2)
-        if READ_LOCALS:
-            fr.f_locals  # noqa: B018
+        snap = read_locals(kind, fr)
         if line is None:
             line = self.last.get(id(fr))
         self.last[id(fr)] = line
         self.events.append((kind, code.co_name, line, len(self.stack) - 1, self.live[id(fr)], extra))
+        self.locals.append(snap)
 
     def enter(self, code, fresh):
         fr = sys._getframe(2)
@@ -604,6 +644,89 @@ class MonitoringOracle:
         if lines.get(dst) is not None and lines.get(dst) == lines.get(src):
             self.emit("line", code, lines[dst])
         return None
+
+
+SKIPPED = object()  # a snapshotted local whose value is not of the exact types compared
+MAX_EXACT_DEPTH = 8  # nesting the tracer renders by default (max_depth); deeper is cut
+
+
+def _exact(value, depth: int = 0) -> bool:
+    """Whether the tracer renders ``value`` exactly like ``repr()`` (docs/tracer.md "Rendering
+    values"): an exact int (not a huge one), str, bool, None or float, or an exact tuple, list or
+    dict of those within the depth budget."""
+    t = type(value)
+    if t is int:
+        return value.bit_length() <= 3000  # (the tracer abbreviates ints of ~1,000 digits)
+    if t is str or t is bool or t is float or value is None:
+        return True
+    if depth >= MAX_EXACT_DEPTH:
+        return False
+    if t is tuple or t is list:
+        return all(_exact(v, depth + 1) for v in value)
+    if t is dict:
+        return all(_exact(k, depth + 1) and _exact(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def read_locals(kind: str, frame):
+    """What an oracle reads of ``frame``'s locals at an event of ``kind``: a snapshot (check 4)
+    or nothing (None); see READ_LOCALS for where it reads f_locals at all."""
+    if kind != "call" and kind != "line" or not READ_LOCALS:
+        return None
+    if SNAP_LOCALS:
+        return snapshot_locals(frame)
+    frame.f_locals  # noqa: B018 (as the recorder does: the lifetimes residual)
+    return None
+
+
+def snapshot_locals(frame) -> dict:
+    """name -> repr() of each local of an exact type (``SKIPPED`` for the others). Not the
+    variables that CPython 3.13.0-3.13.2 crashes on reading (the gh-128396 residual: the
+    tracer leaves them out too), nor a comprehension's iterator argument ``.0``."""
+    from tracer.codeinfo import shadowed_cells
+
+    proxy = frame.f_locals
+    hidden = shadowed_cells(frame.f_code)
+    out = {}
+    for name in list(proxy.keys()):  # the names first: a hidden one's value is never read
+        if name in hidden or name == ".0":
+            continue
+        try:
+            value = proxy[name]
+        except KeyError:
+            continue
+        out[name] = repr(value) if _exact(value) else SKIPPED
+    return out
+
+
+def locals_diff(events: list, snapshots: list, upto: int):
+    """The first event (of the first ``upto``) where the tracer's folded locals disagree with
+    the oracle's snapshot: (index, line, variable, tracer's text, oracle's text), or None.
+    A variable the fold still holds but the frame no longer has shows as oracle text None."""
+    fold: dict = {}  # frame id -> {name: text}
+    for i in range(upto):
+        e = events[i]
+        if e["kind"] not in ("call", "line"):
+            continue
+        state = fold.setdefault(e["frame_id"], {})
+        for name, text in e["locals"].items():
+            if text is None:
+                state.pop(name, None)
+            else:
+                state[name] = text
+        snap = snapshots[i]
+        for name, want in snap.items():
+            if want is SKIPPED:
+                continue
+            got = state.get(name)
+            if got is not None and "..." in got:  # cut by a budget (or a "..." the value holds)
+                continue
+            if got != want:
+                return i, e["lineno"], name, got, want
+        for name in state:
+            if name not in snap:
+                return i, e["lineno"], name, state[name], None
+    return None
 
 
 def _fresh(frame) -> bool:
@@ -748,6 +871,10 @@ def _check(seed: int, source: str, backends) -> list:
         d = first_diff(tv, ev)
         if d:
             findings.append((seed, "oracle-" + name, d))
+        if SNAP_LOCALS:
+            ld = locals_diff(t["events"], orc.locals, d[0] if d else len(tv))
+            if ld:
+                findings.append((seed, "locals-" + name, ld))
         if name == "monitoring":
             # unwinding returns: the tracer's return arg is null exactly when the oracle unwinds
             tu = [e["arg"] is None for e in t["events"] if e["kind"] == "return"]
@@ -766,17 +893,21 @@ def main() -> None:
     ap.add_argument("--backends", default="monitoring,settrace" if V >= (3, 12) else "settrace")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--raw-lifetimes", action="store_true", help="oracles do not read f_locals")
+    ap.add_argument("--no-locals", action="store_true", help="do not compare the locals deltas")
+    ap.add_argument("--data-flow", action="store_true",
+                    help="programs also alias, mutate and rebind locals (other programs per seed)")
     args = ap.parse_args()
-    global READ_LOCALS
+    global READ_LOCALS, SNAP_LOCALS
     READ_LOCALS = not args.raw_lifetimes
+    SNAP_LOCALS = not args.no_locals and not args.raw_lifetimes  # (a snapshot reads f_locals)
     if args.show is not None:
-        print(Gen(args.show).program())
+        print(Gen(args.show, data_flow=args.data_flow).program())
         return
     lo, hi = (int(x) for x in args.seeds.split(":"))
     backends = args.backends.split(",")
     n_bad = 0
     for seed in range(lo, hi):
-        src = Gen(seed).program()
+        src = Gen(seed, data_flow=args.data_flow).program()
         started = time.perf_counter()
         faulthandler.dump_traceback_later(60, exit=True)  # a hang: which seed, where
         sys.stderr.write("seed %d\n" % seed)
@@ -790,7 +921,8 @@ def main() -> None:
         n_bad += bool(fs)
         if time.perf_counter() - started > 5:
             print("slow: seed %d took %.1f s" % (seed, time.perf_counter() - started), flush=True)
-    print("summary: %d/%d programs differ (%s, %s)" % (n_bad, hi - lo, sys.version.split()[0], ",".join(backends)))
+    print("summary: %d/%d programs differ (%s, %s%s)" % (n_bad, hi - lo, sys.version.split()[0], ",".join(backends),
+                                                         ", data flow" if args.data_flow else ""))
 
 
 if __name__ == "__main__":
