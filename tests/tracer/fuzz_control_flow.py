@@ -18,8 +18,8 @@ comprehensions, ``match`` (3.10+), ``except*`` (3.11+), class bodies, ...), trac
    are folded per activation (``call`` and ``line`` carry what is new or changed, a deleted
    variable is null) and, at each event up to the first difference found by check 2, every
    snapshotted variable must have the oracle's text (where the tracer's text is not cut: it has
-   no ``...``), and the fold must hold no variable the frame no longer has (``--no-locals``
-   skips this check).
+   no ``...``), and the fold must hold no variable the frame no longer has (on 3.8/3.9 but an
+   ``except ... as`` name: a documented residual). ``--no-locals`` skips this check.
 
 Usage (the interpreter under test runs the programs; the tracer is imported from this checkout)::
 
@@ -41,6 +41,7 @@ import gc
 import io
 import json
 import random
+import re
 import sys
 import time
 import traceback
@@ -699,10 +700,22 @@ def snapshot_locals(frame) -> dict:
     return out
 
 
-def locals_diff(events: list, snapshots: list, upto: int):
+# 3.8/3.9: the implicit ``del e`` that ends an ``except E as e:`` handler whose last line did
+# not run goes unseen until the frame's next full rescan (a documented residual of the line
+# analysis, docs/tracer.md): such a name, left in the fold, is not reported.
+STALE_EXCEPT_NAMES = V < (3, 10)
+
+
+def except_names(source: str) -> frozenset:
+    """The names that ``except ... as NAME:`` handlers of ``source`` bind."""
+    return frozenset(re.findall(r"except\*? .* as (\w+):", source))
+
+
+def locals_diff(events: list, snapshots: list, upto: int, stale_ok: frozenset = frozenset()):
     """The first event (of the first ``upto``) where the tracer's folded locals disagree with
     the oracle's snapshot: (index, line, variable, tracer's text, oracle's text), or None.
-    A variable the fold still holds but the frame no longer has shows as oracle text None."""
+    A variable the fold still holds but the frame no longer has shows as oracle text None,
+    except the names of ``stale_ok`` (then dropped from the fold, as a later rescan does)."""
     fold: dict = {}  # frame id -> {name: text}
     for i in range(upto):
         e = events[i]
@@ -723,9 +736,11 @@ def locals_diff(events: list, snapshots: list, upto: int):
                 continue
             if got != want:
                 return i, e["lineno"], name, got, want
-        for name in state:
+        for name in list(state):
             if name not in snap:
-                return i, e["lineno"], name, state[name], None
+                if name not in stale_ok:
+                    return i, e["lineno"], name, state[name], None
+                del state[name]
     return None
 
 
@@ -872,7 +887,8 @@ def _check(seed: int, source: str, backends) -> list:
         if d:
             findings.append((seed, "oracle-" + name, d))
         if SNAP_LOCALS:
-            ld = locals_diff(t["events"], orc.locals, d[0] if d else len(tv))
+            stale_ok = except_names(source) if STALE_EXCEPT_NAMES else frozenset()
+            ld = locals_diff(t["events"], orc.locals, d[0] if d else len(tv), stale_ok)
             if ld:
                 findings.append((seed, "locals-" + name, ld))
         if name == "monitoring":
