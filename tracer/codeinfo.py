@@ -326,11 +326,14 @@ def _instruction_lines(code) -> list:
 def _line_of_offsets(code) -> list:
     """The line of the instruction at each offset (None where there is none), by offset."""
     table: list = [None] * len(code.co_code)
-    if PYBEHAVIOR.has_co_positions:  # PYBEHAVIOR: has_co_positions (3.11+, per instruction)
+    if PYBEHAVIOR.has_co_lines:  # PYBEHAVIOR: has_co_lines (3.10+)
+        # Not "the last line start before it" on 3.10: its compiler leaves an except handler's
+        # cleanup (``e = None; del e``) without a line where several exits share it, and that
+        # runs after whichever line left the handler, not after the line above it.
         for start, end, line in code.co_lines():
             table[start:end] = [line] * (end - start)
         return table
-    # 3.8-3.10: every instruction belongs to the last line start before it.
+    # 3.8/3.9: every instruction belongs to the last line start before it.
     starts = _line_starts(code)
     line = None
     for offset in range(0, len(table), 2):

@@ -55,10 +55,8 @@ class PYBEHAVIOR:
     # OrderedDict's repr is ``OrderedDict({...})`` rather than ``OrderedDict([(k, v)])``.
     ordereddict_repr_is_dict = PYVERSION >= (3, 12)
 
-    # Every instruction has its own source position (co_positions / co_lines, 3.11+);
-    # before, an instruction belongs to the last line start before it.
-    has_co_positions = PYVERSION >= (3, 11)
-    # code.co_lines(): (start, end, line) ranges of bytecode (PEP 626, 3.10+).
+    # code.co_lines(): (start, end, line) ranges of bytecode, line None where an instruction
+    # has none (PEP 626, 3.10+); before, an instruction belongs to the last line start before it.
     has_co_lines = PYVERSION >= (3, 10)
 
     # LOAD_ATTR's oparg carries a "load a method" flag in its low bit, the name index above it

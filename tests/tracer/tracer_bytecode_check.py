@@ -26,12 +26,21 @@ from tracer import codeinfo  # noqa: E402
 def dis_view(code) -> list:
     out = []
     current = None
+    # 3.10: dis shows only line starts, but the interpreter's table (co_lines) also leaves
+    # instructions without a line (an except handler's shared cleanup), as 3.11+ dis shows.
+    line_of = {}
+    if sys.version_info[:2] == (3, 10):
+        for start, end, lineno in code.co_lines():
+            for offset in range(start, end, 2):
+                line_of[offset] = lineno
     for inst in dis.get_instructions(code):
         if hasattr(inst, "line_number"):  # 3.13+
             line = inst.line_number
         elif getattr(inst, "positions", None) is not None:  # 3.11-3.12
             line = inst.positions.lineno
-        else:  # 3.8-3.10: the last line start
+        elif line_of:  # 3.10
+            line = line_of.get(inst.offset)
+        else:  # 3.8/3.9: the last line start
             if inst.starts_line is not None:
                 current = inst.starts_line
             line = current
