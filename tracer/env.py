@@ -14,6 +14,8 @@ from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py
 PYVERSION = sys.version_info
 PYTHON_VERSION = platform.python_version()
 CPYTHON = platform.python_implementation() == "CPython"
+# The newest CPython the test suite runs the tracer under (golden traces, the differential tests).
+NEWEST_TESTED = (3, 13)
 
 
 class PYBEHAVIOR:

@@ -21,7 +21,7 @@ import types
 
 from . import codeinfo
 from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
-from .env import PYBEHAVIOR
+from .env import NEWEST_TESTED, PYBEHAVIOR
 from .render import _LAZY_ITERATOR_IDS, ELIDED, Renderer, is_immutable_type, type_module
 
 try:
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
 # The newest CPython the per-line bytecode analysis (codeinfo.line_effects) was checked on. It
 # reads opcodes by name, and each release renames, splits and adds some (3.14 turned
 # BINARY_SUBSCR into a BINARY_OP): on a newer interpreter a line's effects could be missed.
-NEWEST_ANALYSED = (3, 13)
+NEWEST_ANALYSED = NEWEST_TESTED
 
 
 def full_scan_default(version: tuple, setting: str | None) -> bool:

@@ -52,6 +52,7 @@ from harvest.sandbox.base import (
 )
 from images.cache import record_use
 from tracer._batch_output import STARTED_SUFFIX
+from tracer.env import NEWEST_TESTED
 
 if TYPE_CHECKING:
     import docker
@@ -82,8 +83,6 @@ LOG_CONFIG = {"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}
 # batch runner imported (written for the oldest Python, so that an old one reaches the version line).
 IMAGE_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3]); sys.stdout.flush(); import tracer.batch"
 MIN_PYTHON = (3, 8)
-NO_HEALTHCHECK = {"test": ["NONE"]}
-MAX_TESTED_PYTHON = (3, 13)
 
 
 def _process_start_time(pid: int) -> str:
@@ -223,28 +222,14 @@ class DockerSandbox(Sandbox):
         from requests.exceptions import RequestException
 
         info = self._inspect_image(image, image)
-        user = CONTAINER_USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
         container = None
         try:
             container = self.client.containers.create(
                 info["Id"],
+                **_locked_down(info, tmpfs_mb=16, pids=64, memory_mb=256),
                 entrypoint=["python3", "-c", IMAGE_PROBE],
-                user=user,
-                network_mode="none",
-                read_only=True,
-                tmpfs={"/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges:true"],
-                pids_limit=64,
-                mem_limit="256m",
-                memswap_limit="256m",
-                init=True,
                 mounts=[Mount(TRACER_MOUNT, str(self.tracer_dir), type="bind", read_only=True)],
-                environment={**_image_env(info, DETERMINISTIC_ENV), "HOME": "/tmp"},
-                working_dir="/tmp",
-                healthcheck=NO_HEALTHCHECK,
                 labels={LABEL_RUN: "image-check", LABEL_OWNER: self.owner, LABEL_IMAGE: image},
-                detach=True,
             )
             with self._lock:
                 self._active[container.id] = container
@@ -354,8 +339,8 @@ class DockerSandbox(Sandbox):
     def _container_options(self, req: UnitRequest, unit_dir: Path, ref: str, image: dict[str, Any]) -> dict[str, Any]:
         from docker.types import LogConfig, Mount, Ulimit
 
-        user = CONTAINER_USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
         return {
+            **_locked_down(image, req.tmpfs_mb, req.pids, req.memory_mb),
             # The runner, whatever ENTRYPOINT and CMD the image has (an image of your own may have
             # an entrypoint that runs its application, or a shell script, first).
             "entrypoint": ["python3"],
@@ -364,17 +349,7 @@ class DockerSandbox(Sandbox):
                 # each program starts with them empty, whatever the one before it left there
                 *SCRATCH_ARGS,
             ],
-            "user": user,
-            "network_mode": "none",
-            "read_only": True,
-            "tmpfs": {**_image_volumes(image), "/tmp": f"rw,nosuid,nodev,size={req.tmpfs_mb}m,mode=1777"},
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges:true"],
-            "pids_limit": req.pids,
-            "mem_limit": f"{req.memory_mb}m",
-            "memswap_limit": f"{req.memory_mb}m",  # equal: no swap
             "nano_cpus": int(req.cpus * 1e9),
-            "init": True,
             "ulimits": [
                 Ulimit(name="core", soft=0, hard=0),
                 Ulimit(name="nofile", soft=1024, hard=1024),
@@ -390,18 +365,9 @@ class DockerSandbox(Sandbox):
                     read_only=True,
                 ),
             ],
-            "environment": {
-                **_image_env(image, DETERMINISTIC_ENV),
-                "HOME": "/tmp",
-                "TMPDIR": "/tmp",
-            },
-            "working_dir": "/tmp",
             # Not the container id, which Docker would make the host name (and $HOSTNAME): a
             # program that reads it would trace differently in every run.
             "hostname": SANDBOX_HOSTNAME,
-            # Not the image's HEALTHCHECK, which the engine would run inside the sandbox beside
-            # the programs (an image of your own may have one: its files in /tmp, its CPU).
-            "healthcheck": NO_HEALTHCHECK,
             "labels": {
                 LABEL_RUN: req.run_id,
                 LABEL_UNIT: req.unit_id,
@@ -410,7 +376,6 @@ class DockerSandbox(Sandbox):
                 LABEL_IMAGE: req.image,
             },
             "log_config": LogConfig(**LOG_CONFIG),
-            "detach": True,
             "stdin_open": False,
             "auto_remove": False,  # we read State.OOMKilled and the logs first, then remove
         }
@@ -563,6 +528,30 @@ class DockerSandbox(Sandbox):
                 return  # the engine does not answer: `reap` removes them later
 
 
+def _locked_down(image: dict[str, Any], tmpfs_mb: int, pids: int, memory_mb: int) -> dict[str, Any]:
+    """Container options that every container of the sandbox has (a unit's, an image check's):
+    no network, a read-only root and a size-capped /tmp, a non-root user, no capabilities nor new
+    privileges, pids and memory limits (no swap), an init process, the image's environment and
+    PYTHONPATH after ours, and none of the image's HEALTHCHECK (which the engine would run inside
+    the sandbox beside the programs) or writable VOLUMEs."""
+    return {
+        "user": CONTAINER_USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}",
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {**_image_volumes(image), "/tmp": f"rw,nosuid,nodev,size={tmpfs_mb}m,mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": pids,
+        "mem_limit": f"{memory_mb}m",
+        "memswap_limit": f"{memory_mb}m",  # equal: no swap
+        "init": True,
+        "environment": {**_image_env(image, DETERMINISTIC_ENV), "HOME": "/tmp", "TMPDIR": "/tmp"},
+        "working_dir": "/tmp",
+        "healthcheck": {"test": ["NONE"]},
+        "detach": True,
+    }
+
+
 def _image_env(image: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     """`env` with PYTHONPATH set to the tracer's folder, followed by the image's own PYTHONPATH
     (an image of your own may keep its project's modules there). The image's other variables stay
@@ -606,10 +595,8 @@ def _own_image_problem(image: str, exit_code: int, stdout: str, stderr: str, bac
         return f"image {image!r}: the tracer does not import under its Python {first}: {last}"
     if backend == "monitoring" and version < (3, 12):
         return f"image {image!r} has Python {first}; --backend monitoring needs 3.12+ (sys.monitoring)"
-    if version > MAX_TESTED_PYTHON:
-        log.warning(
-            "image %r has Python %s; the tracer is tested on 3.8 to %d.%d", image, first, *MAX_TESTED_PYTHON
-        )
+    if version > NEWEST_TESTED:
+        log.warning("image %r has Python %s; the tracer is tested on 3.8 to %d.%d", image, first, *NEWEST_TESTED)
     return ""
 
 
