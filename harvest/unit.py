@@ -66,7 +66,7 @@ class UnitResult:
     node_id: str = ""
     image_id: str = ""  # the Docker image id the unit's last sandbox ran ('' for the local sandbox)
     sandbox_failures: list[str] = field(default_factory=list)
-    mismatches: int = 0  # rows whose return value differs from the program's expected output
+    mismatches: int = 0  # rows whose result (return value, a script's stdout) differs from the expected output
     # How the batch runs confined the programs (Landlock), one entry per distinct run record value;
     # empty when the runner was not asked to (the local sandbox)
     confinements: list[dict[str, Any]] = field(default_factory=list)
@@ -543,7 +543,7 @@ def _write_rows(path: Path, rows: Any, append: bool = False) -> None:
 
 def _count_mismatches(unit: WorkUnit, rows: dict[str, dict[str, Any]], max_value_chars: int) -> int:
     """Rows of programs with an expected output whose result differs: a call's rendered return
-    value (CRUXEval), a script's stdout (a programming judge's test: `same_stdout`)."""
+    value (CRUXEval), a script's stdout as a programming judge compares it (`judged_output`)."""
     from harvest.rows import expected_rendering, judged_output
 
     mismatches = 0
