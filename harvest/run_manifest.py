@@ -160,6 +160,21 @@ def versions() -> dict[str, str]:
     return found
 
 
+def recorded_image_ids(out_dir: Path, shards: set[str]) -> dict[str, set[str]]:
+    """The Docker image ids that earlier runs recorded for the units of `shards` (their history
+    in DIR/.worldtrace/runs), by image name. An unreadable history file is skipped."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((out_dir / RUNS_DIR).glob("*.json")):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8")).get("unit_results") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        for result in results:
+            if isinstance(result, dict) and result.get("shard") in shards and result.get("image_id"):
+                found.setdefault(str(result.get("image")), set()).add(str(result["image_id"]))
+    return found
+
+
 def write_run_manifest(out_dir: Path, record: RunRecord) -> Path:
     """Write the manifest atomically (latest + history); return the latest's path."""
     data = json.dumps(record.to_json(), indent=2, ensure_ascii=False) + "\n"

@@ -331,7 +331,10 @@ def _harvest(
     checks_todo = [c for c in checks if c.shard_name not in checked]
     if settings.sandbox == "docker":
         # With the embedded Ray, this engine runs every unit: a missing image is known now.
-        _prepare_docker(sorted({u.image for u in todo + checks_todo}) if ray_address is None else [], settings.backend)
+        images = sorted({u.image for u in todo + checks_todo}) if ray_address is None else []
+        current = _prepare_docker(images, settings.backend)
+        if todo and done_before:
+            _warn_if_images_changed(out, {u.shard_name for u in done_before}, current)
     manifest = RunManifestWriter(out, record)
     manifest.write(force=True)
 
@@ -511,21 +514,40 @@ def _progress_bar(total: int, silent: bool) -> Any:
     return tqdm(total=total, unit="program", desc="harvest", file=sys.stderr, ncols=min(width, 120))
 
 
-def _prepare_docker(images: list[str], backend: str) -> None:
+def _prepare_docker(images: list[str], backend: str) -> dict[str, str]:
     """Remove containers of dead harvests; check that `images` are on this engine and that the
-    images of your own among them can run the tracer."""
+    images of your own among them can run the tracer. Returns the image id of each of your own."""
     from harvest.sandbox.docker import DockerSandbox
 
     docker = DockerSandbox(reap_on_start=False)
     try:
         removed = docker.reap()
         problems = docker.image_problems(images, backend)
+        ids = {} if problems else docker.own_image_ids(images)
     finally:
         docker.close()
     if removed:
         log.warning("removed %d containers left behind by dead harvests", removed)
     if problems:
         raise WorldtraceError("; ".join(problems))
+    return ids
+
+
+def _warn_if_images_changed(out: Path, done_shards: set[str], current: dict[str, str]) -> None:
+    """Say so when an image of your own is other content now than the units done before in `out`
+    ran in (a tag moved to a rebuilt image): resuming mixes traces of both under one name."""
+    from harvest.run_manifest import recorded_image_ids
+
+    recorded = recorded_image_ids(out, done_shards)
+    for image, image_id in sorted(current.items()):
+        earlier = recorded.get(image, set())
+        if earlier and image_id not in earlier:
+            log.warning(
+                "image %r is %s now, but the units done before in %s ran in %s: the traces this run adds "
+                "under that name come from other content. To keep one image per folder, harvest into "
+                "another --out, or name the image the earlier units ran in (--image %s)",
+                image, image_id, out, ", ".join(sorted(earlier)), sorted(earlier)[0],
+            )  # fmt: skip
 
 
 def _reap_run(run_id: str) -> None:

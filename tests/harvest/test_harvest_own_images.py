@@ -210,3 +210,33 @@ def test_an_image_volume_is_no_writable_place_shared_by_the_programs(own_images:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = pq.read_table(shard_files(out)).to_pylist()
     assert [(r["status"], r["return_value"]) for r in rows] == [("ok", "('EROFS', [])")], rows
+
+
+def test_resuming_after_the_tag_moved_to_other_content_says_so(own_images: dict[str, str], tmp_path: Path) -> None:
+    """Unit ids name the image, not its content: a tag rebuilt between two runs into one --out
+    made the second run add traces of other content under the same name, silently."""
+    import docker
+
+    engine = docker.from_env()
+    tag = f"worldtrace-own-image-test-moved-{uuid.uuid4().hex[:8]}:1"
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    rows = [json.dumps({"id": f"p{i}", "source": f"print({i})\n"}) for i in range(2)]
+    first.write_text(rows[0] + "\n")
+    second.write_text(rows[0] + "\n" + rows[1] + "\n")
+    out = tmp_path / "out"
+    try:
+        engine.images.get(own_images["app"]).tag(tag)
+        old_id = engine.images.get(tag).id
+        done = run_harvest(first, "--out", out, "--image", tag, "--programs-per-unit", "1", "-s")
+        assert done.returncode == 0, done.stderr[-2000:]
+        engine.images.get(own_images["warning-python"]).tag(tag)  # the tag moves to other content
+        new_id = engine.images.get(tag).id
+        assert new_id != old_id
+        done = run_harvest(second, "--out", out, "--image", tag, "--programs-per-unit", "1", "-s")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"image {tag!r} is {new_id} now, but the units done before in {out} ran in {old_id}" in done.stderr
+        again = run_harvest(second, "--out", out, "--image", tag, "--programs-per-unit", "1", "-s")
+        assert again.returncode == 0 and "ran in" not in again.stderr  # nothing left to run: nothing to say
+    finally:
+        engine.images.remove(tag, force=True)
+        engine.close()
