@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,13 +123,12 @@ def cluster_env(**ray_settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def quick_cluster(tmp: Path, docker_slots: int, **ray_settings: str) -> Iterator[Cluster]:
-    """A cluster of our own, its head of one CPU and `docker_slots` Docker slots, whose GCS declares
-    a node that stops answering dead within seconds (Ray's default takes about half a minute)."""
+def own_cluster(tmp: Path, env: dict[str, str], cpus: int, docker_slots: int) -> Iterator[Cluster]:
+    """A Ray cluster of our own in `env`: its head of `cpus` CPUs and `docker_slots` Docker slots;
+    every node of it (the tests may add some) stopped at the end."""
     port = _free_port()
-    env = cluster_env(RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3", **ray_settings)
     ray_tmp = tempfile.mkdtemp(prefix="wt-ray-")  # short: Ray's socket paths must fit in 107 bytes
-    args = ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={ray_tmp}"]
+    args = ["--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false", f"--temp-dir={ray_tmp}"]
     if docker_slots:
         args.append(f"--resources={json.dumps({'worldtrace_docker': docker_slots})}")
     head = start_node(args, tmp / "head.log", env)
@@ -143,25 +142,18 @@ def quick_cluster(tmp: Path, docker_slots: int, **ray_settings: str) -> Iterator
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def quick_cluster(tmp: Path, docker_slots: int, **ray_settings: str) -> AbstractContextManager[Cluster]:
+    """A cluster of our own, its head of one CPU and `docker_slots` Docker slots, whose GCS declares
+    a node that stops answering dead within seconds (Ray's default takes about half a minute)."""
+    env = cluster_env(RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3", **ray_settings)
+    return own_cluster(tmp, env, cpus=1, docker_slots=docker_slots)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A one-node Ray cluster (2 CPUs, 2 Docker slots) of our own; stopped (only it) at the end."""
-    tmp = tmp_path_factory.mktemp("ray")
-    port = _free_port()
-    env = cluster_env()
-    head = start_node(
-        ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-         f"--resources={json.dumps({'worldtrace_docker': 2})}", f"--temp-dir={tmp / 't'}"],
-        tmp / "head.log",
-        env,
-    )  # fmt: skip
-    cluster = Cluster(address=f"127.0.0.1:{port}", env=env, tmp=tmp, nodes=[head])
-    try:
-        wait_for_nodes(cluster.address, 1, env, cluster.nodes)
+    with own_cluster(tmp_path_factory.mktemp("ray"), cluster_env(), cpus=2, docker_slots=2) as cluster:
         yield cluster
-    finally:
-        for node in reversed(cluster.nodes):
-            node.stop()
 
 
 def harvest_cmd(*args: str | Path) -> list[str]:

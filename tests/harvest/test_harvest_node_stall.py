@@ -70,21 +70,13 @@ def test_a_stalled_node_that_wakes_up_while_its_unit_is_retried_leaves_the_retry
     found no rows: the unit was run a third time, from scratch)."""
     cluster = fast_cluster
     out = tmp_path / "out"
-    node = cluster.add_node(cpus=1, docker_slots=1)
     stopped: list[int] = []
     paused: list[str] = []
-    proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, cluster, PER_UNIT)), env=cluster.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    node, proc = _harvest_with_a_second_node(cluster, programs, out)
     try:
-        victim = unit_started_on(node, out, proc)
+        victim, zombie, first = _stall_the_node_mid_unit(node, out, proc, stopped, paused)
         work = out / ".worldtrace" / "work" / victim
-        zombie = json.loads((work / "attempt-1" / "attempt.json").read_text())["pid"]
         stderr_log = os.readlink(f"/proc/{zombie}/fd/2")  # the worker's log file
-        # The node stalls: every process of it, and its unit's container.
-        for pid, _ in processes_of(node):
-            os.kill(pid, signal.SIGSTOP)
-            stopped.append(pid)
-        first = _pause(_container(victim, 1), paused)
         # Ray declares the node dead and retries the unit on the head; hold the retry mid-unit.
         _wait_for(lambda: _started(work / "attempt-2") >= 1, proc, "the retry to start a program")
         second = _pause(_container(victim, 2), paused)
@@ -122,18 +114,11 @@ def test_a_stalled_node_that_wakes_up_after_the_harvest_ended_changes_nothing(
     container); then the node wakes up: its worker must neither commit nor leave anything."""
     cluster = fast_cluster
     out = tmp_path / "out"
-    node = cluster.add_node(cpus=1, docker_slots=1)
     stopped: list[int] = []
     paused: list[str] = []
-    proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, cluster, PER_UNIT)), env=cluster.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    node, proc = _harvest_with_a_second_node(cluster, programs, out)
     try:
-        victim = unit_started_on(node, out, proc)
-        zombie = json.loads((out / ".worldtrace" / "work" / victim / "attempt-1" / "attempt.json").read_text())["pid"]
-        for pid, _ in processes_of(node):
-            os.kill(pid, signal.SIGSTOP)
-            stopped.append(pid)
-        _pause(_container(victim, 1), paused)
+        victim, zombie, _ = _stall_the_node_mid_unit(node, out, proc, stopped, paused)
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr
         before = _snapshot(out)
@@ -150,6 +135,29 @@ def test_a_stalled_node_that_wakes_up_after_the_harvest_ended_changes_nothing(
     assert data["complete"] and not data["failed_units"] and data["counts"] == {"ok": N_PROGRAMS}
     assert_same_result(out, reference, N_PROGRAMS)
     assert run_containers(data["run_id"]) == []
+
+
+def _harvest_with_a_second_node(
+    cluster: Cluster, programs: Path, out: Path
+) -> tuple[RayNode, subprocess.Popen[str]]:
+    """A second node of one Docker slot joins the cluster, and a harvest of `programs` starts."""
+    node = cluster.add_node(cpus=1, docker_slots=1)
+    proc = subprocess.Popen(harvest_cmd(*docker_args(programs, out, cluster, PER_UNIT)), env=cluster.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return node, proc
+
+
+def _stall_the_node_mid_unit(
+    node: RayNode, out: Path, proc: subprocess.Popen[str], stopped: list[int], paused: list[str]
+) -> tuple[str, int, str]:
+    """Once a unit runs on `node`, the node stalls: every process of it stopped (into `stopped`)
+    and the unit's container paused (into `paused`). (The unit, its worker's pid, the container.)"""
+    victim = unit_started_on(node, out, proc)
+    worker = json.loads((out / ".worldtrace" / "work" / victim / "attempt-1" / "attempt.json").read_text())["pid"]
+    for pid, _ in processes_of(node):
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+    return victim, int(worker), _pause(_container(victim, 1), paused)
 
 
 def _wake_and_remove(

@@ -712,21 +712,16 @@ def except_names(source: str) -> frozenset:
 
 
 def locals_diff(events: list, snapshots: list, upto: int, stale_ok: frozenset = frozenset()):
-    """The first event (of the first ``upto``) where the tracer's folded locals disagree with
-    the oracle's snapshot: (index, line, variable, tracer's text, oracle's text), or None.
-    A variable the fold still holds but the frame no longer has shows as oracle text None,
-    except the names of ``stale_ok`` (then dropped from the fold, as a later rescan does)."""
-    fold: dict = {}  # frame id -> {name: text}
-    for i in range(upto):
+    """The first event (of the first ``upto``) where the tracer's folded locals (the API's
+    ``full_locals``) disagree with the oracle's snapshot: (index, line, variable, tracer's text,
+    oracle's text), or None. A variable the fold still holds but the frame no longer has shows
+    as oracle text None, except the names of ``stale_ok``."""
+    from tracer.api import full_locals
+
+    for i, state in enumerate(full_locals(events[:upto])):
         e = events[i]
         if e["kind"] not in ("call", "line"):
             continue
-        state = fold.setdefault(e["frame_id"], {})
-        for name, text in e["locals"].items():
-            if text is None:
-                state.pop(name, None)
-            else:
-                state[name] = text
         snap = snapshots[i]
         for name, want in snap.items():
             if want is SKIPPED:
@@ -736,11 +731,9 @@ def locals_diff(events: list, snapshots: list, upto: int, stale_ok: frozenset = 
                 continue
             if got != want:
                 return i, e["lineno"], name, got, want
-        for name in list(state):
-            if name not in snap:
-                if name not in stale_ok:
-                    return i, e["lineno"], name, state[name], None
-                del state[name]
+        for name in state:
+            if name not in snap and name not in stale_ok:
+                return i, e["lineno"], name, state[name], None
     return None
 
 
