@@ -293,6 +293,7 @@ class ImageBuilder:
                 [
                     debootstrap, "--variant=minbase", f"--include={','.join(spec.packages)}",
                     "--components=main", f"--cache-dir={debs}", spec.suite, str(rootfs), self.mirror,
+                    *_suite_script(spec.suite),
                 ],
                 out,
             )  # fmt: skip
@@ -424,3 +425,12 @@ def _extract_sdist(sdist: Path, dest: Path) -> None:
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
             tar.extractall(tmp, filter="data")
             os.replace(Path(tmp) / tops.pop(), dest)
+
+
+def _suite_script(suite: str, scripts: Path = Path("/usr/share/debootstrap/scripts")) -> list[str]:
+    """debootstrap's script argument for a suite newer than the installed debootstrap knows (e.g.
+    Debian testing's "forky" with bookworm's debootstrap): sid's script, which every Debian suite
+    since bookworm shares; none for a suite it has a script of."""
+    if (scripts / suite).exists() or not (scripts / "sid").exists():
+        return []
+    return [str(scripts / "sid")]

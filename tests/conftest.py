@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,26 @@ def docker_engine() -> None:
     """Skip unless a Docker engine answers (scripts/setup-docker.sh starts one)."""
     if not docker_available():
         pytest.skip("no Docker engine answers `docker info` (run scripts/setup-docker.sh)")
+
+
+BASE_IMAGE = "base-py311"
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_engine: None) -> Any:
+    from harvest.docker_client import get_client
+
+    return get_client()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: Any) -> str:
+    """The tag of base-py311, built now if missing (about a minute the first time, then cached)."""
+    from images.builder import ImageBuilder
+    from images.catalog import get_spec
+
+    builder = ImageBuilder(docker_client)
+    return builder.ensure(get_spec(BASE_IMAGE))
 
 
 def pyenv_pythons() -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""Fixtures for the Docker integration tests: a real engine, the base image (built once, cached by
-recipe hash), and helpers that assert no container of a run is left behind."""
+"""Fixtures for the Docker integration tests (the engine client and the base image are in
+tests/conftest.py): helpers that assert no container of a run is left behind."""
 
 from __future__ import annotations
 
@@ -9,25 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-BASE_IMAGE = "base-py311"
-
-
-@pytest.fixture(scope="session")
-def docker_client(docker_engine: None) -> Any:
-    from harvest.docker_client import get_client
-
-    return get_client()
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_client: Any) -> str:
-    """The tag of base-py311, built now if missing (about a minute the first time, then cached)."""
-    from images.builder import ImageBuilder
-    from images.catalog import get_spec
-
-    builder = ImageBuilder(docker_client)
-    return builder.ensure(get_spec(BASE_IMAGE))
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_the_shipped_catalog() -> None:
     specs = load_catalog(CATALOG_PATH)
     bases = [s for s in specs.values() if s.kind == "debootstrap"]
     projects = [s for s in specs.values() if s.kind == "pypi-project"]
-    assert {s.python for s in bases} >= {"3.11", "3.13"}
+    assert {s.python for s in bases} >= {"3.11", "3.13", "3.14", "3.15"}
     assert len(projects) >= 3
     for spec in specs.values():
         assert re.fullmatch(r"worldtrace-[a-z0-9-]+:[0-9a-f]{16}", spec.tag), spec.tag
@@ -107,3 +107,16 @@ def test_changing_a_recipe_file_changes_the_tag(
 def test_bad_catalogs_are_rejected_with_the_reason(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         _load(tmp_path, text)
+
+
+def test_a_suite_newer_than_debootstrap_knows_uses_sids_script(tmp_path: Path) -> None:
+    from images.builder import _suite_script
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "sid").write_text("")
+    (scripts / "trixie").symlink_to("sid")
+    assert _suite_script("forky", scripts) == [str(scripts / "sid")]
+    assert _suite_script("trixie", scripts) == []
+    (scripts / "sid").unlink()
+    assert _suite_script("forky", scripts) == []  # debootstrap itself then names the problem

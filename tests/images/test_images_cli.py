@@ -46,7 +46,7 @@ def test_usage_errors_need_no_engine() -> None:
 
 
 def test_saving_an_image_that_is_not_built_names_it_and_the_build_command(
-    tmp_path, monkeypatch: pytest.MonkeyPatch, docker_engine: None
+    tmp_path, monkeypatch: pytest.MonkeyPatch, base_image: str
 ) -> None:
     import dataclasses
 

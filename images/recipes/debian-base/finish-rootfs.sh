@@ -3,7 +3,15 @@
 # /out layout, the mount point of the tracer, and no docs/caches. Runs on the host: finish-rootfs.sh ROOTFS
 set -eu
 root=$1
-[ -x "$root/usr/bin/python3" ] || { echo "finish-rootfs: $root has no /usr/bin/python3" >&2; exit 1; }
+# An image of a Python other than the suite's default (debootstrap --include=python3.15) has no
+# python3 command: that one Python becomes python3, as the sandbox runs `python3`.
+if [ ! -e "$root/usr/bin/python3" ]; then
+    set -- "$root"/usr/bin/python3.[0-9]*
+    case "$#:$1" in
+        1:*[0-9]) ln -s "$(basename "$1")" "$root/usr/bin/python3" ;;
+    esac
+fi
+[ -x "$root/usr/bin/python3" ] || { echo "finish-rootfs: $root has no /usr/bin/python3 (and not exactly one python3.X)" >&2; exit 1; }
 
 # uid/gid 1000 'runner' (edited directly: no chroot, no useradd needed)
 grep -q '^runner:' "$root/etc/group" || echo 'runner:x:1000:' >>"$root/etc/group"
