@@ -442,14 +442,17 @@ def _program_module(name: str, file: str) -> types.ModuleType:
         # As the interpreter makes it: the working directory joined, not normalised (3.9+).
         absolute = file if os.path.isabs(file) else os.path.join(os.getcwd(), file)
         module.__file__ = absolute if PYBEHAVIOR.main_file_is_absolute else file  # PYBEHAVIOR: main_file_is_absolute
-        module.__cached__ = None
-        module.__dict__["__annotations__"] = {}
+        if PYBEHAVIOR.module_has_cached:  # PYBEHAVIOR: module_has_cached
+            module.__cached__ = None
+        if PYBEHAVIOR.main_has_annotations:  # PYBEHAVIOR: main_has_annotations
+            module.__dict__["__annotations__"] = {}
         module.__dict__["__builtins__"] = builtins
     else:
         spec = importlib.util.spec_from_file_location(name, path, loader=module.__loader__)
         module.__spec__ = spec
         module.__file__ = path
-        module.__cached__ = spec.cached if spec is not None else None
+        if PYBEHAVIOR.module_has_cached:  # PYBEHAVIOR: module_has_cached
+            module.__cached__ = spec.cached if spec is not None else None
         module.__package__ = spec.parent if spec is not None else ""
         module.__dict__["__builtins__"] = builtins.__dict__
     return module

@@ -46,9 +46,9 @@ class PYBEHAVIOR:
     # threading.gettrace exists (else read threading._trace_hook).
     has_threading_gettrace = PYVERSION >= (3, 10)
 
-    # Closing a suspended generator emits no trace events at all (3.13+); before, a
-    # call / exception(GeneratorExit) / return triple.
-    gen_close_silent = PYVERSION >= (3, 13)
+    # Closing a suspended generator emits no trace events at all (3.13 only); before and
+    # after, a call / exception(GeneratorExit) / return triple.
+    gen_close_silent = PYVERSION[:2] == (3, 13)
 
     # int -> str conversion is capped (sys.get_int_max_str_digits); backported to some
     # 3.8-3.10 patch releases, so test for the function rather than the version.
@@ -80,6 +80,13 @@ class PYBEHAVIOR:
 
     # ``python script.py`` gives ``__main__.__file__`` as an absolute path (3.9+); before, as typed.
     main_file_is_absolute = PYVERSION >= (3, 9)
+
+    # A script's ``__main__`` starts with an empty ``__annotations__`` (3.8-3.13); from 3.14
+    # (PEP 649) annotations are evaluated lazily and the module starts without it.
+    main_has_annotations = PYVERSION < (3, 14)
+
+    # Modules carry ``__cached__`` (3.8-3.14; 3.15 dropped the attribute: ``__spec__.cached``).
+    module_has_cached = PYVERSION < (3, 15)
 
 
 def monitoring_unavailable_reason() -> str | None:

@@ -211,7 +211,7 @@ def instance_attrs(obj: object, cls: type, visited: list | None = None) -> list:
 # subclasses: values that differ between runs (thread ids, OS handles) or with scheduling
 # (whether a started thread has finished yet), so that traces stay deterministic.
 _OMITTED_ATTRS = (
-    ("threading", "Thread", frozenset(["_ident", "_native_id", "_tstate_lock", "_handle", "_is_stopped"])),
+    ("threading", "Thread", frozenset(["_ident", "_native_id", "_tstate_lock", "_handle", "_os_thread_handle", "_is_stopped"])),
 )
 
 
