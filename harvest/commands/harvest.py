@@ -516,14 +516,14 @@ def _progress_bar(total: int, silent: bool) -> Any:
 
 def _prepare_docker(images: list[str], backend: str) -> dict[str, str]:
     """Remove containers of dead harvests; check that `images` are on this engine and that the
-    images of your own among them can run the tracer. Returns the image id of each of your own."""
+    images of your own among them can run the tracer. Returns the image id of each."""
     from harvest.sandbox.docker import DockerSandbox
 
     docker = DockerSandbox(reap_on_start=False)
     try:
         removed = docker.reap()
         problems = docker.image_problems(images, backend)
-        ids = {} if problems else docker.own_image_ids(images)
+        ids = {} if problems else docker.image_ids(images)
     finally:
         docker.close()
     if removed:
@@ -534,20 +534,28 @@ def _prepare_docker(images: list[str], backend: str) -> dict[str, str]:
 
 
 def _warn_if_images_changed(out: Path, done_shards: set[str], current: dict[str, str]) -> None:
-    """Say so when an image of your own is other content now than the units done before in `out`
-    ran in (a tag moved to a rebuilt image): resuming mixes traces of both under one name."""
+    """Say so when an image is other content now than the units done before in `out` ran in (a tag
+    of your own moved to a rebuilt image; a catalog image rebuilt from a changed recipe): resuming
+    mixes traces of both under one name."""
     from harvest.run_manifest import recorded_image_ids
+    from images.catalog import load_catalog
 
     recorded = recorded_image_ids(out, done_shards)
+    catalog = load_catalog()
     for image, image_id in sorted(current.items()):
         earlier = recorded.get(image, set())
-        if earlier and image_id not in earlier:
-            log.warning(
-                "image %r is %s now, but the units done before in %s ran in %s: the traces this run adds "
-                "under that name come from other content. To keep one image per folder, harvest into "
-                "another --out, or name the image the earlier units ran in (--image %s)",
-                image, image_id, out, ", ".join(sorted(earlier)), sorted(earlier)[0],
-            )  # fmt: skip
+        if not earlier or image_id in earlier:
+            continue
+        if image in catalog:
+            cause, advice = f"catalog image {image!r} is {image_id} now (its recipe changed since)", ""
+        else:
+            cause = f"image {image!r} is {image_id} now"
+            advice = f", or name the image the earlier units ran in (--image {sorted(earlier)[0]})"
+        log.warning(
+            "%s, but the units done before in %s ran in %s: the traces this run adds under that name come "
+            "from other content. To keep one image per folder, harvest into another --out%s",
+            cause, out, ", ".join(sorted(earlier)), advice,
+        )  # fmt: skip
 
 
 def _reap_run(run_id: str) -> None:

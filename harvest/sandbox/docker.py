@@ -199,11 +199,9 @@ class DockerSandbox(Sandbox):
                 missing.append(image)
         return missing
 
-    def own_image_ids(self, images: Sequence[str]) -> dict[str, str]:
-        """The engine's image id of each image of your own (not in the catalog) among `images`."""
-        return {
-            image: str(self._inspect_image(image, image)["Id"]) for image in images if image not in self.catalog()
-        }
+    def image_ids(self, images: Sequence[str]) -> dict[str, str]:
+        """The engine's image id of each of `images` (a catalog name: of its recipe-hash tag)."""
+        return {image: str(self._inspect_image(self.resolve_image(image), image)["Id"]) for image in images}
 
     def image_problems(self, images: Sequence[str], backend: str = "auto") -> list[str]:
         """What keeps units of `images` from running on this engine: images it does not have, and

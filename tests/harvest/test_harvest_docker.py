@@ -274,3 +274,36 @@ def test_a_folder_script_imports_its_sibling_module_in_the_container(engine, bas
     main = {r["program_id"]: r for r in rows(out, ["program_id", "status", "stdout", "events"])}["main"]
     assert (main["status"], main["stdout"]) == ("ok", "42 /tmp/program/main.py\n")  # the same path on every run
     assert {e["file"] for e in main["events"]} == {"main.py", "helper.py", "pkg/__init__.py", "pkg/_impl.py"}
+
+
+def test_resuming_after_a_catalog_image_was_rebuilt_says_so(engine, base_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A catalog image rebuilt from a changed recipe (a newer worldtrace) between two runs into one
+    --out: the second run added traces of other content under the same name, and only images of
+    your own were compared. The rebuild is played by moving the recipe-hash tag to other content."""
+    from images.catalog import get_spec
+
+    tag = get_spec(base_image).tag
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    programs = [json.dumps({"id": f"p{i}", "source": f"print({i})\n"}) for i in range(2)]
+    first.write_text(programs[0] + "\n")
+    second.write_text(programs[0] + "\n" + programs[1] + "\n")
+    out = tmp_path / "out"
+    done = run_harvest(first, "--out", out, "--image", base_image, "--programs-per-unit", "1", "-s")
+    assert done.returncode == 0, done.stderr[-2000:]
+    original = engine.images.get(tag)
+    blank = engine.containers.create(tag, ["true"])
+    try:
+        rebuilt = blank.commit(changes="LABEL worldtrace.test-rebuilt=1")
+    finally:
+        blank.remove(force=True)
+    try:
+        rebuilt.tag(tag)  # the catalog's tag now names other content, as after a rebuild
+        done = run_harvest(second, "--out", out, "--image", base_image, "--programs-per-unit", "1", "-s")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (
+            f"catalog image {base_image!r} is {rebuilt.id} now (its recipe changed since), "
+            f"but the units done before in {out} ran in {original.id}"
+        ) in done.stderr
+    finally:
+        original.tag(tag)
+        engine.images.remove(rebuilt.id, force=True)
