@@ -1,5 +1,5 @@
-"""The folder a batch `script` job with `modules` runs in: its script and its modules as files
-(schemas/batch_jobs.md), as `python FOLDER/SCRIPT.py` would find them."""
+"""The folder a batch `script` job with `modules` or `files` runs in: its script, its modules and
+its data files (schemas/batch_jobs.md), as `cd FOLDER && python SCRIPT.py` would find them."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ FOLDER_NAME = "program"
 
 
 def write_program_folder(
-    parent: str, script_name: str, source: str, modules: Sequence[Tuple[str, str]]
+    parent: str,
+    script_name: str,
+    source: str,
+    modules: Sequence[Tuple[str, str]],
+    files: Sequence[Tuple[str, bytes]] = (),
 ) -> str:
-    """A new folder under `parent` holding `script_name` (text `source`) and `modules`
-    ((relative path, text), validated by tracer/_batch_jobs.py); its real path. Raises OSError or
-    UnicodeError, leaving nothing behind."""
+    """A new folder under `parent` holding `script_name` (text `source`), `modules` ((relative
+    path, text)) and `files` ((relative path, content)), validated by tracer/_batch_jobs.py; its
+    real path. Raises OSError or UnicodeError, leaving nothing behind."""
     folder = os.path.join(parent, FOLDER_NAME)
     try:
         os.mkdir(folder, 0o700)
@@ -29,11 +33,12 @@ def write_program_folder(
         folder = tempfile.mkdtemp(prefix=FOLDER_NAME + "-", dir=parent)
     folder = os.path.realpath(folder)
     try:
-        for path, text in tuple(modules) + ((script_name, source),):
+        texts = tuple(modules) + ((script_name, source),)
+        for path, data in tuple((p, t.encode("utf-8")) for p, t in texts) + tuple(files):
             full = os.path.join(folder, *path.split("/"))
             os.makedirs(os.path.dirname(full), exist_ok=True)
             with open(full, "xb") as f:  # x: a path given twice (or through a file) is an error
-                f.write(text.encode("utf-8"))
+                f.write(data)
     except BaseException:
         remove_program_folder(folder)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ KNOWN_KEYS = frozenset(
         "cwd",
         "meta",
         "modules",
+        "files",
         "stdin",
     )
 )
@@ -58,6 +60,9 @@ class Job:
     # script mode with `source`: (relative path, source text) of the modules that travel with
     # the program (its folder's own modules), sorted by path
     modules: Tuple[Tuple[str, str], ...] = ()
+    # script mode with `source`: (relative path, content) of the data files that travel with the
+    # program (files of its folder that it reads), sorted by path
+    files: Tuple[Tuple[str, bytes], ...] = ()
     # script mode: the text the program reads on its standard input (None: /dev/null)
     stdin: Optional[str] = None
     # pytest mode, set by the runner only: node ids not to run (tests that already ran, or ended
@@ -156,6 +161,11 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
             % script_file_name(program_id),
             program_id,
         )
+    files = _files(raw.get("files"), program_id)
+    if files and (mode != "script" or source is None):
+        raise JobError("`files` is for `script` jobs given as `source`", program_id)
+    if modules or files:
+        _check_folder_paths(script_file_name(program_id), modules, files, program_id)
 
     if mode in ("call", "script"):
         if (source is None) == (file is None):
@@ -197,6 +207,7 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
         cwd=cwd,
         test_timeout_s=test_timeout_s,
         modules=modules,
+        files=files,
         stdin=stdin,
         lineno=lineno,
     )
@@ -237,10 +248,97 @@ def _modules(value: Any, program_id: str) -> Tuple[Tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+def _files(value: Any, program_id: str) -> Tuple[Tuple[str, bytes], ...]:
+    """`files` (untrusted): relative paths inside the program's folder -> content, UTF-8 text (a
+    string) or any bytes (an object `{"base64": TEXT}`)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise JobError(
+            "`files` must be an object of relative path -> content, got %s" % _show(value),
+            program_id,
+        )
+    out = []
+    for path, content in value.items():
+        problem = _folder_path_problem(path)
+        if problem:
+            raise JobError("`files` path %s: %s" % (_show(path), problem), program_id)
+        if isinstance(content, str):
+            try:
+                data = content.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JobError(
+                    "`files` %s is not text (a lone surrogate escape)" % _show(path), program_id
+                ) from None
+        elif isinstance(content, dict) and set(content) == {"base64"}:
+            data = _base64(content["base64"])
+            if data is None:
+                raise JobError(
+                    "`files` %s: `base64` is not base64 text (RFC 4648, padded, one line)"
+                    % _show(path),
+                    program_id,
+                )
+        else:
+            raise JobError(
+                '`files` %s must be text (a string) or {"base64": TEXT}, got %s'
+                % (_show(path), _show(content)),
+                program_id,
+            )
+        out.append((path, data))
+    return tuple(sorted(out))
+
+
+def _base64(text: Any) -> Optional[bytes]:
+    """The bytes of standard, padded base64 `text` (None: it is not that; a2b_base64 alone skips
+    characters outside the alphabet)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        encoded = text.encode("ascii")
+        data = binascii.a2b_base64(encoded)
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
+        return None
+    return data if binascii.b2a_base64(data, newline=False) == encoded else None
+
+
+def _check_folder_paths(
+    script: str,
+    modules: Tuple[Tuple[str, str], ...],
+    files: Tuple[Tuple[str, bytes], ...],
+    program_id: str,
+) -> None:
+    """The script, `modules` and `files` must name different files of the folder, none of them a
+    folder that another one is in (`a.txt` and `a.txt/b.txt`)."""
+    owner = {script: "the script itself (from its `program_id`)"}
+    for path, _ in modules:
+        owner[path] = "`modules`"
+    for path, _ in files:
+        if path in owner:
+            raise JobError("`files` %s is also %s" % (_show(path), owner[path]), program_id)
+        owner[path] = "`files`"
+    for path in owner:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in owner:
+                raise JobError(
+                    "%s %s is in %s, which %s names as a file"
+                    % (owner[path], _show(path), _show(folder), owner[folder]),
+                    program_id,
+                )
+
+
 def _module_path_problem(path: str) -> str:
     """What is wrong with `path` as a module's place in the program's folder ('' if nothing)."""
     if not path.endswith(".py") or "\0" in path or "\\" in path:
         return "must be a relative path of a .py file (no NUL, no backslash)"
+    return _folder_path_problem(path)
+
+
+def _folder_path_problem(path: str) -> str:
+    """What is wrong with `path` as a file's place in the program's folder ('' if nothing)."""
+    if "\0" in path or "\\" in path:
+        return "must be a relative path (no NUL, no backslash)"
     if path.startswith("/"):
         return "must be relative, not absolute"
     parts = path.split("/")

@@ -340,11 +340,13 @@ def _error(trace: dict, message: str) -> dict:
 class _SysState:
     """Save and restore the bits of interpreter state a run may change (argv, path, modules)."""
 
-    def __init__(self, file: str, module_name: str, module, argv) -> None:
+    def __init__(self, file: str, module_name: str, module, argv, cwd: str | None = None) -> None:
         self.file = file
         self.module_name = module_name
         self.module = module
         self.argv = argv
+        self.cwd = cwd  # None: the working directory stays
+        self.saved_cwd: str | None = None
 
     def __enter__(self):
         self.saved_argv = sys.argv
@@ -370,11 +372,23 @@ class _SysState:
         self.registered = self.saved_module is None or self.module_name == "__main__"
         if self.registered:
             sys.modules[self.module_name] = self.module
+        if self.cwd is not None:  # last: the paths above are the ones of the caller's directory
+            try:
+                self.saved_cwd = os.getcwd()
+                os.chdir(self.cwd)
+            except BaseException:
+                self.__exit__()
+                raise
         return self
 
     def __exit__(self, *exc) -> None:
         sys.argv = self.saved_argv
         sys.path[:] = self.saved_path
+        if self.saved_cwd is not None:
+            try:
+                os.chdir(self.saved_cwd)
+            except OSError:  # the program removed it
+                pass
         if not self.registered:
             return
         if self.saved_module is not None:
@@ -558,10 +572,13 @@ def trace_script(
     events_as_json: bool = False,
     on_hard_timeout=None,
     relative_to=(),
+    cwd: str | None = None,
 ) -> dict:
     """Trace the script at ``path`` (or ``source`` named ``path``) run as ``__main__``
     (``events_as_json``, ``on_hard_timeout``: as in ``trace_call``). Events name the files
-    under a folder of ``relative_to`` (each ending in ``/``) relative to it."""
+    under a folder of ``relative_to`` (each ending in ``/``) relative to it. ``cwd``: the
+    working directory of the run (restored after it), the script run as ``cd CWD && python
+    PATH`` would run it (``sys.argv[0]``, and before 3.9 ``__file__``, relative to it)."""
     limits = limits if limits is not None else Limits()
     try:
         run, source = _prepare(
@@ -573,9 +590,12 @@ def trace_script(
     run.on_hard_timeout = on_hard_timeout
     run.recorder.relative_to = tuple(relative_to)
     module = _program_module("__main__", path)
+    shown = os.path.relpath(path, cwd) if cwd is not None else path
+    if not PYBEHAVIOR.main_file_is_absolute:  # PYBEHAVIOR: main_file_is_absolute
+        module.__file__ = shown
     namespace = module.__dict__
     capture = run.capture = _OutputCapture(limits.max_output_bytes) if capture_output else None
-    with _SysState(path, "__main__", module, argv=[path] + list(argv)):
+    with _SysState(path, "__main__", module, argv=[shown] + list(argv), cwd=cwd):
         if capture is not None:
             capture.__enter__()
         try:

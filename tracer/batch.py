@@ -1052,9 +1052,9 @@ def _job_work(
     startup_modules: Optional[Sequence[str]] = None,
 ) -> Callable[..., Dict[str, Any]]:
     """What the child runs for `job`: a function of `emit` (extra traces) and `note` (progress
-    messages) returning the trace. A script with `modules` runs from a folder of its own (under
-    the first scratch directory, else the temporary directory), removed afterwards;
-    `startup_modules`: see `_script_with_modules`."""
+    messages) returning the trace. A script with `modules` or `files` runs in a folder of its own
+    (under the first scratch directory, else the temporary directory), removed afterwards;
+    `startup_modules`: see `_script_in_folder`."""
 
     def work(
         emit: Callable[[Dict[str, Any]], None], note: Callable[[Dict[str, Any]], None]
@@ -1074,8 +1074,8 @@ def _job_work(
         if job.mode == "call":
             path = job.file or _pseudo_path(job)
             return api.trace_call(path, job.entrypoint or "", job.input or "", **common)
-        if job.mode == "script" and job.modules:
-            return _script_with_modules(job, scratch, common, startup_modules or ())
+        if job.mode == "script" and (job.modules or job.files):
+            return _script_in_folder(job, scratch, common, startup_modules or ())
         if job.mode == "script":
             path = job.file or _pseudo_path(job)
             return api.trace_script(path, job.argv, **common)
@@ -1088,11 +1088,12 @@ def _job_work(
     return work
 
 
-def _script_with_modules(
+def _script_in_folder(
     job: Job, scratch: Sequence[str], common: Dict[str, Any], startup_modules: Sequence[str]
 ) -> Dict[str, Any]:
-    """Trace `job`'s script run as `FOLDER/NAME.py` next to its modules, as `python` runs a file
-    (its folder first on sys.path, `__file__` its path); events name the files relative to it.
+    """Trace `job`'s script run as `cd FOLDER && python NAME.py` next to its modules and data
+    files (its folder the working directory and first on sys.path, `__file__` its path, as that
+    command makes them); events name the files relative to the folder.
 
     A module of the folder named like one this process has loaded (the runner's, the tracer's:
     `json`, `random`, ...) is what `python FOLDER/NAME.py` imports under that name, unless a new
@@ -1113,14 +1114,14 @@ def _script_with_modules(
     parent = scratch[0] if scratch else tempfile.gettempdir()
     name = script_file_name(job.program_id)
     try:
-        folder = write_program_folder(parent, name, job.source or "", job.modules)
+        folder = write_program_folder(parent, name, job.source or "", job.modules, job.files)
     except (OSError, UnicodeError) as exc:
         message = "cannot write the program's folder under %s: %s" % (parent, exc)
         return api.error_trace(job.program_id, common["limits"], message, common["backend"])
     pid = os.getpid()
     try:
         path = os.path.join(folder, name)
-        return api.trace_script(path, job.argv, relative_to=(folder + os.sep,), **common)
+        return api.trace_script(path, job.argv, relative_to=(folder + os.sep,), cwd=folder, **common)
     finally:
         if os.getpid() == pid:  # not in a process the program forked
             remove_program_folder(folder)

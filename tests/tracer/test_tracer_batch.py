@@ -675,7 +675,9 @@ def test_a_script_job_runs_next_to_its_modules(tmp_path: Path, version: str | No
     main = rows["main"]
     assert main["status"] == "ok", main
     folder = scratch / "program"
-    assert main["stdout"] == f"42 7\nmain.py True {folder / 'main.py'}\n"
+    # as `cd FOLDER && python main.py` has them; before 3.9, `__file__` is the name as given
+    shown = ("main.py False main.py" if version == "3.8" else f"main.py True {folder / 'main.py'}")
+    assert main["stdout"] == f"42 7\n{shown}\n"
     assert not folder.exists()  # the folder goes with the program
     files = {e["file"] for e in main["events"]}  # relative: the same on every run, wherever it ran
     assert files == {"main.py", "helper.py", "pkg/__init__.py", "pkg/sub.py", "pkg/_priv.py"}
@@ -825,6 +827,103 @@ def test_parse_job_checks_modules() -> None:
         parse_job(json.dumps({"program_id": "c", "source": "", "entrypoint": "f", "modules": {"b.py": ""}}), 1)
     with pytest.raises(JobError, match="`modules` is for `script` jobs given as `source`"):
         parse_job(json.dumps({"program_id": "c", "file": "c.py", "modules": {"b.py": ""}}), 1)
+
+
+# ------------------------------------------------------------------ files (a script's data files)
+
+# A course folder's script: it reads the files next to it by relative names, writes one and reads
+# it back, and says where it runs.
+MAIN_WITH_FILES = textwrap.dedent(
+    """\
+    import os, sys
+    from pathlib import Path
+    with open("input.txt") as f:
+        print(sum(int(x) for x in f.read().split()))
+    print(Path("data/words.json").read_text(encoding="utf-8").strip())
+    with open(os.path.join(os.path.dirname(__file__), "data", "notes.txt")) as f:
+        print(f.read().strip())
+    with open("pic.bin", "rb") as f:
+        print(f.read())
+    with open("out.txt", "w") as f:
+        f.write("written")
+    print(open("out.txt").read(), sorted(os.listdir(".")))
+    print(os.getcwd(), __file__, sys.path[0], sys.argv)
+    """
+)
+FILES = {"input.txt": "3 4\n5\n", "data/words.json": '["é", "ß"]\n', "data/notes.txt": "notes\r\n"}
+PIC = b"\x89PNG\r\n\x1a\n\x00\xff"
+
+
+@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+def test_a_script_job_reads_its_data_files_as_cd_folder_python_runs_it(tmp_path: Path, version: str | None) -> None:
+    """A harvested folder's `main.py` doing `open("input.txt")` ended in FileNotFoundError: only
+    its code travelled, and it ran in the runner's working directory. A job's `files` are written
+    next to the script, which runs in that folder: its output equals `cd FOLDER && python main.py`'s,
+    run in the very folder the runner uses (so that the paths it prints are the same too)."""
+    import base64
+
+    python = sys.executable if version is None else pyenv_python(version)
+    if python is None:
+        pytest.skip(f"no CPython {version} from pyenv")
+    scratch = tmp_path / "scratch"
+    folder = scratch / "program"
+    folder.mkdir(parents=True)
+    (folder / "main.py").write_text(MAIN_WITH_FILES, encoding="utf-8")
+    for name, text in FILES.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(text.encode("utf-8"))
+    (folder / "pic.bin").write_bytes(PIC)
+    untraced = subprocess.run([python, "main.py", "x"], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert untraced.returncode == 0, untraced.stderr
+    assert untraced.stdout.startswith('12\n["é", "ß"]\nnotes\n' + repr(PIC) + "\nwritten ['data', 'input.txt'")
+    for path in sorted(folder.rglob("*"), reverse=True):  # the runner makes the folder itself
+        path.rmdir() if path.is_dir() else path.unlink()
+    folder.rmdir()
+    pic = {"base64": base64.b64encode(PIC).decode("ascii")}
+    jobs = [
+        {"program_id": "main", "source": MAIN_WITH_FILES, "argv": ["x"], "files": {**FILES, "pic.bin": pic}},
+        {"program_id": "without", "source": "open('input.txt')\n"},  # no files: as before
+        {"program_id": "modules", "source": "import os, helper\nprint(os.getcwd())\n", "modules": {"helper.py": ""}},
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10}, python=python, scratch=[str(scratch)])
+    assert proc.returncode == 0, proc.stderr
+    main = rows["main"]
+    assert main["status"] == "ok", main
+    assert main["stdout"] == untraced.stdout
+    assert {e["file"] for e in main["events"]} == {"main.py"}
+    assert not folder.exists() and not (tmp_path / "out.txt").exists()  # written in its folder, gone with it
+    assert rows["without"]["exception_type"] == "FileNotFoundError"
+    # a script with modules only runs in its folder too, as `cd FOLDER && python main.py`
+    assert rows["modules"]["stdout"] == f"{os.path.realpath(folder)}\n", rows["modules"]
+
+
+def test_parse_job_checks_files() -> None:
+    job = {"program_id": "main", "source": "open('a.txt')\n"}
+    parsed = parse_job(json.dumps({**job, "files": {"b/c.csv": "x,y\n", "a.txt": "é", "p.bin": {"base64": "AP8="}}}), 1)
+    assert parsed.files == (("a.txt", "é".encode()), ("b/c.csv", b"x,y\n"), ("p.bin", b"\x00\xff"))
+    assert parse_job(json.dumps(job), 1).files == ()
+    bad = {
+        "`files` must be an object": ["a.txt"],
+        "must be relative, not absolute": {"/etc/passwd": ""},
+        "`..` parts": {"../a.txt": ""},
+        "empty, `.` or `..` parts": {"./a.txt": ""},
+        "no NUL, no backslash": {"a\\b.txt": ""},
+        "must be text \\(a string\\) or \\{\"base64\": TEXT\\}, got null": {"a.txt": None},
+        "got \\{\"base64\": \"AA==\", \"x\": 1\\}": {"a.txt": {"base64": "AA==", "x": 1}},
+        "`base64` is not base64": {"a.txt": {"base64": "A*A="}},
+        "not text \\(a lone surrogate": {"a.txt": "\ud800"},
+        "`files` \"main.py\" is also the script itself": {"main.py": ""},
+        "`files` \"h.py\" is also `modules`": {"h.py": ""},
+        "`files` \"h.py/x.txt\" is in \"h.py\", which `modules` names as a file": {"h.py/x.txt": ""},
+        "`files` \"a/b.txt\" is in \"a\", which `files` names as a file": {"a": "", "a/b.txt": ""},
+    }
+    for words, files in bad.items():
+        with pytest.raises(JobError, match=words):
+            parse_job(json.dumps({**job, "modules": {"h.py": ""}, "files": files}), 1)
+    with pytest.raises(JobError, match="`files` is for `script` jobs given as `source`"):
+        parse_job(json.dumps({"program_id": "c", "source": "", "entrypoint": "f", "files": {"a.txt": ""}}), 1)
+    with pytest.raises(JobError, match="`files` is for `script` jobs given as `source`"):
+        parse_job(json.dumps({"program_id": "c", "file": "c.py", "files": {"a.txt": ""}}), 1)
 
 
 # ------------------------------------------------------------------ resume
