@@ -10,6 +10,7 @@ input error: it is traced and becomes a row with its status.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harvest.errors import ConfigError
+from harvest.script_files import ScriptFilesError, data_files
 from harvest.script_modules import ScriptModulesError, sibling_modules
 from tracer._batch_jobs import MAX_STDIN_BYTES
 
@@ -60,6 +62,9 @@ class Program:
     test_timeout_s: float | None = None  # pytest mode: each test's limit (None: none)
     # script mode: (path relative to the script's folder, text) of the folder's modules it imports
     modules: tuple[tuple[str, str], ...] = ()
+    # script mode: (path relative to the script's folder, UTF-8 text or bytes) of the folder's
+    # data files it names (harvest/script_files.py)
+    files: tuple[tuple[str, str | bytes], ...] = ()
     origin: str = ""  # "path/to/file.jsonl:12", for messages
 
     def job(self) -> dict[str, Any]:
@@ -87,7 +92,16 @@ class Program:
             job["test_timeout_s"] = self.test_timeout_s
         if self.modules:  # absent when none, so a program without modules keeps its hash
             job["modules"] = dict(self.modules)
+        if self.files:  # absent when none, so a program without data files keeps its hash
+            job["files"] = self.files_json()
         return job
+
+    def files_json(self) -> dict[str, Any]:
+        """Its data files as the batch job's `files` has them: text, or `{"base64": ...}`."""
+        return {
+            path: content if isinstance(content, str) else {"base64": base64.b64encode(content).decode("ascii")}
+            for path, content in self.files
+        }
 
     @property
     def trace_input(self) -> str | None:
@@ -208,7 +222,8 @@ def _shown(path: Path) -> str:
 
 def script_program(path: Path, program_id: str) -> Program:
     """A Python file run as `__main__`, with the modules of its folder that it imports
-    (harvest/script_modules.py), as `python path` would find them."""
+    (harvest/script_modules.py) and the data files of its folder that it names
+    (harvest/script_files.py), as `cd FOLDER && python SCRIPT.py` would find them."""
     try:
         program_id.encode("utf-8")
     except UnicodeEncodeError:
@@ -221,9 +236,12 @@ def script_program(path: Path, program_id: str) -> Program:
         raise InputFormatError(f"{_shown(path)}: cannot read it ({exc.strerror or exc})") from None
     try:
         modules = sibling_modules(path, source)
-    except ScriptModulesError as exc:
+        files = data_files(path, source, modules)
+    except (ScriptModulesError, ScriptFilesError) as exc:
         raise InputFormatError(str(exc)) from None
-    return Program(program_id=program_id, mode="script", source=source, modules=modules, origin=str(path))
+    return Program(
+        program_id=program_id, mode="script", source=source, modules=modules, files=files, origin=str(path)
+    )
 
 
 def read_jsonl(path: Path) -> Iterator[Program]:

@@ -8,7 +8,7 @@ same plus relative imports in the modules found, transitively. Each name is look
 looks it up in the folder: a package `a/__init__.py`, then a module `a.py`, then a namespace
 package folder `a/`. Names not found there (the standard library, installed packages, missing
 modules) are left to the sandbox's Python. Imports with computed names (`importlib.import_module`,
-`__import__`) are not followed, nor are data files the program reads.
+`__import__`) are not followed. The data files the program reads: harvest/script_files.py.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ def write_unit_shard(
         _remove_stale_temporaries(out_dir, unit.shard_name)
     sources = {p.program_id: p.source or "" for p in unit.programs}
     modules = {p.program_id: dict(p.modules) for p in unit.programs if p.modules}  # part of the trace id
+    files = {p.program_id: p.files_json() for p in unit.programs if p.files}  # so are its data files
     batch: list[dict[str, Any]] = []
     events = 0
     number = 0
@@ -69,6 +70,8 @@ def write_unit_shard(
             context: dict[str, Any] = {"source": sources.get(obj["program_id"], ""), "image": unit.image}
             if obj["program_id"] in modules:
                 context["modules"] = modules[obj["program_id"]]
+            if obj["program_id"] in files:
+                context["files"] = files[obj["program_id"]]
             batch.append(stream_object_to_row(obj, context))
             events += len(obj["events"])
             if len(batch) >= BATCH_ROWS or events >= BATCH_EVENTS:

@@ -94,6 +94,7 @@ def stream_object_to_row(obj: dict[str, Any], extra: Mapping[str, Any]) -> dict[
         obj["backend"],
         obj["tracer_version"],
         extra.get("modules"),
+        extra.get("files"),
     )
     row["limits"] = {k: obj["limits"][k] for k in LIMIT_KEYS}
     events = []

@@ -275,3 +275,45 @@ def test_a_folder_script_imports_its_sibling_module_as_python_runs_it(tmp_path: 
     assert main["trace_id"] == trace_id("main", main["source"], None, None, *fields, {"helper.py": helper_text})
     assert main["trace_id"] != trace_id("main", main["source"], None, None, *fields)
     assert rows["helper"]["trace_id"] == trace_id("helper", helper_text, None, None, *fields)
+
+
+def test_a_folder_script_reads_its_data_files_as_python_runs_it_in_its_folder(tmp_path: Path) -> None:
+    """`cd course && python main.py` runs, but `worldtrace harvest course` gave main the status
+    `exception`, FileNotFoundError: [Errno 2] No such file or directory: 'input.txt' (only code
+    travelled, and it ran in the runner's working directory)."""
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from schemas.ids import trace_id
+    from schemas.validate import validate
+
+    course = tmp_path / "course"
+    (course / "data").mkdir(parents=True)
+    main_text = (
+        "import os\nfrom pathlib import Path\n"
+        "words = open('input.txt', encoding='utf-8').read().split()\n"
+        "rows = Path('data/table.csv').read_text(encoding='utf-8').splitlines()\n"
+        "with open(os.path.join(os.path.dirname(__file__), 'pic.bin'), 'rb') as f:\n"
+        "    pic = f.read()\n"
+        "print(len(words), words[-1], rows, pic, os.path.basename(__file__))\n"
+        "print(sorted(os.listdir('.')), sorted(os.listdir('data')))\n"
+    )
+    (course / "main.py").write_text(main_text, encoding="utf-8")
+    (course / "input.txt").write_text("le cœur a ses raisons\n", encoding="utf-8")
+    (course / "data" / "table.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    (course / "pic.bin").write_bytes(b"\x00\xff\xfe")
+    untraced = subprocess.run([sys.executable, "main.py"], cwd=course, capture_output=True, text=True, timeout=60)
+    assert untraced.returncode == 0, untraced.stderr
+    out = tmp_path / "out"
+    code, output = invoke(str(course), "--out", str(out), "--sandbox", "local", "-s")
+    assert code == 0, output
+    (shard,) = out.glob("unit-*.parquet")
+    (main,) = pq.read_table(shard).to_pylist()
+    assert (main["status"], main["exception_message"]) == ("ok", None)
+    assert main["stdout"] == untraced.stdout  # its working directory holds what course/ holds
+    assert validate(out).ok
+    files = {"data/table.csv": "a,b\n1,2\n", "input.txt": "le cœur a ses raisons\n", "pic.bin": {"base64": "AP/+"}}
+    fields = ["local", main["backend"], main["tracer_version"]]
+    assert main["trace_id"] == trace_id("main", main_text, None, None, *fields, None, files)
+    assert main["trace_id"] != trace_id("main", main_text, None, None, *fields)

@@ -281,6 +281,93 @@ def test_editing_a_module_changes_the_programs_hash_and_no_modules_keeps_it(tmp_
     assert after["alone"] == Program(program_id="alone", mode="script", source="print(1)\n").content_hash()
 
 
+# A course folder: main.py reads the files next to it by every common means, names things that
+# are not files of the folder, and a module of it reads a file next to itself.
+COURSE_MAIN = """\
+import os
+from pathlib import Path
+import helper
+from pkg import loader
+with open("input.txt") as f:
+    print(f.read())
+print(Path("data.csv").read_text())
+print(open(os.path.join(os.path.dirname(__file__), "words.json")).read())
+print(open("./pic.bin", "rb").read(), open(b"sub/deep.txt").read())
+print("hello", "missing.txt", "sub", "../secret.txt", "sub/../input.txt", "main.py", "helper.py")
+print(open(ABSOLUTE).read(), open("link.txt").read(), f"data_{1}.txt")
+"""
+
+
+def test_a_script_carries_the_data_files_of_its_folder_that_it_names(tmp_path: Path) -> None:
+    """A folder's main.py doing `open("input.txt")` ended in FileNotFoundError: the file did not
+    travel. Now the folder's files that the script and its modules name in string constants do."""
+    folder = tmp_path / "course"
+    write_tree(folder, {
+        "main.py": COURSE_MAIN.replace("ABSOLUTE", repr(str(tmp_path / "outside.txt"))),
+        "helper.py": "X = 1\n",
+        "pkg/__init__.py": "",
+        "pkg/loader.py": "import os\nTABLE = open(os.path.join(os.path.dirname(__file__), 'table.txt')).read()\n",
+        "pkg/table.txt": "t\n",
+        "input.txt": "3 4\n",
+        "data.csv": "a,b\r\n1,2\r\n",
+        "words.json": "[\"\u00e9\"]\n",
+        "sub/deep.txt": "deep\n",
+        "data_1.txt": "computed names are not followed\n",
+        "unnamed.txt": "not named anywhere\n",
+    })
+    (folder / "pic.bin").write_bytes(b"\x89PNG\xff\x00")
+    write_tree(tmp_path, {"secret.txt": "outside the folder\n", "outside.txt": "absolute\n"})
+    (folder / "link.txt").symlink_to(tmp_path / "outside.txt")  # inside by name, outside in fact
+    (main,) = load_programs([folder / "main.py"])
+    assert dict(main.files) == {
+        "input.txt": "3 4\n",
+        "data.csv": "a,b\r\n1,2\r\n",  # text as it is, line ends included
+        "words.json": "[\"\u00e9\"]\n",
+        "pic.bin": b"\x89PNG\xff\x00",  # not UTF-8: its bytes
+        "sub/deep.txt": "deep\n",
+        "pkg/table.txt": "t\n",  # the module's own folder (its __file__)
+    }
+    assert [path for path, _ in main.files] == sorted(dict(main.files))
+    assert {path for path, _ in main.modules} == {"helper.py", "pkg/__init__.py", "pkg/loader.py"}
+    assert main.job()["files"] == {**dict(main.files), "pic.bin": {"base64": "iVBOR/8A"}}
+    (by_folder,) = [p for p in load_programs([folder]) if p.program_id == "main"]
+    assert by_folder.files == main.files
+
+
+def test_editing_a_data_file_changes_the_programs_hash(tmp_path: Path) -> None:
+    from harvest.inputs import Program
+
+    write_tree(tmp_path, {"main.py": "print(open('input.txt').read())\n", "input.txt": "1\n", "alone.py": "print(1)\n"})
+    before = {p.program_id: p.content_hash() for p in load_programs([tmp_path])}
+    (tmp_path / "input.txt").write_text("2\n", encoding="utf-8")
+    after = {p.program_id: p.content_hash() for p in load_programs([tmp_path])}
+    assert before["main"] != after["main"]
+    assert before["alone"] == after["alone"]
+    assert after["alone"] == Program(program_id="alone", mode="script", source="print(1)\n").content_hash()
+
+
+def test_data_files_over_the_bound_are_an_input_error_naming_the_script_and_the_file(tmp_path: Path) -> None:
+    from harvest.script_files import MAX_FILE_BYTES, MAX_FILES, MAX_FILES_BYTES
+
+    write_tree(tmp_path / "big", {"main.py": "open('huge.txt')\n", "huge.txt": "x" * (MAX_FILE_BYTES + 1)})
+    with pytest.raises(InputFormatError, match=r"big/main.py: the data file huge.txt that it names is "
+                       r"1,048,577 bytes; at most 1,048,576 bytes travel per file"):
+        load_programs([tmp_path / "big"])
+    count = MAX_FILES_BYTES // MAX_FILE_BYTES + 1
+    names = [f"d{i}.txt" for i in range(count)]
+    write_tree(tmp_path / "sum", {"main.py": f"NAMES = {names!r}\n", **{n: "x" * MAX_FILE_BYTES for n in names}})
+    with pytest.raises(InputFormatError, match=rf"sum/main.py: the data files it names .* with {names[-1]} "
+                       rf"\({count * MAX_FILE_BYTES:,} bytes in {count} files\)"):
+        load_programs([tmp_path / "sum" / "main.py"])
+    names = [f"f{i:03}.txt" for i in range(MAX_FILES + 1)]
+    write_tree(tmp_path / "many", {"main.py": f"NAMES = {names!r}\n", **{n: "x" for n in names}})
+    with pytest.raises(InputFormatError, match=rf"many/main.py: .* with {names[-1]} \(101 bytes in 101 files\)"):
+        load_programs([tmp_path / "many" / "main.py"])
+    write_tree(tmp_path / "ok", {"main.py": f"NAMES = {names[:MAX_FILES]!r}\n", **{n: "x" for n in names}})
+    (ok,) = load_programs([tmp_path / "ok" / "main.py"])
+    assert len(ok.files) == MAX_FILES
+
+
 def test_modules_over_the_bound_are_an_input_error_naming_the_script(tmp_path: Path) -> None:
     from harvest.script_modules import MAX_MODULE_BYTES, MAX_MODULE_FILES
 
