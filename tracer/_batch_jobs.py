@@ -309,21 +309,21 @@ def _check_folder_paths(
 ) -> None:
     """The script, `modules` and `files` must name different files of the folder, none of them a
     folder that another one is in (`a.txt` and `a.txt/b.txt`)."""
-    owner = {script: "the script itself (from its `program_id`)"}
+    owner = {script: "the script's own name (from its `program_id`)"}
     for path, _ in modules:
-        owner[path] = "`modules`"
+        owner[path] = "a path of `modules`"
     for path, _ in files:
         if path in owner:
-            raise JobError("`files` %s is also %s" % (_show(path), owner[path]), program_id)
-        owner[path] = "`files`"
+            raise JobError("`files` path %s is also %s" % (_show(path), owner[path]), program_id)
+        owner[path] = "a path of `files`"
     for path in owner:
         parts = path.split("/")
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth])
             if folder in owner:
                 raise JobError(
-                    "%s %s is in %s, which %s names as a file"
-                    % (owner[path], _show(path), _show(folder), owner[folder]),
+                    "%s is inside %s, which is a file there (%s)"
+                    % (_show(path), _show(folder), owner[folder]),
                     program_id,
                 )
 

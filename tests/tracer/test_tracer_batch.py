@@ -912,10 +912,11 @@ def test_parse_job_checks_files() -> None:
         "got \\{\"base64\": \"AA==\", \"x\": 1\\}": {"a.txt": {"base64": "AA==", "x": 1}},
         "`base64` is not base64": {"a.txt": {"base64": "A*A="}},
         "not text \\(a lone surrogate": {"a.txt": "\ud800"},
-        "`files` \"main.py\" is also the script itself": {"main.py": ""},
-        "`files` \"h.py\" is also `modules`": {"h.py": ""},
-        "`files` \"h.py/x.txt\" is in \"h.py\", which `modules` names as a file": {"h.py/x.txt": ""},
-        "`files` \"a/b.txt\" is in \"a\", which `files` names as a file": {"a": "", "a/b.txt": ""},
+        "`files` path \"main.py\" is also the script's own name": {"main.py": ""},
+        "`files` path \"h.py\" is also a path of `modules`": {"h.py": ""},
+        "\"h.py/x.txt\" is inside \"h.py\", which is a file there \\(a path of `modules`\\)": {"h.py/x.txt": ""},
+        "\"a/b.txt\" is inside \"a\", which is a file there \\(a path of `files`\\)": {"a": "", "a/b.txt": ""},
+        "\"main.py/x\" is inside \"main.py\", which is a file there \\(the script's own name": {"main.py/x": ""},
     }
     for words, files in bad.items():
         with pytest.raises(JobError, match=words):
