@@ -213,26 +213,24 @@ class LineEffects:
         self.subscript = self.subscript or other.subscript
 
 
-_WRITE_OPS = frozenset([
-    "STORE_FAST", "DELETE_FAST", "STORE_DEREF", "DELETE_DEREF", "STORE_NAME", "DELETE_NAME",
-    "STORE_FAST_MAYBE_NULL", "LOAD_FAST_AND_CLEAR", "STORE_FAST_STORE_FAST",
-])
-_LOAD_OPS = frozenset([
-    "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE",
-    "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF",
-])
+_NAME_WRITE_OPS = frozenset(["STORE_NAME", "DELETE_NAME"])  # a module's or class body's names
 _GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"])
 _ATTR_OPS = frozenset(["LOAD_ATTR", "LOAD_METHOD"])
+# BINARY_SUBSCR: also 3.14+'s ``BINARY_OP`` for ``[]`` (NB_SUBSCR), named so by _instruction_lines.
 _SUBSCR_OPS = frozenset(["BINARY_SUBSCR", "STORE_SUBSCR", "DELETE_SUBSCR"])
+# LOAD_SPECIAL: 3.14+ looks ``__enter__``/``__exit__`` (and the async pair) up with it and calls
+# them with CALL; before, BEFORE_WITH / BEFORE_ASYNC_WITH did both.
 _WITH_OPS = frozenset([
     "BEFORE_WITH", "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH", "WITH_CLEANUP_START",
-    "WITH_EXCEPT_START",
+    "WITH_EXCEPT_START", "LOAD_SPECIAL",
 ])
-# Iteration without a call: FOR_ITER, unpacking, ``in``, star-unpacking into a display or call.
+# Iteration without a call: FOR_ITER, unpacking, ``in``, star-unpacking into a display or call,
+# ``yield from`` (GET_YIELD_FROM_ITER; 3.15+: GET_ITER with an argument, and GET_ITER is listed
+# whatever its argument: the other lines that run it, a ``for`` or comprehension, consume anyway).
 _CONSUMING_OPS = frozenset([
     "FOR_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "CONTAINS_OP", "LIST_EXTEND", "SET_UPDATE",
     "CALL_FUNCTION_EX", "BUILD_LIST_UNPACK", "BUILD_TUPLE_UNPACK", "BUILD_SET_UNPACK",
-    "BUILD_TUPLE_UNPACK_WITH_CALL", "GET_YIELD_FROM_ITER",
+    "BUILD_TUPLE_UNPACK_WITH_CALL", "GET_YIELD_FROM_ITER", "GET_ITER",
 ])
 # Names whose use lets a line change locals the bytecode does not show (builtins, attributes).
 _RESCAN_NAMES = frozenset(["exec", "eval", "f_locals"])
@@ -243,15 +241,17 @@ _CONTINUING_OPS = frozenset([
     "DELETE_ATTR", "CALL", "CALL_KW", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX",
     "CALL_METHOD", "PRECALL",
 ])
-_TRANSPARENT_OPS = frozenset(["EXTENDED_ARG", "NOP", "RESUME"])  # (CACHE entries are never listed)
+# (CACHE entries are never listed.) NOT_TAKEN (3.14+) marks the fall-through of a conditional
+# jump for sys.monitoring's BRANCH events; it does nothing.
+_TRANSPARENT_OPS = frozenset(["EXTENDED_ARG", "NOP", "RESUME", "NOT_TAKEN"])
 # Iteration (FOR_ITER) and suspension (YIELD/SEND/await) are not listed: in-scope code
 # they run emits its own events (which forces a full rescan), and a suspended frame is
 # rescanned when it resumes.
 _MUTATING_OPS = frozenset([
     "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR", "STORE_SLICE", "DELETE_SLICE",
     "BEFORE_WITH", "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH", "WITH_EXCEPT_START",
-    "WITH_CLEANUP_START", "IMPORT_NAME", "IMPORT_STAR", "IMPORT_FROM", "STORE_GLOBAL", "DELETE_GLOBAL",
-    "EXEC_STMT",
+    "WITH_CLEANUP_START", "LOAD_SPECIAL", "IMPORT_NAME", "IMPORT_STAR", "IMPORT_FROM", "STORE_GLOBAL",
+    "DELETE_GLOBAL", "EXEC_STMT",
 ])
 # Builtins that never mutate their arguments (any user code they trigger, like __lt__ or
 # __iter__ defined in the program, is in scope and emits events of its own). Builtins that
@@ -315,8 +315,11 @@ def _instruction_lines(code) -> list:
                 null = bool(arg & 1)
             else:
                 argval = names[arg]
-        elif name == "BINARY_OP" and _NB_INPLACE_FIRST <= arg <= _NB_INPLACE_LAST:
-            name = "BINARY_OP_INPLACE"
+        elif name == "BINARY_OP":
+            if arg in _NB_INPLACE:
+                name = "BINARY_OP_INPLACE"
+            elif arg == _NB_SUBSCR:
+                name = "BINARY_SUBSCR"  # 3.14+: ``x[k]`` is BINARY_OP's NB_SUBSCR
         elif name == "COMPARE_OP" and not PYBEHAVIOR.has_contains_op and arg in (6, 7):
             name = "CONTAINS_OP"  # PYBEHAVIOR: has_contains_op (3.8: ``in`` is COMPARE_OP 6, 7)
         out.append((lines[offset], name, argval, null))
@@ -375,17 +378,44 @@ def _line_starts(code) -> dict:
 _OPNAME = dis.opname
 _EXTENDED_ARG = dis.EXTENDED_ARG
 _CACHE = dis.opmap.get("CACHE", -1)
-# BINARY_OP's in-place operators (``x += ...``), 3.11+: NB_INPLACE_ADD .. NB_INPLACE_XOR.
-_NB_INPLACE_FIRST, _NB_INPLACE_LAST = 13, 25
+# BINARY_OP's operators (3.11+), by name: the in-place ones (``x += ...``, NB_INPLACE_ADD ..
+# NB_INPLACE_XOR) and 3.14+'s subscript (NB_SUBSCR); dis's table where it has one.
+_NB_NAMES = [op[0] for op in getattr(dis, "_nb_ops", ())]
+_NB_INPLACE = frozenset(
+    [i for i, nb in enumerate(_NB_NAMES) if nb.startswith("NB_INPLACE_")] if _NB_NAMES else range(13, 26)
+)
+_NB_SUBSCR = _NB_NAMES.index("NB_SUBSCR") if "NB_SUBSCR" in _NB_NAMES else None
+
+
+def _local_accesses(name: str) -> tuple:
+    """How an instruction that names locals uses each: "load" or "write", one per LOAD/STORE/DELETE
+    in its name (two for 3.13+'s two-local instructions like ``STORE_FAST_LOAD_FAST``)."""
+    if name == "LOAD_FAST_AND_CLEAR":
+        return ("write",)  # saves and clears an inlined comprehension's variable (3.12+)
+    return tuple("load" if word == "LOAD" else "write" for word in name.split("_")
+                 if word in ("LOAD", "STORE", "DELETE"))
+
+
+# The instructions that name locals, cells or free variables, from dis's own tables
+# (``haslocal``/``hasfree``), so that a variant a new CPython adds is read like its family
+# (3.14's LOAD_FAST_BORROW, LOAD_FAST_BORROW_LOAD_FAST_BORROW); the names listed too cover
+# the interpreters whose tables miss them. Name -> accesses, see ``_local_accesses``.
+_LOCAL_OPS = {}
+for _name in sorted({_OPNAME[op] for op in list(dis.haslocal) + list(dis.hasfree) if op < len(_OPNAME)} | {
+        "STORE_FAST", "DELETE_FAST", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR",
+        "STORE_FAST_MAYBE_NULL", "LOAD_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST",
+        "STORE_DEREF", "DELETE_DEREF", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF",
+        "LOAD_FROM_DICT_OR_DEREF", "MAKE_CELL"}):
+    if not _name.startswith("<"):
+        _LOCAL_OPS[_name] = _local_accesses(_name)
 _ARG_KINDS = {}
-for _name in ("STORE_FAST", "DELETE_FAST", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR",
-              "STORE_FAST_MAYBE_NULL"):
-    _ARG_KINDS[_name] = "fast"
-for _name in ("STORE_DEREF", "DELETE_DEREF", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF",
-              "LOAD_FROM_DICT_OR_DEREF", "MAKE_CELL"):
-    _ARG_KINDS[_name] = "deref"
-for _name in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST"):
-    _ARG_KINDS[_name] = "pair"
+for _name, _accesses in _LOCAL_OPS.items():
+    if len(_accesses) == 2:
+        _ARG_KINDS[_name] = "pair"
+    elif "FAST" in _name.split("_"):
+        _ARG_KINDS[_name] = "fast"
+    else:  # cells and free variables: their own index space before 3.11
+        _ARG_KINDS[_name] = "deref"
 for _name in ("LOAD_ATTR", "LOAD_METHOD"):
     _ARG_KINDS[_name] = "attr"
 for _name in ("STORE_NAME", "DELETE_NAME", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"):
@@ -440,25 +470,20 @@ def line_effects(code) -> dict:
             eff.result_attrs = True  # ``f()[k]``: the key was loaded in between
         before_prev = prev_name if prev_line == line else None
         prev_line, prev_name, prev_argval = line, name, argval
-        if name in _WRITE_OPS:
-            if isinstance(argval, tuple):
-                eff.writes.update(a for a in argval if isinstance(a, str))
-            elif isinstance(argval, str):
+        accesses = _LOCAL_OPS.get(name)
+        if accesses is not None:
+            for access, local in zip(accesses, argval if isinstance(argval, tuple) else (argval,)):
+                if not isinstance(local, str):
+                    continue
+                if access == "write":
+                    eff.writes.add(local)
+                else:
+                    if local in eff.writes:  # stored earlier on this line (offset order)
+                        eff.rebound.add(local)
+                    eff.loads.add(local)
+        elif name in _NAME_WRITE_OPS:
+            if isinstance(argval, str):
                 eff.writes.add(argval)
-        elif name == "STORE_FAST_LOAD_FAST" and isinstance(argval, tuple):
-            eff.writes.add(argval[0])
-            if argval[1] in eff.writes:
-                eff.rebound.add(argval[1])
-            eff.loads.add(argval[1])
-        elif name in _LOAD_OPS:
-            if isinstance(argval, tuple):
-                loaded = [a for a in argval if isinstance(a, str)]
-            else:
-                loaded = [argval] if isinstance(argval, str) else []
-            for a in loaded:
-                if a in eff.writes:  # stored earlier on this line (offset order)
-                    eff.rebound.add(a)
-            eff.loads.update(loaded)
         elif name in _GLOBAL_OPS:
             if isinstance(argval, str):
                 eff.globals.add(argval)

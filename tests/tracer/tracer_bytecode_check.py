@@ -47,12 +47,33 @@ def dis_view(code) -> list:
         name = inst.opname
         if name == "BINARY_OP" and "=" in (inst.argrepr or ""):
             name = "BINARY_OP_INPLACE"
+        elif name == "BINARY_OP" and inst.argrepr == "[]":  # 3.14+: NB_SUBSCR
+            name = "BINARY_SUBSCR"
         elif name == "COMPARE_OP" and inst.argval in ("in", "not in"):  # 3.8
             name = "CONTAINS_OP"
         kind = codeinfo._ARG_KINDS.get(name)
         argval = inst.argval if kind is not None else None
         null = name == "LOAD_GLOBAL" and "NULL" in (inst.argrepr or "")
         out.append((line, name, argval, null))
+    return out
+
+
+def unrecorded_locals(code) -> list:
+    """Locals that an instruction names (dis's ``haslocal``/``hasfree``) but that
+    ``codeinfo.line_effects`` records neither as read nor as written on the instruction's line
+    (an instruction it does not know names locals: 3.14's LOAD_FAST_BORROW was one)."""
+    table = codeinfo.line_effects(code)
+    naming = set(dis.haslocal) | set(dis.hasfree)
+    out = []
+    for (line, _, _, _), inst in zip(dis_view(code), dis.get_instructions(code)):
+        if inst.opcode not in naming or inst.opname in ("MAKE_CELL", "COPY_FREE_VARS"):
+            continue
+        # An instruction without a line counts on every line (line_effects merges it into all).
+        eff = table.get(line) if line is not None else next(iter(table.values()), None)
+        if eff is None:
+            continue
+        names = inst.argval if isinstance(inst.argval, tuple) else (inst.argval,)
+        out.extend((line, inst.opname, n) for n in names if n not in eff.loads and n not in eff.writes)
     return out
 
 
@@ -89,6 +110,9 @@ def main() -> None:
                 first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
                 problems.append({"code": code.co_name, "index": first,
                                  "ours": repr(ours[first:first + 1]), "dis": repr(theirs[first:first + 1])})
+            missed = unrecorded_locals(code)
+            if missed and len(problems) < 5:
+                problems.append({"code": code.co_name, "unrecorded_locals": repr(missed[:3])})
     print(json.dumps({"checked": checked, "problems": problems}))
 
 
