@@ -212,6 +212,12 @@ class LineEffects:
         self.consumes = self.consumes or other.consumes
         self.subscript = self.subscript or other.subscript
 
+    def absorb(self, other: LineEffects) -> None:
+        """Add what ``other``'s line does when it runs as part of this one (no event between)."""
+        self.merge(other)
+        self.rebound |= other.rebound
+        self.continued = self.continued or other.continued
+
 
 _NAME_WRITE_OPS = frozenset(["STORE_NAME", "DELETE_NAME"])  # a module's or class body's names
 _GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"])
@@ -244,6 +250,9 @@ _CONTINUING_OPS = frozenset([
 # (CACHE entries are never listed.) NOT_TAKEN (3.14+) marks the fall-through of a conditional
 # jump for sys.monitoring's BRANCH events; it does nothing.
 _TRANSPARENT_OPS = frozenset(["EXTENDED_ARG", "NOP", "RESUME", "NOT_TAKEN"])
+# Instructions the interpreter never marks as a line start (sys.monitoring's line table, 3.12+).
+_NO_LINE_START_OPS = frozenset(["END_FOR", "END_SEND", "END_ASYNC_FOR", "RESUME", "POP_ITER"])
+_HIDING_POP_ITER = PYBEHAVIOR.pop_iter_hides_next_line
 # Iteration (FOR_ITER) and suspension (YIELD/SEND/await) are not listed: in-scope code
 # they run emits its own events (which forces a full rescan), and a suspended frame is
 # rescanned when it resumes.
@@ -439,10 +448,25 @@ def line_effects(code) -> dict:
     unlined = LineEffects()
     prev_line, prev_name, prev_argval = None, None, None
     before_prev = None  # the instruction before the previous one, on this line
+    # PYBEHAVIOR: pop_iter_hides_next_line. (line of a loop's POP_ITER, line that runs after it
+    # without an event of its own), found as the interpreter marks line starts: ``current`` is
+    # the line of the last instruction before, in offset order, that the marking does not skip.
+    hidden = []
+    current, after_pop_iter = None, None
     for line, name, argval, null in _instruction_lines(code):
         eff = table.get(line) if line is not None else unlined
         if eff is None:
             eff = table[line] = LineEffects()
+        if _HIDING_POP_ITER:
+            if name in _NO_LINE_START_OPS:
+                if name == "POP_ITER":
+                    after_pop_iter = line
+            else:
+                if (after_pop_iter is not None and line is not None and line == current
+                        and line != after_pop_iter):
+                    hidden.append((after_pop_iter, line))
+                after_pop_iter = None
+                current = line
         if name in _TRANSPARENT_OPS:
             continue
         if line is not None and line != prev_line and name in _CONTINUING_OPS:
@@ -504,6 +528,10 @@ def line_effects(code) -> dict:
             or unlined.rescan_all or unlined.consumes):
         for eff in table.values():
             eff.merge(unlined)
+    for event_line, line in hidden:
+        # All of the hidden line, though only its instructions up to its next line start run
+        # under the loop line's event: more to re-read, never less.
+        table[event_line].absorb(table[line])
     for eff in table.values():
         # Every call needs a callee; if all of them are pure builtins the calls are harmless.
         if eff.calls and eff.calls > eff.pure_callees:

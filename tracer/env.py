@@ -78,6 +78,12 @@ class PYBEHAVIOR:
     # YIELD_FROM (3.8-3.10); later versions use SEND + YIELD_VALUE.
     has_yield_from_opcode = PYVERSION < (3, 11)
 
+    # A loop's exit leaves the instruction after its POP_ITER without a LINE event when that
+    # instruction's line is the one of the instruction before the loop's END_FOR (3.14+: the
+    # line table skips POP_ITER as it skips END_FOR, so a multi-line comprehension's store back on
+    # its first line runs under the ``for`` line's event).
+    pop_iter_hides_next_line = PYVERSION >= (3, 14)
+
     # ``python script.py`` gives ``__main__.__file__`` as an absolute path (3.9+); before, as typed.
     main_file_is_absolute = PYVERSION >= (3, 9)
 

@@ -6,7 +6,7 @@ Each program mutates an object through a path the names on the line do not show:
 a class or function attribute, a class body's names, a lazy builtin consumed on the same line,
 a name bound and mutated on one line, a method call split over lines, a ``map`` stored and
 consumed later, an instance's ``__dict__``, a memoryview, an attribute or item of what a call out
-of scope returned. (And one that crashed CPython 3.13.0-3.13.2 when its locals were read: an
+of scope returned, a multi-line comprehension's store that 3.14+ runs without a line event. (And one that crashed CPython 3.13.0-3.13.2 when its locals were read: an
 inlined comprehension whose variable shadows a cell.) The module also runs as a script (stdlib only).
 """
 
@@ -266,6 +266,23 @@ def f():
     for x in it:
         out.append(x)
     return keep, out
+""",
+    # 3.14+: a loop's exit (END_FOR, POP_ITER) runs the comprehension's store, back on its first
+    # line, without a line event of its own: under the ``for`` line's event.
+    "multi_line_comprehensions_stored_on_their_first_line": """\
+def f():
+    xs = [1, 2]
+    out = []
+    t = [x + 1
+         for x in xs]
+    n = 0
+    out.extend([x * 2
+                for x in xs])
+    n = 1
+    d = {x: [x]
+         for x in xs}
+    n = 2
+    return t, out, d
 """,
     "comprehension_shadowing_a_cell": """\
 def f():
