@@ -1,8 +1,10 @@
 """Tracer overhead: traced/untraced time per workload, backend and Python version.
 
-Run: ``python benchmarks/tracer_overhead.py [--pythons 3.12,3.13] [--reps N] [--quick]``
+Run: ``python benchmarks/tracer_overhead.py [--pythons 3.12,3.13] [--newer-pythons] [--reps N] [--quick]``
 
-For every CPython 3.8-3.13 that pyenv lists (plus the running interpreter), a child
+For every CPython 3.8-3.13 that pyenv lists (plus the running interpreter, and with
+``--newer-pythons`` 3.14 and 3.15 in the catalog images base-py314/base-py315, through
+``docker run``: the process time measured is the container's own), a child
 process times seven small CPU-bound workloads untraced and traced, side by side, and
 prints the ratio traced/untraced for:
 
@@ -24,7 +26,7 @@ as ``timeit`` does), with the untraced runs and worldtrace's recorders interleav
 so that load changes hit them alike; the summary rows take the median/geomean/max across
 workloads.
 
-Stdlib only in the child (peers are optional), so it runs under any 3.8-3.13.
+Stdlib only in the child (peers are optional), so it runs under any 3.8-3.15.
 """
 
 from __future__ import annotations
@@ -304,7 +306,7 @@ def child(reps: int, peer_reps: int) -> dict:
 # -- the parent: one child per interpreter, then a table ---------------------------------
 
 
-def _pythons(selected: str | None) -> dict:
+def _pythons(selected: str | None, newer: bool) -> dict:
     found = {}
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     versions = os.path.join(root, "versions")
@@ -317,6 +319,12 @@ def _pythons(selected: str | None) -> dict:
                     found[f"3.{parts[1]}"] = exe
     here = "{}.{}".format(*sys.version_info[:2])
     found[here] = sys.executable  # the running interpreter (e.g. the venv with the peers)
+    if newer:
+        from images.interpreter import NEWER_PYTHONS, image_python
+
+        for version, image in NEWER_PYTHONS.items():
+            if not selected or version in selected.split(","):
+                found[version] = str(image_python(image, read_only=[REPO], writable=[tempfile.gettempdir()]))
     if selected:
         wanted = set(selected.split(","))
         found = {v: p for v, p in found.items() if v in wanted}
@@ -339,6 +347,8 @@ def _geomean(values: list) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pythons", help="comma-separated versions, e.g. 3.12,3.13 (default: all found)")
+    parser.add_argument("--newer-pythons", action="store_true",
+                        help="also CPython 3.14 and 3.15 of the images base-py314/base-py315 (needs Docker)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per traced measurement")
     parser.add_argument("--peer-reps", type=int, default=1, help="repetitions for the slow peers")
     parser.add_argument("--quick", action="store_true", help="reps=3 (a smoke run)")
@@ -350,7 +360,7 @@ def main() -> int:
         sys.stdout.write(json.dumps(child(args.reps, args.peer_reps)) + "\n")
         return 0
     reports = []
-    for version, exe in _pythons(args.pythons).items():
+    for version, exe in _pythons(args.pythons, args.newer_pythons).items():
         env = dict(os.environ, PYTHONPATH=REPO)
         proc = subprocess.run(
             [exe, os.path.abspath(__file__), "--child", "--reps", str(args.reps), "--peer-reps", str(args.peer_reps)],

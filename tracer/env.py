@@ -15,7 +15,7 @@ PYVERSION = sys.version_info
 PYTHON_VERSION = platform.python_version()
 CPYTHON = platform.python_implementation() == "CPython"
 # The newest CPython the test suite runs the tracer under (golden traces, the differential tests).
-NEWEST_TESTED = (3, 13)
+NEWEST_TESTED = (3, 15)
 
 
 class PYBEHAVIOR:

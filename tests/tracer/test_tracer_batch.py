@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tracer_testutil import interpreter
 
 from tracer._batch_jobs import JobError, parse_job
 from tracer._batch_output import TraceWriter, encode_line
@@ -515,13 +516,6 @@ def test_the_programs_are_noted_as_they_start(hostile: tuple) -> None:
     assert started == [j["program_id"] for j in HOSTILE_JOBS]
 
 
-def pyenv_python(version: str) -> str | None:
-    """The pyenv interpreter for `version` (like tests/conftest.py's pyenv_pythons), or None."""
-    root = Path(os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))) / "versions"
-    found = sorted(root.glob(f"{version}.*/bin/python{version}")) if root.is_dir() else []
-    return str(found[-1]) if found else None
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -660,14 +654,12 @@ def modules_jobs() -> list:
     ]
 
 
-@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+@pytest.mark.parametrize("version", [None, "3.8", "3.13", "3.15"])
 def test_a_script_job_runs_next_to_its_modules(tmp_path: Path, version: str | None) -> None:
     """A harvested folder's `main.py` doing `from helper import double` failed with
     ModuleNotFoundError: only its own source travelled. A job's `modules` are written next to the
     script, which runs under its own name from that folder, as `python folder/main.py` does."""
-    python = sys.executable if version is None else pyenv_python(version)
-    if python is None:
-        pytest.skip(f"no CPython {version} from pyenv")
+    python = sys.executable if version is None else interpreter(version)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     rows, proc = run_batch_process(tmp_path, modules_jobs(), {"timeout_s": 10}, python=python, scratch=[str(scratch)])
@@ -712,13 +704,11 @@ SHADOWING_MODULES = {
 }
 
 
-@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+@pytest.mark.parametrize("version", [None, "3.8", "3.13", "3.15"])
 def test_a_folder_module_named_like_a_loaded_one_is_imported_as_python_would(
     tmp_path: Path, version: str | None
 ) -> None:
-    python = sys.executable if version is None else pyenv_python(version)
-    if python is None:
-        pytest.skip(f"no CPython {version} from pyenv")
+    python = sys.executable if version is None else interpreter(version)
     folder = tmp_path / "student"
     folder.mkdir()
     (folder / "main.py").write_text(SHADOWING_MAIN)
@@ -751,17 +741,17 @@ STDIN_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+@pytest.mark.parametrize("version", [None, "3.8", "3.13", "3.15"])
 def test_a_script_job_reads_its_stdin_as_python_reads_a_redirected_file(tmp_path: Path, version: str | None) -> None:
     """A script job could only read /dev/null: a contest solution's `input()` raised EOFError."""
-    python = sys.executable if version is None else pyenv_python(version)
-    if python is None:
-        pytest.skip(f"no CPython {version} from pyenv")
+    python = sys.executable if version is None else interpreter(version)
     stdin = "3\n4 9 2 7\n" + "é" * 100_000  # past a pipe's buffer, not ASCII
     (tmp_path / "solution.py").write_text(STDIN_SCRIPT)
     (tmp_path / "test.in").write_text(stdin, encoding="utf-8")
-    with (tmp_path / "test.in").open("rb") as f:
-        untraced = subprocess.run([python, "solution.py"], cwd=tmp_path, stdin=f, capture_output=True, text=True, timeout=60)
+    # `python solution.py < test.in`, the redirection made by the interpreter's own process (an
+    # interpreter of an image runs behind `docker run -i`, whose stdin is a pipe).
+    redirect = "import os, sys; os.dup2(os.open('test.in', os.O_RDONLY), 0); os.execv(sys.executable, [sys.executable, 'solution.py'])"
+    untraced = subprocess.run([python, "-c", redirect], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert untraced.returncode == 0, untraced.stderr
     assert untraced.stdout.startswith("3 15 100000 True 200010 b''\n'3\\n'"), untraced.stdout
     jobs = [
@@ -854,7 +844,7 @@ FILES = {"input.txt": "3 4\n5\n", "data/words.json": '["é", "ß"]\n', "data/not
 PIC = b"\x89PNG\r\n\x1a\n\x00\xff"
 
 
-@pytest.mark.parametrize("version", [None, "3.8", "3.13"])
+@pytest.mark.parametrize("version", [None, "3.8", "3.13", "3.15"])
 def test_a_script_job_reads_its_data_files_as_cd_folder_python_runs_it(tmp_path: Path, version: str | None) -> None:
     """A harvested folder's `main.py` doing `open("input.txt")` ended in FileNotFoundError: only
     its code travelled, and it ran in the runner's working directory. A job's `files` are written
@@ -862,9 +852,7 @@ def test_a_script_job_reads_its_data_files_as_cd_folder_python_runs_it(tmp_path:
     run in the very folder the runner uses (so that the paths it prints are the same too)."""
     import base64
 
-    python = sys.executable if version is None else pyenv_python(version)
-    if python is None:
-        pytest.skip(f"no CPython {version} from pyenv")
+    python = sys.executable if version is None else interpreter(version)
     scratch = tmp_path / "scratch"
     folder = scratch / "program"
     folder.mkdir(parents=True)
@@ -1142,11 +1130,9 @@ def _remove_cgroup(group: Path) -> None:
 
 
 @pytest.mark.multipython
-@pytest.mark.parametrize("version", ["3.8", "3.13"])
+@pytest.mark.parametrize("version", ["3.8", "3.13", "3.15"])
 def test_batch_on_oldest_and_newest_python(tmp_path: Path, version: str) -> None:
-    python = pyenv_python(version)
-    if python is None:
-        pytest.skip(f"Python {version} is not installed under pyenv")
+    python = interpreter(version)
     jobs = [
         call("good", GOOD, input_text="5"),
         # Only the endless loop gets a short deadline: under load a good program on the

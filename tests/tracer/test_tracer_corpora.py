@@ -1,6 +1,6 @@
 """The tracer over the real corpora (../shared/corpora), one subprocess per interpreter.
 
-* differential: all CRUXEval programs under both backends on 3.12 and 3.13 give identical
+* differential: all CRUXEval programs under both backends on 3.12-3.15 give identical
   traces, and the rendered return value equals the rendering of ``eval(expected output)``.
 * no behaviour change: CRUXEval and MBPP programs give the same result, exception and
   stdout traced (each backend) and untraced.
@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tracer_testutil import TRACER_TESTS, corpora_dir, host_python, pyenv_pythons, run_in
+from tracer_testutil import TRACER_TESTS, corpora_dir, host_python, interpreter, run_in
 
-PYTHONS = pyenv_pythons()
 RUNNER = str(TRACER_TESTS / "tracer_corpus_runner.py")
 
 
@@ -24,11 +23,9 @@ def _report(python: str, mode: str, corpus: str) -> dict:
 
 
 @pytest.mark.multipython
-@pytest.mark.parametrize("version", ["3.12", "3.13"])
+@pytest.mark.parametrize("version", ["3.12", "3.13", "3.14", "3.15"])
 def test_cruxeval_differential(version: str, cruxeval: list) -> None:
-    if version not in PYTHONS:
-        pytest.skip(f"CPython {version} not found by pyenv")
-    report = _report(PYTHONS[version], "differential", "cruxeval")
+    report = _report(interpreter(version), "differential", "cruxeval")
     assert report["rows"] == len(cruxeval)
     assert report["backends"] == ["settrace", "monitoring"]
     assert report["problems"] == [], json.dumps(report["problems"][:5], indent=1)
@@ -43,21 +40,19 @@ def test_no_behaviour_change_host(corpus: str, request) -> None:
 
 
 @pytest.mark.multipython
+@pytest.mark.parametrize("version", ["3.13", "3.14", "3.15"])
 @pytest.mark.parametrize("corpus", ["cruxeval", "mbpp"])
-def test_no_behaviour_change_313(corpus: str, request) -> None:
+def test_no_behaviour_change_newer_pythons(corpus: str, version: str, request) -> None:
     request.getfixturevalue(corpus)
-    if "3.13" not in PYTHONS:
-        pytest.skip("CPython 3.13 not found by pyenv")
-    report = _report(PYTHONS["3.13"], "nochange", corpus)
+    report = _report(interpreter(version), "nochange", corpus)
     assert report["problems"] == [], json.dumps(report["problems"][:5], indent=1)
 
 
 @pytest.mark.multipython
+@pytest.mark.parametrize("version", ["3.13", "3.14", "3.15"])
 @pytest.mark.parametrize("corpus", ["cruxeval", "mbpp"])
-def test_line_analysis_matches_full_rescans(corpus: str, request) -> None:
+def test_line_analysis_matches_full_rescans(corpus: str, version: str, request) -> None:
     """Re-reading only what each line can change gives exactly the full-rescan events."""
     request.getfixturevalue(corpus)
-    if "3.13" not in PYTHONS:
-        pytest.skip("CPython 3.13 not found by pyenv")
-    report = _report(PYTHONS["3.13"], "fullscan", corpus)
+    report = _report(interpreter(version), "fullscan", corpus)
     assert report["problems"] == [], json.dumps(report["problems"][:3], indent=1)

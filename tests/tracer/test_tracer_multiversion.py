@@ -1,4 +1,5 @@
-"""The tracer under every CPython 3.8-3.13 that pyenv lists, with each backend it supports.
+"""The tracer under every CPython 3.8-3.13 that pyenv lists and 3.14-3.15 in the catalog's images
+(tracer_testutil.tested_versions), with each backend it supports.
 
 Each (interpreter, backend) runs the behaviour cases and the golden programs in one
 subprocess. Both backends of one interpreter are compared against the same golden file
@@ -14,13 +15,20 @@ import json
 import os
 
 import pytest
-from tracer_testutil import TRACER_TESTS, backends_for, corpora_dir, pyenv_pythons, run_in
+from tracer_testutil import (
+    TRACER_TESTS,
+    backends_for,
+    corpora_dir,
+    interpreter,
+    run_in,
+    tested_versions,
+)
 
 GOLDEN = TRACER_TESTS / "golden"
 REGEN = os.environ.get("WORLDTRACE_REGEN_GOLDEN") == "1"
-PYTHONS = pyenv_pythons()
-COMBOS = [(v, b) for v in sorted(PYTHONS) for b in backends_for(v)]
-COMBOS += [(v, "monitoring-general") for v in sorted(PYTHONS) if "monitoring" in backends_for(v)]
+VERSIONS = tested_versions()
+COMBOS = [(v, b) for v in VERSIONS for b in backends_for(v)]
+COMBOS += [(v, "monitoring-general") for v in VERSIONS if "monitoring" in backends_for(v)]
 
 pytestmark = pytest.mark.multipython
 
@@ -28,7 +36,7 @@ pytestmark = pytest.mark.multipython
 def _run(version: str, mode: str, backend: str) -> dict:
     extra_env = {"WORLDTRACE_MONITORING_GENERAL": "1"} if backend == "monitoring-general" else {}
     backend = backend.replace("-general", "")
-    proc = run_in(PYTHONS[version], str(TRACER_TESTS / "tracer_golden_runner.py"), mode, backend, timeout=300,
+    proc = run_in(interpreter(version), str(TRACER_TESTS / "tracer_golden_runner.py"), mode, backend, timeout=300,
                   extra_env=extra_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -59,9 +67,6 @@ def test_golden_traces(version: str, backend: str) -> None:
     assert mismatched == [], f"traces differ from {folder} (regenerate with WORLDTRACE_REGEN_GOLDEN=1 if intended)"
 
 
-VERSIONS = sorted(PYTHONS)
-
-
 @pytest.mark.skipif(not VERSIONS, reason="no CPython 3.8-3.13 found by pyenv")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_bytecode_walker_agrees_with_dis(version: str) -> None:
@@ -69,7 +74,7 @@ def test_bytecode_walker_agrees_with_dis(version: str) -> None:
     in a freshly forked batch child); on every code object of the test programs, the tracer
     itself and the corpora present, it must say what dis says."""
     corpora = [str(p) for p in (corpora_dir() / "cruxeval.jsonl", corpora_dir() / "mbpp.jsonl") if p.exists()]
-    proc = run_in(PYTHONS[version], str(TRACER_TESTS / "tracer_bytecode_check.py"), *corpora, timeout=300)
+    proc = run_in(interpreter(version), str(TRACER_TESTS / "tracer_bytecode_check.py"), *corpora, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["checked"] > 100

@@ -3,8 +3,8 @@ deterministic for threads; a bound method's rendering visits its ``__self__`` (a
 
 Every hook below records that it ran in ``RAN`` instead of raising (the renderer would
 swallow an exception and the test could pass for the wrong reason). The module also runs as
-a script (``python test_tracer_render_usercode.py``) under each CPython 3.8-3.13 that pyenv
-lists, without pytest.
+a script (``python test_tracer_render_usercode.py``) under each CPython of the multi-version
+tests (tracer_testutil.tested_versions), without pytest.
 """
 
 from __future__ import annotations
@@ -546,7 +546,7 @@ def test_threads_render_without_per_run_ids() -> None:
         t.join()
         after = R.render(t)
         for text in (before, after):
-            for attr in ("_ident", "_native_id", "_tstate_lock", "_handle", "_is_stopped"):
+            for attr in ("_ident", "_native_id", "_tstate_lock", "_handle", "_os_thread_handle", "_is_stopped"):
                 assert attr + "=" not in text, text
             assert str(t.ident) not in text
         assert f"_name={t.name!r}" in after
@@ -600,14 +600,12 @@ def _run_as_script() -> None:
 
 
 if pytest is not None:
-    from tracer_testutil import pyenv_pythons, script_stdout
-
-    PYTHONS = pyenv_pythons()
+    from tracer_testutil import interpreter, script_stdout, tested_versions
 
     @pytest.mark.multipython
-    @pytest.mark.parametrize("version", sorted(PYTHONS))
+    @pytest.mark.parametrize("version", tested_versions())
     def test_under_every_python(version: str) -> None:
-        stdout = script_stdout(PYTHONS[version], __file__)
+        stdout = script_stdout(interpreter(version), __file__)
         assert stdout.strip().endswith("ok"), stdout[-3000:]
 
 

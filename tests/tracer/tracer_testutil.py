@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from images.interpreter import NEWER_PYTHONS, image_python
 from tracer.env import PYBEHAVIOR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +35,39 @@ def _shared_conftest():
 
 pyenv_pythons = _shared_conftest().pyenv_pythons
 corpora_dir = _shared_conftest().corpora_dir
+docker_available = _shared_conftest().docker_available
+
+
+
+def tested_versions() -> list[str]:
+    """The CPython versions the multi-version tests run under: pyenv's, then those of the catalog's
+    images (images.interpreter.NEWER_PYTHONS, run through `docker run`)."""
+    return sorted(pyenv_pythons(), key=_version_key) + sorted(NEWER_PYTHONS, key=_version_key)
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(part) for part in version.split("."))
+
+
+def interpreter(version: str) -> str:
+    """A command that runs CPython ``version`` ("3.12") like its ``python3.X``: pyenv's, or the
+    catalog image's that has it. Skips the test when there is neither."""
+    found = pyenv_pythons().get(version)
+    if found is not None:
+        return found
+    if version in NEWER_PYTHONS:
+        return _image_interpreter(NEWER_PYTHONS[version])
+    pytest.skip(f"CPython {version} not found by pyenv")
+
+
+@functools.lru_cache(maxsize=None)
+def _image_interpreter(image: str) -> str:
+    """python3 of catalog image ``image`` (built on first use; a failed build fails the test) with the
+    repository and the corpora mounted read-only and the temporary folder writable."""
+    if not docker_available():
+        pytest.skip(f"{image}'s Python runs in Docker: no engine answers `docker info` (run scripts/setup-docker.sh)")
+    read_only = [REPO_ROOT] + ([corpora_dir()] if corpora_dir().is_dir() else [])
+    return str(image_python(image, read_only=read_only, writable=[tempfile.gettempdir()]))
 
 
 def host_backends() -> list[str]:
@@ -77,13 +113,12 @@ def script_stdout(python: str, script: str, timeout: float = 300) -> str:
 
 def no_problems_under_every_python(script: str):
     """A test that runs the tests/tracer module ``script`` as a script (stdlib only: it prints the
-    JSON list of the problems its checks find) under every pyenv Python, and expects none."""
-    pythons = pyenv_pythons()
+    JSON list of the problems its checks find) under every Python of tested_versions, and expects none."""
 
     @pytest.mark.multipython
-    @pytest.mark.parametrize("version", sorted(pythons))
+    @pytest.mark.parametrize("version", tested_versions())
     def test_under_every_python(version: str) -> None:
-        stdout = script_stdout(pythons[version], script)
+        stdout = script_stdout(interpreter(version), script)
         assert json.loads(stdout) == [], stdout[-3000:]
 
     return test_under_every_python
