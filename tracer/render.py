@@ -54,6 +54,8 @@ _type_dict = type.__dict__["__dict__"].__get__
 _GetSetDescriptor = type(type.__dict__["__dict__"])
 _MemberDescriptor = types.MemberDescriptorType
 _dict_items = dict.items
+# 3.15's builtin immutable mapping (not a dict subclass), or None before.
+_FROZENDICT = getattr(builtins, "frozendict", None)
 _list_getitem = list.__getitem__
 _tuple_getitem = tuple.__getitem__
 _exc_args = BaseException.__dict__["args"].__get__
@@ -695,6 +697,8 @@ class Renderer:
             return self._seq(value, depth, budget, "(", ")", t)
         if t is dict:
             return self._dict(value, depth, budget, "{", "}")
+        if t is _FROZENDICT:
+            return self._frozendict(value, depth, budget, "frozendict")
         if t is set:
             if not value:
                 return "set()"
@@ -1023,8 +1027,16 @@ class Renderer:
         budget.chars -= 2
         return key + ": " + self._render(kv[1], depth, budget)
 
-    def _dict(self, value, depth, budget, open_, close, prefix="", suffix="", items=None):
-        n = dict.__len__(value)
+    def _frozendict(self, value, depth, budget, name):
+        """A frozendict (3.15) as its repr: ``frozendict({'a': 1})``, ``frozendict()``."""
+        n = _FROZENDICT.__len__(value)  # type: ignore[union-attr]
+        if n == 0:
+            return self._spend(budget, name + "()")
+        items = _FROZENDICT.items(value)  # type: ignore[union-attr]
+        return self._dict(value, depth, budget, "{", "}", prefix=name + "(", suffix=")", items=items, length=n)
+
+    def _dict(self, value, depth, budget, open_, close, prefix="", suffix="", items=None, length=None):
+        n = dict.__len__(value) if length is None else length
         if n == 0:
             return prefix + open_ + close + suffix
         guard = self._enter(value, depth, budget, prefix + open_ + ELLIPSIS_MARK + close + suffix)
@@ -1160,6 +1172,8 @@ class Renderer:
             return self._make_enum(t)
         if issubclass(t, type):
             return self._holder_kind(lambda v: "<class '%s'>" % type_qualified_name(v))
+        if _FROZENDICT is not None and issubclass(t, _FROZENDICT):
+            return lambda v, d, b: self._frozendict(v, d, b, name)
         if t is types.FunctionType:
             return self._holder_kind(lambda v: "<function %s>" % _safe_str(v.__qualname__))
         if t is types.BuiltinFunctionType or t is types.BuiltinMethodType:

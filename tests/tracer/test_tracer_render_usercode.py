@@ -9,6 +9,7 @@ tests (tracer_testutil.tested_versions), without pytest.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import dataclasses
@@ -583,6 +584,24 @@ def test_calling_a_bound_method_re_reads_its_object(backend: str) -> None:
     after = {e["lineno"]: e["locals"] for e in t["events"] if e["kind"] == "line"}
     assert after[5].get("lst") == "[1]", after
     assert after[8].get("seen") == "{2}", after
+
+
+def test_a_frozendict_renders_as_its_repr() -> None:
+    """3.15's builtin frozendict is no dict subclass: it rendered as ``<frozendict object>``."""
+    frozendict = getattr(builtins, "frozendict", None)
+    if frozendict is None:
+        if __name__ != "__main__":  # (run as a script, nothing to skip)
+            pytest.skip("frozendict is a builtin from Python 3.15")
+        return
+    held: list = []
+    cyclic = frozendict(a=held, b=(1, 2))
+    held.append(cyclic)
+    subclass = type("Sub", (frozendict,), {})
+    for value in (frozendict(), frozendict({"a": 1, "b": [2]}), subclass(x=1), subclass(), [frozendict(k="v")]):
+        assert R.render(value) == repr(value)
+    assert R.render(cyclic) == "frozendict({'a': [frozendict({...})], 'b': (1, 2)})"
+    big = R.render(frozendict((i, i * i) for i in range(5000)))
+    assert big.startswith("frozendict({0: 0, 1: 1, ") and big.endswith("})") and "..." in big
 
 
 def _run_as_script() -> None:
