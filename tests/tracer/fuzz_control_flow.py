@@ -767,7 +767,11 @@ def _offset_lines(code) -> dict:
 def run_plain(source: str, oracle=None):
     """Run ``f()`` of a fresh module; with ``oracle`` (settrace or monitoring) logging."""
     ns: dict = {"__name__": "fuzzprog", "__file__": FILE}
-    exec(compile(source, FILE, "exec"), ns)
+    # dont_inherit: as the tracer compiles it. Under this file's ``from __future__ import
+    # annotations`` it would be another program: string annotations, and on 3.14+ no
+    # ``__classdict__`` cell in a class body with a method (f_locals shows that cell while an
+    # inlined comprehension runs in the class body).
+    exec(compile(source, FILE, "exec", dont_inherit=True), ns)
     buf = io.StringIO()
     result = exc = None
     with contextlib.redirect_stdout(buf), warnings.catch_warnings():
