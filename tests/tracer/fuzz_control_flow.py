@@ -747,8 +747,11 @@ def _fresh(frame) -> bool:
         return False
     import dis
 
-    co = frame.f_code.co_code
-    first = next(i for i in range(0, len(co), 2) if co[i] == dis.opmap["RESUME"])
+    # The RESUME after RETURN_GENERATOR in a generator's code: on 3.15 a generator expression
+    # first runs ``RESUME; LOAD_FAST .0; GET_ITER`` in its creator's call (no event), and a new
+    # frame at the address of a finished one would otherwise pass for it resuming.
+    ops = frame.f_code.co_code[::2]  # the opcodes (each instruction and cache entry is 2 bytes)
+    first = 2 * ops.index(dis.opmap["RESUME"], max(ops.find(dis.opmap["RETURN_GENERATOR"]), 0))
     return frame.f_lasti <= first
 
 
