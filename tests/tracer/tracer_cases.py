@@ -11,6 +11,57 @@ from __future__ import annotations
 import sys
 
 PY312 = sys.version_info >= (3, 12)
+V = sys.version_info[:2]
+
+
+def _class_body_comprehension_events() -> list:
+    """The class body's locals follow its ``f_locals``, which differs by version while an inlined
+    comprehension runs in it (docs/tracer.md, "Backends")."""
+    k = "f.<locals>.K"
+    ns = {"__module__": "'class_body_comprehension'", "__qualname__": "'f.<locals>.K'"}
+    if V >= (3, 13):
+        ns["__firstlineno__"] = "2"
+    events = [
+        ("call", 1, "f", 0, {"a": "1"}, None),
+        ("line", 2, "f", 0, {}, None),
+        ("call", 2, k, 1, {}, None),
+        ("line", 2, k, 1, {}, None),
+        ("line", 3, k, 1, dict(ns), None),
+    ]
+    if V < (3, 12):  # the comprehension has a frame of its own
+        lc = k + ".<listcomp>"
+        events += [
+            ("call", 3, lc, 2, {"a": "1"}, None),
+            ("line", 3, lc, 2, {}, None),
+            ("line", 3, lc, 2, {"_": "'a'"}, None),
+            ("line", 3, lc, 2, {"_": "'b'"}, None),
+            ("return", 3, lc, 2, {}, "[1, 1]"),
+            ("line", 4, k, 1, {"y": "[1, 1]"}, None),
+        ]
+    elif V == (3, 12):  # its variable joins the namespace dict while it runs
+        events += [
+            ("line", 3, k, 1, {"_": "'a'"}, None),
+            ("line", 3, k, 1, {"_": "'b'"}, None),
+            ("line", 4, k, 1, {"y": "[1, 1]", "_": None}, None),
+        ]
+    else:  # f_locals is a proxy of the body's fast locals instead of the namespace
+        fast = {"_": "'a'"}
+        if V >= (3, 14):  # also the cell that holds the namespace (the body has a def), and a
+            fast["__classdict__"] = (
+                "{'__module__': 'class_body_comprehension', '__qualname__': 'f.<locals>.K', '__firstlineno__': 2}"
+            )
+            fast["a"] = "1"
+        events += [
+            ("line", 3, k, 1, dict(fast, **dict.fromkeys(ns)), None),
+            ("line", 3, k, 1, {"_": "'b'"}, None),
+            ("line", 4, k, 1, dict(ns, y="[1, 1]", **dict.fromkeys(fast)), None),
+        ]
+    return events + [
+        ("return", 4, k, 1, {}, "None"),
+        ("line", 6, "f", 0, {"K": "<class 'class_body_comprehension.f.<locals>.K'>"}, None),
+        ("return", 6, "f", 0, {}, "[1, 1]"),
+    ]
+
 
 CASES = [
     {
@@ -350,6 +401,18 @@ CASES = [
             ("return", 3, "f.<locals>.add", 1, {}, "3"),
             ("return", 4, "f", 0, {}, "3"),
         ],
+    },
+    {
+        # A class body re-reads its f_locals at every event: the monitoring backend once kept a
+        # 3.13+ class body's first f_locals (its namespace dict) as if it were a function's proxy.
+        "name": "class_body_comprehension",
+        "source": "def f(a):\n    class K:\n        y = [a for _ in 'ab']\n        def m(self):\n"
+                  "            return 0\n    return K.y\n",
+        "entry": "f",
+        "input": "1",
+        "status": "ok",
+        "return_value": "[1, 1]",
+        "events": _class_body_comprehension_events(),
     },
 ]
 

@@ -48,6 +48,14 @@ _TOOL_IDS = (3, 4, 2, 0, 5, 1)
 # 3.13+: f_locals is a live proxy (read once per activation); bound here for the hot path.
 _PROXY = PYBEHAVIOR.f_locals_is_proxy  # PYBEHAVIOR: f_locals_is_proxy
 
+_CO_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function body (fast locals)
+
+
+def _is_body(act) -> bool:
+    """Whether ``act`` runs a module or class body (locals in a dict, not fast locals)."""
+    return act.module_level or not act.code.co_flags & _CO_OPTIMIZED
+
+
 # Whether any trace in this process returned DISABLE (then the next start restarts events).
 _EVENTS_DISABLED = False
 
@@ -163,10 +171,10 @@ class MonitoringBackend(Backend):
 
     def _activate(self, act, frame) -> None:
         act.frame = frame
-        # A module frame's f_locals is its globals dict, except while an inlined (PEP 709)
-        # comprehension runs there: then it is a proxy of the hidden fast locals. So module
+        # A module or class body's f_locals is its namespace dict, except while an inlined (PEP
+        # 709) comprehension runs there: then it is a proxy of the hidden fast locals. So such
         # frames re-read f_locals at every event, exactly as settrace sees them.
-        if PYBEHAVIOR.f_locals_is_proxy and not act.module_level:  # PYBEHAVIOR: f_locals_is_proxy
+        if _PROXY and not _is_body(act):  # PYBEHAVIOR: f_locals_is_proxy
             act.proxy = safe_locals(act, frame.f_locals)
 
     def _locals(self, act):
@@ -210,7 +218,7 @@ class MonitoringBackend(Backend):
                 self._suspended.pop(id(frame), None)  # a new frame where a dead one was
             act = rec.new_activation(code)
             act.frame = frame
-            if act.module_level or not _PROXY:  # PYBEHAVIOR: f_locals_is_proxy
+            if not _PROXY or _is_body(act):  # PYBEHAVIOR: f_locals_is_proxy
                 rec.enter(act, frame.f_lineno, frame.f_locals)
             else:
                 proxy = act.proxy = safe_locals(act, frame.f_locals)
