@@ -36,9 +36,10 @@ def test_settrace_oracle_knows_a_generator_expression_starting():
 
     gen = make()
     gen_code = gen.gi_code
+    previous = sys.gettrace()
     sys.settrace(trace)
     try:
         list(gen)
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     assert seen == [True, False, False]  # started, resumed after each yield
