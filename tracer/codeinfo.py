@@ -92,16 +92,20 @@ def offset_lines(code) -> dict:
 
 _START_OFFSETS: dict = {}
 _RESUME = dis.opmap.get("RESUME")
+_RETURN_GENERATOR = dis.opmap.get("RETURN_GENERATOR")
 
 
 def start_offset(code) -> int:
-    """Offset of the ``RESUME`` a frame of ``code`` runs first (3.11+): a generator frame whose
-    ``f_lasti`` is before it has not started yet."""
+    """Offset of the ``RESUME`` where a frame of ``code`` starts (3.11+): a generator frame whose
+    ``f_lasti`` is before it has not started yet. In a generator's code, the first ``RESUME``
+    after ``RETURN_GENERATOR`` (3.15's generator expression runs a ``RESUME`` and ``GET_ITER``
+    before it, in its creator's call)."""
     entry = _START_OFFSETS.get(id(code))
     if entry is not None and entry[0] is code:
         return entry[1]
     co = code.co_code
-    offset = next((i for i in range(0, len(co), 2) if co[i] == _RESUME), 0)
+    after = next((i + 2 for i in range(0, len(co), 2) if co[i] == _RETURN_GENERATOR), 0)
+    offset = next((i for i in range(after, len(co), 2) if co[i] == _RESUME), 0)
     _START_OFFSETS[id(code)] = (code, offset)
     return offset
 

@@ -190,8 +190,31 @@ def backends() -> list:
     return ["settrace"] + (["monitoring"] if sys.version_info >= (3, 12) else [])
 
 
-def problems() -> list:
+def start_problems() -> list:
+    """codeinfo.start_offset tells a generator frame that has not started (f_lasti before it) from
+    one that has: for a generator function and a generator expression (whose 3.15 code runs a
+    RESUME and GET_ITER before RETURN_GENERATOR), before and after its first step."""
+    if sys.version_info < (3, 11):
+        return []  # (no RESUME: the monitoring backend's check that uses it is 3.12+)
+    from tracer import codeinfo
+
+    def function():
+        yield 1
+
     found = []
+    for what, make in (("function", function), ("expression", lambda: (x for x in [1, 2]))):
+        it = make()
+        unstarted = it.gi_frame.f_lasti < codeinfo.start_offset(it.gi_code)
+        next(it)
+        started = it.gi_frame.f_lasti >= codeinfo.start_offset(it.gi_code)
+        if not (unstarted and started):
+            found.append({"generator": what, "start_offset": codeinfo.start_offset(it.gi_code),
+                          "unstarted_seen": unstarted, "started_seen": started})
+    return found
+
+
+def problems() -> list:
+    found = start_problems()
     for name, source in sorted(PROGRAMS.items()):
         reference = None
         for backend in backends():
