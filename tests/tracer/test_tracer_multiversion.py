@@ -1,5 +1,5 @@
 """The tracer under every CPython 3.8-3.13 that pyenv lists and 3.14-3.15 in the catalog's images
-(tracer_testutil.tested_versions), with each backend it supports.
+(tracer_testutil.versions_under_test), with each backend it supports.
 
 Each (interpreter, backend) runs the behaviour cases and the golden programs in one
 subprocess. Both backends of one interpreter are compared against the same golden file
@@ -21,12 +21,12 @@ from tracer_testutil import (
     corpora_dir,
     interpreter,
     run_in,
-    tested_versions,
+    versions_under_test,
 )
 
 GOLDEN = TRACER_TESTS / "golden"
 REGEN = os.environ.get("WORLDTRACE_REGEN_GOLDEN") == "1"
-VERSIONS = tested_versions()
+VERSIONS = versions_under_test()
 COMBOS = [(v, b) for v in VERSIONS for b in backends_for(v)]
 COMBOS += [(v, "monitoring-general") for v in VERSIONS if "monitoring" in backends_for(v)]
 

@@ -4,7 +4,7 @@ deterministic for threads; a bound method's rendering visits its ``__self__`` (a
 Every hook below records that it ran in ``RAN`` instead of raising (the renderer would
 swallow an exception and the test could pass for the wrong reason). The module also runs as
 a script (``python test_tracer_render_usercode.py``) under each CPython of the multi-version
-tests (tracer_testutil.tested_versions), without pytest.
+tests (tracer_testutil.versions_under_test), without pytest.
 """
 
 from __future__ import annotations
@@ -619,10 +619,10 @@ def _run_as_script() -> None:
 
 
 if pytest is not None:
-    from tracer_testutil import interpreter, script_stdout, tested_versions
+    from tracer_testutil import interpreter, script_stdout, versions_under_test
 
     @pytest.mark.multipython
-    @pytest.mark.parametrize("version", tested_versions())
+    @pytest.mark.parametrize("version", versions_under_test())
     def test_under_every_python(version: str) -> None:
         stdout = script_stdout(interpreter(version), __file__)
         assert stdout.strip().endswith("ok"), stdout[-3000:]

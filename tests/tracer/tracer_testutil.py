@@ -39,7 +39,7 @@ docker_available = _shared_conftest().docker_available
 
 
 
-def tested_versions() -> list[str]:
+def versions_under_test() -> list[str]:
     """The CPython versions the multi-version tests run under: pyenv's, then those of the catalog's
     images (images.interpreter.NEWER_PYTHONS, run through `docker run`)."""
     return sorted(pyenv_pythons(), key=_version_key) + sorted(NEWER_PYTHONS, key=_version_key)
@@ -113,10 +113,10 @@ def script_stdout(python: str, script: str, timeout: float = 300) -> str:
 
 def no_problems_under_every_python(script: str):
     """A test that runs the tests/tracer module ``script`` as a script (stdlib only: it prints the
-    JSON list of the problems its checks find) under every Python of tested_versions, and expects none."""
+    JSON list of the problems its checks find) under every Python of versions_under_test, and expects none."""
 
     @pytest.mark.multipython
-    @pytest.mark.parametrize("version", tested_versions())
+    @pytest.mark.parametrize("version", versions_under_test())
     def test_under_every_python(version: str) -> None:
         stdout = script_stdout(interpreter(version), script)
         assert json.loads(stdout) == [], stdout[-3000:]
