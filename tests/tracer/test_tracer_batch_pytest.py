@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tracer_testutil import pyenv_pythons
+from tracer_testutil import interpreter, versions_under_test
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -773,11 +773,10 @@ def test_pytest_job_with_the_monitoring_backend(tmp_path: Path) -> None:
     python = _python_with_pytest(12)
     path: tuple = ()
     if python is None:
-        found = pyenv_pythons()
-        newest = max((v for v in found if int(v.split(".")[1]) >= 12), key=lambda v: int(v.split(".")[1]), default=None)
-        if newest is None:
+        newest = max(versions_under_test(), key=lambda v: int(v.split(".")[1]))
+        if int(newest.split(".")[1]) < 12:
             pytest.skip("needs Python >= 3.12 with pytest (set WORLDTRACE_PYTEST_PYTHON, or pyenv 3.12+)")
-        python, path = found[newest], (_pure_python_pytest(tmp_path / "lent-pytest"),)
+        python, path = interpreter(newest), (_pure_python_pytest(tmp_path / "lent-pytest"),)
     make_repo(tmp_path)
     rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"},
                                {"program_id": "job", "mode": "pytest", "file": "interrupt", "package": "mypkg"},
