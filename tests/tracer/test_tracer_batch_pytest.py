@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tracer_testutil import interpreter, versions_under_test
+from tracer_testutil import interpreter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -736,16 +736,6 @@ def test_a_call_trace_with_more_events_than_max_events_is_not_written(tmp_path: 
     assert "job::forge/test_forge.py::test_forge::1" not in rows
 
 
-def _python_with_pytest(min_minor: int) -> str | None:
-    """An interpreter >= 3.<min_minor> that has pytest ($WORLDTRACE_PYTEST_PYTHON or this one)."""
-    candidates = [os.environ.get("WORLDTRACE_PYTEST_PYTHON"), sys.executable]
-    for python in filter(None, candidates):
-        probe = f"import sys, pytest; sys.exit(0 if sys.version_info >= (3, {min_minor}) else 1)"
-        if subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
-            return python
-    return None
-
-
 def _pure_python_pytest(folder: Path) -> Path:
     """A folder that lends this venv's pytest to another CPython: pytest and its dependencies
     are pure Python, so symlinks to them on PYTHONPATH are enough (no install, no network)."""
@@ -766,17 +756,12 @@ def _pure_python_pytest(folder: Path) -> Path:
     return folder
 
 
-def test_pytest_job_with_the_monitoring_backend(tmp_path: Path) -> None:
+@pytest.mark.multipython
+@pytest.mark.parametrize("version", ["3.13", "3.15"])
+def test_pytest_job_with_the_monitoring_backend(tmp_path: Path, version: str) -> None:
     """Repository-level traces through the monitoring backend's general path (pytest mode's
-    recorder): with $WORLDTRACE_PYTEST_PYTHON, this interpreter, or else a pyenv CPython 3.12+
-    borrowing this venv's pure-Python pytest."""
-    python = _python_with_pytest(12)
-    path: tuple = ()
-    if python is None:
-        newest = max(versions_under_test(), key=lambda v: int(v.split(".")[1]))
-        if int(newest.split(".")[1]) < 12:
-            pytest.skip("needs Python >= 3.12 with pytest (set WORLDTRACE_PYTEST_PYTHON, or pyenv 3.12+)")
-        python, path = interpreter(newest), (_pure_python_pytest(tmp_path / "lent-pytest"),)
+    recorder), under pyenv's 3.13 and the image's 3.15 borrowing this venv's pure-Python pytest."""
+    python, path = interpreter(version), (_pure_python_pytest(tmp_path / "lent-pytest"),)
     make_repo(tmp_path)
     rows = run_jobs(tmp_path, [{"program_id": "named", "mode": "pytest", "file": "tests", "package": "mypkg"},
                                {"program_id": "job", "mode": "pytest", "file": "interrupt", "package": "mypkg"},
