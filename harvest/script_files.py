@@ -17,6 +17,7 @@ other content as bytes.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import stat
 from collections.abc import Iterable
@@ -135,13 +136,21 @@ def _regular_file_size(file: Path, real_root: Path, real_script: Path) -> int | 
 
 
 def _read(script: Path, path: str, file: Path) -> str | bytes:
-    """The file's content: its text if it is UTF-8, else its bytes."""
+    """The file's content: its text if it is UTF-8, else its bytes. Equal contents are held once:
+    the same object for every script of a folder that names one file (1,500 scripts naming one
+    1 MB file took 1.5 GB of the driver's memory before)."""
     try:
         data = file.read_bytes()
     except OSError as exc:
         raise ScriptFilesError(
             f"{script}: cannot read the data file {path} that it names ({exc.strerror or exc})"
         ) from None
+    return _content(data)
+
+
+@functools.lru_cache(maxsize=1024)
+def _content(data: bytes) -> str | bytes:
+    """`data` as text if it is UTF-8, else itself; one object per distinct content."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -346,6 +346,18 @@ def test_editing_a_data_file_changes_the_programs_hash(tmp_path: Path) -> None:
     assert after["alone"] == Program(program_id="alone", mode="script", source="print(1)\n").content_hash()
 
 
+def test_a_data_file_that_many_scripts_name_is_held_once(tmp_path: Path) -> None:
+    """Each script held its own copy: 1,500 scripts naming one 1 MB file took 1.5 GB."""
+    tree = {f"s{i}.py": "print(len(open('data.txt').read()))\n" for i in range(3)}
+    write_tree(tmp_path, {**tree, "data.txt": "x" * 100_000, "pic.bin": ""})
+    (tmp_path / "pic.bin").write_bytes(b"\xff" * 1000)
+    (tmp_path / "b.py").write_text("print(open('pic.bin', 'rb').read()[:1])\nprint(open('data.txt').read()[:1])\n")
+    programs = {p.program_id: dict(p.files) for p in load_programs([tmp_path])}
+    texts = [files["data.txt"] for files in programs.values()]
+    assert len(texts) == 4 and texts[0] == "x" * 100_000 and all(t is texts[0] for t in texts)
+    assert programs["b"]["pic.bin"] == b"\xff" * 1000
+
+
 def test_data_files_over_the_bound_are_an_input_error_naming_the_script_and_the_file(tmp_path: Path) -> None:
     from harvest.script_files import MAX_FILE_BYTES, MAX_FILES, MAX_FILES_BYTES
 
