@@ -88,6 +88,24 @@ def test_the_readme_command_harvests_the_examples(engine, base_image: str, tmp_p
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_the_examples_harvest_alike_in_the_newest_python_image(engine, base_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each program in base-py311 and in base-py315 (Debian testing's CPython 3.15, where `auto`
+    picks the monitoring backend): same statuses, results and output in both."""
+    built("base-py315")
+    out = tmp_path / "out"
+    done = run_harvest(REPO / "examples" / "programs", "--out", out, "--image", "base-py311", "--image", "base-py315", "-s")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert run_manifest(out)["images"] == {"base-py311": 16, "base-py315": 16}
+    columns = ["program_id", "status", "return_value", "exception_type", "stdout", "python_version", "backend"]
+    by_python: dict[str, dict] = {}
+    for row in rows(out, columns):
+        by_python.setdefault(row.pop("python_version")[:4], {})[row.pop("program_id")] = row
+    assert sorted(by_python) == ["3.11", "3.15"]
+    assert {r.pop("backend") for r in by_python["3.11"].values()} == {"settrace"}
+    assert {r.pop("backend") for r in by_python["3.15"].values()} == {"monitoring"}
+    assert by_python["3.15"] == by_python["3.11"]
+
+
 def test_cruxeval_end_to_end(engine, base_image: str, ray_cluster: Cluster, cruxeval: list[dict], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """All 800 programs: every rendered return value equals the rendering of the expected output."""
     source = tmp_path / "cruxeval.jsonl"
