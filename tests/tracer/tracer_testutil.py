@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
@@ -38,7 +37,6 @@ corpora_dir = _shared_conftest().corpora_dir
 docker_available = _shared_conftest().docker_available
 
 
-
 def versions_under_test() -> list[str]:
     """The CPython versions the multi-version tests run under: pyenv's, then those of the catalog's
     images (images.interpreter.NEWER_PYTHONS, run through `docker run`)."""
@@ -60,14 +58,25 @@ def interpreter(version: str) -> str:
     pytest.skip(f"CPython {version} not found by pyenv")
 
 
-@functools.lru_cache(maxsize=None)
+_IMAGE_INTERPRETERS: dict = {}  # image -> the wrapper's path, or the exception its build raised
+
+
 def _image_interpreter(image: str) -> str:
-    """python3 of catalog image ``image`` (built on first use; a failed build fails the test) with the
-    repository and the corpora mounted read-only and the temporary folder writable."""
+    """python3 of catalog image ``image`` (built on first use) with the repository and the corpora
+    mounted read-only and the temporary folder writable. A failed build fails every test that
+    needs the image, with its message, and is not tried again in this session."""
     if not docker_available():
         pytest.skip(f"{image}'s Python runs in Docker: no engine answers `docker info` (run scripts/setup-docker.sh)")
-    read_only = [REPO_ROOT] + ([corpora_dir()] if corpora_dir().is_dir() else [])
-    return str(image_python(image, read_only=read_only, writable=[tempfile.gettempdir()]))
+    if image not in _IMAGE_INTERPRETERS:
+        read_only = [REPO_ROOT] + ([corpora_dir()] if corpora_dir().is_dir() else [])
+        try:
+            _IMAGE_INTERPRETERS[image] = str(image_python(image, read_only=read_only, writable=[tempfile.gettempdir()]))
+        except Exception as exc:  # an ImageBuildError, an engine error
+            _IMAGE_INTERPRETERS[image] = exc
+    found = _IMAGE_INTERPRETERS[image]
+    if isinstance(found, Exception):
+        pytest.fail(f"cannot build image {image} for its Python: {found}")
+    return found
 
 
 def host_backends() -> list[str]:
