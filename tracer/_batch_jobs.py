@@ -219,20 +219,27 @@ def script_file_name(program_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in program_id) + ".py"
 
 
-def _modules(value: Any, program_id: str) -> Tuple[Tuple[str, str], ...]:
-    """`modules` (untrusted): relative `.py` paths inside the program's folder -> source text."""
+def _folder_entries(value: Any, key: str, what: str, path_problem, program_id: str) -> list:
+    """The (path, content) pairs of a job's `modules` or `files` object (untrusted), each path
+    checked by `path_problem`; [] when the key is absent."""
     if value is None:
-        return ()
+        return []
     if not isinstance(value, dict):
         raise JobError(
-            "`modules` must be an object of relative path -> source text, got %s" % _show(value),
+            "`%s` must be an object of relative path -> %s, got %s" % (key, what, _show(value)),
             program_id,
         )
-    out = []
-    for path, text in value.items():
-        problem = _module_path_problem(path)
+    for path in value:
+        problem = path_problem(path)
         if problem:
-            raise JobError("`modules` path %s: %s" % (_show(path), problem), program_id)
+            raise JobError("`%s` path %s: %s" % (key, _show(path), problem), program_id)
+    return list(value.items())
+
+
+def _modules(value: Any, program_id: str) -> Tuple[Tuple[str, str], ...]:
+    """`modules` (untrusted): relative `.py` paths inside the program's folder -> source text."""
+    out = []
+    for path, text in _folder_entries(value, "modules", "source text", _module_path_problem, program_id):
         if not isinstance(text, str):
             raise JobError(
                 "`modules` %s must be source text (a string), got %s" % (_show(path), _show(text)),
@@ -251,18 +258,8 @@ def _modules(value: Any, program_id: str) -> Tuple[Tuple[str, str], ...]:
 def _files(value: Any, program_id: str) -> Tuple[Tuple[str, bytes], ...]:
     """`files` (untrusted): relative paths inside the program's folder -> content, UTF-8 text (a
     string) or any bytes (an object `{"base64": TEXT}`)."""
-    if value is None:
-        return ()
-    if not isinstance(value, dict):
-        raise JobError(
-            "`files` must be an object of relative path -> content, got %s" % _show(value),
-            program_id,
-        )
     out = []
-    for path, content in value.items():
-        problem = _folder_path_problem(path)
-        if problem:
-            raise JobError("`files` path %s: %s" % (_show(path), problem), program_id)
+    for path, content in _folder_entries(value, "files", "content", _folder_path_problem, program_id):
         if isinstance(content, str):
             try:
                 data = content.encode("utf-8")
