@@ -17,9 +17,10 @@ other content as bytes.
 from __future__ import annotations
 
 import ast
-import functools
+import hashlib
 import os
 import stat
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -148,10 +149,24 @@ def _read(script: Path, path: str, file: Path) -> str | bytes:
     return _content(data)
 
 
-@functools.lru_cache(maxsize=1024)
+# Contents read so far, by their SHA-256 (not by the bytes: those would be a second copy of every
+# distinct file), the most recent last; at most _HELD of them.
+_CONTENTS: OrderedDict[bytes, str | bytes] = OrderedDict()
+_HELD = 1024
+
+
 def _content(data: bytes) -> str | bytes:
     """`data` as text if it is UTF-8, else itself; one object per distinct content."""
+    key = hashlib.sha256(data).digest()
+    found = _CONTENTS.get(key)
+    if found is not None:
+        _CONTENTS.move_to_end(key)
+        return found
     try:
-        return data.decode("utf-8")
+        content: str | bytes = data.decode("utf-8")
     except UnicodeDecodeError:
-        return data
+        content = data
+    _CONTENTS[key] = content
+    if len(_CONTENTS) > _HELD:
+        _CONTENTS.popitem(last=False)
+    return content
