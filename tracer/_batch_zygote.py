@@ -36,6 +36,7 @@ import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from tracer._batch_child import LIBC, close_inherited_fds, prctl, prepare_std_streams
+from tracer._immortal import immortalize_heap
 
 from ._builtins import PINNED as __builtins__  # noqa: F401 (tracer/_builtins.py)
 
@@ -111,6 +112,7 @@ def serve(
             empty_dir(folder)
         if private_ipc:
             remove_sysv_ipc()
+        immortalize_heap()  # before the streams: what the programs get as new stays mortal
         prepare_std_streams()  # once: every child gets them as new (copy-on-write)
         release_free_heap()
         while True:

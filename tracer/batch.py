@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from tracer import _immortal
 from tracer._batch_child import (
     EXIT_HARNESS_FAILED,
     ChildSetup,
@@ -525,6 +526,7 @@ class BatchRunner(object):
             "limits": _limits_dict(self.limits),
             "pythonhashseed": hash_seed(),
             "confinement": self.confinement.describe() if self.confinement is not None else None,
+            "immortal_heap": _immortal_heap_record(),
             "env": dict(DETERMINISTIC_ENV),
         }
         _append_runinfo(out_path, summary)
@@ -1347,6 +1349,12 @@ def _per(seconds: float, n: int) -> float:
 
 def _per_n(count: int, n: int) -> float:
     return round(count / n, 1) if n else 0.0
+
+
+def _immortal_heap_record() -> Dict[str, object]:
+    """The run record's word on the fork server's heap (tracer/_immortal.py)."""
+    reason = _immortal.unavailable_reason()
+    return {"on": reason is None, "reason": reason}
 
 
 def _minor_faults() -> Tuple[int, int]:

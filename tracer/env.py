@@ -18,6 +18,18 @@ CPYTHON = platform.python_implementation() == "CPython"
 NEWEST_TESTED = (3, 15)
 
 
+def _immortal_refcount() -> int:
+    if not CPYTHON or not (3, 12) <= PYVERSION[:2] <= NEWEST_TESTED:
+        return 0
+    if sys.maxsize < 2**32 or hasattr(sys, "gettotalrefcount"):  # 32-bit, debug build
+        return 0
+    import sysconfig
+
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # free-threaded: another layout
+        return 0
+    return 0xFFFFFFFF if PYVERSION < (3, 14) else 0xC0000000
+
+
 class PYBEHAVIOR:
     """Named behaviour flags of the running interpreter."""
 
@@ -93,6 +105,15 @@ class PYBEHAVIOR:
 
     # Modules carry ``__cached__`` (3.8-3.14; 3.15 dropped the attribute: ``__spec__.cached``).
     module_has_cached = PYVERSION < (3, 15)
+
+    # PEP 683 immortal objects (3.12+; a 64-bit CPython with the GIL, not a debug build): an
+    # object whose 32-bit reference count holds this value is never freed, and Py_INCREF and
+    # Py_DECREF leave it unwritten. 3.12-3.13 saturate at 0xFFFFFFFF. 3.14+ also count some
+    # references without the check ("mortal" stack references, made before the object became
+    # immortal), which would wrap 0xFFFFFFFF to 0: there it is 3 << 30, CPython's own initial
+    # value, which such counting moves by a little and never to 0. 0: not done (an interpreter
+    # whose object layout was not checked).
+    immortal_refcount = _immortal_refcount()
 
 
 def monitoring_unavailable_reason() -> str | None:

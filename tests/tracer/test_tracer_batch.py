@@ -1378,3 +1378,69 @@ def test_std_streams_are_those_of_a_child_whatever_the_runners_fds_are(tmp_path:
         assert row["stdout"] == "out\n"
         # stdin is /dev/null (seekable, at 0), stdout and stderr are pipes
         assert row["return_value"] == "[(True, False, 0), (False, False, None), (False, False, None)]"
+
+
+
+# A program reads reference counts: of an object of the warm runner (a function of `os`, which
+# every interpreter has loaded at start-up) and of one of its own.
+REFCOUNTS = textwrap.dedent(
+    """\
+    import os, sys
+    mine = [1, 2]
+    print(sys.getrefcount(os.path.join) >= 2 ** 30, sys.getrefcount(mine) < 100)
+    """
+)
+# ... and one that works the runner's objects hard: strings of the warm heap grown in place
+# (3.14's "mortal" reference counting of them, which a wrong immortal count crashes), the
+# standard library's modules, exceptions, generators.
+WARM_WORK = textwrap.dedent(
+    """\
+    import collections, json, os, re
+    def grow(n):
+        s = os.sep
+        for i in range(n):
+            s += os.curdir
+        return s
+    def words(text):
+        for w in re.findall(r"[a-z]+", text):
+            yield w.upper()
+    counts = collections.Counter(words("a b a c " * 50))
+    try:
+        json.loads("{")
+    except ValueError as exc:
+        err = type(exc).__name__
+    print(len(grow(300)), json.dumps(sorted(counts.items())), err, os.path.join("a", "b"))
+    """
+)
+
+
+@pytest.mark.parametrize("version", [None, "3.12", "3.13", "3.14", "3.15"])
+def test_the_fork_servers_heap_is_immortal_from_3_12(tmp_path: Path, version: str | None) -> None:
+    """Each program's reference counting wrote to the warm runner's objects, copying their pages:
+    most of a program's page faults. From 3.12 the fork server makes its heap immortal (PEP 683),
+    which CPython leaves unwritten; the program's own objects stay as they are, and its traces are
+    those of a mortal heap. The run record says so; WORLDTRACE_IMMORTAL_HEAP=0 turns it off."""
+    python = sys.executable if version is None else interpreter(version)
+    jobs = [{"program_id": "refcounts", "source": REFCOUNTS}, {"program_id": "work", "source": WARM_WORK}]
+    write_jobs(tmp_path / "jobs.jsonl", jobs)
+    results = {}
+    for switch in ("", "0"):
+        out = tmp_path / f"out{switch}.jsonl"
+        proc = subprocess.run(batch_cmd(python, tmp_path / "jobs.jsonl", out, {"timeout_s": 30}), cwd=tmp_path,
+                              env=dict(batch_env(), WORLDTRACE_IMMORTAL_HEAP=switch), capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(Path(f"{out}.runs.jsonl").read_text().splitlines()[-1])
+        results[switch] = (read_rows(out), record["immortal_heap"])
+    immortal = version is not None  # the host's own Python is 3.11
+    rows, record = results[""]
+    assert rows["refcounts"]["stdout"] == f"{immortal} True\n", rows["refcounts"]
+    assert record["on"] is immortal, record
+    rows_off, record_off = results["0"]
+    assert rows_off["refcounts"]["stdout"] == "False True\n", rows_off["refcounts"]
+    assert record_off == {"on": False, "reason": "WORLDTRACE_IMMORTAL_HEAP=0"}
+    assert rows["work"]["status"] == "ok", rows["work"]
+    assert rows["work"]["stdout"] == '301 [["A", 100], ["B", 50], ["C", 50]] JSONDecodeError a/b\n'
+    for row in (rows["work"], rows_off["work"]):
+        row.pop("wall_time_s")
+    assert rows["work"] == rows_off["work"]
