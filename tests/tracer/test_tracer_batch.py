@@ -1392,7 +1392,7 @@ REFCOUNTS = textwrap.dedent(
 )
 # ... and one that works the runner's objects hard: strings of the warm heap grown in place
 # (3.14's "mortal" reference counting of them, which a wrong immortal count crashes), the
-# standard library's modules, exceptions, generators.
+# standard library's modules, exceptions, generators, garbage collections.
 WARM_WORK = textwrap.dedent(
     """\
     import collections, json, os, re
@@ -1409,6 +1409,13 @@ WARM_WORK = textwrap.dedent(
         json.loads("{")
     except ValueError as exc:
         err = type(exc).__name__
+    class Node:
+        pass
+    for i in range(2000):  # cycles: the collector runs, over the runner's objects too
+        node = Node()
+        node.me = [node, {"i": i}]
+    import gc
+    gc.collect()
     print(len(grow(300)), json.dumps(sorted(counts.items())), err, os.path.join("a", "b"))
     """
 )
