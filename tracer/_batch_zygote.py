@@ -89,7 +89,12 @@ def fast_fork() -> Callable[[], int]:
 
 
 def serve(
-    sock: socket.socket, runner_pid: int, start_child: StartChild, scratch: Sequence[str] = (), private_ipc: bool = False
+    sock: socket.socket,
+    runner_pid: int,
+    start_child: StartChild,
+    scratch: Sequence[str] = (),
+    private_ipc: bool = False,
+    immortal: bool = False,
 ) -> None:
     """The zygote's whole life (in the process forked from the runner). Never returns.
 
@@ -112,7 +117,8 @@ def serve(
             empty_dir(folder)
         if private_ipc:
             remove_sysv_ipc()
-        immortalize_heap()  # before the streams: what the programs get as new stays mortal
+        if immortal:
+            immortalize_heap()  # before the streams: what the programs get as new stays mortal
         prepare_std_streams()  # once: every child gets them as new (copy-on-write)
         release_free_heap()
         while True:
@@ -343,16 +349,19 @@ def _length(buf: bytearray) -> int:
 class Zygote(object):
     """The runner's handle on its zygote: start it, send requests, read its frames."""
 
-    def __init__(self, start_child: StartChild, scratch: Sequence[str] = (), private_ipc: bool = False) -> None:
+    def __init__(
+        self, start_child: StartChild, scratch: Sequence[str] = (), private_ipc: bool = False, immortal: bool = False
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         runner = os.getpid()
         pid = os.fork()
         if pid == 0:
             ours.close()
-            serve(theirs, runner, start_child, scratch, private_ipc)  # never returns
+            serve(theirs, runner, start_child, scratch, private_ipc, immortal)  # never returns
             os._exit(EXIT_SERVER_FAILED)
         theirs.close()
         self.pid = pid
+        self.immortal = immortal  # its heap is (or is being made) immortal: tracer/_immortal.py
         self.sock = ours
         self.alive = True
         self.usage: Optional[Tuple[float, int]] = None  # (CPU seconds, faults), from its `E` frame

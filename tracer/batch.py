@@ -357,6 +357,11 @@ class _Outcome(object):
         self.test_timed_out = False  # a pytest job's test ran past its deadline (and grace)
 
 
+# How a program's own crash ends it (a fault of its code, or abort()); what a rerun on a
+# mortal heap tells apart from a crash the immortal heap caused.
+_FAULT_SIGNALS = frozenset((signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT))
+
+
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -405,6 +410,11 @@ class BatchRunner(object):
         self._subreaper = False
         self._current: Optional[int] = None
         self._zygote: Optional[Zygote] = None  # the fork server (tracer/_batch_zygote.py)
+        # Its heap made immortal (tracer/_immortal.py): None when so, else why not. A program that
+        # crashes on an immortal heap and not on a mortal one turns it off (_rerun_on_mortal_heap).
+        self._immortal_off: Optional[str] = _immortal.unavailable_reason()
+        self._immortal_turned_off: Optional[Dict[str, str]] = None
+        self._mortal_once = False  # the next fork server's heap stays mortal (a rerun)
         self._startup: Optional[List[str]] = None  # see _startup_modules
         self._zygote_usage = [0.0, 0]  # CPU seconds and page faults of the fork servers that ended
         self._oom_file: Optional[str] = None  # the cgroup's OOM-kill counter (memory.events)
@@ -526,11 +536,16 @@ class BatchRunner(object):
             "limits": _limits_dict(self.limits),
             "pythonhashseed": hash_seed(),
             "confinement": self.confinement.describe() if self.confinement is not None else None,
-            "immortal_heap": _immortal_heap_record(),
+            "immortal_heap": self._immortal_heap_record(),
             "env": dict(DETERMINISTIC_ENV),
         }
         _append_runinfo(out_path, summary)
         return summary
+
+    def _immortal_heap_record(self) -> Dict[str, Any]:
+        """The run record's word on the fork server's heap (tracer/_immortal.py)."""
+        reason = _immortal.unavailable_reason()
+        return {"on": reason is None, "reason": reason, "turned_off": self._immortal_turned_off}
 
     def _hide_own_folder(self, out_path: str) -> None:
         """Programs may not read the folder of the output (a sandbox's /out: the jobs of the unit
@@ -578,7 +593,45 @@ class BatchRunner(object):
         """
         if job.mode == "pytest":
             return self._run_pytest_job(job, done, write_extra)
-        return self._run_child(job, done, None)[0]
+        trace, _, outcome = self._run_child(job, done, None)
+        if self._crashed_on_immortal_heap(outcome):
+            trace = self._rerun_on_mortal_heap(job, done, trace)
+        return trace
+
+    def _crashed_on_immortal_heap(self, outcome: _Outcome) -> bool:
+        if self._zygote is None or not self._zygote.immortal or outcome.timed_out or outcome.server_lost:
+            return False
+        status = outcome.wait_status
+        return os.WIFSIGNALED(status) and os.WTERMSIG(status) in _FAULT_SIGNALS
+
+    def _rerun_on_mortal_heap(self, job: Job, done: Any, crashed: Dict[str, Any]) -> Dict[str, Any]:
+        """A program killed by a fault signal on the immortal heap runs once more on a mortal one
+        (a new fork server). When it then does not crash, the immortal heap was the cause: it
+        stays off for the rest of the batch and the new run is the row. When it crashes again,
+        the crash is the program's own: that run is the row, and the next program gets an
+        immortal heap again. pytest jobs are not rerun (their own restarts take over)."""
+        self._close_zygote()
+        self._mortal_once = True
+        try:
+            trace, _, outcome = self._run_child(job, done, None)
+        finally:
+            self._mortal_once = False
+        if self._crashed_by_fault(outcome):
+            self._close_zygote()  # the next program's fork server is immortal again
+            return trace
+        why = "%s crashed on the immortal heap (%s) and not on a mortal one" % (
+            job.program_id,
+            crashed.get("exception_message"),
+        )
+        log.warning("%s: the fork server's heap stays mortal for the rest of the batch", why)
+        self._immortal_off = why
+        self._immortal_turned_off = {"after": job.program_id, "why": why}
+        return trace
+
+    @staticmethod
+    def _crashed_by_fault(outcome: _Outcome) -> bool:
+        status = outcome.wait_status
+        return not outcome.timed_out and os.WIFSIGNALED(status) and os.WTERMSIG(status) in _FAULT_SIGNALS
 
     def _run_pytest_job(
         self, job: Job, done: Any, write_extra: Optional[Callable[[Dict[str, Any]], None]]
@@ -759,7 +812,8 @@ class BatchRunner(object):
             if self._zygote is not None:
                 self._lost_zygote()
             _flush_parent_streams()
-            self._zygote = Zygote(self._start_child, self.scratch, self.private_ipc)
+            immortal = self._immortal_off is None and not self._mortal_once
+            self._zygote = Zygote(self._start_child, self.scratch, self.private_ipc, immortal)
         return self._zygote
 
     def _start_child(self, payload: bytes, fds: List[int], server_pid: int) -> None:
@@ -1349,12 +1403,6 @@ def _per(seconds: float, n: int) -> float:
 
 def _per_n(count: int, n: int) -> float:
     return round(count / n, 1) if n else 0.0
-
-
-def _immortal_heap_record() -> Dict[str, object]:
-    """The run record's word on the fork server's heap (tracer/_immortal.py)."""
-    reason = _immortal.unavailable_reason()
-    return {"on": reason is None, "reason": reason}
 
 
 def _minor_faults() -> Tuple[int, int]:

@@ -1445,9 +1445,49 @@ def test_the_fork_servers_heap_is_immortal_from_3_12(tmp_path: Path, version: st
     assert record["on"] is immortal, record
     rows_off, record_off = results["0"]
     assert rows_off["refcounts"]["stdout"] == "False True\n", rows_off["refcounts"]
-    assert record_off == {"on": False, "reason": "WORLDTRACE_IMMORTAL_HEAP=0"}
+    assert record_off == {"on": False, "reason": "WORLDTRACE_IMMORTAL_HEAP=0", "turned_off": None}
     assert rows["work"]["status"] == "ok", rows["work"]
     assert rows["work"]["stdout"] == '301 [["A", 100], ["B", 50], ["C", 50]] JSONDecodeError a/b\n'
     for row in (rows["work"], rows_off["work"]):
         row.pop("wall_time_s")
     assert rows["work"] == rows_off["work"]
+
+
+# Crashes (SIGSEGV) only where the runner's heap is immortal: as a CPython whose immortal objects
+# the tracer got wrong would.
+CRASHES_ON_IMMORTAL = textwrap.dedent(
+    """\
+    import os, signal, sys
+    if sys.getrefcount(os.path.join) >= 2 ** 30:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    print("ran")
+    """
+)
+SEGFAULTS = "import os, signal\nprint('before', flush=True)\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+
+
+@pytest.mark.parametrize("version", ["3.13", "3.14"])
+def test_a_crash_the_immortal_heap_caused_is_rerun_on_a_mortal_one(tmp_path: Path, version: str) -> None:
+    """A program killed by a fault signal on the immortal heap runs again on a mortal one. A crash
+    of its own stays its row and the next program's heap is immortal again; one that does not
+    happen on the mortal heap was the heap's doing: the rerun is the row, and the heap stays
+    mortal for the rest of the batch (the run record says after which program)."""
+    jobs = [
+        {"program_id": "own-crash", "source": SEGFAULTS},
+        {"program_id": "still-immortal", "source": REFCOUNTS},
+        {"program_id": "heap-crash", "source": CRASHES_ON_IMMORTAL},
+        {"program_id": "now-mortal", "source": REFCOUNTS},
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 30}, python=interpreter(version))
+    assert proc.returncode == 0, proc.stderr
+    assert rows["own-crash"]["status"] == "crashed", rows["own-crash"]
+    assert rows["own-crash"]["stdout"] == "before\n"  # one run's output, not two
+    assert "SIGSEGV" in rows["own-crash"]["exception_message"]
+    assert rows["still-immortal"]["stdout"] == "True True\n"
+    assert rows["heap-crash"]["status"] == "ok", rows["heap-crash"]
+    assert rows["heap-crash"]["stdout"] == "ran\n"
+    assert rows["now-mortal"]["stdout"] == "False True\n"
+    record = json.loads((tmp_path / "out.jsonl.runs.jsonl").read_text().splitlines()[-1])
+    assert record["immortal_heap"]["on"] is True
+    assert record["immortal_heap"]["turned_off"]["after"] == "heap-crash"
+    assert "heap-crash" in proc.stderr and "stays mortal" in proc.stderr
