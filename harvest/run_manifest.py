@@ -134,6 +134,11 @@ class RunRecord:
             },
             "nodes": sorted({r.node_id for r in self.results if r.node_id}),
             "confinement": self.confinement(),
+            # Units whose batch runner turned its immortal heap off after a program crashed on it
+            # and not on a mortal heap (docs/batch.md): a CPython the tracer's trick does not fit.
+            "immortal_heap_turned_off": [
+                dict(off, unit=r.unit_id, image=r.image) for r in self.results for off in r.heap_turned_off
+            ],
             "failed_units": self.failed_units,
             "recheck": self.recheck,
             "recheck_failed_units": self.recheck_failed,

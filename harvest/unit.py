@@ -70,6 +70,9 @@ class UnitResult:
     # How the batch runs confined the programs (Landlock), one entry per distinct run record value;
     # empty when the runner was not asked to (the local sandbox)
     confinements: list[dict[str, Any]] = field(default_factory=list)
+    # Where a program crashed on the batch runner's immortal heap and not on a mortal one, so the
+    # runner kept the heap mortal from there (docs/batch.md): {"after": program id, "why": ...}
+    heap_turned_off: list[dict[str, Any]] = field(default_factory=list)
 
 
 def unit_work_dir(out_dir: Path, unit_id: str) -> Path:
@@ -200,7 +203,7 @@ def _execute_unit(
     from harvest.shard_io import write_unit_shard  # pyarrow only where shards are written
 
     with gc_paused():  # and the rows kept for the shard are not walked by collections meanwhile
-        runner_cpu, confinements = _run_records(stream)
+        runner_cpu, confinements, heap_turned_off = _run_records(stream)
         mismatches = _count_mismatches(unit, done, settings.max_value_chars)
         # Stream order, first row of each program (a pytest job's extra traces come before its own).
         # A writer that died leaves its attempt's folder (removed only once the shard is in place).
@@ -233,6 +236,7 @@ def _execute_unit(
         start_stop_s=start_stop,
         runner_cpu_s=runner_cpu,
         confinements=confinements,
+        heap_turned_off=heap_turned_off,
         host_cpu_s=time.process_time() - cpu_started,
         image_id=image_id,
         sandbox_failures=failures,
@@ -279,11 +283,13 @@ def _read_stream_lines(
                 yield row, raw
 
 
-def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]]]:
+def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]], list[dict[str, Any]]]:
     """From this attempt's batch run records (STREAM.runs.jsonl): the CPU seconds of the runners
-    and their programs, and how each run confined its programs (see tracer/_landlock.py)."""
+    and their programs, how each run confined its programs (see tracer/_landlock.py), and where
+    a run turned its immortal heap off (tracer/_immortal.py)."""
     total = 0.0
     confinements: list[dict[str, Any]] = []
+    turned_off: list[dict[str, Any]] = []
     try:
         with open(f"{stream}.runs.jsonl", "rb") as f:
             for line in f:
@@ -295,9 +301,13 @@ def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]]]:
                 confinement = run.get("confinement")
                 if isinstance(confinement, dict) and confinement not in confinements:
                     confinements.append(confinement)
+                heap = run.get("immortal_heap")
+                off = heap.get("turned_off") if isinstance(heap, dict) else None
+                if isinstance(off, dict):
+                    turned_off.append(off)
     except OSError:
         pass
-    return total, confinements
+    return total, confinements, turned_off
 
 
 def crashed_row(

@@ -613,6 +613,15 @@ def _summary(record: RunRecord, out: Path) -> str:
             f"WARNING: in {confinement['units_unconfined']} unit(s) the programs ran without Landlock confinement "
             f"({'; '.join(confinement['why_unconfined'])}): they could write the unit's stream and signal its runner"
         )
+    turned_off = data["immortal_heap_turned_off"]
+    if turned_off:
+        images = sorted({off["image"] for off in turned_off})
+        lines.append(
+            f"WARNING: in {len(turned_off)} unit(s) a program crashed on the batch runner's immortal heap and not on "
+            f"a mortal one ({turned_off[0]['why']}); those runners went on with a mortal heap and the rows are "
+            f"the mortal runs'. The immortal heap does not fit the Python of {', '.join(images)}: please report it "
+            f"(WORLDTRACE_IMMORTAL_HEAP=0 in the image's environment turns it off)"
+        )
     if record.recheck is not None:
         check = record.recheck
         if not check["sampled"]:

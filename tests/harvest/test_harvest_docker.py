@@ -106,6 +106,36 @@ def test_the_examples_harvest_alike_in_the_newest_python_image(engine, base_imag
     assert by_python["3.15"] == by_python["3.11"]
 
 
+# Crashes (SIGSEGV) only where the batch runner's heap is immortal (Python 3.12+ images), as a
+# CPython whose immortal objects the tracer got wrong would.
+CRASHES_ON_IMMORTAL = (
+    "import os, signal, sys\n"
+    "if sys.getrefcount(os.path.join) >= 2 ** 30:\n"
+    "    os.kill(os.getpid(), signal.SIGSEGV)\n"
+    "print('ran')\n"
+)
+
+
+def test_a_crash_of_the_immortal_heap_is_rerun_and_reported(engine, base_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """In a 3.12+ image the batch runner's fork server makes its heap immortal. A program that
+    crashes only there runs again on a mortal heap (its row is that run's), and the harvest's
+    summary and run manifest say which unit's runner went on with a mortal heap."""
+    built("base-py315")
+    source = tmp_path / "programs.jsonl"
+    programs = [{"id": "heap-crash", "source": CRASHES_ON_IMMORTAL}, {"id": "after", "source": "print(sum(range(10)))\n"}]
+    source.write_text("".join(json.dumps(p) + "\n" for p in programs))
+    out = tmp_path / "out"
+    done = run_harvest(source, "--out", out, "--image", "base-py315")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = {r["program_id"]: r for r in rows(out, ["program_id", "status", "stdout"])}
+    assert found["heap-crash"]["status"] == "ok" and found["heap-crash"]["stdout"] == "ran\n", found
+    assert found["after"]["stdout"] == "45\n"
+    data = run_manifest(out)
+    turned_off = data["immortal_heap_turned_off"]
+    assert [(t["after"], t["image"]) for t in turned_off] == [("heap-crash", "base-py315")], turned_off
+    assert "crashed on the batch runner's immortal heap" in done.stdout and "base-py315" in done.stdout
+
+
 def test_cruxeval_end_to_end(engine, base_image: str, ray_cluster: Cluster, cruxeval: list[dict], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """All 800 programs: every rendered return value equals the rendering of the expected output."""
     source = tmp_path / "cruxeval.jsonl"
