@@ -27,7 +27,7 @@ def _immortal_refcount() -> int:
 
     if sysconfig.get_config_var("Py_GIL_DISABLED"):  # free-threaded: another layout
         return 0
-    return 0xFFFFFFFF if PYVERSION < (3, 14) else 0xC0000000
+    return 0xFFFFFFFF if PYVERSION < (3, 14) else 0xE0000000  # see PYBEHAVIOR.immortal_refcount
 
 
 class PYBEHAVIOR:
@@ -108,11 +108,14 @@ class PYBEHAVIOR:
 
     # PEP 683 immortal objects (3.12+; a 64-bit CPython with the GIL, not a debug build): an
     # object whose 32-bit reference count holds this value is never freed, and Py_INCREF and
-    # Py_DECREF leave it unwritten. 3.12-3.13 saturate at 0xFFFFFFFF. 3.14+ also count some
-    # references without the check ("mortal" stack references, made before the object became
-    # immortal), which would wrap 0xFFFFFFFF to 0: there it is 3 << 30, CPython's own initial
-    # value, which such counting moves by a little and never to 0. 0: not done (an interpreter
-    # whose object layout was not checked).
+    # Py_DECREF leave it unwritten. 3.12-3.13: Py_INCREF saturates at 0xFFFFFFFF, Py_DECREF skips
+    # a count >= 2**31. 3.14+: Py_DECREF skips a count >= 2**31 but Py_INCREF only one >= 3 << 30,
+    # and the interpreter also counts some references without either check ("mortal" stack
+    # references, made while the object was mortal: the walk that makes it immortal leaves one
+    # such decrement on every object). So 0xFFFFFFFF would wrap to 0 (and the object be freed),
+    # and CPython's own 3 << 30 drops below the Py_INCREF threshold at that first decrement;
+    # 0xE0000000 has half a billion either way. 0: not done (an interpreter whose object layout
+    # was not checked).
     immortal_refcount = _immortal_refcount()
 
 
