@@ -11,7 +11,9 @@ once, before its first fork (Instagram's Cinder did the same for its pre-fork we
 What it costs: the objects of the warm heap are never freed, in the fork server and in the
 programs (they lived as long as the fork server anyway), and the walk takes ~0.1 s per batch.
 The programs see no difference but in the reference counts of those objects
-(`sys.getrefcount(json)`), which were never the same as in a fresh interpreter.
+(`sys.getrefcount(json)`), which were never the same as in a fresh interpreter, and in one the
+program drops itself not being finalized. A program that crashes on the immortal heap runs again
+on a mortal one (tracer/batch.py, `_rerun_on_mortal_heap`).
 """
 
 from __future__ import annotations

@@ -599,10 +599,8 @@ class BatchRunner(object):
         return trace
 
     def _crashed_on_immortal_heap(self, outcome: _Outcome) -> bool:
-        if self._zygote is None or not self._zygote.immortal or outcome.timed_out or outcome.server_lost:
-            return False
-        status = outcome.wait_status
-        return os.WIFSIGNALED(status) and os.WTERMSIG(status) in _FAULT_SIGNALS
+        zygote = self._zygote
+        return zygote is not None and zygote.immortal and not outcome.server_lost and self._crashed_by_fault(outcome)
 
     def _rerun_on_mortal_heap(self, job: Job, done: Any, crashed: Dict[str, Any]) -> Dict[str, Any]:
         """A program killed by a fault signal on the immortal heap runs once more on a mortal one
