@@ -117,8 +117,11 @@ def serve(
             empty_dir(folder)
         if private_ipc:
             remove_sysv_ipc()
-        if immortal:
-            immortalize_heap()  # before the streams: what the programs get as new stays mortal
+        if immortal:  # before the streams: what the programs get as new stays mortal
+            try:
+                immortalize_heap()
+            except Exception:  # e.g. MemoryError half-way: a heap left (partly) mortal is only slower
+                pass
         prepare_std_streams()  # once: every child gets them as new (copy-on-write)
         release_free_heap()
         while True:

@@ -1491,3 +1491,31 @@ def test_a_crash_the_immortal_heap_caused_is_rerun_on_a_mortal_one(tmp_path: Pat
     assert record["immortal_heap"]["on"] is True
     assert record["immortal_heap"]["turned_off"]["after"] == "heap-crash"
     assert "heap-crash" in proc.stderr and "stays mortal" in proc.stderr
+
+
+FAILING_WALK = textwrap.dedent(
+    """\
+    import sys
+    from tracer import _batch_zygote
+    from tracer.batch import run_batch
+
+    def walk_fails():
+        raise MemoryError("half-way")
+
+    _batch_zygote.immortalize_heap = walk_fails
+    sys.exit(run_batch(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def test_a_failed_walk_leaves_the_heap_mortal_and_the_batch_running(tmp_path: Path) -> None:
+    """Making the heap immortal fails (here: out of memory): the fork server goes on with it as
+    it is, mortal, instead of dying with every program it would fork."""
+    write_jobs(tmp_path / "jobs.jsonl", [{"program_id": "refcounts", "source": REFCOUNTS}])
+    script = tmp_path / "run.py"
+    script.write_text(FAILING_WALK)
+    proc = subprocess.run([interpreter("3.13"), str(script), "jobs.jsonl", "out.jsonl"], cwd=tmp_path,
+                          env=batch_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    row = read_rows(tmp_path / "out.jsonl")["refcounts"]
+    assert row["status"] == "ok" and row["stdout"] == "False True\n", row
