@@ -357,6 +357,8 @@ class _Outcome(object):
         self.test_timed_out = False  # a pytest job's test ran past its deadline (and grace)
 
 
+PYTEST_MORTAL = "pytest jobs run on a mortal heap (one fork per suite)"
+
 # How a program's own crash ends it (a fault of its code, or abort()); what a rerun on a
 # mortal heap tells apart from a crash the immortal heap caused.
 _FAULT_SIGNALS = frozenset((signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT))
@@ -413,6 +415,7 @@ class BatchRunner(object):
         # Its heap made immortal (tracer/_immortal.py): None when so, else why not. A program that
         # crashes on an immortal heap and not on a mortal one turns it off (_rerun_on_mortal_heap).
         self._immortal_off: Optional[str] = _immortal.unavailable_reason()
+        self._immortal_reason = self._immortal_off  # for the run record: why it was never on
         self._immortal_turned_off: Optional[Dict[str, str]] = None
         self._mortal_once = False  # the next fork server's heap stays mortal (a rerun)
         self._startup: Optional[List[str]] = None  # see _startup_modules
@@ -543,8 +546,9 @@ class BatchRunner(object):
         return summary
 
     def _immortal_heap_record(self) -> Dict[str, Any]:
-        """The run record's word on the fork server's heap (tracer/_immortal.py)."""
-        reason = _immortal.unavailable_reason()
+        """The run record's word on the fork server's heap (tracer/_immortal.py): whether it was
+        made immortal, why not, and where a crash turned it off."""
+        reason = self._immortal_reason
         return {"on": reason is None, "reason": reason, "turned_off": self._immortal_turned_off}
 
     def _hide_own_folder(self, out_path: str) -> None:
@@ -577,6 +581,10 @@ class BatchRunner(object):
         if self._signal_resets is not None:
             self._signal_resets = signals_to_reset()  # in case importing pytest changed a handler
         self._close_zygote()  # the next one is forked from this runner, with pytest loaded
+        if self._immortal_off is None:
+            # One fork runs a whole suite: nothing to gain, and a crash the heap caused would
+            # lose a test (a pytest job is not rerun, see _rerun_on_mortal_heap).
+            self._immortal_off = self._immortal_reason = PYTEST_MORTAL
 
     # ---------------------------------------------------------------- one job
     def run_job(
@@ -607,7 +615,7 @@ class BatchRunner(object):
         (a new fork server). When it then does not crash, the immortal heap was the cause: it
         stays off for the rest of the batch and the new run is the row. When it crashes again,
         the crash is the program's own: that run is the row, and the next program gets an
-        immortal heap again. pytest jobs are not rerun (their own restarts take over)."""
+        immortal heap again. pytest jobs are not rerun: they run on a mortal heap (_warm_pytest)."""
         self._close_zygote()
         self._mortal_once = True
         try:

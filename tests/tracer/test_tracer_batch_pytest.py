@@ -771,3 +771,22 @@ def test_pytest_job_with_the_monitoring_backend(tmp_path: Path, version: str) ->
     check_interrupted(rows, "monitoring")
     check_lost_tests(rows)
     assert {r["backend"] for r in rows.values()} == {"monitoring"}
+
+
+@pytest.mark.multipython
+def test_a_pytest_suite_runs_on_a_mortal_heap(tmp_path: Path) -> None:
+    """On 3.12+ the fork server's heap is immortal for programs (docs/batch.md "Cost"); a pytest
+    job's child runs a whole suite, so there is nothing to gain, and a crash the heap caused would
+    lose a test (pytest jobs are not rerun): once pytest is loaded, the heap stays mortal."""
+    python, path = interpreter("3.13"), (_pure_python_pytest(tmp_path / "lent-pytest"),)
+    (tmp_path / "heapcheck").mkdir()
+    (tmp_path / "heapcheck" / "__init__.py").write_text("def refs(obj):\n    import sys\n    return sys.getrefcount(obj)\n")
+    (tmp_path / "test_heap.py").write_text(
+        "import os\nfrom heapcheck import refs\n\ndef test_mortal():\n    assert refs(os.path.join) < 2 ** 30\n"
+    )
+    rows = run_jobs(tmp_path, [{"program_id": "suite", "mode": "pytest", "file": "test_heap.py", "package": "heapcheck"}],
+                    python=python, path=path)  # fmt: skip
+    assert rows["suite"]["status"] == "ok" and rows["suite"]["return_value"] == "0", rows["suite"]["stdout"]
+    record = json.loads((tmp_path / "out.jsonl.runs.jsonl").read_text().splitlines()[-1])
+    assert record["immortal_heap"] == {"on": False, "reason": "pytest jobs run on a mortal heap (one fork per suite)",
+                                       "turned_off": None}
