@@ -84,6 +84,20 @@ class RunRecord:
                                       if not c.get("landlock_abi")}),
         }
 
+    def immortal_heap(self) -> dict[str, Any]:
+        """Whether this run's batch runners forked the programs from an immortal heap (Python
+        3.12+, docs/batch.md "Cost"): units that did, units that did not and why, and the units
+        whose runner turned it off after a program crashed on it and not on a mortal heap (a
+        CPython the trick does not fit)."""
+        immortal = [r for r in self.results if r.immortal_heaps and all(h["on"] for h in r.immortal_heaps)]
+        mortal = [r for r in self.results if any(not h["on"] for h in r.immortal_heaps)]
+        return {
+            "units_immortal": len(immortal),
+            "units_mortal": len(mortal),
+            "why_mortal": sorted({str(h["reason"]) for r in mortal for h in r.immortal_heaps if not h["on"]}),
+            "turned_off": [dict(off, unit=r.unit_id, image=r.image) for r in self.results for off in r.heap_turned_off],
+        }
+
     @property
     def complete(self) -> bool:
         return not self.failed_units and not self.interrupted and self.error is None and (
@@ -134,11 +148,7 @@ class RunRecord:
             },
             "nodes": sorted({r.node_id for r in self.results if r.node_id}),
             "confinement": self.confinement(),
-            # Units whose batch runner turned its immortal heap off after a program crashed on it
-            # and not on a mortal heap (docs/batch.md): a CPython the tracer's trick does not fit.
-            "immortal_heap_turned_off": [
-                dict(off, unit=r.unit_id, image=r.image) for r in self.results for off in r.heap_turned_off
-            ],
+            "immortal_heap": self.immortal_heap(),
             "failed_units": self.failed_units,
             "recheck": self.recheck,
             "recheck_failed_units": self.recheck_failed,

@@ -70,8 +70,10 @@ class UnitResult:
     # How the batch runs confined the programs (Landlock), one entry per distinct run record value;
     # empty when the runner was not asked to (the local sandbox)
     confinements: list[dict[str, Any]] = field(default_factory=list)
-    # Where a program crashed on the batch runner's immortal heap and not on a mortal one, so the
-    # runner kept the heap mortal from there (docs/batch.md): {"after": program id, "why": ...}
+    # Whether the batch runs made their fork server's heap immortal (docs/batch.md "Cost"), one
+    # entry per distinct {"on", "reason"} of the run records, and where a program crashed on it
+    # and not on a mortal one, so the runner kept the heap mortal from there: {"after", "why"}
+    immortal_heaps: list[dict[str, Any]] = field(default_factory=list)
     heap_turned_off: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -203,7 +205,7 @@ def _execute_unit(
     from harvest.shard_io import write_unit_shard  # pyarrow only where shards are written
 
     with gc_paused():  # and the rows kept for the shard are not walked by collections meanwhile
-        runner_cpu, confinements, heap_turned_off = _run_records(stream)
+        runner_cpu, confinements, heaps, heap_turned_off = _run_records(stream)
         mismatches = _count_mismatches(unit, done, settings.max_value_chars)
         # Stream order, first row of each program (a pytest job's extra traces come before its own).
         # A writer that died leaves its attempt's folder (removed only once the shard is in place).
@@ -236,6 +238,7 @@ def _execute_unit(
         start_stop_s=start_stop,
         runner_cpu_s=runner_cpu,
         confinements=confinements,
+        immortal_heaps=heaps,
         heap_turned_off=heap_turned_off,
         host_cpu_s=time.process_time() - cpu_started,
         image_id=image_id,
@@ -283,12 +286,13 @@ def _read_stream_lines(
                 yield row, raw
 
 
-def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]], list[dict[str, Any]]]:
+def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """From this attempt's batch run records (STREAM.runs.jsonl): the CPU seconds of the runners
     and their programs, how each run confined its programs (see tracer/_landlock.py), and where
     a run turned its immortal heap off (tracer/_immortal.py)."""
     total = 0.0
     confinements: list[dict[str, Any]] = []
+    heaps: list[dict[str, Any]] = []
     turned_off: list[dict[str, Any]] = []
     try:
         with open(f"{stream}.runs.jsonl", "rb") as f:
@@ -302,12 +306,15 @@ def _run_records(stream: Path) -> tuple[float, list[dict[str, Any]], list[dict[s
                 if isinstance(confinement, dict) and confinement not in confinements:
                     confinements.append(confinement)
                 heap = run.get("immortal_heap")
-                off = heap.get("turned_off") if isinstance(heap, dict) else None
-                if isinstance(off, dict):
-                    turned_off.append(off)
+                if isinstance(heap, dict):
+                    state = {"on": bool(heap.get("on")), "reason": heap.get("reason")}
+                    if state not in heaps:
+                        heaps.append(state)
+                    if isinstance(heap.get("turned_off"), dict):
+                        turned_off.append(heap["turned_off"])
     except OSError:
         pass
-    return total, confinements, turned_off
+    return total, confinements, heaps, turned_off
 
 
 def crashed_row(

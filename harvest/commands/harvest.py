@@ -613,7 +613,7 @@ def _summary(record: RunRecord, out: Path) -> str:
             f"WARNING: in {confinement['units_unconfined']} unit(s) the programs ran without Landlock confinement "
             f"({'; '.join(confinement['why_unconfined'])}): they could write the unit's stream and signal its runner"
         )
-    turned_off = data["immortal_heap_turned_off"]
+    turned_off = data["immortal_heap"]["turned_off"]
     if turned_off:
         images = sorted({off["image"] for off in turned_off})
         lines.append(
