@@ -73,6 +73,8 @@ def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out:
         "task_s": task,
         "program_s": program,
         "statuses": _sum([r.counts for r in results]),
+        # units whose batch runner forked the programs from an immortal heap (Python 3.12+)
+        "immortal_units": sum(1 for r in results if r.immortal_heaps and all(h["on"] for h in r.immortal_heaps)),
         # the whole machine during the harvest (all processes, other users included)
         "machine_busy_cpu_s": cpu1[0] - cpu0[0],
         "machine_idle_cpu_s": cpu1[1] - cpu0[1],
@@ -199,7 +201,8 @@ def main() -> None:
     )
     print(f"  {ours['traces']} traces in {ours['wall_s']:.1f} s = {ours['traces_per_s']:.1f} traces/s "
           f"(Ray start-up {ours['startup_s']:.1f} s not included; with it {ours['traces_per_s_with_startup']:.1f} traces/s)")
-    print(f"  statuses: {ours['statuses']}")
+    print(f"  statuses: {ours['statuses']}; fork server's heap immortal (Python 3.12+) in "
+          f"{ours['immortal_units']} of {ours['units']} units")
     busy, idle = ours["machine_busy_cpu_s"], ours["machine_idle_cpu_s"]
     if busy + idle > 0:
         print(f"  machine CPU during the harvest: {busy:.1f} s busy, {idle:.1f} s idle "
