@@ -27,21 +27,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from tracer_overhead import _pythons  # noqa: E402  (the same interpreters as the overhead benchmark)
 
+from harvest.inputs import load_programs  # noqa: E402
+
 FIELDS = ("child_faults_per_program", "child_cpu_ms_per_program", "runner_cpu_ms_per_program", "programs_per_s")
 
 
 def corpus_jobs(folder: Path) -> Path:
-    """CRUXEval's rows as batch jobs, in a file of `folder`."""
+    """CRUXEval's rows as batch jobs (as the harvest makes them), in a file of `folder`."""
     root = Path(os.environ.get("WORLDTRACE_CORPORA", REPO.parent / "shared" / "corpora"))
     source = root / "cruxeval.jsonl"
     if not source.exists():
         raise SystemExit(f"corpus {source} not found (set WORLDTRACE_CORPORA)")
     jobs = folder / "jobs.jsonl"
-    with source.open(encoding="utf-8") as rows, jobs.open("w", encoding="utf-8") as out:
-        for line in rows:
-            row = json.loads(line)
-            job = {"program_id": row["id"], "source": row["code"], "entrypoint": "f", "input": row["input"]}
-            out.write(json.dumps(job) + "\n")
+    jobs.write_text("".join(json.dumps(program.job()) + "\n" for program in load_programs([source])), encoding="utf-8")
     return jobs
 
 

@@ -412,10 +412,10 @@ class BatchRunner(object):
         self._subreaper = False
         self._current: Optional[int] = None
         self._zygote: Optional[Zygote] = None  # the fork server (tracer/_batch_zygote.py)
-        # Its heap made immortal (tracer/_immortal.py): None when so, else why not. A program that
-        # crashes on an immortal heap and not on a mortal one turns it off (_rerun_on_mortal_heap).
-        self._immortal_off: Optional[str] = _immortal.unavailable_reason()
-        self._immortal_reason = self._immortal_off  # for the run record: why it was never on
+        # Its heap made immortal (tracer/_immortal.py): None when so, else why not (the
+        # interpreter, the switch, a pytest job). A program that crashes on an immortal heap and
+        # not on a mortal one turns it off for the rest of the batch (_rerun_on_mortal_heap).
+        self._immortal_reason: Optional[str] = _immortal.unavailable_reason()
         self._immortal_turned_off: Optional[Dict[str, str]] = None
         self._mortal_once = False  # the next fork server's heap stays mortal (a rerun)
         self._startup: Optional[List[str]] = None  # see _startup_modules
@@ -581,10 +581,10 @@ class BatchRunner(object):
         if self._signal_resets is not None:
             self._signal_resets = signals_to_reset()  # in case importing pytest changed a handler
         self._close_zygote()  # the next one is forked from this runner, with pytest loaded
-        if self._immortal_off is None:
+        if self._immortal_reason is None:
             # One fork runs a whole suite: nothing to gain, and a crash the heap caused would
             # lose a test (a pytest job is not rerun, see _rerun_on_mortal_heap).
-            self._immortal_off = self._immortal_reason = PYTEST_MORTAL
+            self._immortal_reason = PYTEST_MORTAL
 
     # ---------------------------------------------------------------- one job
     def run_job(
@@ -630,7 +630,6 @@ class BatchRunner(object):
             crashed.get("exception_message"),
         )
         log.warning("%s: the fork server's heap stays mortal for the rest of the batch", why)
-        self._immortal_off = why
         self._immortal_turned_off = {"after": job.program_id, "why": why}
         return trace
 
@@ -818,7 +817,7 @@ class BatchRunner(object):
             if self._zygote is not None:
                 self._lost_zygote()
             _flush_parent_streams()
-            immortal = self._immortal_off is None and not self._mortal_once
+            immortal = self._immortal_reason is None and self._immortal_turned_off is None and not self._mortal_once
             self._zygote = Zygote(self._start_child, self.scratch, self.private_ipc, immortal)
         return self._zygote
 

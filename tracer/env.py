@@ -23,9 +23,12 @@ def _immortal_refcount() -> int:
         return 0
     if sys.maxsize < 2**32 or hasattr(sys, "gettotalrefcount"):  # 32-bit, debug build
         return 0
-    import sysconfig
+    abiflags = getattr(sys, "abiflags", None)  # POSIX; "t": free-threaded, another object layout
+    if abiflags is None:  # not sysconfig first: a new interpreter has not imported it
+        import sysconfig
 
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # free-threaded: another layout
+        abiflags = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+    if "t" in abiflags:
         return 0
     return 0xFFFFFFFF if PYVERSION < (3, 14) else 0xE0000000  # see PYBEHAVIOR.immortal_refcount
 
