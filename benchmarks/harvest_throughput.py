@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harvest.inputs import Program, load_programs  # noqa: E402
-from harvest.plan import HarvestSettings, plan_units  # noqa: E402
+from harvest.plan import DEFAULT_PROGRAMS_PER_UNIT, HarvestSettings, plan_units  # noqa: E402
 from harvest.runner import RayOptions, run_units, start_ray, stop_ray  # noqa: E402
 from harvest.sandbox.base import DETERMINISTIC_ENV, TRACER_DIR  # noqa: E402
 from harvest.unit import UnitResult  # noqa: E402
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--sandbox", choices=["docker", "local"], default="docker")
     parser.add_argument("--image", default="base-py311")
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="concurrent units (Ray CPUs)")
-    parser.add_argument("--programs-per-unit", type=int, default=200)
+    parser.add_argument("--programs-per-unit", type=int, default=DEFAULT_PROGRAMS_PER_UNIT)
     parser.add_argument("--naive-sample", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()
