@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -76,13 +77,66 @@ class Job:
         return self.stdin if self.mode == "script" else self.input
 
 
+class Blobs:
+    """The shared contents that a jobs file defines for the jobs after them.
+
+    A line `{"blob": SHA256, "base64": TEXT}` (no `program_id`: it is not a job) defines a content
+    once; a job's `modules` and `files` then name it as `{"blob": SHA256}` instead of carrying a
+    copy (a data file that 400 scripts of a unit read is in the unit's jobs file once)."""
+
+    def __init__(self) -> None:
+        # digest -> the content, or (a str) why the line that defined it was refused
+        self._contents: Dict[str, Any] = {}
+
+    def define(self, raw: Dict[str, Any], lineno: int) -> None:
+        """Take the blob line `raw` (untrusted). A line in error defines its digest as that error,
+        which each job naming it reports; a line whose digest is not one defines nothing."""
+        digest = raw.get("blob")
+        if not _is_digest(digest):
+            return  # a job can only name it by a digest, which it is not: "not defined" there
+        unknown = sorted(set(raw) - {"blob", "base64"})
+        data = _base64(raw.get("base64"))
+        if unknown:
+            problem = "unknown key(s) %s (a blob line has `blob` and `base64`)" % ", ".join(unknown)
+        elif data is None:
+            problem = "its `base64` is not base64 text (RFC 4648, padded, one line)"
+        elif hashlib.sha256(data).hexdigest() != digest:
+            problem = "its content's SHA-256 is %s, not the one it names" % hashlib.sha256(data).hexdigest()
+        else:
+            self._contents[digest] = data
+            return
+        self._contents.setdefault(digest, "the blob line %d that defines it is refused: %s" % (lineno, problem))
+
+    def get(self, ref: Any, key: str, path: str, program_id: str) -> bytes:
+        """The content that `ref` (`{"blob": SHA256}`, from a job's `key` entry `path`) names."""
+        digest = ref.get("blob")
+        found = self._contents.get(digest) if isinstance(digest, str) else None
+        if isinstance(found, bytes):
+            return found
+        why = found if found is not None else "no blob line before this job defines it"
+        shown = digest if _is_digest(digest) else _show(digest)  # whole: a digest cut short names none
+        raise JobError("`%s` %s names blob %s: %s" % (key, _show(path), shown, why), program_id)
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def is_blob_ref(value: Any) -> bool:
+    """Whether a `modules`/`files` value names a blob (`{"blob": SHA256}`)."""
+    return isinstance(value, dict) and set(value) == {"blob"}
+
+
 def invalid_job_id(jobs_name: str, lineno: int) -> str:
     """The program id given to a line whose own id cannot be read (stable across re-runs)."""
     return "%s:%d" % (jobs_name, lineno)
 
 
-def parse_job(line: str, lineno: int) -> Job:
-    """One jobs-file line as a `Job`, or `JobError` naming what is wrong with it."""
+def parse_job(line: str, lineno: int, blobs: Optional[Blobs] = None) -> Optional[Job]:
+    """One jobs-file line as a `Job`, or `JobError` naming what is wrong with it; None for a line
+    that defines a blob (taken into `blobs`, which the jobs after it may name)."""
+    if blobs is None:
+        blobs = Blobs()
     try:
         line.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -95,6 +149,9 @@ def parse_job(line: str, lineno: int) -> Job:
         raise JobError("line %d is not valid JSON: %s" % (lineno, exc), None) from None
     if not isinstance(raw, dict):
         raise JobError("line %d is a JSON %s, not an object" % (lineno, type(raw).__name__), None)
+    if "blob" in raw and "program_id" not in raw:
+        blobs.define(raw, lineno)
+        return None
     program_id = raw.get("program_id")
     if not isinstance(program_id, str) or not program_id.strip():
         raise JobError(
@@ -103,12 +160,12 @@ def parse_job(line: str, lineno: int) -> Job:
             None,
         )
     try:
-        return _validate(raw, program_id, lineno)
+        return _validate(raw, program_id, lineno, blobs)
     except JobError as exc:
         raise JobError("line %d (%s): %s" % (lineno, program_id, exc), program_id) from None
 
 
-def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
+def _validate(raw: Dict[str, Any], program_id: str, lineno: int, blobs: Blobs) -> Job:
     unknown = sorted(set(raw) - KNOWN_KEYS)
     if unknown:
         raise JobError(
@@ -152,7 +209,7 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
         if len(stdin) > MAX_STDIN_BYTES or len(stdin.encode("utf-8")) > MAX_STDIN_BYTES:
             raise JobError("`stdin` is longer than %d bytes of UTF-8" % MAX_STDIN_BYTES, program_id)
 
-    modules = _modules(raw.get("modules"), program_id)
+    modules = _modules(raw.get("modules"), program_id, blobs)
     if modules and (mode != "script" or source is None):
         raise JobError("`modules` is for `script` jobs given as `source`", program_id)
     if any(path == script_file_name(program_id) for path, _ in modules):
@@ -161,7 +218,7 @@ def _validate(raw: Dict[str, Any], program_id: str, lineno: int) -> Job:
             % script_file_name(program_id),
             program_id,
         )
-    files = _files(raw.get("files"), program_id)
+    files = _files(raw.get("files"), program_id, blobs)
     if files and (mode != "script" or source is None):
         raise JobError("`files` is for `script` jobs given as `source`", program_id)
     if modules or files:
@@ -236,10 +293,18 @@ def _folder_entries(value: Any, key: str, what: str, path_problem, program_id: s
     return list(value.items())
 
 
-def _modules(value: Any, program_id: str) -> Tuple[Tuple[str, str], ...]:
-    """`modules` (untrusted): relative `.py` paths inside the program's folder -> source text."""
+def _modules(value: Any, program_id: str, blobs: Blobs) -> Tuple[Tuple[str, str], ...]:
+    """`modules` (untrusted): relative `.py` paths inside the program's folder -> source text (or
+    a blob of it as UTF-8)."""
     out = []
     for path, text in _folder_entries(value, "modules", "source text", _module_path_problem, program_id):
+        if is_blob_ref(text):
+            try:
+                text = blobs.get(text, "modules", path, program_id).decode("utf-8")
+            except UnicodeDecodeError:
+                raise JobError(
+                    "`modules` %s names a blob that is not UTF-8 text" % _show(path), program_id
+                ) from None
         if not isinstance(text, str):
             raise JobError(
                 "`modules` %s must be source text (a string), got %s" % (_show(path), _show(text)),
@@ -255,12 +320,14 @@ def _modules(value: Any, program_id: str) -> Tuple[Tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
-def _files(value: Any, program_id: str) -> Tuple[Tuple[str, bytes], ...]:
+def _files(value: Any, program_id: str, blobs: Blobs) -> Tuple[Tuple[str, bytes], ...]:
     """`files` (untrusted): relative paths inside the program's folder -> content, UTF-8 text (a
-    string) or any bytes (an object `{"base64": TEXT}`)."""
+    string), any bytes (an object `{"base64": TEXT}`) or a blob (`{"blob": SHA256}`)."""
     out = []
     for path, content in _folder_entries(value, "files", "content", _folder_path_problem, program_id):
-        if isinstance(content, str):
+        if is_blob_ref(content):
+            data = blobs.get(content, "files", path, program_id)
+        elif isinstance(content, str):
             try:
                 data = content.encode("utf-8")
             except UnicodeEncodeError:
@@ -277,7 +344,7 @@ def _files(value: Any, program_id: str) -> Tuple[Tuple[str, bytes], ...]:
                 )
         else:
             raise JobError(
-                '`files` %s must be text (a string) or {"base64": TEXT}, got %s'
+                '`files` %s must be text (a string), {"base64": TEXT} or {"blob": SHA256}, got %s'
                 % (_show(path), _show(content)),
                 program_id,
             )

@@ -39,6 +39,7 @@ from tracer._batch_child import (
 from tracer._batch_errors import BatchError, OutputError, UsageError
 from tracer._batch_folder import remove_program_folder, write_program_folder
 from tracer._batch_jobs import (
+    Blobs,
     Job,
     JobError,
     invalid_job_id,
@@ -473,9 +474,10 @@ class BatchRunner(object):
         try:
             try:
                 lines = iter_job_lines(jobs_path)
+                blobs = Blobs()  # what the jobs file's blob lines define, for the jobs after them
                 for lineno, line in lines:
                     try:
-                        job = parse_job(line, lineno)
+                        job = parse_job(line, lineno, blobs)
                     except JobError as exc:
                         bad_id = exc.program_id or invalid_job_id(jobs_name, lineno)
                         if bad_id in writer.done:
@@ -483,6 +485,8 @@ class BatchRunner(object):
                             continue
                         writer.write(self.error_trace(bad_id, str(exc)))
                         statuses["error"] = statuses.get("error", 0) + 1
+                        continue
+                    if job is None:  # a blob line
                         continue
                     if job.program_id in writer.done:
                         skipped += 1

@@ -6,6 +6,8 @@ program can never take the test process with it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 from tracer_testutil import interpreter
 
-from tracer._batch_jobs import JobError, parse_job
+from tracer._batch_jobs import Blobs, JobError, parse_job
 from tracer._batch_output import TraceWriter, encode_line
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -896,7 +898,7 @@ def test_parse_job_checks_files() -> None:
         "`..` parts": {"../a.txt": ""},
         "empty, `.` or `..` parts": {"./a.txt": ""},
         "no NUL, no backslash": {"a\\b.txt": ""},
-        "must be text \\(a string\\) or \\{\"base64\": TEXT\\}, got null": {"a.txt": None},
+        "must be text \\(a string\\), \\{\"base64\": TEXT\\} or \\{\"blob\": SHA256\\}, got null": {"a.txt": None},
         "got \\{\"base64\": \"AA==\", \"x\": 1\\}": {"a.txt": {"base64": "AA==", "x": 1}},
         "`base64` is not base64": {"a.txt": {"base64": "A*A="}},
         "not text \\(a lone surrogate": {"a.txt": "\ud800"},
@@ -913,6 +915,85 @@ def test_parse_job_checks_files() -> None:
         parse_job(json.dumps({"program_id": "c", "source": "", "entrypoint": "f", "files": {"a.txt": ""}}), 1)
     with pytest.raises(JobError, match="`files` is for `script` jobs given as `source`"):
         parse_job(json.dumps({"program_id": "c", "file": "c.py", "files": {"a.txt": ""}}), 1)
+
+
+SHARED = "word,count\n" + "".join(f"w{i},{i}\n" for i in range(200))
+SHARED_DIGEST = hashlib.sha256(SHARED.encode()).hexdigest()
+READS_SHARED = "import helper\nrows = open('table.csv').read().splitlines()\nprint(len(rows), rows[-1], helper.N)\n"
+
+
+def blob_line(content: bytes, digest: str | None = None) -> dict:
+    return {"blob": digest or hashlib.sha256(content).hexdigest(), "base64": base64.b64encode(content).decode()}
+
+
+@pytest.mark.parametrize("version", [None, "3.8"])
+def test_a_content_many_jobs_carry_is_in_the_jobs_file_once(tmp_path: Path, version: str | None) -> None:
+    """A folder's data file that every one of its scripts reads was copied into each script's job:
+    400 scripts reading one 1 MiB file made a 400 MiB jobs file. A blob line defines the content
+    once; the jobs name it by its SHA-256, and trace exactly as with their own copies. A job that
+    names a blob no line before it defines, or one whose line is refused, is an `error` row that
+    says so; a blob line is no row."""
+    python = sys.executable if version is None else interpreter(version)
+    helper = f"N = {len(SHARED)}\n" + "# padding\n" * 60
+    helper_ref = {"blob": hashlib.sha256(helper.encode()).hexdigest()}
+    wrong = hashlib.sha256(b"other").hexdigest()
+    jobs = [
+        {"program_id": "early", "source": READS_SHARED, "modules": {"helper.py": helper}, "files": {"table.csv": {"blob": SHARED_DIGEST}}},
+        blob_line(SHARED.encode()),
+        blob_line(helper.encode()),
+        {"program_id": "a", "source": READS_SHARED, "modules": {"helper.py": helper_ref}, "files": {"table.csv": {"blob": SHARED_DIGEST}}},
+        {"program_id": "b", "source": READS_SHARED, "modules": {"helper.py": helper_ref}, "files": {"table.csv": {"blob": SHARED_DIGEST}}},
+        {"program_id": "copy", "source": READS_SHARED, "modules": {"helper.py": helper}, "files": {"table.csv": SHARED}},
+        blob_line(b"not the content it names", digest=wrong),
+        {"program_id": "refused", "source": "print(1)\n", "files": {"x.txt": {"blob": wrong}}},
+        blob_line(b"\xff\xfe"),
+        {"program_id": "binary-module", "source": "import m\n", "modules": {"m.py": {"blob": hashlib.sha256(b"\xff\xfe").hexdigest()}}},
+    ]
+    rows, proc = run_batch_process(tmp_path, jobs, {"timeout_s": 10}, python=python, scratch=[str(tmp_path / "scratch")])
+    assert proc.returncode == 0, proc.stderr
+    assert list(rows) == ["early", "a", "b", "copy", "refused", "binary-module"]  # no row for a blob line
+    assert rows["early"]["status"] == "error"
+    assert f"`files` \"table.csv\" names blob {SHARED_DIGEST}: no blob line before this job defines it" in rows["early"]["tracer_error"]
+    expected = f"201 w199,199 {len(SHARED)}\n"
+    for pid in ("a", "b", "copy"):
+        assert rows[pid]["status"] == "ok" and rows[pid]["stdout"] == expected, rows[pid]
+    def events(pid: str) -> list:  # the script's file is named after its id: a.py, copy.py
+        return [{**e, "file": e["file"].replace(f"{pid}.py", "SCRIPT.py")} for e in rows[pid]["events"]]
+
+    assert events("a") == events("copy") and len(events("a")) > 5
+    assert rows["refused"]["status"] == "error"
+    assert "the blob line 7 that defines it is refused: its content's SHA-256 is" in rows["refused"]["tracer_error"]
+    assert "`modules` \"m.py\" names a blob that is not UTF-8 text" in rows["binary-module"]["tracer_error"]
+
+    # A re-run that skips the jobs already done still takes the blob lines the rest need.
+    out = tmp_path / "out.jsonl"
+    kept = [line for line in out.read_text(encoding="utf-8").splitlines() if json.loads(line)["program_id"] != "b"]
+    out.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    proc = subprocess.run(batch_cmd(python, tmp_path / "jobs.jsonl", out, {"timeout_s": 10}, scratch=[str(tmp_path / "scratch")]),
+                          cwd=tmp_path, env=batch_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    again = read_rows(out)
+    assert again["b"]["status"] == "ok" and again["b"]["stdout"] == expected
+
+
+def test_parse_job_takes_blob_lines() -> None:
+    blobs = Blobs()
+    assert parse_job(json.dumps(blob_line(SHARED.encode())), 3, blobs) is None
+    job = {"program_id": "m", "source": "", "files": {"t.csv": {"blob": SHARED_DIGEST}}}
+    assert parse_job(json.dumps(job), 4, blobs).files == (("t.csv", SHARED.encode()),)
+    assert parse_job(json.dumps({"blob": "not a digest", "base64": ""}), 5, blobs) is None  # defines nothing
+    refused = {
+        "unknown key\\(s\\) text \\(a blob line has `blob` and `base64`\\)": {**blob_line(b"x"), "text": "x"},
+        "its `base64` is not base64 text": {"blob": hashlib.sha256(b"x").hexdigest(), "base64": "A*A="},
+    }
+    for words, line in refused.items():
+        fresh = Blobs()
+        assert parse_job(json.dumps(line), 9, fresh) is None
+        with pytest.raises(JobError, match="names blob .*: the blob line 9 that defines it is refused: " + words):
+            parse_job(json.dumps({**job, "files": {"t.csv": {"blob": line["blob"]}}}), 10, fresh)
+    # a digest that no line defines
+    with pytest.raises(JobError, match="no blob line before this job defines it"):
+        parse_job(json.dumps({**job, "files": {"t.csv": {"blob": "0" * 64}}}), 11, blobs)
 
 
 # ------------------------------------------------------------------ resume
