@@ -14,7 +14,8 @@ import base64
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,8 +68,11 @@ class Program:
     files: tuple[tuple[str, str | bytes], ...] = ()
     origin: str = ""  # "path/to/file.jsonl:12", for messages
 
-    def job(self) -> dict[str, Any]:
-        """This program as one line of the batch runner's jobs file (schemas/batch_jobs.md)."""
+    def job(self, blobs: Mapping[str | bytes, str] | None = None) -> dict[str, Any]:
+        """This program as one line of the batch runner's jobs file (schemas/batch_jobs.md).
+
+        `blobs`: contents of modules and data files that the jobs file defines as blobs (content
+        -> its SHA-256), which the job names instead of carrying them (see `unit_jobs`)."""
         job: dict[str, Any] = {"program_id": self.program_id, "mode": self.mode}
         if self.source is not None:
             job["source"] = self.source
@@ -91,15 +95,17 @@ class Program:
         if self.test_timeout_s is not None:
             job["test_timeout_s"] = self.test_timeout_s
         if self.modules:  # absent when none, so a program without modules keeps its hash
-            job["modules"] = dict(self.modules)
+            job["modules"] = {path: _blob_ref(text, blobs) or text for path, text in self.modules}
         if self.files:  # absent when none, so a program without data files keeps its hash
-            job["files"] = self.files_json()
+            job["files"] = self.files_json(blobs)
         return job
 
-    def files_json(self) -> dict[str, Any]:
-        """Its data files as the batch job's `files` has them: text, or `{"base64": ...}`."""
+    def files_json(self, blobs: Mapping[str | bytes, str] | None = None) -> dict[str, Any]:
+        """Its data files as the batch job's `files` has them: text, `{"base64": ...}`, or
+        `{"blob": SHA256}` for a content of `blobs`."""
         return {
-            path: content if isinstance(content, str) else {"base64": base64.b64encode(content).decode("ascii")}
+            path: _blob_ref(content, blobs)
+            or (content if isinstance(content, str) else {"base64": base64.b64encode(content).decode("ascii")})
             for path, content in self.files
         }
 
@@ -112,6 +118,46 @@ class Program:
         """Hash of everything that decides the trace (not the origin): same program, same hash."""
         payload = json.dumps([self.job(), self.image], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# A module or data file that several programs of a unit carry goes into its jobs file once, as a
+# blob line, from this size on (below it, a copy costs less than a reference and its blob line).
+SHARED_CONTENT_MIN_CHARS = 512
+
+
+def unit_jobs(programs: Sequence[Program]) -> Iterator[dict[str, Any]]:
+    """The batch runner's jobs file for `programs`, line by line, in their order.
+
+    A module or data file that several of them carry (a folder's data file that many of its
+    scripts read) is written once, as a blob line before the first job that names it, and the
+    jobs name it by its SHA-256 (schemas/batch_jobs.md): a unit of 400 scripts that read one
+    1 MiB file writes that MiB once, not 400 times."""
+    uses: Counter[str | bytes] = Counter()
+    for program in programs:
+        for _, content in (*program.modules, *program.files):
+            if len(content) >= SHARED_CONTENT_MIN_CHARS:
+                uses[content] += 1
+    blobs: dict[str | bytes, str] = {}
+    for content, n in uses.items():
+        if n > 1:
+            blobs[content] = hashlib.sha256(_content_bytes(content)).hexdigest()
+    written: set[str] = set()
+    for program in programs:
+        for _, content in (*program.modules, *program.files):
+            digest = blobs.get(content)
+            if digest is not None and digest not in written:
+                written.add(digest)
+                yield {"blob": digest, "base64": base64.b64encode(_content_bytes(content)).decode("ascii")}
+        yield program.job(blobs)
+
+
+def _content_bytes(content: str | bytes) -> bytes:
+    return content.encode("utf-8") if isinstance(content, str) else content
+
+
+def _blob_ref(content: str | bytes, blobs: Mapping[str | bytes, str] | None) -> dict[str, str] | None:
+    digest = blobs.get(content) if blobs else None
+    return {"blob": digest} if digest is not None else None
 
 
 def load_programs(paths: Sequence[Path]) -> list[Program]:

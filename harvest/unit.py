@@ -35,7 +35,7 @@ from harvest.errors import (
     StorageError,
     UnitDeadlineExceeded,
 )
-from harvest.inputs import Program
+from harvest.inputs import Program, unit_jobs
 from harvest.plan import HarvestSettings, WorkUnit
 from harvest.sandbox.base import Sandbox, UnitRequest, open_regular
 from tracer._batch_output import STARTED_SUFFIX
@@ -144,7 +144,7 @@ def _execute_unit(
         _check_current(unit, work, attempt_dir, attempt)  # a round would lay out its folder again
         rounds += 1
         jobs = attempt_dir / f"jobs-{rounds}.jsonl"
-        _write_rows(jobs, (p.job() for p in pending))
+        _write_rows(jobs, unit_jobs(pending))
         request = UnitRequest(
             run_id=run_id,
             unit_id=unit.unit_id,

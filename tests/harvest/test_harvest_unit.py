@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvest.errors import RunnerFailed
-from harvest.inputs import Program, load_programs
+from harvest.inputs import Program, load_programs, unit_jobs
 from harvest.plan import HarvestSettings, plan_units
 from harvest.sandbox.local import LocalSandbox
 from harvest.shard_io import check_no_overlap, committed_shards, expected_output_mismatches
@@ -67,6 +68,48 @@ def test_a_half_done_unit_resumes_without_rerunning_or_duplicating(tmp_path: Pat
     full = pq.read_table(tmp_path / unit.shard_name, columns=["program_id", "wall_time_s"]).to_pylist()
     for row in full[:3]:  # the first attempt's rows were kept, not traced again
         assert row["wall_time_s"] == done_before[row["program_id"]]["wall_time_s"]
+
+
+def test_a_data_file_that_every_script_of_a_unit_reads_is_in_its_jobs_file_once(tmp_path: Path) -> None:
+    """Each script's job carried its own copy of its folder's data files and modules: a folder of
+    400 scripts reading one 1 MiB file made a 400 MiB jobs file. A content that several programs
+    of a unit carry is now a blob line before the first job that names it; the traces are as before."""
+    folder = tmp_path / "course"
+    folder.mkdir()
+    table = "".join(f"row {i}\n" for i in range(2000))
+    helper = "def count(path):\n    return sum(1 for _ in open(path))\n" + "# notes\n" * 80
+    (folder / "table.csv").write_text(table, encoding="utf-8")
+    (folder / "_helper.py").write_text(helper, encoding="utf-8")  # "_": a module, not a program
+    (folder / "small.txt").write_text("tiny\n", encoding="utf-8")
+    (folder / "own.txt").write_text("x" * 2000, encoding="utf-8")  # one script's: stays in its job
+    for i in range(5):
+        (folder / f"s{i}.py").write_text(
+            f"import _helper\nprint(_helper.count('table.csv') + {i}, open('small.txt').read().strip())\n"
+            + ("print(len(open('own.txt').read()))\n" if i == 0 else ""),
+            encoding="utf-8",
+        )
+    programs = load_programs([folder])
+    lines = list(unit_jobs(programs))
+    digest = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in (("table", table), ("helper", helper))}
+    assert [line.get("blob") for line in lines[:2]] == [digest["helper"], digest["table"]]  # before the first job
+    jobs = lines[2:]
+    assert [job["program_id"] for job in jobs] == [f"s{i}" for i in range(5)]
+    for job in jobs:
+        assert job["modules"] == {"_helper.py": {"blob": digest["helper"]}}
+        assert job["files"]["table.csv"] == {"blob": digest["table"]} and job["files"]["small.txt"] == "tiny\n"
+    assert jobs[0]["files"]["own.txt"] == "x" * 2000
+    size = sum(len(json.dumps(line)) for line in lines)
+    assert size < sum(len(json.dumps(p.job())) for p in programs) / 3
+
+    settings = HarvestSettings(image="local", sandbox="local", timeout_s=10)
+    (unit,) = plan_units(programs, settings)
+    (tmp_path / "out").mkdir()
+    result = execute_unit(unit, settings, tmp_path / "out", "run-1", LocalSandbox())
+    assert result.counts == {"ok": 5}
+    rows = pq.read_table(tmp_path / "out" / unit.shard_name, columns=["program_id", "stdout"]).to_pylist()
+    assert {r["program_id"]: r["stdout"] for r in rows} == {
+        f"s{i}": f"{2000 + i} tiny\n" + ("2000\n" if i == 0 else "") for i in range(5)
+    }
 
 
 def test_a_program_that_kills_the_runner_is_a_crashed_row_and_the_rest_still_run(tmp_path: Path) -> None:
