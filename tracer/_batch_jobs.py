@@ -96,12 +96,13 @@ class Blobs:
             return  # a job can only name it by a digest, which it is not: "not defined" there
         unknown = sorted(set(raw) - {"blob", "base64"})
         data = _base64(raw.get("base64"))
+        actual = hashlib.sha256(data).hexdigest() if data is not None else None
         if unknown:
             problem = "unknown key(s) %s (a blob line has `blob` and `base64`)" % ", ".join(unknown)
         elif data is None:
             problem = "its `base64` is not base64 text (RFC 4648, padded, one line)"
-        elif hashlib.sha256(data).hexdigest() != digest:
-            problem = "its content's SHA-256 is %s, not the one it names" % hashlib.sha256(data).hexdigest()
+        elif actual != digest:
+            problem = "its content's SHA-256 is %s, not the one it names" % actual
         else:
             self._contents[digest] = data
             return
