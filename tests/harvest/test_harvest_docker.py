@@ -314,6 +314,7 @@ def test_a_folder_script_imports_its_sibling_module_in_the_container(engine, bas
     from click.testing import CliRunner
 
     from harvest.cli import cli
+    from harvest.inputs import load_programs, unit_jobs
 
     prog = tmp_path / "prog"
     (prog / "pkg").mkdir(parents=True)
@@ -321,12 +322,19 @@ def test_a_folder_script_imports_its_sibling_module_in_the_container(engine, bas
     (prog / "pkg" / "__init__.py").write_text("from ._impl import TIMES\n", encoding="utf-8")
     (prog / "pkg" / "_impl.py").write_text("TIMES = 2\n", encoding="utf-8")
     (prog / "main.py").write_text("import os\nfrom helper import double\nprint(double(21), __file__)\n", encoding="utf-8")
+    # A data file that two scripts read travels once in the unit's jobs file, as a blob line.
+    (prog / "words.txt").write_text("w" * 600 + "\n", encoding="utf-8")
+    (prog / "count.py").write_text("print(open('words.txt').read().count('w'))\n", encoding="utf-8")
+    (prog / "last.py").write_text("print(open('words.txt').read()[-2:])\n", encoding="utf-8")
+    assert sum("blob" in line for line in unit_jobs(load_programs([prog]))) == 1
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["harvest", str(prog), "--out", str(out), "--image", base_image, "-s"])
     assert result.exit_code == 0, result.output
-    main = {r["program_id"]: r for r in rows(out, ["program_id", "status", "stdout", "events"])}["main"]
+    by_id = {r["program_id"]: r for r in rows(out, ["program_id", "status", "stdout", "events"])}
+    main = by_id["main"]
     assert (main["status"], main["stdout"]) == ("ok", "42 /tmp/program/main.py\n")  # the same path on every run
     assert {e["file"] for e in main["events"]} == {"main.py", "helper.py", "pkg/__init__.py", "pkg/_impl.py"}
+    assert (by_id["count"]["stdout"], by_id["last"]["stdout"]) == ("600\n", "w\n\n")
 
 
 def test_resuming_after_a_catalog_image_was_rebuilt_says_so(engine, base_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
