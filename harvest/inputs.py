@@ -123,6 +123,10 @@ class Program:
 # A module or data file that several programs of a unit carry goes into its jobs file once, as a
 # blob line, from this size on (below it, a copy costs less than a reference and its blob line).
 SHARED_CONTENT_MIN_CHARS = 512
+# The batch runner keeps every blob until the unit ends, inside the sandbox's memory limit (512 MiB
+# by default, programs included): the blobs of one unit hold at most this much, the contents that
+# save the most first; the others stay copies, streamed job by job as before.
+SHARED_CONTENT_MAX_BYTES = 32 << 20
 
 
 def unit_jobs(programs: Sequence[Program]) -> Iterator[dict[str, Any]]:
@@ -137,10 +141,14 @@ def unit_jobs(programs: Sequence[Program]) -> Iterator[dict[str, Any]]:
         for _, content in (*program.modules, *program.files):
             if len(content) >= SHARED_CONTENT_MIN_CHARS:
                 uses[content] += 1
+    shared = [(len(data) * (n - 1), len(data), content, data) for content, n in uses.items() if n > 1
+              for data in (_content_bytes(content),)]  # fmt: skip
     blobs: dict[str | bytes, str] = {}
-    for content, n in uses.items():
-        if n > 1:
-            blobs[content] = hashlib.sha256(_content_bytes(content)).hexdigest()
+    budget = SHARED_CONTENT_MAX_BYTES
+    for _, size, content, data in sorted(shared, key=lambda s: -s[0]):
+        if size <= budget:
+            budget -= size
+            blobs[content] = hashlib.sha256(data).hexdigest()
     written: set[str] = set()
     for program in programs:
         for _, content in (*program.modules, *program.files):

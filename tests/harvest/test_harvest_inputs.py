@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import os
@@ -395,3 +397,31 @@ def test_modules_over_the_bound_are_an_input_error_naming_the_script(tmp_path: P
     (tmp_path / "latin" / "old.py").write_bytes(b"# \xe9\n")
     with pytest.raises(InputFormatError, match=r"latin/old.py: not UTF-8 text"):
         load_programs([tmp_path / "latin" / "main.py"])
+
+
+def test_a_units_blobs_are_bounded_and_the_biggest_savings_go_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch runner keeps a unit's blobs until its end, inside the sandbox's memory limit: past
+    SHARED_CONTENT_MAX_BYTES, shared contents stay copies (the ones that save the most are blobs)."""
+    import harvest.inputs as inputs
+    from harvest.inputs import Program, unit_jobs
+
+    big, mid, small = "b" * 3000, "m" * 2000, "s" * 600
+
+    def script(pid: str, *contents: str) -> Program:
+        return Program(program_id=pid, mode="script", source="pass\n", files=tuple((f"f{i}.txt", c) for i, c in enumerate(contents)))
+
+    programs = [script("p0", big, mid, small), script("p1", big, mid, small), script("p2", mid, small), script("p3", small)]
+    # savings: big 3000 * 1, mid 2000 * 2 = 4000, small 600 * 3 = 1800
+    monkeypatch.setattr(inputs, "SHARED_CONTENT_MAX_BYTES", 2500)  # mid fits, then neither big nor small
+    lines = list(unit_jobs(programs))
+    assert [len(line["base64"]) for line in lines if "blob" in line] == [len(base64.b64encode(mid.encode()))]
+    jobs = [line for line in lines if "program_id" in line]
+    assert jobs[0]["files"] == {"f0.txt": big, "f1.txt": {"blob": hashlib.sha256(mid.encode()).hexdigest()}, "f2.txt": small}
+    monkeypatch.setattr(inputs, "SHARED_CONTENT_MAX_BYTES", 2700)  # mid, then small in what is left
+    assert [line["blob"] for line in unit_jobs(programs) if "blob" in line] == [
+        hashlib.sha256(mid.encode()).hexdigest(), hashlib.sha256(small.encode()).hexdigest()
+    ]
+    monkeypatch.setattr(inputs, "SHARED_CONTENT_MAX_BYTES", 10_000)
+    assert sum("blob" in line for line in unit_jobs(programs)) == 3
+    monkeypatch.setattr(inputs, "SHARED_CONTENT_MAX_BYTES", 0)
+    assert [line for line in unit_jobs(programs)] == [p.job() for p in programs]
