@@ -43,7 +43,7 @@ class InputFormatError(ConfigError):
     """A programs file or folder cannot be read; the message names the file and line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Program:
     """One program to trace: what the batch runner needs, plus where it came from."""
 
