@@ -75,7 +75,7 @@ def harvest(programs: list[Program], settings: HarvestSettings, slots: int, out:
         "program_s": program,
         "statuses": _sum([r.counts for r in results]),
         # units whose batch runner forked the programs from an immortal heap (Python 3.12+)
-        "immortal_units": sum(1 for r in results if r.immortal_heaps and all(h["on"] for h in r.immortal_heaps)),
+        "immortal_units": sum(1 for r in results if r.forked_from_immortal_heap),
         # the whole machine during the harvest (all processes, other users included)
         "machine_busy_cpu_s": cpu1[0] - cpu0[0],
         "machine_idle_cpu_s": cpu1[1] - cpu0[1],

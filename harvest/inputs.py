@@ -141,13 +141,13 @@ def unit_jobs(programs: Sequence[Program]) -> Iterator[dict[str, Any]]:
         for _, content in (*program.modules, *program.files):
             if len(content) >= SHARED_CONTENT_MIN_CHARS:
                 uses[content] += 1
-    shared = [(len(data) * (n - 1), len(data), content, data) for content, n in uses.items() if n > 1
-              for data in (_content_bytes(content),)]  # fmt: skip
+    shared = [(content, _content_bytes(content), n) for content, n in uses.items() if n > 1]
+    shared.sort(key=lambda item: -len(item[1]) * (item[2] - 1))  # what a blob saves, most first
     blobs: dict[str | bytes, str] = {}
     budget = SHARED_CONTENT_MAX_BYTES
-    for _, size, content, data in sorted(shared, key=lambda s: -s[0]):
-        if size <= budget:
-            budget -= size
+    for content, data, _ in shared:
+        if len(data) <= budget:
+            budget -= len(data)
             blobs[content] = hashlib.sha256(data).hexdigest()
     written: set[str] = set()
     for program in programs:

@@ -89,7 +89,7 @@ class RunRecord:
         3.12+, docs/batch.md "Cost"): units that did, units that did not and why, and the units
         whose runner turned it off after a program crashed on it and not on a mortal heap (a
         CPython the trick does not fit)."""
-        immortal = [r for r in self.results if r.immortal_heaps and all(h["on"] for h in r.immortal_heaps)]
+        immortal = [r for r in self.results if r.forked_from_immortal_heap]
         mortal = [r for r in self.results if any(not h["on"] for h in r.immortal_heaps)]
         return {
             "units_immortal": len(immortal),

@@ -76,6 +76,11 @@ class UnitResult:
     immortal_heaps: list[dict[str, Any]] = field(default_factory=list)
     heap_turned_off: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def forked_from_immortal_heap(self) -> bool:
+        """Whether every batch run of the unit forked its programs from an immortal heap."""
+        return bool(self.immortal_heaps) and all(h["on"] for h in self.immortal_heaps)
+
 
 def unit_work_dir(out_dir: Path, unit_id: str) -> Path:
     return out_dir / WORK_DIR / unit_id

@@ -123,7 +123,7 @@ def _is_digest(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def is_blob_ref(value: Any) -> bool:
+def _is_blob_ref(value: Any) -> bool:
     """Whether a `modules`/`files` value names a blob (`{"blob": SHA256}`)."""
     return isinstance(value, dict) and set(value) == {"blob"}
 
@@ -299,7 +299,7 @@ def _modules(value: Any, program_id: str, blobs: Blobs) -> Tuple[Tuple[str, str]
     a blob of it as UTF-8)."""
     out = []
     for path, text in _folder_entries(value, "modules", "source text", _module_path_problem, program_id):
-        if is_blob_ref(text):
+        if _is_blob_ref(text):
             try:
                 text = blobs.get(text, "modules", path, program_id).decode("utf-8")
             except UnicodeDecodeError:
@@ -326,7 +326,7 @@ def _files(value: Any, program_id: str, blobs: Blobs) -> Tuple[Tuple[str, bytes]
     string), any bytes (an object `{"base64": TEXT}`) or a blob (`{"blob": SHA256}`)."""
     out = []
     for path, content in _folder_entries(value, "files", "content", _folder_path_problem, program_id):
-        if is_blob_ref(content):
+        if _is_blob_ref(content):
             data = blobs.get(content, "files", path, program_id)
         elif isinstance(content, str):
             try:
